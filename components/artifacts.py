@@ -107,3 +107,49 @@ def tool_versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions
+
+
+class RunPaths:
+    """The layout of a run folder (`artifacts/<run>/`), named once so no stage guesses a path."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"
+        self.samples = self.root / "samples"
+        self.logs = self.root / "logs"
+        self.metrics = self.root / "metrics.jsonl"
+        self.hparams = self.root / "hparams.json"
+        self.tuner = self.root / "tuner"
+        self.best_hyperparameters = self.root / "best_hyperparameters.json"
+        self.export = self.root / "export" / "generator"
+
+
+def saved_model_versions(export_root: str | os.PathLike) -> list[Path]:
+    """Integer-named version folders holding a SavedModel, oldest first (TF Serving layout)."""
+    root = Path(export_root)
+    if not root.is_dir():
+        return []
+    versions = [p for p in root.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    return sorted(versions, key=lambda p: int(p.name))
+
+
+def resolve_saved_model(path: str | os.PathLike) -> Path:
+    """Find the SavedModel a user means: a version folder, its parent (newest version), or a run.
+
+    Raises `PipelineError` naming the path when none of these holds a SavedModel.
+    """
+    from components.errors import PipelineError
+
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    for root in (path, RunPaths(path).export):
+        versions = saved_model_versions(root)
+        if versions:
+            return versions[-1]
+    if not path.exists():
+        raise PipelineError(f"{path} does not exist; pass a SavedModel folder, its parent, or a run folder.")
+    raise PipelineError(
+        f"{path} holds no SavedModel (no saved_model.pb in it, in a numbered version folder under it, "
+        "or under export/generator/ of a run). Export one with `python -m pipeline.export --run <run folder>`."
+    )

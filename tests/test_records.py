@@ -58,3 +58,18 @@ def test_truncated_shard_error_names_the_file(tmp_path):
 def test_missing_manifest_says_how_to_ingest(tmp_path):
     with pytest.raises(PipelineError, match="pipeline.ingest"):
         make_dataset(tmp_path)
+
+
+def test_resolve_saved_model_finds_version_parent_and_run(tmp_path):
+    from components.artifacts import RunPaths, resolve_saved_model
+
+    run = RunPaths(tmp_path / "run")
+    for version in ("1", "2", "10"):
+        (run.export / version).mkdir(parents=True)
+        (run.export / version / "saved_model.pb").write_bytes(b"")
+    (run.export / "11").mkdir()  # an incomplete export: no saved_model.pb
+    assert resolve_saved_model(run.root).name == "10"
+    assert resolve_saved_model(run.export).name == "10"
+    assert resolve_saved_model(run.export / "2").name == "2"
+    with pytest.raises(PipelineError, match="no SavedModel"):
+        resolve_saved_model(tmp_path)
