@@ -1,0 +1,177 @@
+"""Export a trained generator as a versioned TensorFlow SavedModel, with a model card, and prove it.
+
+Layout (TF Serving): `<export_root>/<version>/` with `saved_model.pb`, `variables/` and, beside
+them, `model_card.json`. Versions are integers, one more than the largest present; each is
+written to a hidden temporary folder and renamed, so a reader (or TF Serving, which watches the
+folder) never sees half a model, and a failed export leaves no version at all.
+
+Signatures, usable with `tf.saved_model.load` and no project code:
+- `serving_default`: z float32[None, latent_dim] -> {"images": uint8[None, H, W, 3]}
+- `sample`: num int32, seed int64 -> the same; latents from a stateless RNG keyed by
+  (seed, image index) (components.sampler.latents), so a seed gives the same images on every
+  call and every machine, and they are the first images `pipeline.sample --seed` writes.
+
+Before the rename the export is loaded back and compared with the in-memory generator on the same
+latents; more than one grey level of difference fails the export.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+import numpy as np
+
+from components.artifacts import RunPaths, atomic_directory, atomic_write_json, read_json, read_jsonl, tool_versions
+from components.errors import PipelineError
+from components.grid import to_uint8
+from components.sampler import LATENTS_RECIPE, SERVING_SIGNATURE, latents
+
+SAMPLE_SIGNATURE = "sample"
+MODEL_CARD = "model_card.json"
+MAX_GREY_LEVEL_DIFFERENCE = 1
+CHECK_SEED = 20240601  # latents used to compare the export with the in-memory generator
+
+
+def export_generator(
+    generator, export_root: str | os.PathLike, model_card: dict, *, check_count: int = 16
+) -> Path:
+    """Write `generator` (a Keras model z -> float32 images in [-1, 1]) as the next SavedModel version.
+
+    `model_card` holds what only the caller knows (hyperparameters, data, images seen, metrics);
+    the exporter adds shapes, signatures, version, tool versions, export time and the check result.
+    Returns the new version folder.
+    """
+    latent_dim, image_shape = _generator_shapes(generator)
+    export_root = Path(export_root)
+    version = next_version(export_root)
+    final = export_root / str(version)
+    try:
+        with atomic_directory(final) as tmp:
+            _write_saved_model(generator, tmp, latent_dim)
+            difference = verify_export(generator, tmp, latent_dim, check_count)
+            card = {
+                **model_card,
+                "version": version,
+                "export_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "latent_dim": latent_dim,
+                "image_shape": list(image_shape),
+                "signatures": {
+                    SERVING_SIGNATURE: f"z: float32[None, {latent_dim}] -> images: uint8[None, {', '.join(map(str, image_shape))}]",
+                    SAMPLE_SIGNATURE: "num: int32, seed: int64 -> images (deterministic; latents below)",
+                },
+                "latents": LATENTS_RECIPE,
+                "export_check": {"images": check_count, "max_grey_level_difference": difference},
+                "tool_versions": tool_versions(),
+            }
+            atomic_write_json(tmp / MODEL_CARD, card)
+    except FileExistsError as err:
+        raise PipelineError(f"{final} appeared while exporting (another export running?); run the export again.") from err
+    return final
+
+
+def next_version(export_root: Path) -> int:
+    """One more than the largest integer-named entry (even a broken one, so no name is reused)."""
+    taken = [int(p.name) for p in export_root.iterdir() if p.name.isdigit()] if export_root.is_dir() else []
+    return max(taken, default=0) + 1
+
+
+def _generator_shapes(generator) -> tuple[int, tuple[int, ...]]:
+    input_shape, output_shape = tuple(generator.input_shape), tuple(generator.output_shape)
+    if len(input_shape) != 2 or len(output_shape) != 4 or output_shape[-1] != 3:
+        raise ValueError(f"expected a generator z[N, latent] -> images[N, H, W, 3], got {input_shape} -> {output_shape}")
+    return int(input_shape[1]), tuple(int(d) for d in output_shape[1:])
+
+
+def _write_saved_model(generator, folder: Path, latent_dim: int) -> None:
+    """Save both signatures through Keras 3's ExportArchive (it tracks the model's variables)."""
+    import keras
+    import tensorflow as tf
+
+    def images_from(z):
+        pixels = tf.cast(generator(z, training=False), tf.float32)
+        # The same rounding as components.grid.to_uint8: (x + 1) * 127.5, round half to even, clip.
+        return {"images": tf.cast(tf.clip_by_value(tf.round((pixels + 1.0) * 127.5), 0.0, 255.0), tf.uint8)}
+
+    def serving_default(z):
+        return images_from(z)
+
+    def sample(num, seed):
+        return images_from(latents(seed, tf.range(tf.cast(num, tf.int64)), latent_dim))
+
+    archive = keras.export.ExportArchive()
+    archive.track(generator)
+    archive.add_endpoint(SERVING_SIGNATURE, serving_default, [tf.TensorSpec([None, latent_dim], tf.float32, name="z")])
+    archive.add_endpoint(
+        SAMPLE_SIGNATURE, sample, [tf.TensorSpec([], tf.int32, name="num"), tf.TensorSpec([], tf.int64, name="seed")]
+    )
+    archive.write_out(str(folder), verbose=False)
+
+
+def verify_export(generator, folder: Path, latent_dim: int, count: int) -> int:
+    """Load the SavedModel back and compare it with `generator` on the same latents.
+
+    Returns the largest difference in grey levels; raises PipelineError above
+    MAX_GREY_LEVEL_DIFFERENCE, or when `sample` is not deterministic, so a bad export never
+    becomes a visible version.
+    """
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(folder))
+    z = latents(CHECK_SEED, tf.range(count, dtype=tf.int64), latent_dim)
+    expected = to_uint8(generator(z, training=False).numpy()).astype(np.int16)
+    served = loaded.signatures[SERVING_SIGNATURE](z=z)["images"].numpy()
+    sampled = [loaded.signatures[SAMPLE_SIGNATURE](num=tf.constant(count), seed=tf.constant(CHECK_SEED, tf.int64))["images"].numpy() for _ in range(2)]
+    difference = max(int(np.abs(images.astype(np.int16) - expected).max()) for images in (served, *sampled))
+    if difference > MAX_GREY_LEVEL_DIFFERENCE:
+        raise PipelineError(
+            f"export check failed: the SavedModel's images differ from the in-memory generator's by {difference} grey "
+            f"levels (at most {MAX_GREY_LEVEL_DIFFERENCE} allowed) on the same latents; no version was written."
+        )
+    if not np.array_equal(sampled[0], sampled[1]):
+        raise PipelineError("export check failed: the 'sample' signature gave different images for one seed; no version was written.")
+    return difference
+
+
+# --- exporting a training run ------------------------------------------------------------------------
+
+
+def export_run(run_dir: str | os.PathLike, checkpoint: str = "latest") -> Path:
+    """Export the EMA generator of a run's `checkpoint` ("latest" or "best") to `<run>/export/generator/`."""
+    from components.trainer import restore_generator
+
+    paths = RunPaths(run_dir)
+    generator, info = restore_generator(paths.root, checkpoint)
+    return export_generator(generator, paths.export, run_model_card(paths, info, checkpoint))
+
+
+def run_model_card(paths: RunPaths, info: dict, checkpoint: str) -> dict:
+    """The caller's half of a model card: where the weights came from and how good they are."""
+    return {
+        "run": str(paths.root.resolve()),
+        "checkpoint": checkpoint,
+        "step": info.get("step"),
+        "images_seen": info.get("images_seen"),
+        "hyperparameters": info.get("hparams"),
+        "data": {
+            "dir": info.get("data_dir"),
+            "fingerprint": info.get("data_fingerprint"),
+            "counts": info.get("data_counts"),
+        },
+        "metrics": evaluator_metrics(paths, info.get("step")),
+    }
+
+
+def evaluator_metrics(paths: RunPaths, step: int | None) -> dict | None:
+    """The evaluator's figures for the exported weights, when the run has any.
+
+    Prefers the metrics.jsonl line logged at the checkpoint's step (true for "best", which is
+    chosen by swd_avg), then the latest line carrying `swd_avg`, then an `eval.json` in the run.
+    """
+    evaluated = [line for line in read_jsonl(paths.metrics) if "swd_avg" in line]
+    at_step = [line for line in evaluated if step is not None and line.get("step") == step]
+    if at_step or evaluated:
+        return (at_step or evaluated)[-1]
+    eval_json = paths.root / "eval.json"
+    return read_json(eval_json) if eval_json.is_file() else None
