@@ -11,9 +11,11 @@ them and parses a whole batch at once (parsing record by record is about 2x slow
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
+import google_crc32c
 import numpy as np
 
 from components.artifacts import MANIFEST, read_json
@@ -28,40 +30,98 @@ def shard_name(split: str, index: int, total: int) -> str:
 
 
 def serialize_example(pixels: np.ndarray, source: str, sha256: str) -> bytes:
-    """Serialize one HWC uint8 image and its provenance as a `tf.train.Example`."""
-    import tensorflow as tf
+    """Serialize one HWC uint8 image and its provenance as a `tf.train.Example`.
 
+    The protobuf wire format is written by hand: ingest workers then never import TensorFlow
+    (about 2 s per Beam worker process), and it is several times faster than building a
+    `tf.train.Example`. The bytes parse with `tf.io.parse_example` and `tf.train.Example`.
+    """
     if pixels.dtype != np.uint8 or pixels.ndim != 3:
         raise ValueError(f"expected HWC uint8 pixels, got {pixels.dtype} {pixels.shape}")
     height, width, channels = pixels.shape
+    features = [
+        _feature_entry("image", _bytes_feature(np.ascontiguousarray(pixels).tobytes())),
+        _feature_entry("height", _int64_feature(height)),
+        _feature_entry("width", _int64_feature(width)),
+        _feature_entry("channels", _int64_feature(channels)),
+        _feature_entry("source", _bytes_feature(source.encode("utf-8"))),
+        _feature_entry("sha256", _bytes_feature(sha256.encode("ascii"))),
+    ]
+    return _length_delimited(1, b"".join(features))  # Example.features
 
-    def ints(value: int) -> tf.train.Feature:
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
-    def raw(value: bytes) -> tf.train.Feature:
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+# Protobuf wire format, just the parts an Example needs: field numbers from
+# tensorflow/core/example/{example,feature}.proto.
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
-    features = {
-        "image": raw(np.ascontiguousarray(pixels).tobytes()),
-        "height": ints(height),
-        "width": ints(width),
-        "channels": ints(channels),
-        "source": raw(source.encode("utf-8")),
-        "sha256": raw(sha256.encode("ascii")),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    return b"".join((_varint(field << 3 | 2), _varint(len(payload)), payload))
+
+
+def _feature_entry(key: str, feature: bytes) -> bytes:
+    """One entry of the `Features.feature` map (field 1): a key (1) and a `Feature` value (2)."""
+    return _length_delimited(1, _length_delimited(1, key.encode("utf-8")) + _length_delimited(2, feature))
+
+
+def _bytes_feature(value: bytes) -> bytes:
+    return _length_delimited(1, _length_delimited(1, value))  # Feature.bytes_list -> BytesList.value
+
+
+def _int64_feature(value: int) -> bytes:
+    if value < 0:
+        raise ValueError(f"only non-negative int64 features are encoded here, got {value}")
+    return _length_delimited(3, _length_delimited(1, _varint(value)))  # Feature.int64_list -> packed value
+
+
+# TFRecord framing: length (uint64 LE), masked CRC32C of the length, data, masked CRC32C of the data.
+_LENGTH = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+
+
+def _masked_crc(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    return _CRC.pack((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
 def write_shard(path: str | os.PathLike, serialized: Iterable[bytes]) -> dict:
-    """Write serialized Examples to one TFRecord file; return its manifest entry."""
-    import tensorflow as tf
+    """Write serialized Examples to one TFRecord file; return its manifest entry.
 
+    Plain Python over `google-crc32c` (no TensorFlow import), byte-identical to `TFRecordWriter`.
+    """
     count = 0
-    with tf.io.TFRecordWriter(str(path)) as writer:
+    with open(path, "wb") as handle:
         for record in serialized:
-            writer.write(record)
+            length = _LENGTH.pack(len(record))
+            handle.write(b"".join((length, _masked_crc(length), record, _masked_crc(record))))
             count += 1
     return {"file": Path(path).name, "count": count, "bytes": os.path.getsize(path)}
+
+
+def read_records(path: str | os.PathLike) -> Iterator[bytes]:
+    """The serialized records of one TFRecord file, CRC-checked, without TensorFlow.
+
+    A bad length, a bad CRC or a truncated record is a `PipelineError` naming the file.
+    """
+    with open(path, "rb") as handle:
+        while True:
+            header = handle.read(_LENGTH.size + _CRC.size)
+            if not header:
+                return
+            length_bytes, length_crc = header[: _LENGTH.size], header[_LENGTH.size :]
+            if len(header) != _LENGTH.size + _CRC.size or _masked_crc(length_bytes) != length_crc:
+                raise PipelineError(f"{path} is corrupt: bad record header at byte {handle.tell() - len(header)}.")
+            (length,) = _LENGTH.unpack(length_bytes)
+            record, crc = handle.read(length), handle.read(_CRC.size)
+            if len(record) != length or _masked_crc(record) != crc:
+                raise PipelineError(f"{path} is corrupt: truncated record or bad CRC near byte {handle.tell()}.")
+            yield record
 
 
 def _feature_spec() -> dict:
