@@ -1,0 +1,210 @@
+"""`python -m pipeline.ingest`: an image folder (or built-in faces) to sharded TFRecords, with Beam."""
+
+from __future__ import annotations
+
+from pipeline._cli import make_parser, run_main  # first: quiets TensorFlow before it loads
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Sequence, TextIO
+
+from tqdm import tqdm
+
+from components.errors import PipelineError
+from components.images import RESIZE_MODES
+
+if TYPE_CHECKING:
+    from components.example_gen import IngestReport
+
+DESCRIPTION = """\
+Read every image under --input (recursively; JPEG, PNG, WebP, BMP, GIF first frame), turn each
+into a square RGB image of --image-size pixels, and write them as tf.train.Examples into sharded
+TFRecords: OUTPUT/{train,eval}-SSSSS-of-NNNNN.tfrecord, OUTPUT/manifest.json (counts, shards,
+options, fingerprint, tool versions) and OUTPUT/rejects.jsonl (every file not written, and why).
+
+EXIF rotation is applied, transparency composited on white, exact duplicates (same decoded
+pixels) kept once. Broken, empty, non-image, too small or oversized files are listed in
+rejects.jsonl; they never stop the job. The train/eval split is a hash of each file's path, so
+it is stable across runs. The output appears atomically; re-running with the same inputs and
+options does nothing, changed inputs or options rebuild it.
+
+Apache Beam runs the job: the DirectRunner on every core by default. Options after `--` go to
+Beam unchanged, so the same command runs on Flink, Spark or Dataflow (given an --output on a
+file system all workers share).
+
+examples:
+  python -m pipeline.ingest --synthetic 2000            # built-in faces -> tfrecords/synthetic
+  python -m pipeline.ingest --input data/ --image-size 64
+  python -m pipeline.ingest --input ~/photos --resize pad --output tfrecords/photos -- --direct_num_workers=4
+"""
+
+
+def no_default(text: str) -> str:
+    """Help text whose default is explained in words: `%(default).0s` stops "(default: None)"."""
+    return text + "%(default).0s"
+
+
+def count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("python -m pipeline.ingest", DESCRIPTION)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--input", type=Path, default=Path("data"), help="folder of images, read recursively")
+    source.add_argument(
+        "--synthetic",
+        type=count,
+        metavar="N",
+        help=no_default("ingest N built-in procedural anime faces instead of a folder (no download needed)"),
+    )
+    parser.add_argument("--seed", type=int, default=0, help="which --synthetic faces: face i of a seed is always the same")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help=no_default("output folder (default: tfrecords/<input folder name>, or tfrecords/synthetic with --synthetic)"),
+    )
+    parser.add_argument("--image-size", type=int, default=64, help="side in pixels of the square training images")
+    parser.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default="center-crop",
+        help="how non-square images become square: crop the centre, pad with white, or stretch",
+    )
+    parser.add_argument(
+        "--min-size", type=int, help=no_default("reject images whose shorter side is below this (default: half of --image-size)")
+    )
+    parser.add_argument("--eval-fraction", type=float, default=0.05, help="share of images held out in the eval split")
+    parser.add_argument(
+        "--shards", type=count, help=no_default("shards per split (default: as many as make shards of about 32 MB)")
+    )
+    parser.add_argument("--no-dedupe", action="store_true", help="keep exact duplicate images instead of writing one copy")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild the output even if it is up to date")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.epilog = "Beam options: everything after `--`, e.g. `-- --direct_num_workers=4` or `-- --runner=FlinkRunner ...`."
+    return parser
+
+
+def split_beam_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Our flags before `--`, Beam's after it (passed to Beam untouched)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ours, beam_args = split_beam_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(ours)
+    with beam_chatter_to_log() as terminal, ProgressBar(terminal, disabled=args.quiet) as progress:
+        # Imported here: importing Beam already logs warnings that belong in the log, not on screen.
+        from components.example_gen import FolderSource, IngestOptions, SyntheticSource, ingest
+
+        options = IngestOptions(
+            image_size=args.image_size,
+            resize=args.resize,
+            min_size=args.min_size,
+            eval_fraction=args.eval_fraction,
+            dedupe=not args.no_dedupe,
+            shards=args.shards,
+        )
+        options.validate()
+        if args.synthetic:
+            source, described = SyntheticSource(args.synthetic, args.seed, args.image_size), f"{args.synthetic} synthetic faces"
+            output = args.output or Path("tfrecords", "synthetic")
+        else:
+            source, described = FolderSource(str(args.input)), f"{args.input}/"
+            output = args.output or Path("tfrecords", args.input.resolve().name)
+        report = ingest(source, output, options, beam_args, overwrite=args.overwrite, on_progress=progress.update)
+    print(summary(report, described))
+    return 0
+
+
+class ProgressBar:
+    """A tqdm bar created on the first update, when the total is known (none if nothing runs)."""
+
+    def __init__(self, stream: TextIO, disabled: bool = False):
+        self.stream, self.disabled, self.bar = stream, disabled, None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc="ingest", unit="img", file=self.stream, disable=self.disabled, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def summary(report: IngestReport, described: str) -> str:
+    """The closing lines: what was written, how fast, and what was left out."""
+    manifest, output = report.manifest, report.output
+    if report.up_to_date:
+        return (
+            f"{output} is up to date (same inputs and options, fingerprint {manifest['fingerprint']}); "
+            "nothing to do. Pass --overwrite to rebuild it."
+        )
+    counts, splits = manifest["counts"], manifest["splits"]
+    shards = sum(len(split["shards"]) for split in splits.values())
+    rate = counts["seen"] / report.seconds if report.seconds else float("nan")
+    reasons = ", ".join(f"{n} {reason}" for reason, n in manifest["rejected_by_reason"].items())
+    lines = [
+        f"ingested {described} into {output} in {report.seconds:.1f} s ({rate:,.0f} images/s)",
+        f"  written     {splits['train']['count']:,} train + {splits['eval']['count']:,} eval "
+        f"({manifest['bytes'] / 1e6:,.1f} MB in {shards} shards of {manifest['image_size']}x{manifest['image_size']})",
+        f"  duplicates  {counts['duplicates']:,}" + ("" if manifest["options"]["dedupe"] else " (not removed: --no-dedupe)"),
+        f"  rejected    {counts['rejected']:,}" + (f" ({reasons})" if reasons else ""),
+    ]
+    if counts["rejected"] or counts["duplicates"]:
+        lines.append(f"  details     {output / 'rejects.jsonl'}")
+    if splits["eval"]["count"] == 0:
+        lines.append("  warning     the eval split is empty: add images or raise --eval-fraction")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def beam_chatter_to_log() -> Iterator[TextIO]:
+    """Send file descriptor 2 to a log file while Beam runs; yield a stream to the real stderr.
+
+    Beam's worker processes inherit stderr and log start-up chatter there that no pipeline option
+    silences. The progress bar writes to the terminal through the yielded stream. The log is
+    deleted on success and kept (its path printed) when the job fails unexpectedly.
+    """
+    log_fd, log_path = tempfile.mkstemp(prefix="ingest-beam-", suffix=".log")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    keep_log = False
+    try:
+        yield terminal
+    except (PipelineError, KeyboardInterrupt):
+        raise
+    except BaseException:
+        keep_log = True
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        terminal.close()
+        if keep_log:
+            print(f"(Beam's log of this run: {log_path})", file=sys.stderr)
+        else:
+            os.unlink(log_path)
+
+
+if __name__ == "__main__":
+    run_main(main)
