@@ -1,0 +1,153 @@
+"""DCGAN generator and discriminator builders, driven by a small hyperparameter config.
+
+The defaults rebuild the seed tutorial's networks exactly (DESIGN.md) at 64x64:
+
+- generator: Dense(4*4*512, no bias) -> BatchNorm -> LeakyReLU(0.2) -> Reshape(4, 4, 512), then one
+  block per doubling of resolution (Conv2DTranspose k5 s2 "same", no bias -> BatchNorm ->
+  LeakyReLU(0.2)) with 256, 128, 64, 32 filters, then Conv2D(3, k5) -> tanh;
+- discriminator: one block per halving (Conv2D k5 s2 "same" -> LeakyReLU(0.2) -> Dropout(0.3)) with
+  64, 128, 256, 512 filters, then Flatten -> Dense(1) (a logit).
+
+Other image sizes keep the 4x4 bottleneck and change the number of blocks (32: 3, 64: 4, 128: 5);
+the filter counts double from the image end towards the 4x4 end, so `g_filters` is the width of
+the generator's last block and `d_filters` the width of the discriminator's first. Like the seed,
+convolutions start from N(0, init_stddev) and the Dense layers keep Keras' default initialiser.
+
+Precision is a per-model argument (`dtype_policy`, e.g. "mixed_bfloat16") rather than Keras'
+global policy, so building a float32 copy for export never depends on what ran before. The last
+layer of each network computes in float32, so images and logits are float32 under any policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from components.errors import PipelineError
+
+IMAGE_SIZES = (32, 64, 128)
+BOTTLENECK = 4  # spatial size of the generator's first feature map and the discriminator's last
+CHANNELS = 3
+LEAKY_SLOPE = 0.2
+KERNEL = 5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of the two networks. Defaults are the seed tutorial's architecture.
+
+    `image_size` is None until the trainer fills it in from the data manifest (the model must fit
+    the data, so it is never a free choice).
+    """
+
+    image_size: int | None = None
+    latent_dim: int = 128
+    g_filters: int = 32
+    d_filters: int = 64
+    d_dropout: float = 0.3
+    init_stddev: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.image_size is not None and self.image_size not in IMAGE_SIZES:
+            raise PipelineError(
+                f"image size {self.image_size} is not supported; the models are built for {', '.join(map(str, IMAGE_SIZES))} "
+                "pixels (re-run the ingest with --image-size set to one of these)."
+            )
+        for name in ("latent_dim", "g_filters", "d_filters"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise PipelineError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        if not 0.0 <= self.d_dropout < 1.0:
+            raise PipelineError(f"d_dropout must be in [0, 1), got {self.d_dropout!r}.")
+        if not self.init_stddev > 0:
+            raise PipelineError(f"init_stddev must be positive, got {self.init_stddev!r}.")
+
+    @property
+    def num_blocks(self) -> int:
+        """Up-sampling blocks in G = down-sampling blocks in D: log2(image_size / 4)."""
+        return (self.require_image_size() // BOTTLENECK).bit_length() - 1
+
+    def require_image_size(self) -> int:
+        if self.image_size is None:
+            raise PipelineError("ModelConfig.image_size is not set; it comes from the data manifest.")
+        return self.image_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        return cls(**known_fields(cls, values, "model"))
+
+
+def known_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """`values` restricted to `cls`'s fields; an unknown key is a user error naming it."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise PipelineError(f"unknown {where} hyperparameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}.")
+    return dict(values)
+
+
+def _conv_init(config: ModelConfig):
+    import keras
+
+    return keras.initializers.RandomNormal(mean=0.0, stddev=config.init_stddev)
+
+
+def build_generator(config: ModelConfig, dtype_policy: str = "float32", sync_batchnorm: bool = False):
+    """z: float32[N, latent_dim] -> images float32[N, S, S, 3] in [-1, 1] (tanh).
+
+    `sync_batchnorm` computes BatchNorm statistics over the global batch of all replicas, so
+    training on several devices or workers behaves like one device with the same batch, and every
+    replica keeps the same moving statistics. It changes no weight, so checkpoints are
+    interchangeable.
+    """
+    import keras
+    from keras import layers
+
+    blocks = config.num_blocks
+    widest = config.g_filters * 2**blocks
+    policy = {"dtype": dtype_policy}
+
+    noise = keras.Input(shape=(config.latent_dim,), name="generator_noise_input")
+    x = layers.Dense(BOTTLENECK * BOTTLENECK * widest, use_bias=False, **policy)(noise)
+    x = layers.BatchNormalization(synchronized=sync_batchnorm, **policy)(x)
+    x = layers.LeakyReLU(negative_slope=LEAKY_SLOPE, **policy)(x)
+    x = layers.Reshape((BOTTLENECK, BOTTLENECK, widest), **policy)(x)
+    for block in range(1, blocks + 1):
+        x = layers.Conv2DTranspose(
+            widest // 2**block,
+            KERNEL,
+            strides=2,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=_conv_init(config),
+            **policy,
+        )(x)
+        x = layers.BatchNormalization(synchronized=sync_batchnorm, **policy)(x)
+        x = layers.LeakyReLU(negative_slope=LEAKY_SLOPE, **policy)(x)
+    x = layers.Conv2D(CHANNELS, KERNEL, padding="same", kernel_initializer=_conv_init(config), **policy)(x)
+    images = layers.Activation("tanh", dtype="float32", name="images")(x)
+    return keras.Model(noise, images, name="generator")
+
+
+def build_discriminator(config: ModelConfig, dtype_policy: str = "float32"):
+    """images float32[N, S, S, 3] in [-1, 1] -> float32[N, 1] logits (real > 0)."""
+    import keras
+    from keras import layers
+
+    size = config.require_image_size()
+    policy = {"dtype": dtype_policy}
+
+    images = keras.Input(shape=(size, size, CHANNELS), name="discriminator_image_input")
+    x = images
+    for block in range(config.num_blocks):
+        x = layers.Conv2D(
+            config.d_filters * 2**block, KERNEL, strides=2, padding="same", kernel_initializer=_conv_init(config), **policy
+        )(x)
+        x = layers.LeakyReLU(negative_slope=LEAKY_SLOPE, **policy)(x)
+        x = layers.Dropout(config.d_dropout, **policy)(x)
+    x = layers.Flatten(**policy)(x)
+    logits = layers.Dense(1, dtype="float32", name="logits")(x)
+    return keras.Model(images, logits, name="discriminator")

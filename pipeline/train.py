@@ -1,0 +1,153 @@
+"""`python -m pipeline.train`: train the DCGAN on ingested TFRecords, resuming where it stopped."""
+
+from __future__ import annotations
+
+from pipeline import _cli  # noqa: F401  (first: quiets TensorFlow before it loads)
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from components.artifacts import RunPaths
+from components.errors import PipelineError
+from components.model import ModelConfig
+from components.precision import PRECISIONS
+from components.trainer import TRAIN_STEPS, TrainConfig
+
+DESCRIPTION = """\
+Train the DCGAN (the seed tutorial's architecture by default) on a data folder written by
+`python -m pipeline.ingest`, into a run folder:
+
+  <run>/hparams.json     hyperparameters and the data's fingerprint
+  <run>/checkpoints/     the last few checkpoints (G, D, EMA generator, optimisers, RNG, step)
+  <run>/samples/         step-NNNNNNN.png grids from the EMA generator, same latents every time
+  <run>/logs/            TensorBoard: losses, D(real), D(fake), images/s, sample grids
+  <run>/metrics.jsonl    one JSON line per log interval
+
+Re-running the same command resumes from the newest checkpoint ("resumed from step N") and
+stops at the same step as an uninterrupted run; a larger --images/--epochs trains further.
+Different hyperparameters or data for an existing run are an error unless --new-run.
+Multi-worker training: start the same command on every worker with TF_CONFIG set."""
+
+_MODEL_DEFAULTS = ModelConfig()
+_TRAIN_DEFAULTS = TrainConfig()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _cli.make_parser("python -m pipeline.train", DESCRIPTION)
+    parser.add_argument("--data", type=Path, required=True, help="ingested data folder (holds manifest.json and the shards)")
+    parser.add_argument("--run", type=Path, help="run folder (default: artifacts/<name of the data folder>)")
+
+    budget = parser.add_argument_group("budget (one of; default --epochs 60, the seed's)")
+    exclusive = budget.add_mutually_exclusive_group()
+    exclusive.add_argument("--epochs", type=float, help="passes over the train split (fractions allowed)")
+    exclusive.add_argument("--images", type=int, help="real images to train on; steps = ceil(images / batch size)")
+    add_hparam_arguments(parser)
+
+    runtime = parser.add_argument_group("runtime (may change between resumptions)")
+    runtime.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="compute precision; auto = float16 mixed on GPU, bfloat16 mixed on CPUs with bf16 instructions, else float32",
+    )  # fmt: skip
+    runtime.add_argument(
+        "--jit", action=argparse.BooleanOptionalAction, default=None,
+        help="compile steps with XLA (default: on with a GPU, off on CPU, where XLA is much slower)",
+    )  # fmt: skip
+    runtime.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS", help="save a checkpoint every this many steps (and at the end)")
+    runtime.add_argument("--keep-checkpoints", type=int, default=3, metavar="N", help="how many periodic checkpoints to keep")
+    runtime.add_argument("--sample-every", type=int, default=500, metavar="STEPS", help="write a sample grid every this many steps (and at the end)")
+    runtime.add_argument("--log-every", type=int, default=50, metavar="STEPS", help="average metrics over and log every this many steps")
+    runtime.add_argument("--new-run", action="store_true", help="discard the run folder's checkpoints, samples, logs and metrics and start at step 0")
+    runtime.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
+    return parser
+
+
+def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per `TrainConfig` / `ModelConfig` field; defaults are the seed recipe's."""
+    model = parser.add_argument_group("model (image size comes from the data's manifest)")
+    model.add_argument("--latent-dim", type=int, default=_MODEL_DEFAULTS.latent_dim, help="size of the generator's input noise z")
+    model.add_argument("--g-filters", type=int, default=_MODEL_DEFAULTS.g_filters, help="filters of the generator's last block; doubled per block towards the input")
+    model.add_argument("--d-filters", type=int, default=_MODEL_DEFAULTS.d_filters, help="filters of the discriminator's first block; doubled per block")
+    model.add_argument("--d-dropout", type=float, default=_MODEL_DEFAULTS.d_dropout, help="dropout rate after each discriminator block")
+    model.add_argument("--init-stddev", type=float, default=_MODEL_DEFAULTS.init_stddev, help="std of the N(0, s) initialiser of the convolutions")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--batch-size", type=int, default=_TRAIN_DEFAULTS.batch_size, help="global batch size (split over replicas)")
+    training.add_argument("--g-lr", type=float, default=_TRAIN_DEFAULTS.g_lr, help="generator Adam learning rate")
+    training.add_argument("--d-lr", type=float, default=_TRAIN_DEFAULTS.d_lr, help="discriminator Adam learning rate")
+    training.add_argument("--beta-1", type=float, default=_TRAIN_DEFAULTS.beta_1, help="Adam beta_1 of both optimisers")
+    training.add_argument("--label-smoothing", type=float, default=_TRAIN_DEFAULTS.label_smoothing, help="BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)")
+    training.add_argument("--ema-decay", type=float, default=_TRAIN_DEFAULTS.ema_decay, help="decay of the generator's weight EMA used for samples and export (0: no averaging)")
+    training.add_argument("--seed", type=int, default=_TRAIN_DEFAULTS.seed, help="seed of the latents and of the fixed sample grid")
+    training.add_argument(
+        "--train-step", choices=TRAIN_STEPS, default=_TRAIN_DEFAULTS.train_step,
+        help="dcgan: one D and one G update per batch; seed: the tutorial's loop (2 rounds of D-fake, D-real, G)",
+    )  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        model=ModelConfig(
+            latent_dim=args.latent_dim,
+            g_filters=args.g_filters,
+            d_filters=args.d_filters,
+            d_dropout=args.d_dropout,
+            init_stddev=args.init_stddev,
+        ),
+        batch_size=args.batch_size,
+        g_lr=args.g_lr,
+        d_lr=args.d_lr,
+        beta_1=args.beta_1,
+        label_smoothing=args.label_smoothing,
+        ema_decay=args.ema_decay,
+        seed=args.seed,
+        train_step=args.train_step,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)  # validates every hyperparameter before TensorFlow loads
+    if args.epochs is None and args.images is None:
+        args.epochs = 60.0
+    if not args.data.is_dir():
+        raise PipelineError(f"{args.data} does not exist; create it with `python -m pipeline.ingest`.")
+    run_dir = args.run or Path("artifacts") / args.data.resolve().name
+
+    from components.trainer import train
+
+    result = train(
+        config,
+        args.data,
+        run_dir,
+        images=args.images,
+        epochs=args.epochs,
+        precision=args.precision,
+        jit=args.jit,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        sample_every=args.sample_every,
+        log_every=args.log_every,
+        new_run=args.new_run,
+        verbose=not args.quiet,
+    )
+    if not args.quiet:
+        print(_summary(result))
+    return 0
+
+
+def _summary(result) -> str:
+    metrics = ", ".join(f"{name} {value:.4g}" for name, value in sorted(result.metrics.items()))
+    samples = sorted(RunPaths(result.run_dir).samples.glob("step-*.png"))
+    lines = [
+        f"done: {result.steps} steps, {result.images_seen} images seen, {result.seconds:.0f} s",
+        f"  last metrics: {metrics or '-'}",
+        f"  run folder:   {result.run_dir}",
+    ]
+    if samples:
+        lines.append(f"  last grid:    {samples[-1]}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    _cli.run_main(main)
