@@ -162,7 +162,7 @@ def summary(report: IngestReport, described: str) -> str:
     lines = [
         f"ingested {described} into {output} in {report.seconds:.1f} s ({rate:,.0f} images/s)",
         f"  written     {splits['train']['count']:,} train + {splits['eval']['count']:,} eval "
-        f"({manifest['bytes'] / 1e6:,.1f} MB in {shards} shards of {manifest['image_size']}x{manifest['image_size']})",
+        f"({manifest['bytes'] / 1e6:,.1f} MB in {shards} shard{'' if shards == 1 else 's'} of {manifest['image_size']}x{manifest['image_size']})",
         f"  duplicates  {counts['duplicates']:,}" + ("" if manifest["options"]["dedupe"] else " (not removed: --no-dedupe)"),
         f"  rejected    {counts['rejected']:,}" + (f" ({reasons})" if reasons else ""),
     ]
