@@ -1,0 +1,250 @@
+"""Score a generator against held-out real images: SWD with its floor, diversity, memorisation.
+
+One figure means little on its own, so every model figure comes with its real-data reference:
+
+- `swd_<res>`, `swd_avg` (x1e3, lower is better; the trainer's `best` checkpoint and the tuner
+  use `swd_avg`) beside `swd_<res>_floor`, `swd_avg_floor`: the same SWD between two disjoint
+  halves of the real images, i.e. what a perfect generator would score at this sample size.
+- `msssim` beside `msssim_real`: mean MS-SSIM of random pairs; far above the real figure means
+  the generator repeats itself (mode collapse).
+- `memorisation_nn_generated` beside `memorisation_nn_real` and `memorisation_copy_fraction`:
+  distances to the nearest training image (only when training images are given).
+- `fid`, `kid` beside `fid_floor`, `kid_floor`: only with a local Inception weights file.
+
+How the real images are used: they are shuffled with the seed and split into two equal halves
+of `n = min(num, len(real) // 2)` images. The generator's `n` images are compared with the first
+half (the reference), the second half is compared with the same reference to give the floor, on
+the same random directions and patch positions, so the two figures differ only by the images.
+
+`Evaluator` does the real-side work once (descriptors, floor, baselines) and then scores any
+number of generated sets cheaply: the trainer evaluates every few thousand images this way
+(`make_evaluate_fn`); `pipeline.evaluate` scores an exported SavedModel.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from components.errors import PipelineError
+from components.metrics.inception import FeatureExtractor, frechet_distance, kernel_inception_distance, load_inception
+from components.metrics.memorisation import memorisation_summary, nearest_neighbours
+from components.metrics.msssim import pairwise_ms_ssim
+from components.metrics.swd import swd_descriptors, swd_from_descriptors
+
+MAX_PAIRS = 1000  # MS-SSIM pairs per set: the mean is stable to ~0.005 by then
+MEMORISATION_SAMPLE = 1024  # generated and held-out images checked against the training set
+DEFAULT_TRAIN_LIMIT = 10_000  # training images searched for copies (memory: ~120 MB at 64x64)
+
+Generate = Callable[[np.ndarray], np.ndarray]  # z float32 [n, latent] -> uint8 NHWC [n, H, W, 3]
+
+
+def fixed_latents(num: int, latent_dim: int, seed: int = 0) -> np.ndarray:
+    """The latents every evaluation with this seed uses: float32 [num, latent_dim], N(0, 1)."""
+    return np.random.default_rng(seed).standard_normal((num, latent_dim)).astype(np.float32)
+
+
+def generate_images(
+    generate: Generate, latents: np.ndarray, batch_size: int = 256, progress: Callable[[int], Any] | None = None
+) -> np.ndarray:
+    """Run `generate` over `latents` in batches; `progress(k)` after each batch of k images."""
+    batches = []
+    for start in range(0, len(latents), batch_size):
+        images = np.asarray(generate(latents[start : start + batch_size]))
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(f"the generator must return uint8 NHWC images, got {images.dtype} {images.shape}")
+        batches.append(images)
+        if progress:
+            progress(len(images))
+    return np.concatenate(batches)
+
+
+class Evaluator:
+    """Scores generated sets against one fixed real set; the real side is computed once.
+
+    `real` is uint8 NHWC (the eval split), `train` the training images for the memorisation check
+    (None skips it), `inception` an optional feature extractor for FID/KID.
+    """
+
+    def __init__(
+        self,
+        real: np.ndarray,
+        train: np.ndarray | None = None,
+        *,
+        num: int = 1024,
+        seed: int = 0,
+        inception: FeatureExtractor | None = None,
+    ):
+        real = np.asarray(real)
+        if num <= 0:
+            raise ValueError(f"num must be positive, got {num}")
+        self.num = min(num, len(real) // 2)
+        if self.num < 2:
+            raise ValueError(f"need at least 4 real images (two halves of 2), got {len(real)}")
+        self.image_shape = real.shape[1:]
+        self.seed = seed
+        self.inception = inception
+        order = np.random.default_rng(seed).permutation(len(real))
+        reference, floor_half = real[order[: self.num]], real[order[self.num : 2 * self.num]]
+
+        self._reference = swd_descriptors(reference, seed)
+        floor = swd_from_descriptors(self._reference, swd_descriptors(floor_half, seed), seed)
+        self.baseline = {f"{name}_floor": value for name, value in floor.items()}
+        self.baseline["msssim_real"] = pairwise_ms_ssim(real[order[: 2 * self.num]], MAX_PAIRS, seed)
+
+        self.train = train
+        if train is not None:
+            heldout = real[order[: min(2 * self.num, MEMORISATION_SAMPLE)]]
+            self._real_nn = nearest_neighbours(heldout, train)[0]
+            self.baseline["memorisation_nn_real"] = float(np.median(self._real_nn))
+        if inception is not None:
+            self._reference_features = inception(reference)
+            floor_features = inception(floor_half)
+            self.baseline["fid_floor"] = frechet_distance(floor_features, self._reference_features)
+            self.baseline["kid_floor"] = kernel_inception_distance(floor_features, self._reference_features, seed)
+
+    def score(self, generated: np.ndarray) -> dict[str, float]:
+        """All metrics for `num` generated uint8 NHWC images, with the real baselines beside them."""
+        generated = np.asarray(generated)
+        if generated.shape != (self.num, *self.image_shape) or generated.dtype != np.uint8:
+            raise ValueError(
+                f"expected {self.num} uint8 images of shape {self.image_shape}, got {generated.dtype} {generated.shape}"
+            )
+        metrics = swd_from_descriptors(self._reference, swd_descriptors(generated, self.seed), self.seed)
+        metrics["msssim"] = pairwise_ms_ssim(generated, MAX_PAIRS, self.seed)
+        if self.train is not None:
+            generated_nn = nearest_neighbours(generated[:MEMORISATION_SAMPLE], self.train)[0]
+            summary = memorisation_summary(generated_nn, self._real_nn)
+            metrics["memorisation_nn_generated"] = summary["nn_generated"]
+            metrics["memorisation_copy_fraction"] = summary["copy_fraction"]
+        if self.inception is not None:
+            features = self.inception(generated)
+            metrics["fid"] = frechet_distance(features, self._reference_features)
+            metrics["kid"] = kernel_inception_distance(features, self._reference_features, self.seed)
+        return {**metrics, **self.baseline, "num_images": self.num}
+
+
+def evaluate_generator(
+    generate: Generate,
+    real_eval: np.ndarray,
+    real_train: np.ndarray | None = None,
+    *,
+    latent_dim: int,
+    num: int = 1024,
+    seed: int = 0,
+    batch_size: int = 256,
+    inception: FeatureExtractor | None = None,
+) -> dict[str, float]:
+    """One-off evaluation of `generate` on the fixed latents of `seed` (see the module docstring)."""
+    evaluator = Evaluator(real_eval, real_train, num=num, seed=seed, inception=inception)
+    images = generate_images(generate, fixed_latents(evaluator.num, latent_dim, seed), batch_size)
+    return evaluator.score(images)
+
+
+def load_evaluation_images(
+    data_dir: str | os.PathLike, split: str = "eval", train_limit: int = DEFAULT_TRAIN_LIMIT
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The real images to score against (`split`) and the training images to search for copies.
+
+    The training images are None when `train_limit` is 0 or when `split` is itself the training
+    split (held-out images are the point of the memorisation check).
+    """
+    from components.records import load_images
+
+    real = load_images(data_dir, split)
+    if len(real) < 4:
+        raise PipelineError(
+            f"split '{split}' of {data_dir} holds {len(real)} images; evaluation needs at least 4 "
+            "(two halves of 2). Ingest with a larger --eval-fraction."
+        )
+    train = load_images(data_dir, "train", limit=train_limit) if train_limit > 0 and split != "train" else None
+    return real, train
+
+
+def keras_generate(generator) -> Generate:
+    """Wrap a Keras generator (z -> float [-1, 1] NHWC) as `Generate`, in inference mode."""
+    import keras
+
+    from components.grid import to_uint8
+
+    return lambda z: to_uint8(keras.ops.convert_to_numpy(generator(z, training=False)))
+
+
+def make_evaluate_fn(
+    data_dir: str | os.PathLike,
+    num: int = 1024,
+    seed: int = 0,
+    *,
+    split: str = "eval",
+    train_limit: int = DEFAULT_TRAIN_LIMIT,
+    batch_size: int = 256,
+    inception_weights: str | os.PathLike | None = None,
+) -> Callable[[Any], dict[str, float]]:
+    """For the trainer: `evaluate(keras_generator) -> metrics`, on fixed latents and real images.
+
+    The real images are loaded and described once, here (floor included); each call then only
+    generates `num` images and scores them. Same weights, same numbers: the latents are fixed by
+    `seed` (and the generator's latent size, read from its input shape).
+    """
+    real, train = load_evaluation_images(data_dir, split, train_limit)
+    inception = load_inception(inception_weights) if inception_weights else None
+    evaluator = Evaluator(real, train, num=num, seed=seed, inception=inception)
+
+    def evaluate(generator) -> dict[str, float]:
+        latents = fixed_latents(evaluator.num, int(generator.input_shape[-1]), seed)
+        return evaluator.score(generate_images(keras_generate(generator), latents, batch_size))
+
+    return evaluate
+
+
+@dataclass
+class SavedGenerator:
+    """A generator SavedModel's `serving_default`, callable as `Generate` (see DESIGN.md)."""
+
+    path: Path
+    latent_dim: int
+    image_size: int
+    _loaded: Any  # keeps the loaded object alive: its signature functions refer to it weakly
+    _signature: Any
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        return self._signature(z=tf.constant(z, tf.float32))["images"].numpy()
+
+
+def load_saved_generator(model_dir: str | os.PathLike) -> SavedGenerator:
+    """Load a generator SavedModel and check its `serving_default` against the contract.
+
+    The contract: `z: float32[None, latent_dim]` -> `{"images": uint8[None, H, W, 3]}`. Raises
+    `PipelineError` naming the folder when it cannot be loaded or does not honour the contract.
+    """
+    import tensorflow as tf
+
+    path = Path(model_dir)
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except (OSError, ValueError, tf.errors.OpError) as err:
+        raise PipelineError(f"{path} is not a loadable SavedModel ({str(err).strip().splitlines()[0]}).") from err
+    signature = loaded.signatures.get("serving_default")
+    if signature is None:
+        raise PipelineError(
+            f"{path} has no 'serving_default' signature (it has: {', '.join(loaded.signatures) or 'none'}); "
+            "it is not a generator exported by `python -m pipeline.export`."
+        )
+    inputs = signature.structured_input_signature[1]
+    outputs = signature.structured_outputs
+    z, images = inputs.get("z"), outputs.get("images")
+    if z is None or z.shape.rank != 2 or z.shape[1] is None or z.dtype != tf.float32:
+        raise PipelineError(f"{path}: serving_default must take z: float32[None, latent_dim], it takes {inputs}.")
+    if images is None or images.shape.rank != 4 or images.dtype != tf.uint8:
+        raise PipelineError(f"{path}: serving_default must return images: uint8[None, H, W, 3], it returns {outputs}.")
+    # The output spec may leave H and W open; one image tells the truth.
+    probe = signature(z=tf.zeros((1, z.shape[1]), tf.float32))["images"]
+    if probe.shape[1] != probe.shape[2] or probe.shape[3] != 3:
+        raise PipelineError(f"{path}: serving_default returns images of shape {probe.shape[1:]}, not square RGB.")
+    return SavedGenerator(path, int(z.shape[1]), int(probe.shape[1]), loaded, signature)

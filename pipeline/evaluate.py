@@ -1,0 +1,152 @@
+"""`python -m pipeline.evaluate`: score an exported generator against held-out real images."""
+
+from __future__ import annotations
+
+from pipeline._cli import make_parser, run_main  # first: quiets TensorFlow before it loads
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from components.errors import PipelineError
+from components.evaluator import DEFAULT_TRAIN_LIMIT
+
+DESCRIPTION = """\
+Score a generator SavedModel against the real images of an ingested data folder and write
+eval.json beside the model (inside its version folder, unless --out says otherwise).
+
+Metrics, each beside its real-data reference:
+  swd_<res>, swd_avg   sliced Wasserstein distance x1e3 on Laplacian pyramids (ProGAN), lower is
+                       better; *_floor is the same between two halves of the real images, what a
+                       perfect generator would score at this sample size
+  msssim               mean MS-SSIM of random generated pairs; far above msssim_real = mode collapse
+  memorisation_*       distance to the nearest training image, generated vs held-out real, and the
+                       share of generated images that look like copies
+  fid, kid             only with --inception-weights (a local file; nothing is ever downloaded)
+
+The generated images come from fixed latents (--seed), so the same model scores the same.
+"""
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = make_parser("python -m pipeline.evaluate", DESCRIPTION)
+    parser.add_argument("--model", required=True, metavar="DIR",
+                        help="a SavedModel version folder, its parent (newest version is used) or a run folder")
+    parser.add_argument("--data", required=True, metavar="DIR", help="an ingested data folder (tfrecords/<name>)")
+    parser.add_argument("--split", default="eval", choices=("eval", "train"),
+                        help="the real images to compare with; use the held-out eval split")
+    parser.add_argument("--num", type=int, default=4096,
+                        help="generated images; capped at half the split (the other half gives the floor)")
+    parser.add_argument("--seed", type=int, default=0, help="fixes the latents, the real halves and all sampling")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per generator call")
+    parser.add_argument("--train-limit", type=int, default=DEFAULT_TRAIN_LIMIT,
+                        help="training images searched for copies (the first ones of the split); 0 skips memorisation")
+    parser.add_argument("--inception-weights", type=Path, default=None, metavar="FILE",
+                        help="local Keras InceptionV3 weights file (.h5 / .weights.h5) to add FID and KID")
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
+                        help="where to write the JSON; None: eval.json inside the model's version folder")
+    args = parser.parse_args(argv)
+    for flag in ("num", "batch_size"):
+        if getattr(args, flag) <= 0:
+            raise PipelineError(f"--{flag.replace('_', '-')} must be a positive number, got {getattr(args, flag)}.")
+    if args.train_limit < 0:
+        raise PipelineError(f"--train-limit must be 0 or more, got {args.train_limit}.")
+    if args.inception_weights is not None and not args.inception_weights.is_file():
+        raise PipelineError(f"--inception-weights {args.inception_weights} does not exist (it is never downloaded).")
+    return args
+
+
+def format_report(metrics: dict[str, float]) -> str:
+    """The metrics as a two-column table: the model's figure beside the real-data reference."""
+    resolutions = sorted((int(k[4:]) for k in metrics if k.startswith("swd_") and k[4:].isdigit()), reverse=True)
+    rows = [(f"SWD x1e3, {res}px", f"swd_{res}", f"swd_{res}_floor") for res in resolutions]
+    rows += [
+        ("SWD x1e3, average", "swd_avg", "swd_avg_floor"),
+        ("MS-SSIM of pairs (diversity)", "msssim", "msssim_real"),
+        ("nearest-train distance", "memorisation_nn_generated", "memorisation_nn_real"),
+        ("copy fraction", "memorisation_copy_fraction", None),
+        ("FID", "fid", "fid_floor"),
+        ("KID", "kid", "kid_floor"),
+    ]
+
+    def cell(key: str | None) -> str:
+        return f"{metrics[key]:.4f}" if key in metrics else "-"
+
+    lines = [f"{'metric':<30}{'model':>12}{'real':>12}"]
+    lines += [f"{label:<30}{cell(model):>12}{cell(real):>12}" for label, model, real in rows if model in metrics]
+    lines.append(f"(n = {metrics['num_images']} generated vs {metrics['num_images']} real; "
+                 "'real' = real vs real: the floor for SWD/FID/KID, the real baseline otherwise)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    from tqdm import tqdm
+
+    from components.artifacts import atomic_write_json, resolve_saved_model, tool_versions
+    from components.evaluator import (
+        Evaluator,
+        fixed_latents,
+        generate_images,
+        load_evaluation_images,
+        load_saved_generator,
+    )
+    from components.metrics.inception import load_inception
+    from components.records import read_manifest
+
+    started = time.perf_counter()
+    model_dir = resolve_saved_model(args.model)
+    generator = load_saved_generator(model_dir)
+    manifest = read_manifest(args.data)
+    if generator.image_size != int(manifest["image_size"]):
+        raise PipelineError(
+            f"{model_dir} generates {generator.image_size}x{generator.image_size} images but {args.data} holds "
+            f"{manifest['image_size']}x{manifest['image_size']} ones; evaluate it on data of its own size."
+        )
+    real, train = load_evaluation_images(args.data, args.split, args.train_limit)
+
+    notes = []
+    if args.inception_weights is None:
+        notes.append("FID/KID skipped: no --inception-weights given (they are never downloaded).")
+    if train is None:
+        notes.append("memorisation skipped: " + ("--train-limit 0." if args.train_limit == 0 else "--split train has no held-out images."))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    inception = load_inception(args.inception_weights) if args.inception_weights else None
+
+    print(f"scoring {len(real)} real '{args.split}' images (floor and baselines)...", file=sys.stderr)
+    evaluator = Evaluator(real, train, num=args.num, seed=args.seed, inception=inception)
+    if evaluator.num < args.num:
+        print(f"note: the split holds {len(real)} images: comparing {evaluator.num} generated with {evaluator.num} "
+              f"real (the other {evaluator.num} give the floor).", file=sys.stderr)
+    latents = fixed_latents(evaluator.num, generator.latent_dim, args.seed)
+    with tqdm(total=len(latents), desc="generating", unit="img", file=sys.stderr) as bar:
+        images = generate_images(generator, latents, args.batch_size, progress=bar.update)
+    print("scoring the generated images...", file=sys.stderr)
+    metrics = evaluator.score(images)
+
+    out = args.out or model_dir / "eval.json"
+    atomic_write_json(out, {
+        "metrics": metrics,
+        "model": str(model_dir),
+        "data": str(args.data),
+        "data_fingerprint": manifest.get("fingerprint"),
+        "split": args.split,
+        "num_requested": args.num,
+        "seed": args.seed,
+        "train_images_searched": 0 if train is None else len(train),
+        "inception_weights": str(args.inception_weights) if args.inception_weights else None,
+        "notes": notes,
+        "seconds": round(time.perf_counter() - started, 1),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "tool_versions": tool_versions(),
+    })
+    print(format_report(metrics))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
