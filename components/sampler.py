@@ -15,26 +15,30 @@ import collections
 import concurrent.futures
 import contextlib
 import hashlib
-import io
 import os
 import re
+import struct
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from components.artifacts import atomic_write_bytes, atomic_write_json, read_json, resolve_saved_model
+from components.artifacts import atomic_write_json, read_json, resolve_saved_model
 from components.errors import PipelineError
-from components.grid import encode_png, save_grid
+from components.grid import save_grid
 
 SERVING_SIGNATURE = "serving_default"
 LATENT_ALGORITHM = "philox"  # named, not "auto_select", so every machine draws the same numbers
 LATENTS_RECIPE = "z_i = tf.random.stateless_normal([latent_dim], seed=[seed, i], alg='philox')"
 MARKER = "samples.json"
 CHUNK_SIZE = 1000  # images per .npz / .tfrecord file
+PNG_COMPRESS_LEVEL = 1
+PNG_FILTER_UP = 2  # PNG row filter type "Up": each byte minus the byte above it
+PNG_COLOR_RGB = 2
 
 
 def latents(seed, indices, latent_dim: int):
@@ -158,8 +162,54 @@ class OutputFormat:
         return start >= num or start % self.unit != 0 or name != self.file_name(start, min(start + self.unit, num))
 
 
+def _replace_into(path: Path, write: Callable[[str], None]) -> None:
+    """`write(temp_path)` beside `path`, then rename: a killed run leaves whole files only.
+
+    Unlike artifacts.atomic_write_bytes this does not fsync each file: at tens of thousands of
+    small, reproducible files the fsyncs cost more CPU than encoding them (a power cut, not a
+    kill, can leave an empty file; delete the folder and sample again).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode one uint8 HxWx3 image as a PNG: every row "Up"-filtered, zlib level 1.
+
+    About 2x less CPU than Pillow's encoder (level 1 or its default 6) for files within a few
+    percent of its size on faces; at 64x64 Pillow's encoding costs a sixth of generating the
+    image, and both compete for the same cores.
+    """
+    height, width, channels = image.shape
+    rows = image.reshape(height, width * channels)
+    up = rows.copy()
+    up[1:] -= rows[:-1]  # uint8 arithmetic wraps modulo 256, as the PNG filter requires
+    scanlines = np.concatenate([np.full((height, 1), PNG_FILTER_UP, np.uint8), up], axis=1)
+    header = struct.pack(">IIBBBBB", width, height, 8, PNG_COLOR_RGB, 0, 0, 0)
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), PNG_COMPRESS_LEVEL)),
+            _png_chunk(b"IEND", b""),
+        ]
+    )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def _write_png(path: Path, indices: np.ndarray, images: np.ndarray, seed: int) -> None:
-    atomic_write_bytes(path, encode_png(images[0]))
+    data = png_bytes(images[0])
+    _replace_into(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _write_npz(path: Path, indices: np.ndarray, images: np.ndarray, seed: int) -> None:
@@ -167,13 +217,15 @@ def _write_npz(path: Path, indices: np.ndarray, images: np.ndarray, seed: int) -
 
     `np.savez` stamps the current time into the zip entries; a fixed stamp keeps reruns identical.
     """
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for key, array in (("images", images), ("indices", indices.astype(np.int64))):
-            entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with archive.open(entry, "w", force_zip64=True) as handle:
-                np.lib.format.write_array(handle, np.ascontiguousarray(array))
-    atomic_write_bytes(path, buffer.getvalue())
+
+    def write(tmp: str) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for key, array in (("images", images), ("indices", indices.astype(np.int64))):
+                entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with archive.open(entry, "w", force_zip64=True) as handle:
+                    np.lib.format.write_array(handle, np.ascontiguousarray(array))
+
+    _replace_into(path, write)
 
 
 def _write_tfrecord(path: Path, indices: np.ndarray, images: np.ndarray, seed: int) -> None:
@@ -185,15 +237,7 @@ def _write_tfrecord(path: Path, indices: np.ndarray, images: np.ndarray, seed: i
         serialize_example(image, f"seed-{seed}/{index:06d}.png", hashlib.sha256(image.tobytes()).hexdigest())
         for index, image in zip(indices, images)
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_shard(tmp, records)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    _replace_into(path, lambda tmp: write_shard(tmp, records))
 
 
 FORMATS = {
