@@ -5,14 +5,14 @@ How the work is cut (and why):
 1. The driver lists the inputs (names, sizes, mtimes only), gives each a train/eval split from a
    hash of its name, and cuts each split into chunks of about `TARGET_SHARD_BYTES` of output.
    One chunk = one shard file, so shard names are known before any pixel is decoded.
-2. `WriteChunk` (the heavy, parallel stage) reads, decodes, validates and resizes every image of
+2. `write_chunk` (the heavy, parallel stage) reads, decodes, validates and resizes every image of
    its chunk and writes the shard itself. What it passes on through the runner is small: per
    image a pixel hash and a name, per reject a reason. Forcing `num_shards` on `WriteToTFRecord`
    instead would shuffle every record's pixels through the runner (0.3x a plain loop here).
 3. Deduplication needs a global view of the pixel hashes only: they are grouped by hash bucket,
    each set of equal hashes keeps the image with the smallest name, and the others' positions go
    back to their chunk.
-4. `FinalizeChunk` rewrites the shards that lost duplicates (no decoding: a copy of the kept
+4. `finalize_chunk` rewrites the shards that lost duplicates (no decoding: a copy of the kept
    records) and writes a small JSON summary per chunk.
 5. The driver renumbers the shards (dropping empty ones), writes `manifest.json` and
    `rejects.jsonl`, and renames the staging folder into place.
@@ -296,22 +296,11 @@ def finalize_chunk(result: ChunkResult, drops: list[dict], staging: str) -> dict
     return summary
 
 
-class WriteChunk(beam.DoFn):
-    def __init__(self, source: ImageSource, options: IngestOptions, staging: str):
-        self.source, self.options, self.staging = source, options, staging
-
-    def process(self, spec: ChunkSpec) -> Iterator[ChunkResult]:
-        yield write_chunk(spec, self.source, self.options, self.staging)
-
-
-class FinalizeChunk(beam.DoFn):
-    def __init__(self, staging: str):
-        self.staging = staging
-
-    def process(self, joined: tuple[str, dict]) -> Iterator[dict]:
-        _, grouped = joined
-        (result,) = grouped["result"]
-        yield finalize_chunk(result, list(grouped["drops"]), self.staging)
+def finalize_joined(keyed: tuple[str, dict], staging: str) -> dict:
+    """`finalize_chunk` for one chunk's CoGroupByKey output: (key, {result: [it], drops: [...]})."""
+    _, joined = keyed
+    (result,) = joined["result"]
+    return finalize_chunk(result, list(joined["drops"]), staging)
 
 
 def _chunk_key(result: ChunkResult) -> tuple[str, ChunkResult]:
@@ -325,7 +314,7 @@ def build_pipeline(
     results = (
         pipeline
         | "Chunks" >> beam.Create(chunks)
-        | "DecodeResizeWrite" >> beam.ParDo(WriteChunk(source, options, staging))
+        | "DecodeResizeWrite" >> beam.Map(write_chunk, source, options, staging)
     )
     if options.dedupe:
         drops = (
@@ -339,7 +328,7 @@ def build_pipeline(
     _ = (
         {"result": results | "KeyByChunk" >> beam.Map(_chunk_key), "drops": drops}
         | "JoinDrops" >> beam.CoGroupByKey()
-        | "DropDuplicates" >> beam.ParDo(FinalizeChunk(staging))
+        | "DropDuplicates" >> beam.Map(finalize_joined, staging)
     )
 
 
@@ -386,6 +375,8 @@ def ingest(
     """
     options.validate()
     output = Path(output)
+    if isinstance(source, FolderSource) and output.resolve().is_relative_to(Path(source.root).resolve()):
+        raise PipelineError(f"--output {output} is inside --input {source.root}: its shards would become inputs. Write elsewhere.")
     started = time.perf_counter()
     names, identity = source.scan()
     digest = ingest_fingerprint(identity, options)

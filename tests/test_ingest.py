@@ -242,6 +242,7 @@ def test_zero_images_written_is_an_error_and_leaves_no_output(tmp_path):
         (["--synthetic", "5", "--output", "{tmp}/empty"], "is not an ingest output"),
         (["--input", "{tmp}", "--synthetic", "5"], "not allowed with argument"),
         (["--synthetic", "0"], "must be at least 1"),
+        (["--input", "{tmp}/empty", "--output", "{tmp}/empty/out"], "is inside --input"),
     ],
 )
 def test_cli_errors_exit_2_with_a_message(argv, message, tmp_path, capsys):
