@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.artifacts import RunPaths, atomic_directory, atomic_write_json, read_json, read_jsonl, tool_versions
+from components.artifacts import RunPaths, atomic_directory, atomic_write_json, tool_versions
 from components.errors import PipelineError
 from components.grid import to_uint8
 from components.sampler import LATENTS_RECIPE, SERVING_SIGNATURE, latents
@@ -147,31 +147,20 @@ def export_run(run_dir: str | os.PathLike, checkpoint: str = "latest") -> Path:
 
 
 def run_model_card(paths: RunPaths, info: dict, checkpoint: str) -> dict:
-    """The caller's half of a model card: where the weights came from and how good they are."""
+    """The caller's half of a model card, from `restore_generator`'s info: where the weights came
+    from and how good they are (the trainer's last evaluation at or before the exported step;
+    null when the run trained without an evaluator)."""
     return {
         "run": str(paths.root.resolve()),
         "checkpoint": checkpoint,
-        "step": info.get("step"),
-        "images_seen": info.get("images_seen"),
-        "hyperparameters": info.get("hparams"),
+        "checkpoint_path": info["checkpoint"],
+        "step": info["step"],
+        "images_seen": info["images_seen"],
+        "hyperparameters": info["hparams"],
         "data": {
-            "dir": info.get("data_dir"),
-            "fingerprint": info.get("data_fingerprint"),
-            "counts": info.get("data_counts"),
+            "dir": info["data_dir"],
+            "fingerprint": info["data_fingerprint"],
+            "counts": info["data_counts"],
         },
-        "metrics": evaluator_metrics(paths, info.get("step")),
+        "metrics": info["metrics"] or None,
     }
-
-
-def evaluator_metrics(paths: RunPaths, step: int | None) -> dict | None:
-    """The evaluator's figures for the exported weights, when the run has any.
-
-    Prefers the metrics.jsonl line logged at the checkpoint's step (true for "best", which is
-    chosen by swd_avg), then the latest line carrying `swd_avg`, then an `eval.json` in the run.
-    """
-    evaluated = [line for line in read_jsonl(paths.metrics) if "swd_avg" in line]
-    at_step = [line for line in evaluated if step is not None and line.get("step") == step]
-    if at_step or evaluated:
-        return (at_step or evaluated)[-1]
-    eval_json = paths.root / "eval.json"
-    return read_json(eval_json) if eval_json.is_file() else None

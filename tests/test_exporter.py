@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from components import exporter
-from components.artifacts import RunPaths, append_jsonl, atomic_write_json, read_json, resolve_saved_model, saved_model_versions
+from components.artifacts import RunPaths, read_json, resolve_saved_model, saved_model_versions
 from components.errors import PipelineError
 from components.grid import to_uint8
 from components.sampler import latents
@@ -128,24 +129,48 @@ def test_model_card_holds_the_callers_fields_and_the_exports(exported):
     assert abs((datetime.datetime.now(datetime.timezone.utc) - exported_at).total_seconds()) < 600
 
 
-def test_run_model_card_takes_the_metrics_logged_at_the_exported_step(tmp_path):
-    paths = RunPaths(tmp_path / "run")
-    info = {
-        "step": 20,
-        "images_seen": 640,
-        "hparams": {"latent_dim": 8},
-        "data_dir": "tfrecords/x",
-        "data_fingerprint": "abc",
-        "data_counts": {"train": 96, "eval": 32},
-    }
-    assert exporter.run_model_card(paths, info, "latest")["metrics"] is None
-    atomic_write_json(paths.root / "eval.json", {"swd_avg": 9.0})
-    assert exporter.evaluator_metrics(paths, 20) == {"swd_avg": 9.0}
-    for step, swd in ((10, 5.0), (20, 4.0), (30, 6.0)):
-        append_jsonl(paths.metrics, {"step": step, "swd_avg": swd})
-    append_jsonl(paths.metrics, {"step": 31, "d_loss": 1.0})
-    card = exporter.run_model_card(paths, info, "best")
-    assert card["metrics"] == {"step": 20, "swd_avg": 4.0}
-    assert card["data"] == {"dir": "tfrecords/x", "fingerprint": "abc", "counts": {"train": 96, "eval": 32}}
-    assert (card["checkpoint"], card["step"], card["images_seen"]) == ("best", 20, 640)
-    assert exporter.evaluator_metrics(paths, 99) == {"step": 30, "swd_avg": 6.0}  # not logged at 99: the latest
+@pytest.fixture(scope="module")
+def trained_run(tiny_records, tmp_path_factory) -> Path:
+    """A run of a few steps on the 32x32 fixture, with a stand-in evaluator so a best checkpoint exists."""
+    from components.model import ModelConfig
+    from components.trainer import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("run")
+    config = TrainConfig(model=ModelConfig(latent_dim=LATENT, g_filters=4, d_filters=4), batch_size=16)
+    scores = itertools.chain([3.0, 2.0], itertools.repeat(4.0))  # one per 16 images: step 2 is the best
+    train(
+        config, tiny_records, run, images=48, precision="float32", checkpoint_every=1, log_every=1, sample_every=10,
+        evaluate_fn=lambda generator: {"swd_avg": next(scores)}, eval_every=16, verbose=False,
+    )  # fmt: skip
+    return run
+
+
+def test_export_cli_writes_the_runs_best_ema_generator_with_its_card(trained_run, tiny_records, capsys):
+    from components.sampler import SavedModelGenerator
+    from components.trainer import restore_generator
+    from pipeline.export import main
+
+    assert main(["--run", str(trained_run), "--checkpoint", "best"]) == 0
+    version = RunPaths(trained_run).export / "1"
+    assert str(version) in capsys.readouterr().out
+    card = read_json(version / exporter.MODEL_CARD)
+    generator, info = restore_generator(trained_run, "best")
+    assert (card["checkpoint"], card["step"], card["images_seen"]) == ("best", 2, 32)
+    assert card["metrics"]["swd_avg"] == 2.0
+    assert card["hyperparameters"] == info["hparams"] and card["hyperparameters"]["model"]["latent_dim"] == LATENT
+    assert card["data"] == {"dir": str(tiny_records.resolve()), "fingerprint": "test", "counts": {"train": 96, "eval": 32}}
+    assert card["image_shape"] == [32, 32, 3]
+    served = SavedModelGenerator(trained_run).images(np.arange(4), seed=3)
+    assert np.abs(served.astype(int) - expected_images(generator, 3, 4)).max() <= 1
+
+    assert main(["--run", str(trained_run)]) == 0  # latest: a second version, the final step
+    assert read_json(RunPaths(trained_run).export / "2" / exporter.MODEL_CARD)["step"] == 3
+
+
+def test_export_cli_errors_name_the_run(tmp_path):
+    from pipeline.export import main
+
+    with pytest.raises(PipelineError, match="is not a folder"):
+        main(["--run", str(tmp_path / "missing")])
+    with pytest.raises(PipelineError, match="not a training run folder"):
+        main(["--run", str(tmp_path)])
