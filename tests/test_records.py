@@ -73,3 +73,18 @@ def test_resolve_saved_model_finds_version_parent_and_run(tmp_path):
     assert resolve_saved_model(run.export / "2").name == "2"
     with pytest.raises(PipelineError, match="no SavedModel"):
         resolve_saved_model(tmp_path)
+
+
+def test_atomic_outputs_get_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    from components.artifacts import atomic_directory, atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    with atomic_directory(tmp_path / "out") as tmp:
+        (tmp / "f").write_text("y")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777 & ~mask
