@@ -29,6 +29,7 @@ Metrics, each beside its real-data reference:
 The generated images come from fixed latents (--seed), so the same model scores the same.
 """
 
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = make_parser("python -m pipeline.evaluate", DESCRIPTION)
     parser.add_argument("--model", required=True, metavar="DIR",
@@ -41,7 +42,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="fixes the latents, the real halves and all sampling")
     parser.add_argument("--batch-size", type=int, default=256, help="images per generator call")
     parser.add_argument("--train-limit", type=int, default=DEFAULT_TRAIN_LIMIT,
-                        help="training images searched for copies (the first ones of the split); 0 skips memorisation")
+                        help="training images searched for copies (the first ones of the train split); 0 skips memorisation")
     parser.add_argument("--inception-weights", type=Path, default=None, metavar="FILE",
                         help="local Keras InceptionV3 weights file (.h5 / .weights.h5) to add FID and KID")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE",
@@ -80,38 +81,47 @@ def format_report(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def load_generator_for(model: str, data: str):
+    """The SavedModel `model` points at, checked to generate images of the data's size."""
+    from components.artifacts import resolve_saved_model
+    from components.evaluator import load_saved_generator
+    from components.records import read_manifest
+
+    generator = load_saved_generator(resolve_saved_model(model))
+    size = int(read_manifest(data)["image_size"])
+    if generator.image_size != size:
+        raise PipelineError(
+            f"{generator.path} generates {generator.image_size}x{generator.image_size} images but {data} holds "
+            f"{size}x{size} ones; evaluate it on data of its own size."
+        )
+    return generator
+
+
+def skipped_notes(args: argparse.Namespace, searching_train: bool) -> list[str]:
+    """One line per metric left out, and why: a figure that silently goes missing misleads."""
+    notes = []
+    if args.inception_weights is None:
+        notes.append("FID/KID skipped: no --inception-weights given (they are never downloaded).")
+    if not searching_train:
+        why = "--train-limit 0." if args.train_limit == 0 else "--split train leaves no held-out images."
+        notes.append(f"memorisation skipped: {why}")
+    return notes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
 
     from tqdm import tqdm
 
-    from components.artifacts import atomic_write_json, resolve_saved_model, tool_versions
-    from components.evaluator import (
-        Evaluator,
-        fixed_latents,
-        generate_images,
-        load_evaluation_images,
-        load_saved_generator,
-    )
+    from components.artifacts import atomic_write_json, tool_versions
+    from components.evaluator import Evaluator, fixed_latents, generate_images, load_evaluation_images
     from components.metrics.inception import load_inception
     from components.records import read_manifest
 
     started = time.perf_counter()
-    model_dir = resolve_saved_model(args.model)
-    generator = load_saved_generator(model_dir)
-    manifest = read_manifest(args.data)
-    if generator.image_size != int(manifest["image_size"]):
-        raise PipelineError(
-            f"{model_dir} generates {generator.image_size}x{generator.image_size} images but {args.data} holds "
-            f"{manifest['image_size']}x{manifest['image_size']} ones; evaluate it on data of its own size."
-        )
+    generator = load_generator_for(args.model, args.data)
     real, train = load_evaluation_images(args.data, args.split, args.train_limit)
-
-    notes = []
-    if args.inception_weights is None:
-        notes.append("FID/KID skipped: no --inception-weights given (they are never downloaded).")
-    if train is None:
-        notes.append("memorisation skipped: " + ("--train-limit 0." if args.train_limit == 0 else "--split train has no held-out images."))
+    notes = skipped_notes(args, train is not None)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     inception = load_inception(args.inception_weights) if args.inception_weights else None
@@ -127,12 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("scoring the generated images...", file=sys.stderr)
     metrics = evaluator.score(images)
 
-    out = args.out or model_dir / "eval.json"
+    out = args.out or generator.path / "eval.json"
     atomic_write_json(out, {
         "metrics": metrics,
-        "model": str(model_dir),
+        "model": str(generator.path),
         "data": str(args.data),
-        "data_fingerprint": manifest.get("fingerprint"),
+        "data_fingerprint": read_manifest(args.data).get("fingerprint"),
         "split": args.split,
         "num_requested": args.num,
         "seed": args.seed,

@@ -73,6 +73,39 @@ def test_pyramid_matches_the_reference_mirror_convolution():
     np.testing.assert_allclose(ours[1], g1, atol=1e-3)
 
 
+def test_swd_equals_the_reference_procedure_written_out_plainly():
+    """The reference's steps, one patch at a time in float64, on our pyramid and random streams."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (12, 32, 32, 3)).astype(np.uint8)
+    b = to_pixels(a + rng.normal(0, 30, a.shape))
+    positions, directions = np.random.default_rng([0, 0]), np.random.default_rng([0, 1])
+    corners = {res: (positions.integers(0, res - 6, (12, 128)), positions.integers(0, res - 6, (12, 128))) for res in (32, 16)}
+
+    def descriptors(images):
+        result = {}
+        for res, level in zip((32, 16), laplacian_pyramid(images, 2)):
+            rows, cols = corners[res]
+            patches = np.array([level[i, r : r + 7, c : c + 7].transpose(2, 0, 1)  # (C, 7, 7) as in the reference
+                                for i in range(len(images)) for r, c in zip(rows[i], cols[i])], np.float64)
+            patches -= patches.mean(axis=(0, 2, 3), keepdims=True)
+            patches /= patches.std(axis=(0, 2, 3), keepdims=True)
+            result[res] = patches.reshape(len(patches), -1)
+        return result
+
+    da, db = descriptors(a), descriptors(b)
+    expected = {}
+    for res in (32, 16):
+        repeats = []
+        for _ in range(4):
+            dirs = directions.standard_normal((128, 147))
+            dirs = (dirs / np.linalg.norm(dirs, axis=1, keepdims=True)).T
+            repeats.append(np.mean(np.abs(np.sort(da[res] @ dirs, axis=0) - np.sort(db[res] @ dirs, axis=0))))
+        expected[f"swd_{res}"] = 1e3 * np.mean(repeats)
+    result = sliced_wasserstein(a, b, seed=0)
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, rel=1e-5)
+
+
 def test_flat_images_have_empty_bands_and_a_flat_top():
     pyramid = laplacian_pyramid(np.full((2, 32, 32, 3), 90, np.uint8), 2)
     assert [level.shape for level in pyramid] == [(2, 32, 32, 3), (2, 16, 16, 3)]
