@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--truncation",
         type=positive_float,
         default=None,
-        help="clip every latent value to [-T, T] (smaller: more typical, less varied faces); off by default",
+        help="clip every latent value to [-T, T] (smaller: more typical, less varied faces); unset: no clipping",
     )
     parser.add_argument("--grid", type=Path, help="also write a PNG contact sheet of the first --grid-count images")
     parser.add_argument("--grid-count", type=positive_int, default=64, help="images on the --grid contact sheet")
