@@ -18,14 +18,14 @@ the same random directions and patch positions, so the two figures differ only b
 
 `Evaluator` does the real-side work once (descriptors, floor, baselines) and then scores any
 number of generated sets cheaply: the trainer evaluates every few thousand images this way
-(`make_evaluate_fn`); `pipeline.evaluate` scores an exported SavedModel.
+(`make_evaluate_fn`); `pipeline.evaluate` scores an exported SavedModel (loaded by
+`components.sampler`). Both draw the latents of `components.sampler.latents`, so one set of
+weights gets one set of figures whichever way it is evaluated.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -44,17 +44,33 @@ Generate = Callable[[np.ndarray], np.ndarray]  # z float32 [n, latent] -> uint8 
 
 
 def fixed_latents(num: int, latent_dim: int, seed: int = 0) -> np.ndarray:
-    """The latents every evaluation with this seed uses: float32 [num, latent_dim], N(0, 1)."""
-    return np.random.default_rng(seed).standard_normal((num, latent_dim)).astype(np.float32)
+    """The latents of images 0..num-1 of `seed`: float32 [num, latent_dim], N(0, 1).
+
+    The very latents `pipeline.sample --seed` and the exported `sample` signature use
+    (`components.sampler.latents`), so the images an evaluation scores are the first `num` images
+    a user would sample, and the trainer's figures match `pipeline.evaluate`'s for the same weights.
+    """
+    import tensorflow as tf
+
+    from components.sampler import latents
+
+    draw = tf.function(latents)  # eagerly, its map_fn draws row by row (~40x slower)
+    return draw(tf.constant(seed, tf.int64), tf.constant(np.arange(num), tf.int64), latent_dim).numpy()
 
 
 def generate_images(
-    generate: Generate, latents: np.ndarray, batch_size: int = 256, progress: Callable[[int], Any] | None = None
+    generate: Callable[[np.ndarray], np.ndarray],
+    inputs: np.ndarray,
+    batch_size: int = 256,
+    progress: Callable[[int], Any] | None = None,
 ) -> np.ndarray:
-    """Run `generate` over `latents` in batches; `progress(k)` after each batch of k images."""
+    """Run `generate` over the rows of `inputs` (latents, or image indices) in batches.
+
+    `generate` must return uint8 NHWC images; `progress(k)` is called after each batch of k.
+    """
     batches = []
-    for start in range(0, len(latents), batch_size):
-        images = np.asarray(generate(latents[start : start + batch_size]))
+    for start in range(0, len(inputs), batch_size):
+        images = np.asarray(generate(inputs[start : start + batch_size]))
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(f"the generator must return uint8 NHWC images, got {images.dtype} {images.shape}")
         batches.append(images)
@@ -194,57 +210,12 @@ def make_evaluate_fn(
     inception = load_inception(inception_weights) if inception_weights else None
     evaluator = Evaluator(real, train, num=num, seed=seed, inception=inception)
 
+    latents_by_size: dict[int, np.ndarray] = {}
+
     def evaluate(generator) -> dict[str, float]:
-        latents = fixed_latents(evaluator.num, int(generator.input_shape[-1]), seed)
-        return evaluator.score(generate_images(keras_generate(generator), latents, batch_size))
+        latent_dim = int(generator.input_shape[-1])
+        if latent_dim not in latents_by_size:
+            latents_by_size[latent_dim] = fixed_latents(evaluator.num, latent_dim, seed)
+        return evaluator.score(generate_images(keras_generate(generator), latents_by_size[latent_dim], batch_size))
 
     return evaluate
-
-
-@dataclass
-class SavedGenerator:
-    """A generator SavedModel's `serving_default`, callable as `Generate` (see DESIGN.md)."""
-
-    path: Path
-    latent_dim: int
-    image_size: int
-    _loaded: Any  # keeps the loaded object alive: its signature functions refer to it weakly
-    _signature: Any
-
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
-
-        return self._signature(z=tf.constant(z, tf.float32))["images"].numpy()
-
-
-def load_saved_generator(model_dir: str | os.PathLike) -> SavedGenerator:
-    """Load a generator SavedModel and check its `serving_default` against the contract.
-
-    The contract: `z: float32[None, latent_dim]` -> `{"images": uint8[None, H, W, 3]}`. Raises
-    `PipelineError` naming the folder when it cannot be loaded or does not honour the contract.
-    """
-    import tensorflow as tf
-
-    path = Path(model_dir)
-    try:
-        loaded = tf.saved_model.load(str(path))
-    except (OSError, ValueError, tf.errors.OpError) as err:
-        raise PipelineError(f"{path} is not a loadable SavedModel ({str(err).strip().splitlines()[0]}).") from err
-    signature = loaded.signatures.get("serving_default")
-    if signature is None:
-        raise PipelineError(
-            f"{path} has no 'serving_default' signature (it has: {', '.join(loaded.signatures) or 'none'}); "
-            "it is not a generator exported by `python -m pipeline.export`."
-        )
-    inputs = signature.structured_input_signature[1]
-    outputs = signature.structured_outputs
-    z, images = inputs.get("z"), outputs.get("images")
-    if z is None or z.shape.rank != 2 or z.shape[1] is None or z.dtype != tf.float32:
-        raise PipelineError(f"{path}: serving_default must take z: float32[None, latent_dim], it takes {inputs}.")
-    if images is None or images.shape.rank != 4 or images.dtype != tf.uint8:
-        raise PipelineError(f"{path}: serving_default must return images: uint8[None, H, W, 3], it returns {outputs}.")
-    # The output spec may leave H and W open; one image tells the truth.
-    probe = signature(z=tf.zeros((1, z.shape[1]), tf.float32))["images"]
-    if probe.shape[1] != probe.shape[2] or probe.shape[3] != 3:
-        raise PipelineError(f"{path}: serving_default returns images of shape {probe.shape[1:]}, not square RGB.")
-    return SavedGenerator(path, int(z.shape[1]), int(probe.shape[1]), loaded, signature)

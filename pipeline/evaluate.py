@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from components.errors import PipelineError
 from components.evaluator import DEFAULT_TRAIN_LIMIT
 
@@ -84,15 +86,19 @@ def format_report(metrics: dict[str, float]) -> str:
 def load_generator_for(model: str, data: str):
     """The SavedModel `model` points at, checked to generate images of the data's size."""
     from components.artifacts import resolve_saved_model
-    from components.evaluator import load_saved_generator
     from components.records import read_manifest
 
-    generator = load_saved_generator(resolve_saved_model(model))
     size = int(read_manifest(data)["image_size"])
-    if generator.image_size != size:
+    model_dir = resolve_saved_model(model)  # a wrong path fails here, before TensorFlow loads
+
+    from components.sampler import SavedModelGenerator
+
+    generator = SavedModelGenerator(model_dir)
+    if generator.image_shape[:2] != (size, size):
+        height, width = generator.image_shape[:2]
         raise PipelineError(
-            f"{generator.path} generates {generator.image_size}x{generator.image_size} images but {data} holds "
-            f"{size}x{size} ones; evaluate it on data of its own size."
+            f"{generator.path} generates {height}x{width} images but {data} holds {size}x{size} ones; "
+            "evaluate it on data of its own size."
         )
     return generator
 
@@ -114,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from components.artifacts import atomic_write_json, tool_versions
-    from components.evaluator import Evaluator, fixed_latents, generate_images, load_evaluation_images
+    from components.evaluator import Evaluator, generate_images, load_evaluation_images
     from components.metrics.inception import load_inception
     from components.records import read_manifest
 
@@ -131,9 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if evaluator.num < args.num:
         print(f"note: the split holds {len(real)} images: comparing {evaluator.num} generated with {evaluator.num} "
               f"real (the other {evaluator.num} give the floor).", file=sys.stderr)
-    latents = fixed_latents(evaluator.num, generator.latent_dim, args.seed)
-    with tqdm(total=len(latents), desc="generating", unit="img", file=sys.stderr) as bar:
-        images = generate_images(generator, latents, args.batch_size, progress=bar.update)
+    with tqdm(total=evaluator.num, desc="generating", unit="img", file=sys.stderr) as bar:
+        # Image i of a seed has the latent `components.sampler.latents` gives it, as when sampling.
+        images = generate_images(lambda indices: generator.images(indices, args.seed), np.arange(evaluator.num),
+                                 args.batch_size, progress=bar.update)
     print("scoring the generated images...", file=sys.stderr)
     metrics = evaluator.score(images)
 

@@ -123,4 +123,25 @@ def test_the_command_line_exits_2_with_a_one_line_error(tmp_path, tiny_records):
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("error: ") and "holds no SavedModel" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_cli_scores_what_evaluate_generator_scores_on_the_same_latents(run_dir, tiny_records):
+    # Both draw components.sampler.latents: the trainer's figures (make_evaluate_fn on the Keras
+    # generator) and pipeline.evaluate's (on its export) agree for the same weights.
+    import tensorflow as tf
+
+    from components.evaluator import evaluate_generator
+    from components.records import load_images
+
+    out_file = run_dir / "same.json"
+    assert main(["--model", str(run_dir), "--data", str(tiny_records), "--num", "12", "--seed", "3",
+                 "--train-limit", "40", "--out", str(out_file)]) == 0
+    serve = tf.saved_model.load(str(run_dir / "export" / "generator" / "1")).signatures["serving_default"]
+    expected = evaluate_generator(
+        lambda z: serve(z=tf.constant(z))["images"].numpy(),
+        load_images(tiny_records, "eval"), load_images(tiny_records, "train", limit=40),
+        latent_dim=LATENT, num=12, seed=3,
+    )
+    assert json.loads(out_file.read_text())["metrics"] == pytest.approx(expected)
