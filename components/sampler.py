@@ -339,7 +339,7 @@ def sample_to_folder(
     todo = ((start, stop) for start, stop in fmt.units(num) if fmt.file_name(start, stop) not in existing)
 
     bar = tqdm(total=num, initial=skipped, unit="img", desc="sampling", disable=not progress, smoothing=0.1)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    with bar, concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         pending: collections.deque = collections.deque()
         for files in _generate_files(generator, todo, num, fmt, seed, batch_size, truncation, bar):
             pending.append(pool.submit(_write_files, out_dir, fmt, files, seed))
@@ -347,7 +347,6 @@ def sample_to_folder(
                 pending.popleft().result()
         for future in pending:
             future.result()
-    bar.close()
     return SampleSummary(out_dir, written=num - skipped, skipped=skipped, files=-(-num // fmt.unit))
 
 

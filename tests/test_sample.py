@@ -114,6 +114,13 @@ def test_tfrecord_chunks_use_the_ingest_schema(model_dir, tmp_path, small_chunks
     assert parsed["source"].numpy()[4] == b"seed-3/000004.png"
 
 
+def test_png_bytes_decode_to_the_same_pixels():
+    import io
+
+    image = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)  # wrap-around differences
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(sampler.png_bytes(image)))), image)
+
+
 def test_grid_and_truncation(model_dir, loaded, tmp_path):
     grid = tmp_path / "grid.png"
     assert main(["--model", str(model_dir), "--grid", str(grid), "--grid-count", "4", "--truncation", "0.5"]) == 0
