@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import tempfile
 from typing import Callable, Sequence
 
 # TensorFlow prints a screenful of C++ info lines at import; keep warnings and errors (level 1).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+# What TensorFlow's C++ side prints at import whatever TF_CPP_MIN_LOG_LEVEL says (absl writes it
+# before its logging is initialised): info lines, the "not initialised" banner, the CPU-flags note.
+_STARTUP_NOISE = re.compile(
+    r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog|To enable the following instructions)"
+)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -22,7 +30,32 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
 
 
-def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its start-up info lines filtered out of stderr; keep real warnings.
+
+    The lines come from C++ straight to file descriptor 2, so Python's logging cannot stop them:
+    stderr is pointed at a temp file during the import, then every other line is replayed.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines():
+                if not _STARTUP_NOISE.match(line):
+                    print(line, file=sys.stderr)
+
+
+def run_main(
+    main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, *, tensorflow: bool = True
+) -> None:
     """Run a CLI `main`, turning user errors into one clear message and a non-zero exit.
 
     `PipelineError` is the user's mistake: print it without a traceback. Ctrl-C exits 130 with a
@@ -30,6 +63,8 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     """
     from components.errors import PipelineError
 
+    if tensorflow:
+        import_tensorflow_quietly()
     try:
         code = main(argv)
     except PipelineError as err:

@@ -207,4 +207,4 @@ def beam_chatter_to_log() -> Iterator[TextIO]:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, tensorflow=False)
