@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from components import sampler
+from components.grid import encode_png
 from components.errors import PipelineError
 from components.exporter import export_generator
 from components.grid import make_grid
@@ -118,7 +119,7 @@ def test_png_bytes_decode_to_the_same_pixels():
     import io
 
     image = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)  # wrap-around differences
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(sampler.png_bytes(image)))), image)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(image)))), image)
 
 
 def test_grid_and_truncation(model_dir, loaded, tmp_path):
