@@ -93,7 +93,7 @@ def main() -> None:
     if args.images is not None:
         results["floor"] = real_floor(args.images, floor_num, args.size, args.seed)
     results["peak_rss_mb"] = peak_rss_mb()
-    emit("bench_swd_quick" if args.quick else "bench_swd", results)
+    emit("bench_swd", results)
 
 
 if __name__ == "__main__":

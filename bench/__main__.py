@@ -1,0 +1,158 @@
+"""`python -m bench [--quick] [--only NAME ...]`: run every benchmark, one after another, and report.
+
+Each benchmark runs in its own process (a fresh TensorFlow, its own peak memory) and writes
+`bench/out/<name>.json`; this runner then gathers them into `bench/results.json` and a Markdown
+table, `bench/results.md`, that the README embeds: each figure beside its baseline (the seed
+tutorial's way, or a plain loop) measured in the same run, and their ratio against the target.
+Run it on a quiet machine: the ratios are robust to a steady load, not to a changing one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bench.bench_ingest import ANIME_2K
+from bench.common import OUT_DIR
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the report: our figure, its baseline, and the target their ratio must meet."""
+
+    benchmark: str
+    what: str
+    ours: float
+    baseline: float | None
+    unit: str
+    ratio: float | None
+    target: str
+    passed: bool | None
+
+
+def _ingest(r: dict) -> list[Row]:
+    size = max(int(k[1:]) for k in r if k.startswith("n") and k[1:].isdigit())
+    at = r[f"n{size}"]
+    return [Row("ingest", f"Beam ingest vs plain loop, {size:,} images", at["beam"]["images_per_s"],
+                at["loop"]["images_per_s"], "img/s", at["ratio"], ">= 1.0x", at["ratio"] >= 1.0)]
+
+
+def _reader(r: dict) -> list[Row]:
+    ours, seed = r["make_dataset"]["images_per_s_mean"], r["seed_tf_dataset"]["images_per_s_mean"]
+    return [Row("reader", f"TFRecord reader vs seed JPEG tf_dataset, {r['images']:,} images", ours, seed, "img/s",
+                r["ratio"], ">= 5x", r["ratio"] >= 5.0)]
+
+
+def _train(r: dict) -> list[Row]:
+    ours, seed = r["ours"], r["seed"]
+    return [
+        Row("train", f"D+G updates vs seed train_step, batch {r['config']['batch_size']}, {ours['dtype_policy']}",
+            ours["images_per_sec"], seed["images_per_sec"], "img/s", r["speedup_images_per_sec"], ">= 2.5x",
+            r["speedup_images_per_sec"] >= r["target_speedup"]),
+        Row("train", "peak memory (ours vs seed)", ours["peak_rss_mb"], seed["peak_rss_mb"], "MiB",
+            ours["peak_rss_mb"] / seed["peak_rss_mb"], "report", None),
+    ]
+
+
+def _swd(r: dict) -> list[Row]:
+    swd = r["swd"]
+    rows = [Row("evaluator", f"SWD {swd['num']:,} vs {swd['num']:,} at {swd['size']}x{swd['size']}", swd["seconds"],
+                None, "s", None, f"<= {swd['budget_seconds']:.0f} s", swd["within_budget"])]
+    if "floor" in r:
+        rows.append(Row("evaluator", f"real-vs-real SWD floor, {r['floor']['num']:,} vs {r['floor']['num']:,}",
+                        r["floor"]["swd_avg"], None, "x1e3", None, "report", None))
+    return rows
+
+
+def _sample(r: dict) -> list[Row]:
+    t, m = r["throughput"], r["memory"]
+    return [
+        Row("sample", f"SavedModel to PNG vs Keras predict, {t['num']:,} images", t["savedmodel_png_images_per_s"],
+            t["keras_predict_images_per_s"], "img/s", t["ratio"], ">= 0.8x", t["pass"]),
+        Row("sample", "peak memory, large N vs small N", max(v for k, v in m.items() if k.endswith("peak_rss_mb")),
+            min(v for k, v in m.items() if k.endswith("peak_rss_mb")), "MiB", 1 + m["growth"], "<= 1.1x", m["pass"]),
+    ]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    module: str
+    args: Callable[[bool], list[str]]
+    rows: Callable[[dict], list[Row]]
+
+
+def _real_faces(quick: bool) -> list[str]:
+    return ["--images", str(ANIME_2K)] if ANIME_2K.is_dir() else []
+
+
+BENCHMARKS = [
+    Benchmark("ingest", "bench.bench_ingest", lambda quick: ["--quick"] if quick else [], _ingest),
+    Benchmark("reader", "bench.bench_reader",
+              lambda quick: (["--quick"] if quick else []) + ([] if ANIME_2K.is_dir() else ["--source", "synthetic"]), _reader),
+    Benchmark("train", "bench.bench_train", lambda quick: ["--quick"] if quick else [], _train),
+    Benchmark("swd", "bench.bench_swd", lambda quick: (["--quick"] if quick else []) + _real_faces(quick), _swd),
+    Benchmark("sample", "bench.bench_sample", lambda quick: ["--quick"] if quick else [], _sample),
+]
+
+
+def run_benchmark(bench: Benchmark, quick: bool) -> dict:
+    """Run one benchmark in a fresh process; return its JSON (an `error` entry when it failed)."""
+    out = OUT_DIR / f"bench_{bench.name}.json"
+    out.unlink(missing_ok=True)
+    command = [sys.executable, "-m", bench.module, *bench.args(quick)]
+    print(f"\n=== {bench.name}: {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    status = subprocess.run(command, cwd=BENCH_DIR.parent).returncode
+    if status != 0 or not out.is_file():
+        return {"error": f"exit status {status}", "seconds": time.perf_counter() - started}
+    return json.loads(out.read_text())
+
+
+def markdown_table(rows: list[Row]) -> str:
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+
+    lines = ["| stage | measure | ours | baseline | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        met = {True: "yes", False: "**no**", None: ""}[row.passed]
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+        lines.append(f"| {row.benchmark} | {row.what} | {number(row.ours)} {row.unit} | "
+                     f"{number(row.baseline)}{' ' + row.unit if row.baseline is not None else ''} | {ratio} | {row.target} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes everywhere: checks every benchmark runs (< 5 min)")
+    parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="run only these benchmarks")
+    args = parser.parse_args(argv)
+
+    results, rows = {"quick": args.quick, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, []
+    for bench in BENCHMARKS:
+        if args.only and bench.name not in args.only:
+            continue
+        result = results[bench.name] = run_benchmark(bench, args.quick)
+        if "error" not in result:
+            rows.extend(bench.rows(result))
+    table = markdown_table(rows)
+    (BENCH_DIR / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    (BENCH_DIR / "results.md").write_text(table)
+    print("\n" + table)
+    failed = [name for name, r in results.items() if isinstance(r, dict) and "error" in r]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
