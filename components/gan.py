@@ -70,7 +70,8 @@ class DCGAN(keras.Model):
         """Samples from the EMA generator: the model's output is what it would export."""
         return self.ema_generator(latents, training=training)
 
-    def train_step(self, real_images):
+    def train_step(self, data):
+        real_images, _, _ = keras.utils.unpack_x_y_sample_weight(data)  # images only; labels unused
         if self.variant == "seed":
             return self._seed_step(real_images)
         return self._dcgan_step(real_images)
@@ -170,10 +171,16 @@ class DCGAN(keras.Model):
 
     @staticmethod
     def _step_metrics(d_loss, g_loss, real_logits, fake_logits) -> dict:
-        """This step's losses and the discriminator's mean belief that reals / fakes are real."""
-        return {
+        """This step's losses and the discriminator's mean belief that reals / fakes are real.
+
+        Each value has shape [1]: under MultiWorkerMirroredStrategy Keras averages step outputs
+        over workers with `strategy.reduce(MEAN, axis=0)`, which fails on scalars. Every worker
+        then sees the same values, so all stop together when one of them is not finite.
+        """
+        metrics = {
             "d_loss": d_loss,
             "g_loss": g_loss,
             "d_real": tf.reduce_mean(tf.sigmoid(real_logits)),
             "d_fake": tf.reduce_mean(tf.sigmoid(fake_logits)),
         }
+        return {name: tf.reshape(value, [1]) for name, value in metrics.items()}

@@ -170,7 +170,7 @@ def train(
     dtype_policy = resolve_precision(precision)
     with strategy.scope():
         gan = build_gan(config, dtype_policy, sync_batchnorm=strategy.num_replicas_in_sync > 1)
-        gan.compile(*_optimizers_and_loss(config, dtype_policy), jit_compile=resolve_jit(jit))
+        compile_gan(gan, config, dtype_policy, jit_compile=resolve_jit(jit))
         state = _TrainingState(gan, strategy, paths, keep_checkpoints, chief)
     resumed_from = state.restore()
     say = print if verbose and chief else (lambda *_: None)
@@ -275,6 +275,19 @@ def build_gan(config: TrainConfig, dtype_policy: str = "float32", sync_batchnorm
         variant=config.train_step,
         seed=config.seed,
     )
+
+
+def compile_gan(gan, config: TrainConfig, dtype_policy: str = "float32", jit_compile: bool = False) -> None:
+    """Compile `gan` with the config's two Adam optimisers (loss-scaled under float16) and BCE loss."""
+    import keras
+
+    from components.precision import with_loss_scaling
+
+    def adam(learning_rate: float):
+        return with_loss_scaling(keras.optimizers.Adam(learning_rate, beta_1=config.beta_1), dtype_policy)
+
+    loss = keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
+    gan.compile(adam(config.d_lr), adam(config.g_lr), loss, jit_compile=jit_compile)
 
 
 # -- budget and run folder ------------------------------------------------------------------------
@@ -385,18 +398,6 @@ def _last_eval(path: Path, step: int) -> dict[str, float]:
 
 
 # -- model, optimisers, checkpoints ---------------------------------------------------------------
-
-
-def _optimizers_and_loss(config: TrainConfig, dtype_policy: str):
-    import keras
-
-    from components.precision import with_loss_scaling
-
-    def adam(learning_rate: float):
-        return with_loss_scaling(keras.optimizers.Adam(learning_rate, beta_1=config.beta_1), dtype_policy)
-
-    loss = keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
-    return adam(config.d_lr), adam(config.g_lr), loss
 
 
 class _TrainingState:
@@ -527,14 +528,9 @@ class _RunWriter:
 
     def end_step(self, logs: dict) -> bool:
         """Account for one finished step; False stops training (a loss is not finite)."""
-        values = {name: float(value) for name, value in logs.items()}
+        values = {name: float(np.mean(value)) for name, value in logs.items()}
         if not all(math.isfinite(value) for value in values.values()):
-            self.diverged = TrainingDiverged(
-                f"training diverged at step {self.state.step_now + 1}: "
-                + ", ".join(f"{name}={value:.4g}" for name, value in sorted(values.items()))
-                + f". The last good checkpoint (step {self.state.saved_step}) is kept in {self.paths.checkpoints}; "
-                "lower the learning rates (--g-lr, --d-lr) or resume to retry from there."
-            )
+            self.diverged = self._divergence(values)
             return False
         self.train_seconds += time.perf_counter() - self.step_started
         images_before = self.state.images_seen_now
@@ -554,6 +550,19 @@ class _RunWriter:
         if step % self.checkpoint_every == 0:
             self.state.save()
         return True
+
+    def _divergence(self, values: dict[str, float]) -> TrainingDiverged:
+        saved = self.state.saved_step
+        kept = (
+            f"the last good checkpoint (step {saved}) is kept in {self.paths.checkpoints}; re-run unchanged to retry from it"
+            if saved >= 0
+            else "no checkpoint had been written yet"
+        )
+        return TrainingDiverged(
+            f"training diverged at step {self.state.step_now + 1}: "
+            + ", ".join(f"{name}={value:.4g}" for name, value in sorted(values.items()))
+            + f"; {kept}, or lower the learning rates (--g-lr, --d-lr) with --new-run."
+        )
 
     def finish(self) -> None:
         """The end of the budget: log the partial interval, sample, evaluate and save once more."""

@@ -1,0 +1,124 @@
+"""Training throughput: images/s through one D+G update, our step vs the seed tutorial's.
+
+Both sides train the default (seed) architecture at 64x64, batch 128, on one in-memory batch of
+images (the input pipeline has its own benchmark), through `keras.Model.train_on_batch`:
+
+- seed: the tutorial's `train_step` (`--train-step seed`: two rounds of D-on-fakes, D-on-reals and
+  G, each its own tape) in float32, as the tutorial ran; each round counts as one update, so one
+  step is two updates of `batch` images;
+- ours: the default step (one D update on reals and fakes in one pass, one G update on the same
+  fakes, the EMA) at `--precision auto` (bfloat16 mixed on CPUs with bf16 instructions).
+
+Each side runs in its own child process so that peak memory (RSS) is its own; `--rounds` repeats
+the pair and keeps each side's best round, which damps noise from other work on the machine.
+
+    python -m bench.bench_train            # full: 20 timed steps per side, 2 rounds
+    python -m bench.bench_train --quick    # 3 timed steps, 1 round
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from bench.common import emit, peak_rss_mb
+
+SIDES = {
+    # side: (train_step variant, precision, updates per step)
+    "seed": ("seed", "float32", 2),
+    "ours": ("dcgan", "auto", 1),
+}
+
+
+def measure(side: str, batch_size: int, image_size: int, steps: int, warmup: int) -> dict:
+    """Time `steps` training steps of one side in this process (after `warmup` untimed ones)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from components.model import ModelConfig
+    from components.precision import resolve_precision
+    from components.trainer import TrainConfig, build_gan, compile_gan
+
+    variant, precision, updates_per_step = SIDES[side]
+    config = TrainConfig(model=ModelConfig(image_size=image_size), batch_size=batch_size, train_step=variant)
+    policy = resolve_precision(precision)
+    gan = build_gan(config, policy)
+    compile_gan(gan, config, policy)
+    images = tf.random.uniform((batch_size, image_size, image_size, 3), -1.0, 1.0, seed=0)
+
+    started = time.perf_counter()
+    for _ in range(warmup):
+        gan.train_on_batch(images)
+    warmup_seconds = time.perf_counter() - started
+    wall, cpu = [], []
+    for _ in range(steps):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        gan.train_on_batch(images)  # returns host values, so the step has finished
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+    step_seconds, step_cpu_seconds = float(np.median(wall)), float(np.median(cpu))
+    return {
+        "dtype_policy": policy,
+        "updates_per_step": updates_per_step,
+        "step_seconds_median": step_seconds,
+        "images_per_sec": batch_size * updates_per_step / step_seconds,
+        # CPU time of this process: less sensitive than wall time to other work on the machine.
+        "step_cpu_seconds_median": step_cpu_seconds,
+        "images_per_cpu_sec": batch_size * updates_per_step / step_cpu_seconds,
+        "warmup_seconds": warmup_seconds,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def run_child(side: str, args: argparse.Namespace) -> dict:
+    command = [
+        sys.executable, "-m", "bench.bench_train", "--child", side, "--batch-size", str(args.batch_size),
+        "--image-size", str(args.image_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+    ]  # fmt: skip
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 timed steps per side, 1 round")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per side and round (default 20, quick 3)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, allocator warm-up)")
+    parser.add_argument("--rounds", type=int, default=None, help="seed/ours pairs to run, best kept (default 2, quick 1)")
+    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.steps = args.steps or (3 if args.quick else 20)
+    rounds = args.rounds or (1 if args.quick else 2)
+    if args.child:
+        print(json.dumps(measure(args.child, args.batch_size, args.image_size, args.steps, args.warmup)))
+        return
+
+    best: dict[str, dict] = {}
+    for _ in range(rounds):
+        for side in SIDES:
+            result = run_child(side, args)
+            if side not in best or result["images_per_sec"] > best[side]["images_per_sec"]:
+                best[side] = result
+    emit(
+        "bench_train",
+        {
+            "config": {"batch_size": args.batch_size, "image_size": args.image_size, "steps": args.steps, "rounds": rounds, "quick": args.quick},
+            **best,
+            "speedup_images_per_sec": best["ours"]["images_per_sec"] / best["seed"]["images_per_sec"],
+            "speedup_images_per_cpu_sec": best["ours"]["images_per_cpu_sec"] / best["seed"]["images_per_cpu_sec"],
+            "target_speedup": 2.5,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

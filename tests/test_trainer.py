@@ -1,0 +1,207 @@
+"""The training run: run folder, resume (also after SIGKILL), evaluation hook, NaN guard, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.artifacts import RunPaths, read_json, read_jsonl
+from components.errors import PipelineError
+from components.model import ModelConfig
+from components.trainer import TrainConfig, TrainingDiverged, restore_generator, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = TrainConfig(model=ModelConfig(latent_dim=8, g_filters=4, d_filters=4), batch_size=8)
+TINY_FLAGS = ["--latent-dim", "8", "--g-filters", "4", "--d-filters", "4", "--batch-size", "8"]
+QUIET = {"verbose": False, "precision": "float32"}
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.train", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_a_run_writes_its_folder_and_restores_its_generators(tiny_records, tmp_path):
+    swd_values = iter([5.0, 2.0, 3.0, 4.0])
+    seen_shapes = []
+
+    def fake_evaluate(generator) -> dict[str, float]:
+        seen_shapes.append(tuple(generator(np.zeros((2, 8), np.float32)).shape))
+        return {"swd_avg": next(swd_values), "swd_16": 1.0}
+
+    run = tmp_path / "run"
+    result = train(
+        TINY, tiny_records, run, images=64, precision="bfloat16", checkpoint_every=4, sample_every=4, log_every=2,
+        evaluate_fn=fake_evaluate, eval_every=16, verbose=False,
+    )  # fmt: skip
+
+    paths = RunPaths(run)
+    assert (result.steps, result.images_seen, result.best_swd) == (8, 64, 2.0)
+    assert result.metrics["swd_avg"] == 4.0 and np.isfinite(result.metrics["d_loss"])
+    assert seen_shapes == [(2, 32, 32, 3)] * 4  # at 16, 32, 48, 64 images; none repeated at the end
+
+    record = read_json(paths.hparams)
+    assert record["hparams"] == TINY.with_image_size(32).to_dict()
+    assert record["data"]["counts"] == {"train": 96, "eval": 32} and record["data"]["fingerprint"] == "test"
+    assert sorted(p.name for p in paths.checkpoints.glob("ckpt-*.index")) == ["ckpt-4.index", "ckpt-8.index"]
+    assert [p.name for p in (paths.checkpoints / "best").glob("*.index")] == ["best-4.index"]
+    assert sorted(p.name for p in paths.samples.iterdir()) == ["step-0000004.png", "step-0000008.png"]
+    assert Image.open(paths.samples / "step-0000008.png").size == (8 * 34 + 2, 8 * 34 + 2)  # 8x8 grid of 32 px
+    assert list(paths.logs.glob("events.out.tfevents.*"))
+
+    lines = read_jsonl(paths.metrics)
+    assert [(r["kind"], r["step"]) for r in lines if r["kind"] == "train"] == [("train", s) for s in (2, 4, 6, 8)]
+    assert [(r["step"], r["swd_avg"]) for r in lines if r["kind"] == "eval"] == [(2, 5.0), (4, 2.0), (6, 3.0), (8, 4.0)]
+    assert all({"d_loss", "g_loss", "d_real", "d_fake", "images_per_sec"} <= set(r) for r in lines if r["kind"] == "train")
+
+    generator, info = restore_generator(run)
+    assert {k: info[k] for k in ("step", "images_seen", "image_size", "latent_dim", "data_fingerprint")} == {
+        "step": 8, "images_seen": 64, "image_size": 32, "latent_dim": 8, "data_fingerprint": "test",
+    }  # fmt: skip
+    assert info["data_counts"] == {"train": 96, "eval": 32} and info["hparams"] == record["hparams"]
+    assert info["data_dir"] == str(Path(tiny_records).resolve()) and info["metrics"] == {"swd_avg": 4.0, "swd_16": 1.0}
+    latents = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    restored = np.asarray(generator(latents))
+    assert restored.dtype == np.float32 and restored.shape == (4, 32, 32, 3)
+    assert np.abs(restored).max() <= 1.0
+    trained = np.asarray(result.gan.ema_generator(latents, training=False))  # computed in bfloat16
+    np.testing.assert_allclose(restored, trained, atol=0.05)
+
+    best, best_info = restore_generator(run, "best")
+    assert (best_info["step"], best_info["metrics"]["swd_avg"]) == (4, 2.0)
+    assert not np.allclose(np.asarray(best(latents)), restored)
+
+
+def test_rerun_resumes_and_a_finished_run_does_nothing(tiny_records, tmp_path, capsys):
+    run = tmp_path / "run"
+    first = train(TINY, tiny_records, run, epochs=0.5, checkpoint_every=2, log_every=2, **QUIET)
+    assert (first.steps, first.images_seen, first.resumed_from) == (6, 48, None)
+
+    second = train(TINY, tiny_records, run, images=80, checkpoint_every=2, log_every=2, precision="float32")
+    assert (second.steps, second.images_seen, second.resumed_from) == (10, 80, 6)
+    assert "resumed from step 6 (48 images seen)" in capsys.readouterr().out
+    steps = [r["step"] for r in read_jsonl(RunPaths(run).metrics)]
+    assert steps == [2, 4, 6, 8, 10]
+
+    third = train(TINY, tiny_records, run, images=80, precision="float32")
+    assert (third.steps, third.images_seen) == (10, 80)
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_other_hyperparameters_or_data_need_new_run(tiny_records, tmp_path):
+    run = tmp_path / "run"
+    train(TINY, tiny_records, run, images=16, **QUIET)
+    changed = TrainConfig(model=TINY.model, batch_size=8, g_lr=1e-3)
+    with pytest.raises(PipelineError, match=r"g_lr: 0.0002 in the run, 0.001 now.*--new-run"):
+        train(changed, tiny_records, run, images=16, **QUIET)
+
+    other_data = tmp_path / "other"
+    shutil.copytree(tiny_records, other_data)
+    manifest = read_json(other_data / "manifest.json")
+    (other_data / "manifest.json").write_text(json.dumps({**manifest, "fingerprint": "other"}))
+    with pytest.raises(PipelineError, match="fingerprint test.*fingerprint other"):
+        train(TINY, other_data, run, images=16, **QUIET)
+
+    fresh = train(changed, tiny_records, run, images=16, new_run=True, **QUIET)
+    assert (fresh.resumed_from, fresh.steps) == (None, 2)
+    assert read_json(RunPaths(run).hparams)["hparams"]["g_lr"] == 1e-3
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_records, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from components.gan import DCGAN
+
+    honest_loss = DCGAN._generator_loss
+
+    def poisoned_from_step_6(self, fake_logits):
+        loss = honest_loss(self, fake_logits)
+        return loss * tf.where(self.g_optimizer.iterations >= 5, np.nan, 1.0)
+
+    monkeypatch.setattr(DCGAN, "_generator_loss", poisoned_from_step_6)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 6: .*g_loss=nan.*last good checkpoint \(step 4\)"):
+        train(TINY, tiny_records, run, images=400, checkpoint_every=2, **QUIET)
+
+    assert sorted(p.name for p in RunPaths(run).checkpoints.glob("ckpt-*.index")) == ["ckpt-2.index", "ckpt-4.index"]
+    generator, info = restore_generator(run)
+    assert info["step"] == 4
+    assert np.isfinite(np.asarray(generator(np.ones((2, 8), np.float32)))).all()
+
+
+def test_sigkilled_run_resumes_to_the_same_counts_as_an_uninterrupted_one(tiny_records, tmp_path):
+    images = 2400  # 300 steps: seconds of work, so the kill lands mid-run
+    run = tmp_path / "killed"
+    command = [
+        sys.executable, "-m", "pipeline.train", "--data", str(tiny_records), "--run", str(run), "--images", str(images),
+        *TINY_FLAGS, "--precision", "float32", "--checkpoint-every", "10", "--log-every", "10", "--sample-every", "1000",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(RunPaths(run).checkpoints.glob("ckpt-*.index")) and time.monotonic() < deadline:
+            assert process.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    killed_at = max(int(p.name.split("-")[1].split(".")[0]) for p in RunPaths(run).checkpoints.glob("ckpt-*.index"))
+    assert 0 < killed_at < images // 8
+
+    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from step {killed_at}" in resumed.stdout
+    _, info = restore_generator(run)
+
+    uninterrupted = train(TINY, tiny_records, tmp_path / "whole", images=images, log_every=10, **QUIET)
+    assert (info["step"], info["images_seen"]) == (uninterrupted.steps, uninterrupted.images_seen) == (300, 2400)
+    train_steps = [r["step"] for r in read_jsonl(RunPaths(run).metrics)]
+    assert train_steps == list(range(10, 301, 10))  # lines of the killed run past its checkpoint were dropped
+
+
+def test_cli_reports_user_errors_without_traceback(tmp_path):
+    missing = cli("--data", str(tmp_path / "nowhere"), "--images", "8", timeout=60)
+    assert missing.returncode == 2 and "nowhere does not exist" in missing.stderr
+    bad = cli("--data", str(tmp_path), "--g-lr", "-1", timeout=60)
+    assert bad.returncode == 2 and "g_lr must be a positive number" in bad.stderr
+    assert "Traceback" not in missing.stderr + bad.stderr
+    helped = cli("--help", timeout=60)
+    assert helped.returncode == 0
+    for flag in ("--epochs", "--images", "--g-filters", "--d-lr", "--ema-decay", "--precision", "--jit", "--new-run", "--checkpoint-every"):
+        assert flag in helped.stdout
+
+
+def test_restore_generator_errors_name_the_folder(tiny_records, tmp_path):
+    with pytest.raises(PipelineError, match=f"{tmp_path}.*not a training run folder"):
+        restore_generator(tmp_path)
+    run = tmp_path / "run"
+    train(TINY, tiny_records, run, images=8, **QUIET)
+    with pytest.raises(PipelineError, match="no best checkpoint.*evaluator"):
+        restore_generator(run, "best")
+
+
+def test_config_round_trip_and_validation():
+    config = TrainConfig(model=ModelConfig(image_size=64, g_filters=16), g_lr=1e-4, ema_decay=0.99)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert TrainConfig.from_dict({"g_lr": 1e-4}) == TrainConfig(g_lr=1e-4)  # older files: defaults fill in
+    with pytest.raises(PipelineError, match="unknown training hyperparameter.*warp"):
+        TrainConfig.from_dict({"warp": 9})
+    with pytest.raises(PipelineError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+    with pytest.raises(PipelineError, match="train_step"):
+        TrainConfig(train_step="fast")
+    with pytest.raises(PipelineError, match="configured for 64x64.*holds 32x32"):
+        config.with_image_size(32)
