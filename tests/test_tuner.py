@@ -1,0 +1,253 @@
+"""The KerasTuner search (components.tuner and `python -m pipeline.train --tune`).
+
+Every search here is tiny: 32x32 images, 4/8 filters, 64-128 images per trial, float32 (exact
+and repeatable); a trial takes about two seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.artifacts import RunPaths, read_json, read_jsonl
+from components.errors import PipelineError
+from components.model import ModelConfig
+from components.trainer import TrainConfig
+from components.tuner import (
+    DEFAULT_SPACE,
+    SearchSettings,
+    apply_values,
+    config_from_best,
+    format_table,
+    load_space_file,
+    make_space,
+    parse_space_override,
+    run_search,
+    search_role,
+)
+
+BASE = TrainConfig(model=ModelConfig(latent_dim=16), batch_size=32)
+TINY = ["g_filters=4", "d_filters=8", "d_lr=2e-4", "beta_1=0.5"]  # everything fixed but what a test adds
+TRAIN_OPTIONS = {"precision": "float32"}
+ABSURD_LR = "1e30"  # Adam moves every weight by ~lr per step: NaN within two steps
+
+
+class Evaluator:
+    """Counts the evaluations (one per trained trial here); can raise Ctrl-C at a given call."""
+
+    def __init__(self, evaluate, interrupt_at: int | None = None):
+        self.evaluate, self.interrupt_at, self.calls = evaluate, interrupt_at, 0
+
+    def __call__(self, generator):
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        return self.evaluate(generator)
+
+
+@pytest.fixture(scope="module")
+def evaluate(tiny_records):
+    from components.evaluator import make_evaluate_fn
+
+    return make_evaluate_fn(tiny_records, num=16, seed=0)
+
+
+def tiny_space(*entries: str) -> dict:
+    return make_space(BASE, None, [parse_space_override(entry) for entry in [*TINY, *entries]])
+
+
+def search(data, run, space, settings, evaluate, **kwargs):
+    return run_search(BASE, space, data, run, settings, evaluate_fn=evaluate, train_options=TRAIN_OPTIONS, verbose=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def diverging_search(tmp_path_factory, tiny_records, evaluate):
+    """A random search over g_lr in {2e-4, absurd}: the space holds two points, so two trials."""
+    run = tmp_path_factory.mktemp("search") / "run"
+    space = tiny_space(f"g_lr=2e-4,{ABSURD_LR}")
+    settings = SearchSettings(tuner="random", max_trials=3, trial_images=64)
+    result = search(tiny_records, run, space, settings, evaluate)
+    return run, space, settings, result
+
+
+# -- the search space -----------------------------------------------------------------------------
+
+
+def test_space_overrides_parse_choices_ranges_and_fixed_values():
+    assert parse_space_override("g_filters=16,32,64") == ("g_filters", [16, 32, 64])
+    assert parse_space_override("g-lr=5e-5..1e-3:log") == ("g_lr", {"min": 5e-5, "max": 1e-3, "sampling": "log"})
+    assert parse_space_override("beta_1=0.5") == ("beta_1", 0.5)
+    assert parse_space_override("train_step=dcgan,seed") == ("train_step", ["dcgan", "seed"])
+    for bad, message in [
+        ("g_filters", "NAME=SPEC"),
+        ("seed=1,2", "cannot be searched"),
+        ("image_size=32", "cannot be searched"),
+        ("g_filters=16,3.5", "not a valid int"),
+        ("g_lr=fast", "not a valid float"),
+    ]:
+        with pytest.raises(PipelineError, match=message):
+            parse_space_override(bad)
+
+
+def test_make_space_layers_defaults_file_and_command_line(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text('{"g_filters": [8, 16], "beta_1": 0.5, "label_smoothing": {"min": 0.0, "max": 0.2}}')
+    space = make_space(BASE, load_space_file(path), [("g_filters", [4])])
+    assert space["g_filters"] == [4]  # the command line beats the file
+    assert space["beta_1"] == [0.5]  # a single value is fixed
+    assert space["label_smoothing"] == {"min": 0.0, "max": 0.2, "sampling": "linear"}
+    assert space["d_filters"] == DEFAULT_SPACE["d_filters"] and space["g_lr"] == DEFAULT_SPACE["g_lr"]
+
+    for entries, message in [
+        ([("beta_1", 1.5)], "beta_1: 1.5 is not a valid value"),
+        ([("g_lr", {"min": 0.0, "max": 1e-3, "sampling": "log"})], "log sampling needs min > 0"),
+        ([("d_lr", {"min": 1e-3, "max": 1e-4})], "must be below max"),
+        ([("g_filters", [])], "empty"),
+    ]:
+        with pytest.raises(PipelineError, match=message):
+            make_space(BASE, None, entries)
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(PipelineError, match="broken.json is not valid JSON"):
+        load_space_file(tmp_path / "broken.json")
+
+
+def test_hyperband_epochs_are_units_of_trial_images_and_roles_follow_kerastuner_variables():
+    settings = SearchSettings(tuner="hyperband", trial_images=900, hyperband_max_epochs=9)
+    assert settings.trial_budget({"tuner/epochs": 1}) == 100
+    assert settings.trial_budget({"tuner/epochs": 9}) == 900
+    assert SearchSettings(trial_images=900).trial_budget({}) == 900
+    with pytest.raises(PipelineError, match="tuner must be one of"):
+        SearchSettings(tuner="grid")
+
+    assert search_role({}) == "single"
+    address = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8000"}
+    assert search_role({**address, "KERASTUNER_TUNER_ID": "chief"}) == "chief"
+    assert search_role({**address, "KERASTUNER_TUNER_ID": "tuner1"}) == "worker"
+    with pytest.raises(PipelineError, match="KERASTUNER_TUNER_ID"):
+        search_role({"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8000"})
+
+
+# -- a search -------------------------------------------------------------------------------------
+
+
+def test_tiny_search_writes_best_file_and_table_matching_the_trials(diverging_search):
+    run, _, _, result = diverging_search
+    paths = RunPaths(run)
+    rows = result.rows
+    assert read_json(paths.tuner / "trials.json") == rows
+    assert sorted(row["status"] for row in rows) == ["COMPLETED", "FAILED"]
+    good = next(row for row in rows if row["status"] == "COMPLETED")
+    bad = next(row for row in rows if row["status"] == "FAILED")
+
+    # The table's numbers are KerasTuner's (trial.json) and the trial's own result.
+    trial_json = read_json(paths.tuner / f"trial_{good['trial_id']}" / "trial.json")
+    assert good["swd_avg"] == pytest.approx(trial_json["score"])
+    assert good["swd_avg"] == pytest.approx(read_json(paths.tuner / f"trial_{good['trial_id']}" / "result.json")["swd_avg"])
+    assert good["hyperparameters"] == {"g_filters": 4, "d_filters": 8, "g_lr": 2e-4, "d_lr": 2e-4, "beta_1": 0.5}
+    assert good["images"] == 64 and good["seconds"] > 0
+    last_eval = [r for r in read_jsonl(paths.tuner / f"trial_{good['trial_id']}" / "execution-0" / "metrics.jsonl") if r["kind"] == "eval"][-1]
+    assert last_eval["images_seen"] == 64 and last_eval["swd_avg"] == pytest.approx(good["swd_avg"])
+    grid = Image.open(good["grid"])
+    assert grid.size == (8 * 34 + 2, 8 * 34 + 2)  # 64 images of 32 px, 2 px apart
+
+    # The diverged trial is failed, with the trainer's reason, and did not stop the search.
+    assert bad["hyperparameters"]["g_lr"] == float(ABSURD_LR)
+    assert bad["swd_avg"] is None and bad["grid"] is None
+    assert "training diverged" in bad["reason"]
+    assert read_json(paths.tuner / f"trial_{bad['trial_id']}" / "trial.json")["status"] == "FAILED"
+
+    best = read_json(paths.best_hyperparameters)
+    assert best == result.best
+    assert best["trial_id"] == good["trial_id"] and best["swd_avg"] == good["swd_avg"]
+    expected = apply_values(BASE, good["hyperparameters"])
+    assert best["config"] == dataclasses.replace(expected, model=dataclasses.replace(expected.model, image_size=None)).to_dict()
+
+    table = format_table(rows, best["trial_id"]).splitlines()
+    assert table[0].split()[:5] == ["trial", "status", "swd_avg", "seconds", "images"]
+    assert any(line.startswith(f"*{good['trial_id']} ") and "COMPLETED" in line for line in table)
+    assert any(line.startswith(f"trial {bad['trial_id']} failed: training diverged") for line in table)
+
+
+def test_rerunning_a_finished_search_trains_nothing(diverging_search, tiny_records, evaluate):
+    run, space, settings, result = diverging_search
+    counting = Evaluator(evaluate)
+    again = search(tiny_records, run, space, settings, counting)
+    assert counting.calls == 0
+    assert again.rows == result.rows and again.best == result.best
+
+
+def test_a_changed_search_is_refused_and_new_search_starts_over(diverging_search, tiny_records, evaluate, tmp_path):
+    run, space, settings, _ = diverging_search
+    with pytest.raises(PipelineError, match="trial_images: 64 before, 128 now.*--new-search"):
+        search(tiny_records, run, space, dataclasses.replace(settings, trial_images=128), evaluate)
+    with pytest.raises(PipelineError, match="space"):
+        search(tiny_records, run, tiny_space("g_lr=1e-4"), settings, evaluate)
+
+    fresh = tmp_path / "run"
+    fixed = tiny_space("g_lr=2e-4")
+    search(tiny_records, fresh, fixed, SearchSettings(tuner="random", max_trials=1, trial_images=32), evaluate)
+    result = search(tiny_records, fresh, fixed, SearchSettings(tuner="random", max_trials=1, trial_images=64), evaluate, new_search=True)
+    assert [row["images"] for row in result.rows] == [64]
+    assert not (fresh / "tuner" / "trial_0" / "execution-0" / "checkpoints" / "ckpt-1.index").exists()  # the 32-image run is gone
+
+
+def test_an_interrupted_search_resumes_without_redoing_finished_trials(tiny_records, evaluate, tmp_path):
+    run = tmp_path / "run"
+    space = tiny_space("g_lr=1e-4,2e-4,3e-4")
+    settings = SearchSettings(tuner="bayesian", max_trials=3, trial_images=64, seed=3)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during the second trial's evaluation
+        search(tiny_records, run, space, settings, Evaluator(evaluate, interrupt_at=2))
+    tuner = RunPaths(run).tuner
+    first = tuner / "trial_0" / "result.json"
+    finished = first.read_bytes()
+    assert not (tuner / "trial_1" / "result.json").exists()
+    interrupted = read_json(tuner / "trial_1" / "trial.json")["hyperparameters"]["values"]
+
+    counting = Evaluator(evaluate)
+    result = search(tiny_records, run, space, settings, counting)
+    assert counting.calls == 2  # trial 1 again, trial 2; not trial 0
+    assert first.read_bytes() == finished
+    assert [row["trial_id"] for row in result.rows] == ["0", "1", "2"]
+    assert all(row["status"] == "COMPLETED" for row in result.rows)
+    assert result.rows[1]["hyperparameters"] == interrupted  # the same trial was run again
+
+
+def test_hyperband_continues_the_better_trial_from_its_checkpoint(tiny_records, evaluate, tmp_path):
+    run = tmp_path / "run"
+    space = tiny_space("g_lr=1e-4,5e-4,1e-3")
+    # max_epochs 2, factor 2: two trials of 1 epoch (64 images), then the better one goes on to 2.
+    settings = SearchSettings(tuner="hyperband", max_trials=3, trial_images=128, hyperband_max_epochs=2, hyperband_factor=2)
+    rows = search(tiny_records, run, space, settings, evaluate).rows
+    assert [row["images"] for row in rows] == [64, 64, 128]
+    better = min(rows[:2], key=lambda row: row["swd_avg"])
+    assert rows[2]["continues"] == better["trial_id"]
+    assert rows[2]["hyperparameters"] == better["hyperparameters"]
+
+    tuner = RunPaths(run).tuner
+    earlier = read_jsonl(tuner / f"trial_{better['trial_id']}" / "execution-0" / "metrics.jsonl")
+    continued = read_jsonl(tuner / "trial_2" / "execution-0" / "metrics.jsonl")
+    assert continued[: len(earlier)] == earlier  # picked up where the earlier trial stopped
+    assert max(record["images_seen"] for record in continued) == 128
+    assert max(record["images_seen"] for record in earlier) == 64  # the earlier trial is untouched
+
+
+def test_best_file_gives_back_the_best_configuration(diverging_search, tmp_path):
+    run, _, _, result = diverging_search
+    path = RunPaths(run).best_hyperparameters
+    config, notes = config_from_best(BASE, path)
+    assert config == apply_values(BASE, result.best["hyperparameters"]) and notes == []
+
+    other = dataclasses.replace(BASE, batch_size=64)
+    config, notes = config_from_best(other, path)
+    assert config.batch_size == 64 and config.g_lr == result.best["hyperparameters"]["g_lr"]
+    assert notes == ["batch_size is 64 here but 32 in the search's best configuration"]
+
+    (tmp_path / "bad.json").write_text('{"hyperparameters": {"colour": 1}}')
+    with pytest.raises(PipelineError, match="bad.json sets unknown hyperparameter"):
+        config_from_best(BASE, tmp_path / "bad.json")
+    with pytest.raises(PipelineError, match="missing.json does not exist"):
+        config_from_best(BASE, tmp_path / "missing.json")
+    assert np.isfinite(result.best["swd_avg"])
