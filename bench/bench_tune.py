@@ -1,0 +1,138 @@
+"""Benchmark: a real KerasTuner search, and whether its best trial beats the seed's defaults.
+
+Steps, all in one work folder (started afresh every time):
+
+1. ingest the image folder with `python -m pipeline.ingest` (or take an already ingested --data);
+2. search (`components.tuner.run_search`, the default space: G/D base filters, both learning rates,
+   beta_1) with `--max-trials` trials of `--trial-images` images each, ranked by swd_avg;
+3. train the seed's defaults (`TrainConfig()`: the tutorial's filters, 2e-4/2e-4, beta_1 0.5) for
+   the same images, with the same seed, scored by the same evaluator (same num, same seed);
+4. with `--confirm-seeds N`: train the best configuration and the defaults N more times with other
+   seeds, so "beat the defaults" is not just the luck of picking the best of several noisy trials.
+
+    python -m bench.bench_tune                       # full: ../shared/data/anime-faces-2k at 32x32,
+                                                     # 8 trials x 30,000 images (~30 min on 2 cores)
+    python -m bench.bench_tune --data /tmp/faces32   # an ingested data folder instead
+    python -m bench.bench_tune --quick               # smoke run: 2 tiny trials of 256 images
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.bench_ingest import ANIME_2K
+from bench.common import OUT_DIR, emit, peak_rss_mb, timer
+
+QUICK_SPACE = ["g_filters=8,16", "d_filters=16,32", "g_lr=1e-4..1e-3:log", "d_lr=1e-4..1e-3:log", "beta_1=0.5"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--images", type=Path, default=ANIME_2K, help="image folder to ingest (default: the 2,000 real faces)")
+    source.add_argument("--data", type=Path, help="an already ingested data folder (skips the ingest)")
+    parser.add_argument("--image-size", type=int, default=32, help="training size when ingesting --images")
+    parser.add_argument("--eval-fraction", type=float, default=0.25, help="held-out share when ingesting --images")
+    parser.add_argument("--tuner", default="bayesian", help="bayesian, random or hyperband")
+    parser.add_argument("--max-trials", type=int, default=8)
+    parser.add_argument("--trial-images", type=int, default=30_000, help="images seen by every trial and by the defaults")
+    parser.add_argument("--confirm-seeds", type=int, default=1, help="extra seeds to retrain the best and the defaults with")
+    parser.add_argument("--eval-num", type=int, default=1024, help="generated images per evaluation (capped by half the eval split)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=OUT_DIR / "bench_tune_work", help="work folder (emptied first)")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run: 2 trials of 256 images, tiny filters")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.max_trials, args.trial_images, args.confirm_seeds, args.eval_num = 2, 256, 0, 64
+    return args
+
+
+def ingest(args: argparse.Namespace) -> Path:
+    """The data folder: --data as given, or --images ingested into the work folder by the real CLI."""
+    if args.data is not None:
+        return args.data
+    if not args.images.is_dir():
+        sys.exit(f"error: {args.images} does not exist; pass --images FOLDER or --data DATA_FOLDER.")
+    data = args.work / "data"
+    command = [
+        sys.executable, "-m", "pipeline.ingest", "--input", str(args.images), "--output", str(data),
+        "--image-size", str(args.image_size), "--eval-fraction", str(args.eval_fraction), "--quiet",
+    ]  # fmt: skip
+    subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[1])
+    return data
+
+
+def train_and_score(config, data: Path, run: Path, images: int, evaluate) -> dict:
+    """One training run from scratch, as a trial trains (same seeding), scored by its best swd_avg."""
+    import keras
+
+    from components.trainer import train
+
+    keras.utils.set_random_seed(config.seed)
+    with timer() as t:
+        result = train(config, data, run, images=images, evaluate_fn=evaluate, verbose=False)
+    floor = result.metrics.get("swd_avg_floor")  # real vs real: what a perfect generator would score
+    return {"seed": config.seed, "swd_avg": result.best_swd, "swd_avg_floor": floor, "seconds": t["seconds"]}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from components.evaluator import make_evaluate_fn
+    from components.model import ModelConfig
+    from components.trainer import TrainConfig
+    from components.tuner import SearchSettings, apply_values, format_table, make_space, parse_space_override, run_search
+
+    shutil.rmtree(args.work / "runs", ignore_errors=True)
+    data = ingest(args)
+    base = TrainConfig(seed=args.seed)
+    if args.quick:
+        base = dataclasses.replace(base, batch_size=32, model=ModelConfig(latent_dim=32))
+    space = make_space(base, None, [parse_space_override(entry) for entry in QUICK_SPACE] if args.quick else [])
+    settings = SearchSettings(tuner=args.tuner, max_trials=args.max_trials, trial_images=args.trial_images, seed=args.seed)
+    evaluation = {"num": args.eval_num, "seed": 0}
+    evaluate = make_evaluate_fn(data, **evaluation)
+
+    with timer() as search_time:
+        search = run_search(base, space, data, args.work / "runs" / "search", settings, evaluate_fn=evaluate, evaluation=evaluation)
+    if search.best is None:
+        sys.exit("error: no trial completed; see the table above.")
+    print(format_table(search.rows, search.best["trial_id"]))
+
+    best_config = apply_values(base, search.best["hyperparameters"])
+    defaults = train_and_score(base, data, args.work / "runs" / "defaults-0", args.trial_images, evaluate)
+    confirm = {"best": [{"seed": args.seed, "swd_avg": search.best["swd_avg"]}], "defaults": [defaults]}
+    for k in range(1, args.confirm_seeds + 1):
+        seed = args.seed + k
+        for name, config in (("best", best_config), ("defaults", base)):
+            run = args.work / "runs" / f"{name}-{k}"
+            confirm[name].append(train_and_score(dataclasses.replace(config, seed=seed), data, run, args.trial_images, evaluate))
+    mean = {name: sum(r["swd_avg"] for r in runs) / len(runs) for name, runs in confirm.items()}
+
+    emit(
+        "bench_tune_quick" if args.quick else "bench_tune",
+        {
+            "config": {"data": str(data), "tuner": args.tuner, "max_trials": args.max_trials, "trial_images": args.trial_images,
+                       "eval_num": args.eval_num, "seed": args.seed, "confirm_seeds": args.confirm_seeds, "quick": args.quick},
+            "search_seconds": search_time["seconds"],
+            "trials": [{k: row[k] for k in ("trial_id", "status", "swd_avg", "seconds", "images", "hyperparameters", "reason")}
+                       for row in search.rows],
+            "best": {"trial_id": search.best["trial_id"], "hyperparameters": search.best["hyperparameters"],
+                     "swd_avg": search.best["swd_avg"]},
+            "defaults": defaults,
+            "swd_avg_floor": defaults["swd_avg_floor"],
+            "best_beats_defaults_same_seed": search.best["swd_avg"] < defaults["swd_avg"],
+            "confirm": confirm,
+            "mean_swd_avg": mean,
+            "best_beats_defaults_mean": mean["best"] < mean["defaults"],
+            "peak_rss_mb": peak_rss_mb(),
+        },
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
