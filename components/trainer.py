@@ -141,15 +141,14 @@ def train(
 
     Steps = ceil(budget / batch_size): every step sees one full batch. `*_every` intervals count
     steps, except `eval_every`, which counts images: `evaluate_fn(ema_generator) -> {name: value}`
-    then runs each time that many more images have been seen and at the end; its metrics are
-    logged and the checkpoint with the lowest `swd_avg` is kept in `checkpoints/best/`.
+    then runs each time that many more images have been seen, and at the end (only at the end
+    without `eval_every`); its metrics are logged, and the checkpoint with the lowest `swd_avg`
+    is kept in `checkpoints/best/`.
     `strategy` defaults to `components.distribute.choose_strategy()` (TF_CONFIG, GPUs).
     """
-    import tensorflow as tf
-
     from components.distribute import choose_strategy, discard_worker_checkpoints, is_chief
     from components.precision import resolve_jit, resolve_precision
-    from components.records import make_dataset, read_manifest
+    from components.records import read_manifest
 
     strategy = strategy or choose_strategy()  # first: multi-worker set-up must precede other TF work
     chief = is_chief(strategy)
@@ -187,11 +186,8 @@ def train(
     remaining = total_steps - state.step_now
     try:
         if remaining > 0:
-            dataset = make_dataset(data_dir, "train", batch_size=config.batch_size, image_size=config.model.image_size)
-            options = tf.data.Options()
-            # Shard by batch, not by file: a data folder may have fewer shards than workers.
-            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-            gan.fit(dataset.with_options(options), epochs=1, steps_per_epoch=remaining, verbose=0, shuffle=False, callbacks=[_step_callback(run)])
+            dataset = _training_dataset(data_dir, config)
+            gan.fit(dataset, epochs=1, steps_per_epoch=remaining, verbose=0, shuffle=False, callbacks=[_step_callback(run)])
             if run.diverged is not None:
                 raise run.diverged
             run.finish()
@@ -257,7 +253,7 @@ def restore_generator(run_dir: str | Path, checkpoint: str = "latest"):
         "data_fingerprint": data["fingerprint"],
         "data_counts": data["counts"],
         "checkpoint": prefix,
-        "metrics": _last_eval(paths.metrics, int(step.numpy())),
+        "metrics": _last_record(paths.metrics, "eval", int(step.numpy())),
     }
     return generator, info
 
@@ -300,6 +296,19 @@ def _total_steps(images: int | None, epochs: float | None, train_count: int, bat
     if budget < 1:
         raise PipelineError(f"the training budget must be at least one image, got {budget}.")
     return math.ceil(budget / batch_size)
+
+
+def _training_dataset(data_dir: str | Path, config: TrainConfig):
+    """Endless shuffled batches of the train split, sharded by batch across workers (a data
+    folder may have fewer shard files than there are workers)."""
+    import tensorflow as tf
+
+    from components.records import make_dataset
+
+    dataset = make_dataset(data_dir, "train", batch_size=config.batch_size, image_size=config.model.image_size)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _check_intervals(**intervals: int) -> None:
@@ -390,11 +399,12 @@ def _drop_metrics_after(path: Path, step: int) -> None:
         atomic_write_text(path, "".join(json.dumps(record, sort_keys=True) + "\n" for record in kept))
 
 
-def _last_eval(path: Path, step: int) -> dict[str, float]:
-    evals = [record for record in read_jsonl(path) if record.get("kind") == "eval" and record["step"] <= step]
-    if not evals:
+def _last_record(path: Path, kind: str, step: int) -> dict[str, float]:
+    """The metrics of the last metrics.jsonl line of `kind` ("train" or "eval") at or before `step`."""
+    records = [record for record in read_jsonl(path) if record.get("kind") == kind and record["step"] <= step]
+    if not records:
         return {}
-    return {key: value for key, value in evals[-1].items() if key not in ("kind", "step", "images_seen", "time")}
+    return {key: value for key, value in records[-1].items() if key not in ("kind", "step", "images_seen", "time")}
 
 
 # -- model, optimisers, checkpoints ---------------------------------------------------------------
@@ -517,8 +527,9 @@ class _RunWriter:
         self.count = 0
         self.train_seconds = 0.0
         self.step_started = 0.0
-        self.last_train: dict[str, float] = {}
-        self.last_eval: dict[str, float] = {}
+        # What was logged before a resumption, so a finished run still reports its metrics.
+        self.last_train = _last_record(paths.metrics, "train", state.step_now)
+        self.last_eval = _last_record(paths.metrics, "eval", state.step_now)
         self.sampled_step = self.evaluated_step = -1
         self.diverged: TrainingDiverged | None = None
 
@@ -594,6 +605,9 @@ class _RunWriter:
         self._record("train", means)
 
     def sample(self) -> None:
+        """A grid of the EMA generator's images for the fixed latents: PNG and TensorBoard."""
+        import tensorflow as tf
+
         from components.grid import make_grid, save_grid, to_uint8
 
         self.sampled_step = step = self.state.step_now
@@ -601,12 +615,11 @@ class _RunWriter:
             return
         images = to_uint8(self.gan.ema_generator(self.latents, training=False))
         save_grid(self.paths.samples / f"step-{step:07d}.png", images)
-        import tensorflow as tf
-
         with self.writer.as_default(step=step):
             tf.summary.image("samples", make_grid(images)[None])
 
     def evaluate(self) -> None:
+        """Score the EMA generator; keep the checkpoint if it has the lowest swd_avg so far."""
         self.evaluated_step = self.state.step_now
         if not self.chief:
             return

@@ -22,7 +22,7 @@ Train the DCGAN (the seed tutorial's architecture by default) on a data folder w
   <run>/checkpoints/     the last few checkpoints (G, D, EMA generator, optimisers, RNG, step)
   <run>/samples/         step-NNNNNNN.png grids from the EMA generator, same latents every time
   <run>/logs/            TensorBoard: losses, D(real), D(fake), images/s, sample grids
-  <run>/metrics.jsonl    one JSON line per log interval
+  <run>/metrics.jsonl    one JSON line per log interval (and per evaluation)
 
 Re-running the same command resumes from the newest checkpoint ("resumed from step N") and
 stops at the same step as an uninterrupted run; a larger --images/--epochs trains further.
@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     exclusive.add_argument("--epochs", type=float, help="passes over the train split (fractions allowed)")
     exclusive.add_argument("--images", type=int, help="real images to train on; steps = ceil(images / batch size)")
     add_hparam_arguments(parser)
+
+    evaluation = parser.add_argument_group("evaluation (components.evaluator, on the data's eval split)")
+    evaluation.add_argument(
+        "--eval-every", type=int, default=0, metavar="IMAGES",
+        help="score the EMA generator (SWD beside its real-vs-real floor, diversity, ...) every this many "
+        "images seen and at the end, log it, and keep the lowest-swd_avg checkpoint in checkpoints/best/ (0: off)",
+    )  # fmt: skip
+    evaluation.add_argument("--eval-num", type=int, default=1024, metavar="N", help="generated and real images per evaluation")
 
     runtime = parser.add_argument_group("runtime (may change between resumptions)")
     runtime.add_argument(
@@ -114,12 +122,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise PipelineError(f"{args.data} does not exist; create it with `python -m pipeline.ingest`.")
     run_dir = args.run or Path("artifacts") / args.data.resolve().name
 
+    if args.eval_every < 0 or args.eval_num < 4:
+        raise PipelineError("--eval-every must be >= 0 and --eval-num >= 4.")
+
+    _cli.import_tensorflow_quietly()  # only now: --help and option errors stay instant
+    from components.distribute import choose_strategy, is_chief
     from components.trainer import train
 
+    strategy = choose_strategy()  # before any other TensorFlow work, as multi-worker training needs
+    evaluate_fn = None
+    if args.eval_every and is_chief(strategy):
+        from components.evaluator import make_evaluate_fn
+
+        evaluate_fn = make_evaluate_fn(args.data, num=args.eval_num, seed=args.seed)
     result = train(
         config,
         args.data,
         run_dir,
+        strategy=strategy,
+        evaluate_fn=evaluate_fn,
+        eval_every=args.eval_every if evaluate_fn else None,
         images=args.images,
         epochs=args.epochs,
         precision=args.precision,
@@ -150,4 +172,4 @@ def _summary(result) -> str:
 
 
 if __name__ == "__main__":
-    _cli.run_main(main)
+    _cli.run_main(main, tensorflow=False)

@@ -96,6 +96,7 @@ def test_rerun_resumes_and_a_finished_run_does_nothing(tiny_records, tmp_path, c
 
     third = train(TINY, tiny_records, run, images=80, precision="float32")
     assert (third.steps, third.images_seen) == (10, 80)
+    assert third.metrics == pytest.approx(second.metrics)  # read back from metrics.jsonl
     assert "nothing to do" in capsys.readouterr().out
 
 
