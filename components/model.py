@@ -151,3 +151,34 @@ def build_discriminator(config: ModelConfig, dtype_policy: str = "float32"):
     x = layers.Flatten(**policy)(x)
     logits = layers.Dense(1, dtype="float32", name="logits")(x)
     return keras.Model(images, logits, name="discriminator")
+
+
+def recalibrate_batchnorm(model, latents, batch_size: int = 128) -> None:
+    """Set every BatchNormalization layer's moving statistics to those of its inputs over `latents`.
+
+    An EMA generator has averaged weights but no statistics of its own: the moving means and
+    variances it inherits from the raw generator describe other activations, and its samples
+    come out washed out and alike. Running it in training mode over a fixed set of latents and
+    keeping each layer's exact mean and variance ("standing statistics", as BigGAN does) makes
+    inference-mode samples match what the averaged weights actually produce.
+    """
+    import keras
+    import tensorflow as tf
+
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return
+    probe = keras.Model(model.input, [layer.input for layer in norms])
+    sums = [0.0] * len(norms)
+    squares = [0.0] * len(norms)
+    for start in range(0, len(latents), batch_size):
+        batch = latents[start : start + batch_size]
+        for index, inputs in enumerate(probe(batch, training=True)):
+            inputs = tf.cast(inputs, tf.float32)
+            axes = list(range(len(inputs.shape) - 1))  # all but the channel axis
+            sums[index] += tf.reduce_mean(inputs, axes) * len(batch)
+            squares[index] += tf.reduce_mean(tf.square(inputs), axes) * len(batch)
+    for layer, total, total_squares in zip(norms, sums, squares):
+        mean = total / len(latents)
+        layer.moving_mean.assign(mean)
+        layer.moving_variance.assign(tf.maximum(total_squares / len(latents) - tf.square(mean), 0.0))

@@ -9,6 +9,8 @@ and writes, in the layout of `components.artifacts.RunPaths`:
   images-seen counters, every `checkpoint_every` steps (the last `keep_checkpoints` kept), and
   `checkpoints/best/` when an evaluator runs (lowest `swd_avg`);
 - `samples/step-NNNNNNN.png`: grids from the EMA generator on the same fixed latents every time;
+  like evaluations and `restore_generator`, they use a float32 copy of the EMA weights with
+  BatchNorm statistics measured for those weights (`use_standing_statistics`);
 - `logs/`: TensorBoard scalars (losses, D(real), D(fake), images/s, evaluator metrics) and grids;
 - `metrics.jsonl`: one line per log interval (`"kind": "train"`) and per evaluation (`"eval"`).
 
@@ -34,10 +36,11 @@ import numpy as np
 
 from components.artifacts import RunPaths, atomic_write_json, atomic_write_text, append_jsonl, read_json, read_jsonl
 from components.errors import PipelineError
-from components.model import ModelConfig, known_fields
+from components.model import ModelConfig, build_discriminator, build_generator, known_fields, recalibrate_batchnorm
 
 TRAIN_STEPS = ("dcgan", "seed")
 SAMPLE_COUNT = 64  # an 8x8 grid
+RECALIBRATION_LATENTS = 1024  # latents over which the EMA generator's BatchNorm statistics are measured
 CHECKPOINT_NAME = "ckpt"
 BEST = "best"
 EVAL_OBJECTIVE = "swd_avg"  # lower is better
@@ -140,10 +143,10 @@ def train(
     """Train (or resume training) until `images` real images are seen, or `epochs` passes.
 
     Steps = ceil(budget / batch_size): every step sees one full batch. `*_every` intervals count
-    steps, except `eval_every`, which counts images: `evaluate_fn(ema_generator) -> {name: value}`
-    then runs each time that many more images have been seen, and at the end (only at the end
-    without `eval_every`); its metrics are logged, and the checkpoint with the lowest `swd_avg`
-    is kept in `checkpoints/best/`.
+    steps, except `eval_every`, which counts images: `evaluate_fn(generator) -> {name: value}`
+    runs each time that many more images have been seen, and at the end (only at the end without
+    `eval_every`), on the EMA generator as `restore_generator` would return it at that step; its
+    metrics are logged, and the checkpoint with the lowest `swd_avg` is kept in `checkpoints/best/`.
     `strategy` defaults to `components.distribute.choose_strategy()` (TF_CONFIG, GPUs).
     """
     from components.distribute import choose_strategy, discard_worker_checkpoints, is_chief
@@ -212,14 +215,14 @@ def restore_generator(run_dir: str | Path, checkpoint: str = "latest"):
     """The EMA generator of a run as a float32 Keras model, and what it is.
 
     Returns `(generator, info)`: `generator` maps z float32[N, latent_dim] to float32[N, H, W, 3]
-    in [-1, 1] whatever precision it trained in; `info` has `hparams`, `step`, `images_seen`,
+    in [-1, 1] whatever precision it trained in, with the BatchNorm statistics of its own weights
+    (`use_standing_statistics`), exactly as the trainer's sample grids and evaluations saw it;
+    `info` has `hparams`, `step`, `images_seen`,
     `image_size`, `latent_dim`, `data_dir`, `data_fingerprint`, `data_counts`, `checkpoint` (the
     file prefix) and `metrics` (the last evaluation at or before that step, {} if none).
     `checkpoint` is "latest" or "best" (the lowest `swd_avg`, present when an evaluator ran).
     """
     import tensorflow as tf
-
-    from components.model import build_generator
 
     if checkpoint not in ("latest", BEST):
         raise PipelineError(f"checkpoint must be 'latest' or 'best', got {checkpoint!r}.")
@@ -242,6 +245,7 @@ def restore_generator(run_dir: str | Path, checkpoint: str = "latest"):
         status.expect_partial().assert_existing_objects_matched()
     except AssertionError as err:
         raise PipelineError(f"checkpoint {prefix} does not match the generator in {paths.hparams}: {err}") from err
+    use_standing_statistics(generator, config)
     data = record["data"]
     info = {
         "hparams": record["hparams"],
@@ -261,7 +265,6 @@ def restore_generator(run_dir: str | Path, checkpoint: str = "latest"):
 def build_gan(config: TrainConfig, dtype_policy: str = "float32", sync_batchnorm: bool = False):
     """The uncompiled `DCGAN` for `config` (whose image size must be set)."""
     from components.gan import DCGAN
-    from components.model import build_discriminator, build_generator
 
     return DCGAN(
         build_generator(config.model, dtype_policy, sync_batchnorm),
@@ -284,6 +287,16 @@ def compile_gan(gan, config: TrainConfig, dtype_policy: str = "float32", jit_com
 
     loss = keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
     gan.compile(adam(config.d_lr), adam(config.g_lr), loss, jit_compile=jit_compile)
+
+
+def use_standing_statistics(generator, config: TrainConfig) -> None:
+    """Give an EMA generator BatchNorm statistics of its own, measured on the run's fixed latents.
+
+    The same latents (from `config.seed`) in the trainer and in `restore_generator` make the same
+    weights give the same samples. See `components.model.recalibrate_batchnorm`.
+    """
+    rng = np.random.default_rng([config.seed, 1])  # a stream apart from the sample grid's latents
+    recalibrate_batchnorm(generator, rng.standard_normal((RECALIBRATION_LATENTS, config.model.latent_dim)).astype(np.float32))
 
 
 # -- budget and run folder ------------------------------------------------------------------------
@@ -517,7 +530,10 @@ class _RunWriter:
         self.batch_size = config.batch_size
         self.checkpoint_every, self.sample_every, self.log_every = checkpoint_every, sample_every, log_every
         self.evaluate_fn, self.eval_every = evaluate_fn, eval_every
+        self.config = config
         self.latents = np.random.default_rng(config.seed).standard_normal((SAMPLE_COUNT, config.model.latent_dim)).astype(np.float32)
+        self.sampler = build_generator(config.model, "float32")  # what restore_generator gives back
+        self.sampler_step = -1
         self.writer = tf.summary.create_file_writer(str(paths.logs)) if chief else None
         self.progress = tqdm(
             total=total_steps * config.batch_size, initial=state.images_seen_now, unit="img", unit_scale=True,
@@ -613,7 +629,7 @@ class _RunWriter:
         self.sampled_step = step = self.state.step_now
         if not self.chief:
             return
-        images = to_uint8(self.gan.ema_generator(self.latents, training=False))
+        images = to_uint8(self._sampling_generator()(self.latents, training=False))
         save_grid(self.paths.samples / f"step-{step:07d}.png", images)
         with self.writer.as_default(step=step):
             tf.summary.image("samples", make_grid(images)[None])
@@ -623,11 +639,21 @@ class _RunWriter:
         self.evaluated_step = self.state.step_now
         if not self.chief:
             return
-        metrics = {name: float(value) for name, value in self.evaluate_fn(self.gan.ema_generator).items()}
+        metrics = {name: float(value) for name, value in self.evaluate_fn(self._sampling_generator()).items()}
         self.last_eval = metrics
         self._record("eval", metrics)
         if EVAL_OBJECTIVE in metrics:
             self.state.save_if_best(metrics[EVAL_OBJECTIVE])
+
+    def _sampling_generator(self):
+        """The EMA generator as `restore_generator` would return it now (refreshed once per step):
+        a float32 copy of its weights with BatchNorm statistics of its own."""
+        if self.sampler_step != self.state.step_now:
+            for target, source in zip(self.sampler.weights, self.gan.ema_generator.weights):
+                target.assign(source.value)
+            use_standing_statistics(self.sampler, self.config)
+            self.sampler_step = self.state.step_now
+        return self.sampler
 
     def _record(self, kind: str, metrics: dict[str, float]) -> None:
         """One metrics.jsonl line and the TensorBoard scalars `<kind>/<name>`."""

@@ -120,3 +120,23 @@ def test_config_round_trip_and_validation():
         ModelConfig.from_dict({"colour": 3})
     with pytest.raises(PipelineError, match="image_size is not set"):
         build_generator(ModelConfig())
+
+
+def test_recalibrated_batchnorm_matches_training_mode_statistics():
+    from components.model import recalibrate_batchnorm
+
+    config = ModelConfig(image_size=32, latent_dim=8, g_filters=4, d_filters=4)
+    generator = build_generator(config)
+    latents = np.random.default_rng(0).standard_normal((256, 8)).astype(np.float32)
+    before = np.asarray(generator(latents[:64], training=False))
+
+    recalibrate_batchnorm(generator, latents, batch_size=64)
+
+    first_norm = next(layer for layer in generator.layers if type(layer).__name__ == "BatchNormalization")
+    dense_out = np.asarray(generator.layers[1](latents))  # the Dense layer feeding the first norm
+    np.testing.assert_allclose(first_norm.moving_mean.numpy(), dense_out.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(first_norm.moving_variance.numpy(), dense_out.var(axis=0), rtol=1e-3, atol=1e-6)
+    # Inference now behaves like training mode on a large batch, unlike the fresh statistics.
+    after = np.asarray(generator(latents, training=False))
+    train_mode = np.asarray(generator(latents, training=True))
+    assert np.abs(after - train_mode).mean() < 0.1 * np.abs(before - train_mode[:64]).mean()
