@@ -27,7 +27,18 @@ Train the DCGAN (the seed tutorial's architecture by default) on a data folder w
 Re-running the same command resumes from the newest checkpoint ("resumed from step N") and
 stops at the same step as an uninterrupted run; a larger --images/--epochs trains further.
 Different hyperparameters or data for an existing run are an error unless --new-run.
-Multi-worker training: start the same command on every worker with TF_CONFIG set."""
+Multi-worker training: start the same command on every worker with TF_CONFIG set.
+
+--tune first searches hyperparameters with KerasTuner (components.tuner) in <run>/tuner/, writes
+<run>/best_hyperparameters.json, then trains the best configuration for the full budget;
+--tune-only stops after the search, --hparams FILE trains from a saved best file. A distributed
+search runs the same command in processes given KERASTUNER_TUNER_ID ("chief" or "tuner<N>"),
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT.
+
+examples:
+  python -m pipeline.train --data tfrecords/anime --epochs 10
+  python -m pipeline.train --data tfrecords/anime --images 200000 --eval-every 20000
+  python -m pipeline.train --data tfrecords/anime --tune --max-trials 8 --trial-images 20000 --epochs 30"""
 
 _MODEL_DEFAULTS = ModelConfig()
 _TRAIN_DEFAULTS = TrainConfig()
@@ -51,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         "images seen and at the end, log it, and keep the lowest-swd_avg checkpoint in checkpoints/best/ (0: off)",
     )  # fmt: skip
     evaluation.add_argument("--eval-num", type=int, default=1024, metavar="N", help="generated and real images per evaluation")
+
+    add_search_arguments(parser)
 
     runtime = parser.add_argument_group("runtime (may change between resumptions)")
     runtime.add_argument(
@@ -93,6 +106,28 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the KerasTuner search (components.tuner); the model/training flags are its base."""
+    search = parser.add_argument_group("hyperparameter search (KerasTuner, objective swd_avg on the eval split)")
+    mode = search.add_mutually_exclusive_group()
+    mode.add_argument("--tune", action="store_true", help="search, then train the best configuration for the budget above")
+    mode.add_argument("--tune-only", action="store_true", help="search and write best_hyperparameters.json, train nothing more")
+    mode.add_argument("--hparams", type=Path, metavar="FILE", help="train with the tuned values of a best_hyperparameters.json (no search)")
+    search.add_argument("--tuner", choices=("bayesian", "random", "hyperband"), default="bayesian", help="KerasTuner oracle")
+    search.add_argument("--max-trials", type=int, default=10, help="trials to run in total (may grow when resuming)")
+    search.add_argument("--trial-images", type=int, default=20_000, help="images seen by one trial (hyperband: by its longest)")
+    search.add_argument("--executions-per-trial", type=int, default=1, help="trainings per trial (seeds seed, seed+1, ...), swd_avg averaged")
+    search.add_argument("--hyperband-max-epochs", type=int, default=9, help="hyperband: a trial's budget in units of trial-images / this")
+    search.add_argument("--hyperband-factor", type=int, default=3, help="hyperband: reduction factor between brackets")
+    search.add_argument(
+        "--search", action="append", default=[], metavar="NAME=SPEC",
+        help="override one search dimension: choices (g_filters=16,32,64), a range (g_lr=5e-5..1e-3:log) or a "
+        "fixed value (beta_1=0.5); repeatable. Default space: g_filters, d_filters, g_lr, d_lr, beta_1",
+    )  # fmt: skip
+    search.add_argument("--search-file", type=Path, metavar="FILE", help="JSON object of NAME: SPEC overriding the default space")
+    search.add_argument("--new-search", action="store_true", help="discard an earlier search in <run>/tuner/ instead of resuming it")
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         model=ModelConfig(
@@ -120,12 +155,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.epochs = 60.0
     if not args.data.is_dir():
         raise PipelineError(f"{args.data} does not exist; create it with `python -m pipeline.ingest`.")
-    run_dir = args.run or Path("artifacts") / args.data.resolve().name
-
     if args.eval_every < 0 or args.eval_num < 4:
         raise PipelineError("--eval-every must be >= 0 and --eval-num >= 4.")
+    run_dir = args.run or Path("artifacts") / args.data.resolve().name
 
     _cli.import_tensorflow_quietly()  # only now: --help and option errors stay instant
+    if args.tune or args.tune_only:
+        config = search(args, config, run_dir)
+        if config is None:
+            return 0
+    elif args.hparams:
+        config = config_from_best_file(config, args.hparams, quiet=args.quiet)
+    result = train_run(args, config, run_dir)
+    if not args.quiet:
+        print(_summary(result))
+    return 0
+
+
+def train_run(args: argparse.Namespace, config: TrainConfig, run_dir: Path):
+    """Train `config` into `run_dir` with the command line's budget and runtime options."""
     from components.distribute import choose_strategy, is_chief
     from components.trainer import train
 
@@ -135,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from components.evaluator import make_evaluate_fn
 
         evaluate_fn = make_evaluate_fn(args.data, num=args.eval_num, seed=args.seed)
-    result = train(
+    return train(
         config,
         args.data,
         run_dir,
@@ -153,9 +201,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         new_run=args.new_run,
         verbose=not args.quiet,
     )
+
+
+def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path) -> TrainConfig | None:
+    """Run (or resume) the search; the best configuration to train next, or None when this
+    process is done (--tune-only, or a worker of a distributed search)."""
+    from components.distribute import cluster_spec_from_env
+    from components.tuner import SearchSettings, format_table, load_space_file, make_space, parse_space_override, run_search, search_role
+
+    if cluster_spec_from_env() is not None:
+        raise PipelineError("--tune does not run under TF_CONFIG; distribute a search with the KERASTUNER_* variables.")
+    settings = SearchSettings(
+        tuner=args.tuner,
+        max_trials=args.max_trials,
+        trial_images=args.trial_images,
+        executions_per_trial=args.executions_per_trial,
+        seed=args.seed,
+        hyperband_max_epochs=args.hyperband_max_epochs,
+        hyperband_factor=args.hyperband_factor,
+        eval_every=args.eval_every or None,
+    )
+    file_space = load_space_file(args.search_file) if args.search_file else None
+    space = make_space(base, file_space, [parse_space_override(entry) for entry in args.search])
+    evaluate_fn = None
+    if search_role() != "chief":  # the chief only serves the oracle; workers and a lone process train
+        from components.evaluator import make_evaluate_fn
+
+        evaluate_fn = make_evaluate_fn(args.data, num=args.eval_num, seed=args.seed)
+    result = run_search(
+        base, space, args.data, run_dir, settings,
+        evaluate_fn=evaluate_fn,
+        evaluation={"num": args.eval_num, "seed": args.seed, "split": "eval"},
+        train_options={"precision": args.precision, "jit": args.jit, "log_every": args.log_every, "sample_every": args.sample_every},
+        new_search=args.new_search,
+        verbose=not args.quiet,
+    )  # fmt: skip
+    if result is None:
+        return None
     if not args.quiet:
-        print(_summary(result))
-    return 0
+        print(format_table(result.rows, result.best["trial_id"] if result.best else None))
+    if result.best is None:
+        raise PipelineError(f"no trial of the search completed; see {result.table_path} for the reasons.")
+    if not args.quiet:
+        print(f"best: trial {result.best['trial_id']}, swd_avg {result.best['swd_avg']:.4g} -> {result.best_path}")
+    if args.tune_only:
+        return None
+    return config_from_best_file(base, result.best_path, quiet=args.quiet)
+
+
+def config_from_best_file(base: TrainConfig, path: Path, *, quiet: bool) -> TrainConfig:
+    from components.tuner import config_from_best
+
+    config, notes = config_from_best(base, path)
+    if not quiet:
+        for note in notes:
+            print(f"note: {note}")
+    return config
 
 
 def _summary(result) -> str:

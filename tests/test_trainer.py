@@ -33,6 +33,16 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
+def tensorboard_tags(logs: Path) -> set[str]:
+    import tensorflow as tf
+
+    tags = set()
+    for events in logs.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
 def test_a_run_writes_its_folder_and_restores_its_generators(tiny_records, tmp_path):
     swd_values = iter([5.0, 2.0, 3.0, 4.0])
     seen_shapes = []
@@ -59,7 +69,7 @@ def test_a_run_writes_its_folder_and_restores_its_generators(tiny_records, tmp_p
     assert [p.name for p in (paths.checkpoints / "best").glob("*.index")] == ["best-4.index"]
     assert sorted(p.name for p in paths.samples.iterdir()) == ["step-0000004.png", "step-0000008.png"]
     assert Image.open(paths.samples / "step-0000008.png").size == (8 * 34 + 2, 8 * 34 + 2)  # 8x8 grid of 32 px
-    assert list(paths.logs.glob("events.out.tfevents.*"))
+    assert tensorboard_tags(paths.logs) >= {"train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/images_per_sec", "eval/swd_avg", "samples"}
 
     lines = read_jsonl(paths.metrics)
     assert [(r["kind"], r["step"]) for r in lines if r["kind"] == "train"] == [("train", s) for s in (2, 4, 6, 8)]
@@ -218,3 +228,27 @@ def test_config_round_trip_and_validation():
         TrainConfig(train_step="fast")
     with pytest.raises(PipelineError, match="configured for 64x64.*holds 32x32"):
         config.with_image_size(32)
+
+
+def test_cli_tune_searches_then_trains_the_best_and_hparams_reuses_it(tiny_records, tmp_path):
+    run = tmp_path / "tuned"
+    searched = cli(
+        "--data", str(tiny_records), "--run", str(run), "--tune", "--tuner", "random", "--max-trials", "2",
+        "--trial-images", "32", "--search", "g_lr=1e-4,4e-4", "--search", "g_filters=4", "--search", "d_filters=4",
+        "--search", "d_lr=2e-4", "--search", "beta_1=0.5", "--latent-dim", "8", "--batch-size", "8",
+        "--eval-num", "8", "--precision", "float32", "--images", "48", timeout=300,
+    )  # fmt: skip
+    assert searched.returncode == 0, searched.stderr[-3000:]
+    best = read_json(RunPaths(run).best_hyperparameters)
+    assert "swd_avg" in searched.stdout and f"best: trial {best['trial_id']}" in searched.stdout
+    trained = read_json(RunPaths(run).hparams)["hparams"]
+    assert trained["g_lr"] == best["hyperparameters"]["g_lr"] and trained["model"]["g_filters"] == 4
+    assert "done: 6 steps, 48 images seen" in searched.stdout
+
+    again = tmp_path / "again"
+    reused = cli(
+        "--data", str(tiny_records), "--run", str(again), "--hparams", str(RunPaths(run).best_hyperparameters),
+        "--latent-dim", "8", "--batch-size", "8", "--precision", "float32", "--images", "16", timeout=300,
+    )  # fmt: skip
+    assert reused.returncode == 0, reused.stderr[-3000:]
+    assert read_json(RunPaths(again).hparams)["hparams"] == trained
