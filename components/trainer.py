@@ -216,11 +216,11 @@ def restore_generator(run_dir: str | Path, checkpoint: str = "latest"):
 
     Returns `(generator, info)`: `generator` maps z float32[N, latent_dim] to float32[N, H, W, 3]
     in [-1, 1] whatever precision it trained in, with the BatchNorm statistics of its own weights
-    (`use_standing_statistics`), exactly as the trainer's sample grids and evaluations saw it;
-    `info` has `hparams`, `step`, `images_seen`,
-    `image_size`, `latent_dim`, `data_dir`, `data_fingerprint`, `data_counts`, `checkpoint` (the
-    file prefix) and `metrics` (the last evaluation at or before that step, {} if none).
-    `checkpoint` is "latest" or "best" (the lowest `swd_avg`, present when an evaluator ran).
+    (`use_standing_statistics`), exactly as the trainer's sample grids and evaluations saw it.
+    `info` has `hparams`, `step`, `images_seen`, `image_size`, `latent_dim`, `data_dir`,
+    `data_fingerprint`, `data_counts`, `checkpoint` (the file prefix) and `metrics` (the last
+    evaluation at or before that step, {} if none). `checkpoint` is "latest" or "best" (the
+    lowest `swd_avg`, present when an evaluator ran).
     """
     import tensorflow as tf
 
