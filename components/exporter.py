@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.artifacts import RunPaths, atomic_directory, atomic_write_json, tool_versions
+from components.artifacts import RunPaths, atomic_directory, atomic_write_json, read_json, saved_model_versions, tool_versions
 from components.errors import PipelineError
 from components.grid import to_uint8
 from components.sampler import LATENTS_RECIPE, SERVING_SIGNATURE, latents
@@ -137,13 +137,30 @@ def verify_export(generator, folder: Path, latent_dim: int, count: int) -> int:
 # --- exporting a training run ------------------------------------------------------------------------
 
 
-def export_run(run_dir: str | os.PathLike, checkpoint: str = "latest") -> Path:
-    """Export the EMA generator of a run's `checkpoint` ("latest" or "best") to `<run>/export/generator/`."""
+def export_run(run_dir: str | os.PathLike, checkpoint: str = "latest", *, if_changed: bool = False) -> Path:
+    """Export the EMA generator of a run's `checkpoint` ("latest" or "best") to `<run>/export/generator/`.
+
+    With `if_changed` (re-running a finished pipeline), the newest version is returned instead
+    when it already holds this very checkpoint, so an unchanged run does not pile up versions.
+    """
     from components.trainer import restore_generator
 
     paths = RunPaths(run_dir)
     generator, info = restore_generator(paths.root, checkpoint)
-    return export_generator(generator, paths.export, run_model_card(paths, info, checkpoint))
+    card = run_model_card(paths, info, checkpoint)
+    if if_changed and (current := _export_of(paths, card)) is not None:
+        return current
+    return export_generator(generator, paths.export, card)
+
+
+def _export_of(paths: RunPaths, card: dict) -> Path | None:
+    """The newest version, if it was exported from the same checkpoint file at the same step."""
+    versions = saved_model_versions(paths.export)
+    if not versions or not (versions[-1] / MODEL_CARD).is_file():
+        return None
+    newest = read_json(versions[-1] / MODEL_CARD)
+    same = all(newest.get(key) == card[key] for key in ("checkpoint_path", "step", "images_seen"))
+    return versions[-1] if same else None
 
 
 def run_model_card(paths: RunPaths, info: dict, checkpoint: str) -> dict:

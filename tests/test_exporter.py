@@ -167,6 +167,13 @@ def test_export_cli_writes_the_runs_best_ema_generator_with_its_card(trained_run
     assert read_json(RunPaths(trained_run).export / "2" / exporter.MODEL_CARD)["step"] == 3
 
 
+def test_export_run_if_changed_reuses_the_version_of_the_same_checkpoint(trained_run):
+    latest = exporter.export_run(trained_run, "latest")
+    assert exporter.export_run(trained_run, "latest", if_changed=True) == latest
+    newer = exporter.export_run(trained_run, "best", if_changed=True)  # another checkpoint: a new version
+    assert int(newer.name) == int(latest.name) + 1
+
+
 def test_export_cli_errors_name_the_run(tmp_path):
     from pipeline.export import main
 
