@@ -137,11 +137,16 @@ def _feature_spec() -> dict:
     }
 
 
-def parse_examples(serialized, image_size: int, channels: int = 3) -> dict:
-    """Parse a batch (or one) of serialized Examples into `uint8` images and their metadata."""
+def parse_examples(serialized, image_size: int, channels: int = 3, *, images_only: bool = False) -> dict:
+    """Parse a batch (or one) of serialized Examples into `uint8` images and their metadata.
+
+    `images_only` skips the metadata features: training needs only pixels, and parsing five
+    fewer features per record is a measurable share of the reader's time.
+    """
     import tensorflow as tf
 
-    parsed = tf.io.parse_example(serialized, _feature_spec())
+    spec = _feature_spec()
+    parsed = tf.io.parse_example(serialized, {"image": spec["image"]} if images_only else spec)
     pixels = tf.io.decode_raw(parsed["image"], tf.uint8)
     shape = tf.concat([tf.shape(serialized), [image_size, image_size, channels]], axis=0)
     parsed["image"] = tf.reshape(pixels, shape)
@@ -254,7 +259,7 @@ def make_dataset(
     batches = records.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
 
     def to_float(serialized):
-        images = parse_examples(serialized, size, channels)["image"]
+        images = parse_examples(serialized, size, channels, images_only=True)["image"]
         return tf.cast(images, tf.float32) / 127.5 - 1.0
 
     return batches.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -272,7 +277,7 @@ def load_images(data_dir: str | os.PathLike, split: str = "eval", limit: int | N
     records = tf.data.TFRecordDataset(shard_paths(data_dir, split))
     if limit is not None:
         records = records.take(limit)
-    batches = records.batch(1024).map(lambda s: parse_examples(s, size, channels)["image"])
+    batches = records.batch(1024).map(lambda s: parse_examples(s, size, channels, images_only=True)["image"])
     arrays = [batch.numpy() for batch in batches]
     if not arrays:
         return np.zeros((0, size, size, channels), np.uint8)
