@@ -23,7 +23,16 @@ EXIT_INTERRUPTED = 130
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults beside every flag and keep the description's line breaks."""
+    """Show defaults beside every flag and keep the description's line breaks.
+
+    Flags without a meaningful default (None, or off switches) get no "(default: ...)": their
+    help says what happens when they are absent.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:

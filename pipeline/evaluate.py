@@ -47,6 +47,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="training images searched for copies (the first ones of the train split); 0 skips memorisation")
     parser.add_argument("--inception-weights", type=Path, default=None, metavar="FILE",
                         help="local Keras InceptionV3 weights file (.h5 / .weights.h5) to add FID and KID")
+    parser.add_argument("--skip-if-done", action="store_true",
+                        help="do nothing when the output already holds an evaluation of this model on the same "
+                             "data, split, --num and --seed (pipeline.run uses it)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE",
                         help="where to write the JSON; None: eval.json inside the model's version folder")
     args = parser.parse_args(argv)
@@ -119,13 +122,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from components.artifacts import atomic_write_json, tool_versions
+    from components.artifacts import atomic_write_json, read_json, tool_versions
     from components.evaluator import Evaluator, generate_images, load_evaluation_images
     from components.metrics.inception import load_inception
     from components.records import read_manifest
 
     started = time.perf_counter()
     generator = load_generator_for(args.model, args.data)
+    out = args.out or generator.path / "eval.json"
+    request = {"data_fingerprint": read_manifest(args.data).get("fingerprint"), "split": args.split,
+               "num_requested": args.num, "seed": args.seed}
+    if args.skip_if_done and out.is_file() and request.items() <= read_json(out).items():
+        print(format_report(read_json(out)["metrics"]))
+        print(f"{out} is up to date; nothing to do.", file=sys.stderr)
+        return 0
     real, train = load_evaluation_images(args.data, args.split, args.train_limit)
     notes = skipped_notes(args, train is not None)
     for note in notes:
@@ -144,15 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("scoring the generated images...", file=sys.stderr)
     metrics = evaluator.score(images)
 
-    out = args.out or generator.path / "eval.json"
     atomic_write_json(out, {
         "metrics": metrics,
         "model": str(generator.path),
         "data": str(args.data),
-        "data_fingerprint": read_manifest(args.data).get("fingerprint"),
-        "split": args.split,
-        "num_requested": args.num,
-        "seed": args.seed,
+        **request,
         "train_images_searched": 0 if train is None else len(train),
         "inception_weights": str(args.inception_weights) if args.inception_weights else None,
         "notes": notes,

@@ -74,6 +74,15 @@ def test_evaluate_writes_eval_json_beside_the_model_and_prints_a_table(run_dir, 
     assert main(args + ["--out", str(run_dir / "again.json")]) == 0
     assert json.loads((run_dir / "again.json").read_text())["metrics"] == metrics
 
+    # --skip-if-done: the same request is not scored again; another --num is.
+    again = run_dir / "again.json"
+    stamp = again.stat().st_mtime_ns
+    assert main(args + ["--out", str(again), "--skip-if-done"]) == 0
+    assert again.stat().st_mtime_ns == stamp and "up to date" in capsys.readouterr().err
+    assert main(["--model", str(run_dir), "--data", str(tiny_records), "--num", "8", "--train-limit", "40",
+                 "--out", str(again), "--skip-if-done"]) == 0
+    assert json.loads(again.read_text())["metrics"]["num_images"] == 8
+
 
 def test_num_larger_than_the_split_is_capped_with_a_note(run_dir, tiny_records, capsys):
     out_file = run_dir / "capped.json"
