@@ -32,7 +32,7 @@ The generated images come from fixed latents (--seed), so the same model scores 
 """
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("python -m pipeline.evaluate", DESCRIPTION)
     parser.add_argument("--model", required=True, metavar="DIR",
                         help="a SavedModel version folder, its parent (newest version is used) or a run folder")
@@ -51,8 +51,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="do nothing when the output already holds an evaluation of this model on the same "
                              "data, split, --num and --seed (pipeline.run uses it)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE",
-                        help="where to write the JSON; None: eval.json inside the model's version folder")
-    args = parser.parse_args(argv)
+                        help="where to write the JSON (default: eval.json inside the model's version folder)")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, with every value checked before TensorFlow loads."""
+    args = build_parser().parse_args(argv)
     for flag in ("num", "batch_size"):
         if getattr(args, flag) <= 0:
             raise PipelineError(f"--{flag.replace('_', '-')} must be a positive number, got {getattr(args, flag)}.")
