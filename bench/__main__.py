@@ -137,18 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="run only these benchmarks")
     args = parser.parse_args(argv)
 
-    results, rows = {"quick": args.quick, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, []
+    results_path = BENCH_DIR / "results.json"
+    # --only refreshes some benchmarks and keeps the others' last figures (each carries its time).
+    results = json.loads(results_path.read_text()) if args.only and results_path.is_file() else {}
     for bench in BENCHMARKS:
-        if args.only and bench.name not in args.only:
-            continue
-        result = results[bench.name] = run_benchmark(bench, args.quick)
-        if "error" not in result:
-            rows.extend(bench.rows(result))
+        if not args.only or bench.name in args.only:
+            results[bench.name] = {**run_benchmark(bench, args.quick), "quick": args.quick}
+    rows = [row for bench in BENCHMARKS if "benchmark" in results.get(bench.name, {}) for row in bench.rows(results[bench.name])]
     table = markdown_table(rows)
-    (BENCH_DIR / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    results_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     (BENCH_DIR / "results.md").write_text(table)
     print("\n" + table)
-    failed = [name for name, r in results.items() if isinstance(r, dict) and "error" in r]
+    failed = [name for name, r in results.items() if "error" in r]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
