@@ -6,8 +6,11 @@ images (the input pipeline has its own benchmark), through `keras.Model.train_on
 - seed: the tutorial's `train_step` (`--train-step seed`: two rounds of D-on-fakes, D-on-reals and
   G, each its own tape) in float32, as the tutorial ran; each round counts as one update, so one
   step is two updates of `batch` images;
-- ours: the default step (one D update on reals and fakes in one pass, one G update on the same
-  fakes, the EMA) at `--precision auto` (bfloat16 mixed on CPUs with bf16 instructions).
+- ours: the default recipe (`TrainConfig()`): the default step (one D update on reals and fakes in
+  one pass, one G update on the same fakes, the EMA) at `--precision auto` (bfloat16 mixed on CPUs
+  with bf16 instructions), with the recipe's networks (k4 up-sampling, spectral norm, no dropout, ...);
+- ours_seed_recipe: the same step and precision on the seed recipe's networks and losses (the
+  trainer's default before issue 8), which shows what the default recipe costs or saves.
 
 Each side runs in its own child process so that peak memory (RSS) is its own; `--rounds` repeats
 the pair and keeps each side's best round, which damps noise from other work on the machine.
@@ -28,9 +31,10 @@ import time
 from bench.common import emit, peak_rss_mb
 
 SIDES = {
-    # side: (train_step variant, precision, updates per step)
-    "seed": ("seed", "float32", 2),
-    "ours": ("dcgan", "auto", 1),
+    # side: (recipe, train_step variant, precision, updates per step)
+    "seed": ("seed", "seed", "float32", 2),
+    "ours": ("default", "dcgan", "auto", 1),
+    "ours_seed_recipe": ("seed", "dcgan", "auto", 1),
 }
 
 
@@ -39,12 +43,11 @@ def measure(side: str, batch_size: int, image_size: int, steps: int, warmup: int
     import numpy as np
     import tensorflow as tf
 
-    from components.model import ModelConfig
     from components.precision import resolve_precision
-    from components.trainer import TrainConfig, build_gan, compile_gan
+    from components.trainer import build_gan, compile_gan, recipe_config
 
-    variant, precision, updates_per_step = SIDES[side]
-    config = TrainConfig(model=ModelConfig(image_size=image_size), batch_size=batch_size, train_step=variant)
+    recipe, variant, precision, updates_per_step = SIDES[side]
+    config = recipe_config(recipe, model={"image_size": image_size}, batch_size=batch_size, train_step=variant)
     policy = resolve_precision(precision)
     gan = build_gan(config, policy)
     compile_gan(gan, config, policy)
@@ -93,7 +96,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per side and round (default 20, quick 3)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, allocator warm-up)")
-    parser.add_argument("--rounds", type=int, default=None, help="seed/ours pairs to run, best kept (default 2, quick 1)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of all sides to run, best kept (default 2, quick 1)")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.steps = args.steps or (3 if args.quick else 20)
@@ -115,6 +118,8 @@ def main() -> None:
             **best,
             "speedup_images_per_sec": best["ours"]["images_per_sec"] / best["seed"]["images_per_sec"],
             "speedup_images_per_cpu_sec": best["ours"]["images_per_cpu_sec"] / best["seed"]["images_per_cpu_sec"],
+            # the default recipe against the trainer's previous default (the seed recipe, same step)
+            "recipe_speed_ratio_per_cpu_sec": best["ours"]["images_per_cpu_sec"] / best["ours_seed_recipe"]["images_per_cpu_sec"],
             "target_speedup": 2.5,
         },
     )

@@ -3,7 +3,11 @@
 One call of `train_step` on a batch of real images is one training step:
 
 1. draw latents and generate one batch of fakes (generator in training mode);
-2. one discriminator update on the real batch and those fakes (BCE from logits, label smoothing);
+2. one discriminator update on the real batch and those fakes, both seen through the same
+   differentiable augmentation (`augment`, components.augment; none by default), with the
+   `loss` ("bce": non-saturating BCE from logits with label smoothing, the seed's; or "hinge"),
+   plus every `r1_every` steps the R1 penalty gamma/2 * E|grad D(real)|^2 (lazy regularisation as
+   in StyleGAN2: scaled by `r1_every` so its average strength is that of an every-step penalty);
 3. one generator update through the freshly updated discriminator, on the same fakes;
 4. the exponential moving average (EMA) of the generator's weights follows the new weights.
 
@@ -21,8 +25,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from components.augment import diff_augment
+from components.trainer import LOSSES
+
 VARIANTS = ("dcgan", "seed")
-EMA_WARMUP = 10.0  # decay = min(ema_decay, (1 + n) / (10 + n)): early samples follow the net closely
+EMA_WARMUP = 10.0  # decay = min(ema_decay, (1 + n) / (warmup + n)): early samples follow the net closely
 
 
 class DCGAN(keras.Model):
@@ -39,28 +46,43 @@ class DCGAN(keras.Model):
         ema_generator: keras.Model,
         *,
         ema_decay: float = 0.999,
+        ema_warmup: float = EMA_WARMUP,
         variant: str = "dcgan",
+        loss: str = "bce",
+        augment: str = "",
+        r1_gamma: float = 0.0,
+        r1_every: int = 16,
         seed: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if variant == "seed" and (loss != "bce" or augment or r1_gamma):
+            raise ValueError("the seed variant trains with BCE only, without augmentation or R1")
         self.generator = generator
         self.discriminator = discriminator
         self.ema_generator = ema_generator
         self.latent_dim = int(generator.input_shape[-1])
         self.ema_decay = float(ema_decay)
+        self.ema_warmup = float(ema_warmup)
         self.variant = variant
-        # The latents' RNG state lives in a variable, so checkpoints capture it.
+        self.loss = loss
+        self.augment = augment
+        self.r1_gamma = float(r1_gamma)
+        self.r1_every = int(r1_every)
+        # The RNG states live in variables, so checkpoints capture them.
         self.latent_seeds = keras.random.SeedGenerator(seed)
+        self.augment_seeds = keras.random.SeedGenerator(seed + 1)
         for ema_weight, weight in zip(ema_generator.weights, generator.weights):
             ema_weight.assign(weight)
         # Every part is a built functional model; there is nothing left for Keras to build.
         self.built = True
 
     def compile(self, d_optimizer, g_optimizer, loss_fn, **kwargs):
-        """Two optimisers (D and G) and a loss `loss_fn(labels, logits)`, e.g. BCE from logits."""
+        """Two optimisers (D and G) and `loss_fn(labels, logits)`, BCE from logits (unused by "hinge")."""
         super().compile(optimizer=None, **kwargs)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
@@ -84,28 +106,54 @@ class DCGAN(keras.Model):
             fake_images = self.generator(latents, training=True)
             with g_tape.stop_recording():
                 d_loss, real_logits, fake_logits = self._update_discriminator(real_images, tf.stop_gradient(fake_images))
-            g_loss = self._generator_loss(self.discriminator(fake_images, training=True))
+            g_loss = self._generator_loss(self.discriminator(self._augment(fake_images), training=True))
             scaled_g_loss = self._scale_loss(self.g_optimizer, g_loss)
         self._apply(self.g_optimizer, g_tape.gradient(scaled_g_loss, self.generator.trainable_weights), self.generator)
         self._update_ema()
         return self._step_metrics(d_loss, g_loss, real_logits, fake_logits)
 
     def _update_discriminator(self, real_images, fake_images):
-        """One D update on reals (label 1) and fakes (label 0) in one forward pass of both."""
+        """One D update on reals and fakes in one forward pass of both (reals first)."""
         batch = tf.shape(real_images)[0]
         with tf.GradientTape() as tape:
-            logits = self.discriminator(tf.concat([real_images, fake_images], axis=0), training=True)
+            seen = self._augment(tf.concat([real_images, fake_images], axis=0))
+            logits = self.discriminator(seen, training=True)
             real_logits, fake_logits = logits[:batch], logits[batch:]
-            d_loss = self.loss_fn(tf.ones_like(real_logits), real_logits) + self.loss_fn(
-                tf.zeros_like(fake_logits), fake_logits
-            )
+            d_loss = self._discriminator_loss(real_logits, fake_logits)
+            if self.r1_gamma:
+                due = tf.equal(self.d_optimizer.iterations % self.r1_every, 0)
+                d_loss += tf.cond(due, lambda: self._r1_penalty(seen[:batch]), lambda: tf.constant(0.0))
             scaled_d_loss = self._scale_loss(self.d_optimizer, d_loss)
         self._apply(self.d_optimizer, tape.gradient(scaled_d_loss, self.discriminator.trainable_weights), self.discriminator)
         return d_loss, real_logits, fake_logits
 
+    def _discriminator_loss(self, real_logits, fake_logits):
+        """BCE: reals labelled 1, fakes 0 (with label smoothing); hinge: max(0, 1 - D(x)) on reals,
+        max(0, 1 + D(G(z))) on fakes."""
+        if self.loss == "hinge":
+            return tf.reduce_mean(tf.nn.relu(1.0 - real_logits)) + tf.reduce_mean(tf.nn.relu(1.0 + fake_logits))
+        return self.loss_fn(tf.ones_like(real_logits), real_logits) + self.loss_fn(tf.zeros_like(fake_logits), fake_logits)
+
     def _generator_loss(self, fake_logits):
-        """Non-saturating loss: the generator wants its fakes called real."""
+        """Non-saturating: the generator wants its fakes called real (hinge: -D(G(z)))."""
+        if self.loss == "hinge":
+            return -tf.reduce_mean(fake_logits)
         return self.loss_fn(tf.ones_like(fake_logits), fake_logits)
+
+    def _r1_penalty(self, real_images):
+        """gamma/2 * E|grad_x D(x)|^2 on (augmented) reals, times r1_every for the lazy schedule."""
+        with tf.GradientTape() as tape:
+            tape.watch(real_images)
+            logits = self.discriminator(real_images, training=True)
+        gradients = tf.cast(tape.gradient(logits, real_images), tf.float32)  # of the sum of logits
+        squared_norms = tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3])
+        return 0.5 * self.r1_gamma * self.r1_every * tf.reduce_mean(squared_norms)
+
+    def _augment(self, images):
+        """DiffAugment with this step's seed, or the images unchanged when there is no policy."""
+        if not self.augment:
+            return images
+        return diff_augment(images, self.augment, seed=tf.cast(self.augment_seeds.next(), tf.int32))
 
     # -- the seed tutorial's step, kept for the benchmark -------------------------------------------
 
@@ -163,7 +211,7 @@ class DCGAN(keras.Model):
     def _update_ema(self):
         """EMA of the trainable weights (with a warm-up); BatchNorm statistics are copied."""
         updates = tf.cast(self.g_optimizer.iterations, tf.float32)
-        decay = tf.minimum(self.ema_decay, (1.0 + updates) / (EMA_WARMUP + updates))
+        decay = tf.minimum(self.ema_decay, (1.0 + updates) / (self.ema_warmup + updates))
         for ema_weight, weight in zip(self.ema_generator.trainable_weights, self.generator.trainable_weights):
             ema_weight.assign(weight + decay * (ema_weight - weight))
         for ema_weight, weight in zip(self.ema_generator.non_trainable_weights, self.generator.non_trainable_weights):

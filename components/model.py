@@ -13,6 +13,16 @@ the filter counts double from the image end towards the 4x4 end, so `g_filters` 
 the generator's last block and `d_filters` the width of the discriminator's first. Like the seed,
 convolutions start from N(0, init_stddev) and the Dense layers keep Keras' default initialiser.
 
+Recipe switches beyond the seed (issue 8), each off in the seed's recipe:
+
+- `g_upsample`: "transpose5" is the seed's Conv2DTranspose k5 s2, whose kernel does not divide by
+  the stride, so neighbouring output pixels get unequal overlaps (the checkerboard);
+  "transpose4" (k4 s2: every output pixel sums exactly 2x2 taps) and "resize" (nearest x2 then a
+  k5 conv) are checkerboard-free;
+- `d_spectral_norm`: every D weight layer wrapped in `keras.layers.SpectralNormalization`;
+- `d_minibatch_std`: a minibatch standard deviation channel before D's last layer (ProGAN), which
+  lets D see a batch's lack of variety and so pushes G away from mode collapse.
+
 Precision is a per-model argument (`dtype_policy`, e.g. "mixed_bfloat16") rather than Keras'
 global policy, so building a float32 copy for export never depends on what ran before. The last
 layer of each network computes in float32, so images and logits are float32 under any policy.
@@ -31,6 +41,8 @@ BOTTLENECK = 4  # spatial size of the generator's first feature map and the disc
 CHANNELS = 3
 LEAKY_SLOPE = 0.2
 KERNEL = 5
+UPSAMPLES = ("transpose5", "transpose4", "resize")
+MINIBATCH_STD_GROUP = 4  # images per standard-deviation group (ProGAN / StyleGAN)
 
 
 @dataclass(frozen=True)
@@ -45,8 +57,11 @@ class ModelConfig:
     latent_dim: int = 128
     g_filters: int = 32
     d_filters: int = 64
-    d_dropout: float = 0.3
+    d_dropout: float = 0.0
     init_stddev: float = 0.02
+    g_upsample: str = "transpose4"
+    d_spectral_norm: bool = True
+    d_minibatch_std: bool = True
 
     def __post_init__(self) -> None:
         if self.image_size is not None and self.image_size not in IMAGE_SIZES:
@@ -61,6 +76,11 @@ class ModelConfig:
             raise PipelineError(f"d_dropout must be in [0, 1), got {self.d_dropout!r}.")
         if not self.init_stddev > 0:
             raise PipelineError(f"init_stddev must be positive, got {self.init_stddev!r}.")
+        if self.g_upsample not in UPSAMPLES:
+            raise PipelineError(f"g_upsample must be one of {', '.join(UPSAMPLES)}, got {self.g_upsample!r}.")
+        for name in ("d_spectral_norm", "d_minibatch_std"):
+            if not isinstance(getattr(self, name), bool):
+                raise PipelineError(f"{name} must be true or false, got {getattr(self, name)!r}.")
 
     @property
     def num_blocks(self) -> int:
@@ -116,20 +136,26 @@ def build_generator(config: ModelConfig, dtype_policy: str = "float32", sync_bat
     x = layers.LeakyReLU(negative_slope=LEAKY_SLOPE, **policy)(x)
     x = layers.Reshape((BOTTLENECK, BOTTLENECK, widest), **policy)(x)
     for block in range(1, blocks + 1):
-        x = layers.Conv2DTranspose(
-            widest // 2**block,
-            KERNEL,
-            strides=2,
-            padding="same",
-            use_bias=False,
-            kernel_initializer=_conv_init(config),
-            **policy,
-        )(x)
+        x = _upsample(config, widest // 2**block, policy)(x)
         x = layers.BatchNormalization(synchronized=sync_batchnorm, **policy)(x)
         x = layers.LeakyReLU(negative_slope=LEAKY_SLOPE, **policy)(x)
     x = layers.Conv2D(CHANNELS, KERNEL, padding="same", kernel_initializer=_conv_init(config), **policy)(x)
     images = layers.Activation("tanh", dtype="float32", name="images")(x)
     return keras.Model(noise, images, name="generator")
+
+
+def _upsample(config: ModelConfig, filters: int, policy: dict):
+    """One doubling of resolution without bias (BatchNorm follows), as `config.g_upsample` says."""
+    import keras
+    from keras import layers
+
+    options = dict(padding="same", use_bias=False, kernel_initializer=_conv_init(config), **policy)
+    if config.g_upsample == "resize":
+        return keras.Sequential(
+            [layers.UpSampling2D(2, interpolation="nearest", **policy), layers.Conv2D(filters, KERNEL, **options)]
+        )
+    kernel = KERNEL if config.g_upsample == "transpose5" else 4
+    return layers.Conv2DTranspose(filters, kernel, strides=2, **options)
 
 
 def build_discriminator(config: ModelConfig, dtype_policy: str = "float32"):
@@ -141,16 +167,52 @@ def build_discriminator(config: ModelConfig, dtype_policy: str = "float32"):
     policy = {"dtype": dtype_policy}
 
     images = keras.Input(shape=(size, size, CHANNELS), name="discriminator_image_input")
+    normalize = layers.SpectralNormalization if config.d_spectral_norm else (lambda layer, **_: layer)
     x = images
     for block in range(config.num_blocks):
-        x = layers.Conv2D(
+        conv = layers.Conv2D(
             config.d_filters * 2**block, KERNEL, strides=2, padding="same", kernel_initializer=_conv_init(config), **policy
-        )(x)
+        )
+        x = normalize(conv, **policy)(x)
         x = layers.LeakyReLU(negative_slope=LEAKY_SLOPE, **policy)(x)
-        x = layers.Dropout(config.d_dropout, **policy)(x)
+        if config.d_dropout:
+            x = layers.Dropout(config.d_dropout, **policy)(x)
+    if config.d_minibatch_std:
+        x = MinibatchStdDev(**policy)(x)
     x = layers.Flatten(**policy)(x)
-    logits = layers.Dense(1, dtype="float32", name="logits")(x)
+    logits = normalize(layers.Dense(1, dtype="float32"), dtype="float32", name="logits")(x)
     return keras.Model(images, logits, name="discriminator")
+
+
+def _minibatch_std_class():
+    import keras
+    from keras import ops
+
+    class MinibatchStdDev(keras.layers.Layer):
+        """Appends one channel: the mean standard deviation of the features within groups of
+        `MINIBATCH_STD_GROUP` consecutive images (the whole batch if it does not divide), the same
+        for every image of a group. The trainer's D pass puts reals before fakes, so groups never
+        mix the two as long as the batch divides by the group size."""
+
+        def call(self, inputs):
+            shape = ops.shape(inputs)
+            batch = shape[0]
+            group = ops.where(batch % MINIBATCH_STD_GROUP == 0, MINIBATCH_STD_GROUP, batch)
+            grouped = ops.reshape(ops.cast(inputs, "float32"), (-1, group, shape[1], shape[2], shape[3]))
+            std = ops.sqrt(ops.var(grouped, axis=1) + 1e-8)  # [N/G, H, W, C]
+            score = ops.repeat(ops.mean(std, axis=(1, 2, 3)), group, axis=0)  # [N]: one per image
+            channel = ops.broadcast_to(ops.reshape(score, (-1, 1, 1, 1)), (batch, shape[1], shape[2], 1))
+            return ops.concatenate([inputs, ops.cast(channel, inputs.dtype)], axis=-1)
+
+        def compute_output_shape(self, input_shape):
+            return (*input_shape[:-1], input_shape[-1] + 1)
+
+    return MinibatchStdDev
+
+
+def MinibatchStdDev(**kwargs):
+    """The minibatch standard deviation layer (built lazily so importing this module stays TF-free)."""
+    return _minibatch_std_class()(**kwargs)
 
 
 def recalibrate_batchnorm(model, latents, batch_size: int = 128) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from components.model import ModelConfig
-from components.trainer import TrainConfig, build_gan, compile_gan
+from components.trainer import build_gan, compile_gan, recipe_config
 
 TINY = ModelConfig(image_size=32, latent_dim=8, g_filters=4, d_filters=4)
 
@@ -18,8 +18,8 @@ def tiny_images(count: int = 16, seed: int = 0) -> np.ndarray:
     return np.repeat(np.repeat(blocks, 8, axis=1), 8, axis=2)
 
 
-def make_gan(policy: str = "float32", **overrides):
-    config = TrainConfig(model=TINY, batch_size=8, **overrides)
+def make_gan(policy: str = "float32", recipe: str = "default", **overrides):
+    config = recipe_config(recipe, model=TINY.to_dict(), batch_size=8, **overrides)
     gan = build_gan(config, policy)
     compile_gan(gan, config, policy)
     return gan
@@ -77,7 +77,7 @@ def test_zero_decay_makes_the_ema_a_copy():
 
 
 def test_seed_loop_makes_two_rounds_of_updates():
-    gan = make_gan(train_step="seed")
+    gan = make_gan(recipe="seed", train_step="seed")
     for _ in range(3):
         logs = gan.train_on_batch(tiny_images()[:8], return_dict=True)
     assert int(gan.d_optimizer.iterations) == 3 * 4  # 2 rounds x (D on fakes, D on reals)

@@ -1,4 +1,4 @@
-"""The G/D builders: seed architecture by default, shapes, ranges and precision at 32 and 64 px."""
+"""The G/D builders: the seed recipe's architecture, shapes, ranges and precision at 32 and 64 px."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from components.errors import PipelineError
 from components.model import ModelConfig, build_discriminator, build_generator
+from components.trainer import RECIPES
 
 
 def seed_build_generator(latent_dim: int):
@@ -48,8 +49,13 @@ def seed_build_discriminator():
     return keras.Model(image_input, x)
 
 
+def unwrapped(model) -> list:
+    """The model's layers, each spectral-normalisation wrapper replaced by the layer it wraps."""
+    return [getattr(layer, "layer", layer) for layer in model.layers]
+
+
 def layer_kinds(model) -> list[str]:
-    return [type(layer).__name__ for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    return [type(layer).__name__ for layer in unwrapped(model) if type(layer).__name__ != "InputLayer"]
 
 
 def param_counts(model) -> tuple[int, int]:
@@ -58,8 +64,8 @@ def param_counts(model) -> tuple[int, int]:
     return trainable, frozen
 
 
-def test_default_model_is_the_seed_architecture():
-    config = ModelConfig(image_size=64)
+def test_seed_recipe_model_is_the_seed_architecture():
+    config = ModelConfig(image_size=64, **RECIPES["seed"]["model"])
     generator, seed_generator = build_generator(config), seed_build_generator(128)
     discriminator, seed_discriminator = build_discriminator(config), seed_build_discriminator()
 
@@ -89,9 +95,9 @@ def test_shapes_and_ranges(image_size, blocks):
 
 def test_filter_counts_follow_the_config():
     config = ModelConfig(image_size=32, latent_dim=8, g_filters=8, d_filters=6)
-    convs = [layer.filters for layer in build_generator(config).layers if hasattr(layer, "filters")]
+    convs = [layer.filters for layer in unwrapped(build_generator(config)) if hasattr(layer, "filters")]
     assert convs == [32, 16, 8, 3]  # 4x4x64 bottleneck (8 * 2**3), halved per block, then RGB
-    convs = [layer.filters for layer in build_discriminator(config).layers if hasattr(layer, "filters")]
+    convs = [layer.filters for layer in unwrapped(build_discriminator(config)) if hasattr(layer, "filters")]
     assert convs == [6, 12, 24]
 
 

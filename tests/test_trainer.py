@@ -19,7 +19,7 @@ from components.artifacts import RunPaths, read_json, read_jsonl
 from components.errors import PipelineError
 from components.grid import make_grid, to_uint8
 from components.model import ModelConfig
-from components.trainer import TrainConfig, TrainingDiverged, restore_generator, train
+from components.trainer import TrainConfig, TrainingDiverged, recipe_config, restore_generator, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = TrainConfig(model=ModelConfig(latent_dim=8, g_filters=4, d_filters=4), batch_size=8)
@@ -219,7 +219,7 @@ def test_restore_generator_errors_name_the_folder(tiny_records, tmp_path):
 def test_config_round_trip_and_validation():
     config = TrainConfig(model=ModelConfig(image_size=64, g_filters=16), g_lr=1e-4, ema_decay=0.99)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    assert TrainConfig.from_dict({"g_lr": 1e-4}) == TrainConfig(g_lr=1e-4)  # older files: defaults fill in
+    assert TrainConfig.from_dict({"g_lr": 1e-4}) == recipe_config("seed", g_lr=1e-4)  # older files: the seed's
     with pytest.raises(PipelineError, match="unknown training hyperparameter.*warp"):
         TrainConfig.from_dict({"warp": 9})
     with pytest.raises(PipelineError, match="ema_decay"):
