@@ -5,14 +5,17 @@ from __future__ import annotations
 from pipeline import _cli  # noqa: F401  (first: quiets TensorFlow before it loads)
 
 import argparse
+import dataclasses
+import functools
 from pathlib import Path
 from typing import Sequence
 
 from components.artifacts import RunPaths
 from components.errors import PipelineError
-from components.model import ModelConfig
+from components.augment import AUGMENTS
+from components.model import UPSAMPLES, ModelConfig
 from components.precision import PRECISIONS
-from components.trainer import TRAIN_STEPS, TrainConfig
+from components.trainer import LOSSES, RECIPES, TRAIN_STEPS, TrainConfig, recipe_config
 
 DESCRIPTION = """\
 Train the DCGAN (the seed tutorial's architecture by default) on a data folder written by
@@ -23,22 +26,33 @@ Train the DCGAN (the seed tutorial's architecture by default) on a data folder w
   <run>/samples/         step-NNNNNNN.png grids from the EMA generator, same latents every time
   <run>/logs/            TensorBoard: losses, D(real), D(fake), images/s, sample grids
   <run>/metrics.jsonl    one JSON line per log interval (and per evaluation)
+  <run>/export/generator/<version>/   the trained EMA generator as a SavedModel (--no-export: not)
 
 Re-running the same command resumes from the newest checkpoint ("resumed from step N") and
 stops at the same step as an uninterrupted run; a larger --images/--epochs trains further.
 Different hyperparameters or data for an existing run are an error unless --new-run.
 Multi-worker training: start the same command on every worker with TF_CONFIG set.
 
---tune first searches hyperparameters with KerasTuner (components.tuner) in <run>/tuner/, writes
-<run>/best_hyperparameters.json, then trains the best configuration for the full budget;
---tune-only stops after the search, --hparams FILE trains from a saved best file. A distributed
-search runs the same command in processes given KERASTUNER_TUNER_ID ("chief" or "tuner<N>"),
-KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT.
+At the end the run is exported (components.exporter): the best checkpoint by swd_avg when an
+evaluator ran, else the latest; a re-run that trained nothing new does not export again.
+
+--tune first searches hyperparameters with KerasTuner (components.tuner) in <run>/tuner/: every
+trial trains --trial-images images from scratch and is scored by swd_avg on the eval split; a
+trial that diverges or crashes is recorded as failed and the search goes on. It writes
+<run>/tuner/trials.json and <run>/best_hyperparameters.json, prints the trials table, then trains
+the best configuration for the full budget (evaluated at least at its end) and exports it.
+Re-running the same command resumes the search without redoing finished trials. --tune-only
+stops after the search; --hparams FILE trains from a saved best file without searching. A
+distributed search runs the same command in several processes with KERASTUNER_ORACLE_IP,
+KERASTUNER_ORACLE_PORT and KERASTUNER_TUNER_ID: "chief" serves the oracle and trains no trial,
+any other id (tuner1, tuner2, ...) asks it for trials and trains them.
 
 examples:
   python -m pipeline.train --data tfrecords/anime --epochs 10
   python -m pipeline.train --data tfrecords/anime --images 200000 --eval-every 20000
-  python -m pipeline.train --data tfrecords/anime --tune --max-trials 8 --trial-images 20000 --epochs 30"""
+  python -m pipeline.train --data tfrecords/anime --tune --max-trials 8 --trial-images 20000 --epochs 30
+  python -m pipeline.train --data tfrecords/anime --tune-only --tuner hyperband --search g_filters=32,64
+  python -m pipeline.train --data tfrecords/anime --run artifacts/final --hparams artifacts/anime/best_hyperparameters.json"""
 
 _MODEL_DEFAULTS = ModelConfig()
 _TRAIN_DEFAULTS = TrainConfig()
@@ -59,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument(
         "--eval-every", type=int, default=0, metavar="IMAGES",
         help="score the EMA generator (SWD beside its real-vs-real floor, diversity, ...) every this many "
-        "images seen and at the end, log it, and keep the lowest-swd_avg checkpoint in checkpoints/best/ (0: off)",
+        "images seen and at the end, log it, and keep the lowest-swd_avg checkpoint in checkpoints/best/ (0: off; "
+        "with --tune every trial and the final training are scored at their end anyway)",
     )  # fmt: skip
     evaluation.add_argument("--eval-num", type=int, default=1024, metavar="N", help="generated and real images per evaluation")
 
@@ -79,31 +94,68 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--sample-every", type=int, default=500, metavar="STEPS", help="write a sample grid every this many steps (and at the end)")
     runtime.add_argument("--log-every", type=int, default=50, metavar="STEPS", help="average metrics over and log every this many steps")
     runtime.add_argument("--new-run", action="store_true", help="discard the run folder's checkpoints, samples, logs and metrics and start at step 0")
+    runtime.add_argument("--no-export", action="store_true", help="do not export the trained generator as a SavedModel at the end")
     runtime.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
     return parser
 
 
 def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per `TrainConfig` / `ModelConfig` field; defaults are the seed recipe's."""
+    """One flag per `TrainConfig` / `ModelConfig` field. Fields that differ between recipes default
+    to None (the --recipe's value); the others have their one default."""
+    parser.add_argument(
+        "--recipe", choices=tuple(RECIPES), default="default",
+        help="default: the measured best recipe (bench/bench_quality.py); seed: the tutorial's recipe, "
+        "as the trainer had it before (dropout D, k5 transposed convs, BCE, 2e-4/2e-4). Flags below override it",
+    )  # fmt: skip
     model = parser.add_argument_group("model (image size comes from the data's manifest)")
     model.add_argument("--latent-dim", type=int, default=_MODEL_DEFAULTS.latent_dim, help="size of the generator's input noise z")
     model.add_argument("--g-filters", type=int, default=_MODEL_DEFAULTS.g_filters, help="filters of the generator's last block; doubled per block towards the input")
     model.add_argument("--d-filters", type=int, default=_MODEL_DEFAULTS.d_filters, help="filters of the discriminator's first block; doubled per block")
-    model.add_argument("--d-dropout", type=float, default=_MODEL_DEFAULTS.d_dropout, help="dropout rate after each discriminator block")
+    model.add_argument("--d-dropout", type=float, help="dropout rate after each discriminator block (0: none)" + _recipe_note("d_dropout"))
     model.add_argument("--init-stddev", type=float, default=_MODEL_DEFAULTS.init_stddev, help="std of the N(0, s) initialiser of the convolutions")
+    model.add_argument(
+        "--g-upsample", choices=UPSAMPLES,
+        help="generator up-sampling: transpose5 (k5 stride 2, checkerboard-prone), transpose4 (k4 stride 2) or resize "
+        "(nearest x2 then conv)" + _recipe_note("g_upsample"),
+    )  # fmt: skip
+    model.add_argument(
+        "--d-spectral-norm", action=argparse.BooleanOptionalAction,
+        help="spectral normalisation of every discriminator layer" + _recipe_note("d_spectral_norm"),
+    )  # fmt: skip
+    model.add_argument(
+        "--d-minibatch-std", action=argparse.BooleanOptionalAction,
+        help="minibatch standard deviation channel before the discriminator's last layer" + _recipe_note("d_minibatch_std"),
+    )  # fmt: skip
 
     training = parser.add_argument_group("training")
     training.add_argument("--batch-size", type=int, default=_TRAIN_DEFAULTS.batch_size, help="global batch size (split over replicas)")
-    training.add_argument("--g-lr", type=float, default=_TRAIN_DEFAULTS.g_lr, help="generator Adam learning rate")
-    training.add_argument("--d-lr", type=float, default=_TRAIN_DEFAULTS.d_lr, help="discriminator Adam learning rate")
+    training.add_argument("--g-lr", type=float, help="generator Adam learning rate" + _recipe_note("g_lr"))
+    training.add_argument("--d-lr", type=float, help="discriminator Adam learning rate" + _recipe_note("d_lr"))
     training.add_argument("--beta-1", type=float, default=_TRAIN_DEFAULTS.beta_1, help="Adam beta_1 of both optimisers")
-    training.add_argument("--label-smoothing", type=float, default=_TRAIN_DEFAULTS.label_smoothing, help="BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)")
-    training.add_argument("--ema-decay", type=float, default=_TRAIN_DEFAULTS.ema_decay, help="decay of the generator's weight EMA used for samples and export (0: no averaging)")
-    training.add_argument("--seed", type=int, default=_TRAIN_DEFAULTS.seed, help="seed of the latents and of the fixed sample grid")
+    training.add_argument("--loss", choices=LOSSES, help="adversarial loss: bce (non-saturating) or hinge" + _recipe_note("loss"))
+    training.add_argument("--label-smoothing", type=float, help="BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)" + _recipe_note("label_smoothing"))
+    training.add_argument("--ema-decay", type=float, help="decay of the generator's weight EMA used for samples and export (0: no averaging)" + _recipe_note("ema_decay"))
+    training.add_argument("--ema-warmup", type=float, help="EMA warm-up: decay = min(ema-decay, (1+n)/(warmup+n)) at G update n" + _recipe_note("ema_warmup"))
+    training.add_argument(
+        "--augment", metavar="POLICY",
+        help="DiffAugment of the discriminator's real and fake inputs: comma-separated subset of "
+        f"{','.join(AUGMENTS)}, or '' for none" + _recipe_note("augment"),
+    )  # fmt: skip
+    training.add_argument("--r1-gamma", type=float, help="weight of the R1 gradient penalty on real images (0: off)" + _recipe_note("r1_gamma"))
+    training.add_argument("--r1-every", type=int, default=_TRAIN_DEFAULTS.r1_every, help="lazy R1: apply the penalty every this many D updates")
+    training.add_argument("--seed", type=int, default=_TRAIN_DEFAULTS.seed, help="seed of the latents, the fixed sample grid, the evaluator and the search's oracle")
     training.add_argument(
         "--train-step", choices=TRAIN_STEPS, default=_TRAIN_DEFAULTS.train_step,
         help="dcgan: one D and one G update per batch; seed: the tutorial's loop (2 rounds of D-fake, D-real, G)",
     )  # fmt: skip
+
+
+def _recipe_note(name: str) -> str:
+    """' (default recipe: X; seed: Y)' for a field the recipes set."""
+    seed = RECIPES["seed"]
+    seed_value = seed["model"][name] if name in seed["model"] else seed[name]
+    default = getattr(_MODEL_DEFAULTS, name) if hasattr(_MODEL_DEFAULTS, name) else getattr(_TRAIN_DEFAULTS, name)
+    return f" (default recipe: {default!r}; seed: {seed_value!r})"
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,39 +165,41 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--tune", action="store_true", help="search, then train the best configuration for the budget above")
     mode.add_argument("--tune-only", action="store_true", help="search and write best_hyperparameters.json, train nothing more")
     mode.add_argument("--hparams", type=Path, metavar="FILE", help="train with the tuned values of a best_hyperparameters.json (no search)")
-    search.add_argument("--tuner", choices=("bayesian", "random", "hyperband"), default="bayesian", help="KerasTuner oracle")
-    search.add_argument("--max-trials", type=int, default=10, help="trials to run in total (may grow when resuming)")
-    search.add_argument("--trial-images", type=int, default=20_000, help="images seen by one trial (hyperband: by its longest)")
-    search.add_argument("--executions-per-trial", type=int, default=1, help="trainings per trial (seeds seed, seed+1, ...), swd_avg averaged")
-    search.add_argument("--hyperband-max-epochs", type=int, default=9, help="hyperband: a trial's budget in units of trial-images / this")
-    search.add_argument("--hyperband-factor", type=int, default=3, help="hyperband: reduction factor between brackets")
+    search.add_argument(
+        "--tuner", choices=("bayesian", "random", "hyperband"), default="bayesian",
+        help="KerasTuner oracle: bayesian (Gaussian process, needs scikit-learn; a third of the trials explore at random "
+        "first), random, or hyperband (many short trials, the best continued from their checkpoints)",
+    )  # fmt: skip
+    search.add_argument("--max-trials", type=int, metavar="N", default=10, help="trials to run in total (may grow when resuming; caps hyperband too)")
+    search.add_argument("--trial-images", type=int, metavar="N", default=20_000, help="images seen by one trial (hyperband: by its longest)")
+    search.add_argument(
+        "--executions-per-trial", type=int, default=1, metavar="N",
+        help="trainings per trial (seeds --seed, --seed+1, ...), swd_avg averaged; --seed also seeds the oracle",
+    )  # fmt: skip
+    search.add_argument("--hyperband-max-epochs", type=int, metavar="N", default=9, help="hyperband: its longest trial in epochs of trial-images / this images")
+    search.add_argument("--hyperband-factor", type=int, metavar="N", default=3, help="hyperband: reduction factor between rounds and brackets")
     search.add_argument(
         "--search", action="append", default=[], metavar="NAME=SPEC",
-        help="override one search dimension: choices (g_filters=16,32,64), a range (g_lr=5e-5..1e-3:log) or a "
-        "fixed value (beta_1=0.5); repeatable. Default space: g_filters, d_filters, g_lr, d_lr, beta_1",
+        help="override one search dimension, NAME being a model or training flag in snake_case: choices "
+        "(g_filters=16,32,64), a range (g_lr=5e-5..1e-3:log; sampling linear, log or reverse_log) or a fixed value "
+        "(beta_1=0.5); repeatable, applied after --search-file. Default space: g_filters=16,32,64 d_filters=32,64,128 "
+        "g_lr=5e-5..1e-3:log d_lr=5e-5..1e-3:log beta_1=0.0,0.5,0.9; other fields keep the flags' values",
     )  # fmt: skip
-    search.add_argument("--search-file", type=Path, metavar="FILE", help="JSON object of NAME: SPEC overriding the default space")
+    search.add_argument(
+        "--search-file", type=Path, metavar="FILE",
+        help='JSON object of NAME: SPEC overriding the default space, e.g. {"g_filters": [16, 32], '
+        '"g_lr": {"min": 1e-4, "max": 1e-3, "sampling": "log"}, "beta_1": 0.5}',
+    )  # fmt: skip
     search.add_argument("--new-search", action="store_true", help="discard an earlier search in <run>/tuner/ instead of resuming it")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        model=ModelConfig(
-            latent_dim=args.latent_dim,
-            g_filters=args.g_filters,
-            d_filters=args.d_filters,
-            d_dropout=args.d_dropout,
-            init_stddev=args.init_stddev,
-        ),
-        batch_size=args.batch_size,
-        g_lr=args.g_lr,
-        d_lr=args.d_lr,
-        beta_1=args.beta_1,
-        label_smoothing=args.label_smoothing,
-        ema_decay=args.ema_decay,
-        seed=args.seed,
-        train_step=args.train_step,
-    )
+    """The --recipe with every flag given on the command line (or with its own default) applied."""
+    model_names = {field.name for field in dataclasses.fields(ModelConfig)} - {"image_size"}
+    train_names = {field.name for field in dataclasses.fields(TrainConfig)} - {"model"}
+    model = {name: getattr(args, name) for name in model_names if getattr(args, name) is not None}
+    training = {name: getattr(args, name) for name in train_names if getattr(args, name) is not None}
+    return recipe_config(args.recipe, model=model, **training)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,36 +214,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = args.run or Path("artifacts") / args.data.resolve().name
 
     _cli.import_tensorflow_quietly()  # only now: --help and option errors stay instant
-    if args.tune or args.tune_only:
-        config = search(args, config, run_dir)
+    evaluator = functools.cache(lambda: make_evaluator(args))  # loaded once, shared by search and training
+    tuned = args.tune or args.tune_only
+    if tuned:
+        config = search(args, config, run_dir, evaluator)
         if config is None:
             return 0
     elif args.hparams:
         config = config_from_best_file(config, args.hparams, quiet=args.quiet)
-    result = train_run(args, config, run_dir)
+    result, evaluated, chief = train_run(args, config, run_dir, evaluator, evaluate=bool(args.eval_every) or tuned)
     if not args.quiet:
         print(_summary(result))
+    if chief and not args.no_export:
+        export(run_dir, "best" if evaluated else "latest", quiet=args.quiet)
     return 0
 
 
-def train_run(args: argparse.Namespace, config: TrainConfig, run_dir: Path):
-    """Train `config` into `run_dir` with the command line's budget and runtime options."""
+def make_evaluator(args: argparse.Namespace):
+    """The evaluator of the data's eval split (real images loaded and described once)."""
+    from components.evaluator import make_evaluate_fn
+
+    return make_evaluate_fn(args.data, num=args.eval_num, seed=args.seed)
+
+
+def train_run(args: argparse.Namespace, config: TrainConfig, run_dir: Path, evaluator, *, evaluate: bool):
+    """Train `config` into `run_dir` with the command line's budget and runtime options.
+
+    With `evaluate`, the chief scores the EMA generator every --eval-every images (if set) and at
+    the end. Returns (TrainResult, whether it was evaluated, whether this process is the chief).
+    """
+    import keras
+
     from components.distribute import choose_strategy, is_chief
     from components.trainer import train
 
     strategy = choose_strategy()  # before any other TensorFlow work, as multi-worker training needs
-    evaluate_fn = None
-    if args.eval_every and is_chief(strategy):
-        from components.evaluator import make_evaluate_fn
-
-        evaluate_fn = make_evaluate_fn(args.data, num=args.eval_num, seed=args.seed)
-    return train(
+    chief = is_chief(strategy)
+    evaluate_fn = evaluator() if evaluate and chief else None
+    keras.utils.set_random_seed(config.seed)  # same seed, same initial weights: as a search trial trains
+    result = train(
         config,
         args.data,
         run_dir,
         strategy=strategy,
         evaluate_fn=evaluate_fn,
-        eval_every=args.eval_every if evaluate_fn else None,
+        eval_every=args.eval_every if evaluate_fn and args.eval_every else None,
         images=args.images,
         epochs=args.epochs,
         precision=args.precision,
@@ -201,9 +270,31 @@ def train_run(args: argparse.Namespace, config: TrainConfig, run_dir: Path):
         new_run=args.new_run,
         verbose=not args.quiet,
     )
+    return result, evaluate_fn is not None, chief
 
 
-def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path) -> TrainConfig | None:
+def export(run_dir: Path, checkpoint: str, *, quiet: bool) -> Path:
+    """Export `checkpoint` of the run, unless the newest export already holds that very checkpoint
+    (a re-run of a finished command trains nothing and should not add an identical version)."""
+    import tensorflow as tf
+
+    from components.artifacts import read_json, saved_model_versions
+    from components.exporter import MODEL_CARD, export_run
+
+    paths = RunPaths(run_dir)
+    prefix = tf.train.latest_checkpoint(str(paths.checkpoints / checkpoint if checkpoint == "best" else paths.checkpoints))
+    versions = saved_model_versions(paths.export)
+    if versions and (versions[-1] / MODEL_CARD).is_file() and read_json(versions[-1] / MODEL_CARD).get("checkpoint_path") == prefix:
+        if not quiet:
+            print(f"  export:       {versions[-1]} (already holds the {checkpoint} checkpoint)")
+        return versions[-1]
+    version = export_run(run_dir, checkpoint)
+    if not quiet:
+        print(f"  export:       {version} ({checkpoint} checkpoint)")
+    return version
+
+
+def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator) -> TrainConfig | None:
     """Run (or resume) the search; the best configuration to train next, or None when this
     process is done (--tune-only, or a worker of a distributed search)."""
     from components.distribute import cluster_spec_from_env
@@ -223,20 +314,18 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path) -> TrainC
     )
     file_space = load_space_file(args.search_file) if args.search_file else None
     space = make_space(base, file_space, [parse_space_override(entry) for entry in args.search])
-    evaluate_fn = None
-    if search_role() != "chief":  # the chief only serves the oracle; workers and a lone process train
-        from components.evaluator import make_evaluate_fn
-
-        evaluate_fn = make_evaluate_fn(args.data, num=args.eval_num, seed=args.seed)
+    role = search_role()
     result = run_search(
         base, space, args.data, run_dir, settings,
-        evaluate_fn=evaluate_fn,
+        evaluate_fn=None if role == "chief" else evaluator(),  # the chief serves the oracle, trains no trial
         evaluation={"num": args.eval_num, "seed": args.seed, "split": "eval"},
         train_options={"precision": args.precision, "jit": args.jit, "log_every": args.log_every, "sample_every": args.sample_every},
         new_search=args.new_search,
         verbose=not args.quiet,
     )  # fmt: skip
     if result is None:
+        if not args.quiet:
+            print(f"worker done: the chief has no more trials; it writes the results to {RunPaths(run_dir).tuner}")
         return None
     if not args.quiet:
         print(format_table(result.rows, result.best["trial_id"] if result.best else None))

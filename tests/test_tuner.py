@@ -251,3 +251,64 @@ def test_best_file_gives_back_the_best_configuration(diverging_search, tmp_path)
     with pytest.raises(PipelineError, match="missing.json does not exist"):
         config_from_best(BASE, tmp_path / "missing.json")
     assert np.isfinite(result.best["swd_avg"])
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def tune_args(data, run, *extra: str) -> list[str]:
+    return [
+        "--data", str(data), "--run", str(run), "--tuner", "random", "--max-trials", "2", "--trial-images", "64",
+        *[arg for entry in [*TINY, "g_lr=1e-4,2e-4"] for arg in ("--search", entry)],
+        "--latent-dim", "16", "--batch-size", "32", "--eval-num", "16", "--precision", "float32", *extra,
+    ]  # fmt: skip
+
+
+def test_cli_tune_trains_the_best_exports_it_and_a_rerun_redoes_nothing(tiny_records, tmp_path, capsys):
+    from pipeline.train import main
+
+    run = tmp_path / "run"
+    assert main(tune_args(tiny_records, run, "--tune", "--images", "96")) == 0
+    out = capsys.readouterr().out
+    paths = RunPaths(run)
+    best = read_json(paths.best_hyperparameters)
+    assert f"best: trial {best['trial_id']}, swd_avg {best['swd_avg']:.4g}" in out
+    assert len(read_json(paths.tuner / "trials.json")) == 2
+
+    # The best configuration trained for the full budget, evaluated at its end, exported.
+    trained = read_json(paths.hparams)["hparams"]
+    assert trained["g_lr"] == best["hyperparameters"]["g_lr"] and trained["model"]["g_filters"] == 4
+    assert "done: 3 steps, 96 images seen" in out
+    card = read_json(paths.export / "1" / "model_card.json")
+    assert card["checkpoint"] == "best" and card["images_seen"] == 96 and card["metrics"]["swd_avg"] > 0
+
+    assert main(tune_args(tiny_records, run, "--tune", "--images", "96")) == 0
+    out = capsys.readouterr().out
+    assert "Running Trial" not in out and "already trained" in out and "already holds the best checkpoint" in out
+    assert sorted(path.name for path in paths.export.iterdir()) == ["1"]
+
+
+def test_cli_tune_only_stops_after_the_search_and_bad_space_is_refused_up_front(tiny_records, tmp_path, capsys):
+    from pipeline.train import main
+
+    run = tmp_path / "run"
+    with pytest.raises(PipelineError, match="'colour' cannot be searched"):
+        main(tune_args(tiny_records, run, "--tune-only", "--search", "colour=1,2"))
+    assert not run.exists()
+
+    assert main(tune_args(tiny_records, run, "--tune-only", "--tuner", "hyperband", "--hyperband-max-epochs", "2",
+                          "--hyperband-factor", "2")) == 0  # fmt: skip
+    rows = read_json(RunPaths(run).tuner / "trials.json")
+    assert [row["images"] for row in rows] == [32, 32]  # hyperband's first round: 1 of 2 epochs of 64 images
+    assert RunPaths(run).best_hyperparameters.is_file()
+    assert not RunPaths(run).checkpoints.exists() and not RunPaths(run).export.exists()
+
+
+def test_help_states_the_default_space():
+    import re
+
+    from pipeline.train import build_parser
+
+    text = next(action.help for action in build_parser()._actions if action.dest == "search")
+    stated = re.search(r"Default space: (.*?);", text).group(1).split()
+    assert make_space(BASE, None, [parse_space_override(entry) for entry in stated]) == make_space(BASE)
