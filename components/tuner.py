@@ -96,7 +96,8 @@ def tunable_fields() -> dict[str, type]:
 
 def parse_space_override(text: str) -> tuple[str, Any]:
     """`NAME=SPEC` from the command line: `16,32,64` (choices), `5e-5..1e-3:log` (a range with its
-    sampling: linear, log or reverse_log; linear if omitted), or `0.5` (fixed)."""
+    sampling: linear, log or reverse_log; linear if omitted), or `0.5` (fixed). Booleans are
+    true/false; a string choice containing commas (an augment policy) needs the JSON file."""
     name, sep, spec = text.partition("=")
     name, spec = name.strip().replace("-", "_"), spec.strip()
     if not sep or not name or not spec:
@@ -176,10 +177,17 @@ def _field_type(name: str, where: str) -> type:
     return fields[name]
 
 
+BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
 def _convert(text: str, kind: type, name: str):
+    """One command-line value as the field's type (booleans: true/false, 1/0, yes/no)."""
+    text = text.strip()
     try:
-        return kind(float(text)) if kind is int and float(text).is_integer() else kind(text.strip())
-    except ValueError as err:
+        if kind is bool:
+            return BOOLEANS[text.lower()]
+        return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
+    except (KeyError, ValueError) as err:
         raise PipelineError(f"search space entry {name}: {text!r} is not a valid {kind.__name__}.") from err
 
 
@@ -188,7 +196,7 @@ def _normalise_spec(name: str, spec: Any) -> list | dict:
     kind = _field_type(name, "search space")
     if isinstance(spec, dict):
         unknown = set(spec) - {"min", "max", "sampling", "step"}
-        if unknown or not {"min", "max"} <= set(spec) or kind is str:
+        if unknown or not {"min", "max"} <= set(spec) or kind in (str, bool):
             raise PipelineError(
                 f"search space entry {name}: a range is {{\"min\": .., \"max\": .., \"sampling\": linear|log|reverse_log}} "
                 f"over a number, got {spec!r}."
@@ -208,9 +216,9 @@ def _normalise_spec(name: str, spec: Any) -> list | dict:
     values = spec if isinstance(spec, list) else [spec]
     if not values:
         raise PipelineError(f"search space entry {name}: the list of choices is empty.")
-    if kind is str:
-        if not all(isinstance(value, str) for value in values):
-            raise PipelineError(f"search space entry {name}: choices must be strings, got {values!r}.")
+    if kind in (str, bool):
+        if not all(type(value) is kind for value in values):
+            raise PipelineError(f"search space entry {name}: choices must be {kind.__name__}s, got {values!r}.")
         return list(dict.fromkeys(values))
     return list(dict.fromkeys(_number(name, value, kind) for value in values))
 

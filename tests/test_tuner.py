@@ -81,12 +81,14 @@ def test_space_overrides_parse_choices_ranges_and_fixed_values():
     assert parse_space_override("g-lr=5e-5..1e-3:log") == ("g_lr", {"min": 5e-5, "max": 1e-3, "sampling": "log"})
     assert parse_space_override("beta_1=0.5") == ("beta_1", 0.5)
     assert parse_space_override("train_step=dcgan,seed") == ("train_step", ["dcgan", "seed"])
+    assert parse_space_override("d_spectral_norm=true,false") == ("d_spectral_norm", [True, False])
     for bad, message in [
         ("g_filters", "NAME=SPEC"),
         ("seed=1,2", "cannot be searched"),
         ("image_size=32", "cannot be searched"),
         ("g_filters=16,3.5", "not a valid int"),
         ("g_lr=fast", "not a valid float"),
+        ("d_minibatch_std=maybe", "not a valid bool"),
     ]:
         with pytest.raises(PipelineError, match=message):
             parse_space_override(bad)
@@ -94,11 +96,15 @@ def test_space_overrides_parse_choices_ranges_and_fixed_values():
 
 def test_make_space_layers_defaults_file_and_command_line(tmp_path):
     path = tmp_path / "space.json"
-    path.write_text('{"g_filters": [8, 16], "beta_1": 0.5, "label_smoothing": {"min": 0.0, "max": 0.2}}')
+    path.write_text(
+        '{"g_filters": [8, 16], "beta_1": 0.5, "label_smoothing": {"min": 0.0, "max": 0.2}, '
+        '"augment": ["", "color,translation"], "d_spectral_norm": [true, false]}'
+    )
     space = make_space(BASE, load_space_file(path), [("g_filters", [4])])
     assert space["g_filters"] == [4]  # the command line beats the file
     assert space["beta_1"] == [0.5]  # a single value is fixed
     assert space["label_smoothing"] == {"min": 0.0, "max": 0.2, "sampling": "linear"}
+    assert space["augment"] == ["", "color,translation"] and space["d_spectral_norm"] == [True, False]
     assert space["d_filters"] == DEFAULT_SPACE["d_filters"] and space["g_lr"] == DEFAULT_SPACE["g_lr"]
 
     for entries, message in [
@@ -106,6 +112,8 @@ def test_make_space_layers_defaults_file_and_command_line(tmp_path):
         ([("g_lr", {"min": 0.0, "max": 1e-3, "sampling": "log"})], "log sampling needs min > 0"),
         ([("d_lr", {"min": 1e-3, "max": 1e-4})], "must be below max"),
         ([("g_filters", [])], "empty"),
+        ([("loss", {"min": 0, "max": 1})], "a range is"),
+        ([("d_spectral_norm", [1, 0])], "choices must be bools"),
     ]:
         with pytest.raises(PipelineError, match=message):
             make_space(BASE, None, entries)
