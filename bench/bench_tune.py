@@ -1,17 +1,19 @@
-"""Benchmark: a real KerasTuner search, and whether its best trial beats the seed's defaults.
+"""Benchmark: a real KerasTuner search, and whether its best trial beats the seed's recipe.
 
-Steps, all in one work folder (started afresh every time):
+Steps, all in one work folder (its runs started afresh every time):
 
 1. ingest the image folder with `python -m pipeline.ingest` (or take an already ingested --data);
-2. search (`components.tuner.run_search`, the default space: G/D base filters, both learning rates,
-   beta_1) with `--max-trials` trials of `--trial-images` images each, ranked by swd_avg;
-3. train the seed's defaults (`TrainConfig()`: the tutorial's filters, 2e-4/2e-4, beta_1 0.5) for
-   the same images, with the same seed, scored by the same evaluator (same num, same seed);
-4. with `--confirm-seeds N`: train the best configuration and the defaults N more times with other
-   seeds, so "beat the defaults" is not just the luck of picking the best of several noisy trials.
+2. search (`components.tuner.run_search`) over the default space (G/D base filters, both learning
+   rates, beta_1) on top of the default recipe, `--max-trials` trials of `--trial-images` images
+   each, ranked by swd_avg on the eval split;
+3. train, for the same images, with the same seed and scored by the same evaluator (same num,
+   same seed): the seed tutorial's recipe (`recipe_config("seed")`) and the default recipe as it
+   is, untuned (the search's base);
+4. with `--confirm-seeds N`: train the best configuration and the seed recipe N more times with
+   other seeds, so "beats the seed" is not just the luck of the best of several noisy trials.
 
     python -m bench.bench_tune                       # full: ../shared/data/anime-faces-2k at 32x32,
-                                                     # 8 trials x 30,000 images (~30 min on 2 cores)
+                                                     # 8 trials x 25,000 images (~20-30 min on 2 cores)
     python -m bench.bench_tune --data /tmp/faces32   # an ingested data folder instead
     python -m bench.bench_tune --quick               # smoke run: 2 tiny trials of 256 images
 """
@@ -40,8 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-fraction", type=float, default=0.25, help="held-out share when ingesting --images")
     parser.add_argument("--tuner", default="bayesian", help="bayesian, random or hyperband")
     parser.add_argument("--max-trials", type=int, default=8)
-    parser.add_argument("--trial-images", type=int, default=30_000, help="images seen by every trial and by the defaults")
-    parser.add_argument("--confirm-seeds", type=int, default=1, help="extra seeds to retrain the best and the defaults with")
+    parser.add_argument("--trial-images", type=int, default=25_000, help="images seen by every trial and every baseline")
+    parser.add_argument("--confirm-seeds", type=int, default=1, help="extra seeds to retrain the best and the seed recipe with")
     parser.add_argument("--eval-num", type=int, default=1024, help="generated images per evaluation (capped by half the eval split)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=OUT_DIR / "bench_tune_work", help="work folder (emptied first)")
@@ -84,34 +86,35 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     from components.evaluator import make_evaluate_fn
     from components.model import ModelConfig
-    from components.trainer import TrainConfig
+    from components.trainer import TrainConfig, recipe_config
     from components.tuner import SearchSettings, apply_values, format_table, make_space, parse_space_override, run_search
 
     shutil.rmtree(args.work / "runs", ignore_errors=True)
     data = ingest(args)
-    base = TrainConfig(seed=args.seed)
-    if args.quick:
-        base = dataclasses.replace(base, batch_size=32, model=ModelConfig(latent_dim=32))
+    shrink = {"batch_size": 32, "model": {"latent_dim": 32}} if args.quick else {}
+    base = recipe_config("default", seed=args.seed, **shrink)
+    seed_recipe = recipe_config("seed", seed=args.seed, **shrink)
     space = make_space(base, None, [parse_space_override(entry) for entry in QUICK_SPACE] if args.quick else [])
     settings = SearchSettings(tuner=args.tuner, max_trials=args.max_trials, trial_images=args.trial_images, seed=args.seed)
     evaluation = {"num": args.eval_num, "seed": 0}
     evaluate = make_evaluate_fn(data, **evaluation)
+    runs = args.work / "runs"
 
     with timer() as search_time:
-        search = run_search(base, space, data, args.work / "runs" / "search", settings, evaluate_fn=evaluate, evaluation=evaluation)
+        search = run_search(base, space, data, runs / "search", settings, evaluate_fn=evaluate, evaluation=evaluation)
     if search.best is None:
         sys.exit("error: no trial completed; see the table above.")
     print(format_table(search.rows, search.best["trial_id"]))
 
     best_config = apply_values(base, search.best["hyperparameters"])
-    defaults = train_and_score(base, data, args.work / "runs" / "defaults-0", args.trial_images, evaluate)
-    confirm = {"best": [{"seed": args.seed, "swd_avg": search.best["swd_avg"]}], "defaults": [defaults]}
+    default_recipe = train_and_score(base, data, runs / "default-recipe", args.trial_images, evaluate)
+    by_seed = {"best": [{"seed": args.seed, "swd_avg": search.best["swd_avg"]}], "seed_recipe": []}
+    by_seed["seed_recipe"].append(train_and_score(seed_recipe, data, runs / "seed-recipe-0", args.trial_images, evaluate))
     for k in range(1, args.confirm_seeds + 1):
-        seed = args.seed + k
-        for name, config in (("best", best_config), ("defaults", base)):
-            run = args.work / "runs" / f"{name}-{k}"
-            confirm[name].append(train_and_score(dataclasses.replace(config, seed=seed), data, run, args.trial_images, evaluate))
-    mean = {name: sum(r["swd_avg"] for r in runs) / len(runs) for name, runs in confirm.items()}
+        for name, config in (("best", best_config), ("seed_recipe", seed_recipe)):
+            run = runs / f"{name}-{k}"
+            by_seed[name].append(train_and_score(dataclasses.replace(config, seed=args.seed + k), data, run, args.trial_images, evaluate))
+    mean = {name: sum(r["swd_avg"] for r in results) / len(results) for name, results in by_seed.items()}
 
     emit(
         "bench_tune_quick" if args.quick else "bench_tune",
@@ -123,12 +126,14 @@ def main(argv=None) -> None:
                        for row in search.rows],
             "best": {"trial_id": search.best["trial_id"], "hyperparameters": search.best["hyperparameters"],
                      "swd_avg": search.best["swd_avg"]},
-            "defaults": defaults,
-            "swd_avg_floor": defaults["swd_avg_floor"],
-            "best_beats_defaults_same_seed": search.best["swd_avg"] < defaults["swd_avg"],
-            "confirm": confirm,
+            "seed_recipe": by_seed["seed_recipe"][0],
+            "default_recipe_untuned": default_recipe,
+            "swd_avg_floor": default_recipe["swd_avg_floor"],
+            "best_beats_seed_recipe_same_seed": search.best["swd_avg"] < by_seed["seed_recipe"][0]["swd_avg"],
+            "best_beats_default_recipe_same_seed": search.best["swd_avg"] < default_recipe["swd_avg"],
+            "by_seed": by_seed,
             "mean_swd_avg": mean,
-            "best_beats_defaults_mean": mean["best"] < mean["defaults"],
+            "best_beats_seed_recipe_mean": mean["best"] < mean["seed_recipe"],
             "peak_rss_mb": peak_rss_mb(),
         },
     )  # fmt: skip
