@@ -85,8 +85,7 @@ def train_and_score(config, data: Path, run: Path, images: int, evaluate) -> dic
 def main(argv=None) -> None:
     args = parse_args(argv)
     from components.evaluator import make_evaluate_fn
-    from components.model import ModelConfig
-    from components.trainer import TrainConfig, recipe_config
+    from components.trainer import recipe_config
     from components.tuner import SearchSettings, apply_values, format_table, make_space, parse_space_override, run_search
 
     shutil.rmtree(args.work / "runs", ignore_errors=True)

@@ -17,7 +17,7 @@ How the pieces fit:
   Hyperband), the state files, resuming, the failed-trial limit and the chief/worker mode
   (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`, `KERASTUNER_ORACLE_PORT`) are KerasTuner's own.
 
-A trial that diverges (the trainer's `TrainingDiverged`) or crashes is reported to the oracle as
+A trial that diverges (the trainer raises `TrainingDiverged`) or crashes is reported to the oracle as
 failed with its reason, and the search goes on until KerasTuner's limit of consecutive failures.
 Hyperband's epochs are units of `trial_images / hyperband_max_epochs` images; a trial that
 continues an earlier one starts from a copy of that trial's run folder, so it resumes from its
@@ -54,7 +54,7 @@ import keras_tuner
 from components.artifacts import RunPaths, atomic_directory, atomic_write_json, read_json
 from components.errors import PipelineError
 from components.model import ModelConfig
-from components.trainer import EVAL_OBJECTIVE, TrainConfig, TrainingDiverged
+from components.trainer import EVAL_OBJECTIVE, TrainConfig
 
 TUNERS = ("bayesian", "random", "hyperband")
 OBJECTIVE = EVAL_OBJECTIVE  # "swd_avg", lower is better
@@ -65,7 +65,6 @@ TRIAL_RESULT = "result.json"
 TRIAL_GRID = "best.png"
 GRID_IMAGES = 64  # an 8x8 grid, the same latents for every trial so grids compare
 GRID_SEED = 0
-HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round", "tuner/trial_id")
 
 # Choices are lists, ranges are {"min", "max", "sampling"}, a single value is fixed.
 DEFAULT_SPACE: dict[str, Any] = {
@@ -85,7 +84,7 @@ EvaluateFn = Callable[[Any], dict[str, float]]
 
 
 def tunable_fields() -> dict[str, type]:
-    """Every `TrainConfig` / `ModelConfig` field a search may set, with its type (int, float, str)."""
+    """Every `TrainConfig` / `ModelConfig` field a search may set, with its type (int, float, str, bool)."""
     fields = {}
     for defaults in (ModelConfig(), TrainConfig()):
         for field in dataclasses.fields(defaults):
