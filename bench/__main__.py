@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench.bench_ingest import ANIME_2K
+from components.artifacts import atomic_write_json, atomic_write_text
 from bench.common import OUT_DIR
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -145,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             results[bench.name] = {**run_benchmark(bench, args.quick), "quick": args.quick}
     rows = [row for bench in BENCHMARKS if "benchmark" in results.get(bench.name, {}) for row in bench.rows(results[bench.name])]
     table = markdown_table(rows)
-    results_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    (BENCH_DIR / "results.md").write_text(table)
+    atomic_write_json(results_path, results)
+    atomic_write_text(BENCH_DIR / "results.md", table)
     print("\n" + table)
     failed = [name for name, r in results.items() if "error" in r]
     if failed:
