@@ -31,12 +31,13 @@ from bench.common import OUT_DIR, emit, peak_rss_mb, timer
 GRID_LATENTS = 64
 GAP = 8  # pixels between the two grids
 
-# switch name -> TrainConfig overrides giving the default recipe with that switch flipped.
+# switch name -> TrainConfig overrides giving the default recipe with that one switch changed
+# (a string names a switch with two settings in FLIPS: the one the default does not use).
 ABLATION = {
     "no_ema": {"ema_decay": 0.0},
     "equal_lr_2e-4": {"g_lr": 2e-4, "d_lr": 2e-4},
     "loss_flipped": "loss",
-    "label_smoothing_flipped": "label_smoothing",
+    "bce_label_smoothing_0.1": {"loss": "bce", "label_smoothing": 0.1},  # smoothing only acts on BCE
     "spectral_norm_flipped": "d_spectral_norm",
     "diffaugment_flipped": "augment",
     "r1_flipped": "r1_gamma",
@@ -44,10 +45,10 @@ ABLATION = {
     "upsample_resize": {"model": {"g_upsample": "resize"}},
     "dropout_flipped": "d_dropout",
     "minibatch_std_flipped": "d_minibatch_std",
+    "batch_128": {"batch_size": 128},  # the seed's batch: 4x fewer, larger steps for the same images
 }
-FLIPS = {  # a switch's two settings: whichever the default does not use is the flipped one
+FLIPS = {
     "loss": ("bce", "hinge"),
-    "label_smoothing": (0.0, 0.1),
     "d_spectral_norm": (False, True),
     "augment": ("", "color,translation,cutout"),
     "r1_gamma": (0.0, 0.1),

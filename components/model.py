@@ -1,6 +1,8 @@
 """DCGAN generator and discriminator builders, driven by a small hyperparameter config.
 
-The defaults rebuild the seed tutorial's networks exactly (DESIGN.md) at 64x64:
+The seed recipe's settings (`components.trainer.RECIPES["seed"]`: g_upsample "transpose5", no
+spectral norm, no minibatch std, dropout 0.3) rebuild the seed tutorial's networks exactly
+(DESIGN.md) at 64x64:
 
 - generator: Dense(4*4*512, no bias) -> BatchNorm -> LeakyReLU(0.2) -> Reshape(4, 4, 512), then one
   block per doubling of resolution (Conv2DTranspose k5 s2 "same", no bias -> BatchNorm ->
@@ -47,7 +49,8 @@ MINIBATCH_STD_GROUP = 4  # images per standard-deviation group (ProGAN / StyleGA
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Hyperparameters of the two networks. Defaults are the seed tutorial's architecture.
+    """Hyperparameters of the two networks. Defaults are the default recipe's (measured by
+    bench/bench_quality.py); the seed recipe's values give the tutorial's architecture.
 
     `image_size` is None until the trainer fills it in from the data manifest (the model must fit
     the data, so it is never a free choice).

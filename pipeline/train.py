@@ -128,7 +128,7 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
     training = parser.add_argument_group("training")
-    training.add_argument("--batch-size", type=int, default=_TRAIN_DEFAULTS.batch_size, help="global batch size (split over replicas)")
+    training.add_argument("--batch-size", type=int, help="global batch size (split over replicas)" + _recipe_note("batch_size"))
     training.add_argument("--g-lr", type=float, help="generator Adam learning rate" + _recipe_note("g_lr"))
     training.add_argument("--d-lr", type=float, help="discriminator Adam learning rate" + _recipe_note("d_lr"))
     training.add_argument("--beta-1", type=float, default=_TRAIN_DEFAULTS.beta_1, help="Adam beta_1 of both optimisers")
