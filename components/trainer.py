@@ -504,7 +504,8 @@ class _TrainingState:
             g_optimizer=unwrap(gan.g_optimizer),
             d_optimizer=unwrap(gan.d_optimizer),
             latent_rng=gan.latent_seeds.state,
-            augment_rng=gan.augment_seeds.state,
+            # Only runs that augment have this state, so checkpoints from before it existed still load.
+            **({"augment_rng": gan.augment_seeds.state} if gan.augment else {}),
             step=self.step,
             images_seen=self.images_seen,
             best_swd=self.best_swd,
