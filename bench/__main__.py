@@ -83,6 +83,28 @@ def _sample(r: dict) -> list[Row]:
     ]
 
 
+def _quality(r: dict) -> list[Row]:
+    seed, default, images = r["seed"], r["default"], r["config"]["train_images"]
+    ratio = r["swd_avg_ratio_default_to_seed"]
+    return [
+        Row("quality", f"swd_avg, default vs seed recipe, {images:,} images (floor {default['swd_avg_floor']:.1f})",
+            default["swd_avg"], seed["swd_avg"], "x1e3", ratio, "<= 0.55x", ratio <= r["goal_swd_ratio"]),
+        Row("quality", f"MS-SSIM diversity, default vs seed recipe (real {default['msssim_real']:.2f})",
+            default["msssim"], seed["msssim"], "", default["msssim"] / seed["msssim"], "<= 1x (no worse)",
+            default["msssim"] <= seed["msssim"]),
+        Row("quality", "training images/s, default vs seed recipe", default["images_per_sec"], seed["images_per_sec"],
+            "img/s", r["images_per_sec_ratio_default_to_seed"], ">= 0.85x", r["images_per_sec_ratio_default_to_seed"] >= 0.85),
+    ]
+
+
+def _tune(r: dict) -> list[Row]:
+    best, seed = r["best"]["swd_avg"], r["seed_recipe"]["swd_avg"]
+    config = r["config"]
+    return [Row("tune", f"best of {config['max_trials']} {config['tuner']} trials vs seed recipe, "
+                f"{config['trial_images']:,} images each (floor {r['swd_avg_floor']:.1f})",
+                best, seed, "swd_avg", best / seed, "< 1x", r["best_beats_seed_recipe_same_seed"])]
+
+
 @dataclass(frozen=True)
 class Benchmark:
     name: str
@@ -102,12 +124,20 @@ BENCHMARKS = [
     Benchmark("train", "bench.bench_train", lambda quick: ["--quick"] if quick else [], _train),
     Benchmark("swd", "bench.bench_swd", lambda quick: (["--quick"] if quick else []) + _real_faces(quick), _swd),
     Benchmark("sample", "bench.bench_sample", lambda quick: ["--quick"] if quick else [], _sample),
+    Benchmark("quality", "bench.bench_quality", lambda quick: ["--quick"] if quick else [], _quality),
+    Benchmark("tune", "bench.bench_tune", lambda quick: ["--quick"] if quick else [], _tune),
 ]
+
+
+def output_of(bench: Benchmark, quick: bool) -> Path:
+    """Where a benchmark writes its JSON (some keep quick runs apart from full ones)."""
+    quick_file = OUT_DIR / f"bench_{bench.name}_quick.json"
+    return quick_file if quick and bench.name in ("quality", "tune") else OUT_DIR / f"bench_{bench.name}.json"
 
 
 def run_benchmark(bench: Benchmark, quick: bool) -> dict:
     """Run one benchmark in a fresh process; return its JSON (an `error` entry when it failed)."""
-    out = OUT_DIR / f"bench_{bench.name}.json"
+    out = output_of(bench, quick)
     out.unlink(missing_ok=True)
     command = [sys.executable, "-m", bench.module, *bench.args(quick)]
     print(f"\n=== {bench.name}: {' '.join(command[1:])}", flush=True)
@@ -136,13 +166,19 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes everywhere: checks every benchmark runs (< 5 min)")
     parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="run only these benchmarks")
+    parser.add_argument("--gather", action="store_true",
+                        help="run nothing: rebuild the report from the JSON each benchmark last wrote in bench/out/")
     args = parser.parse_args(argv)
+    if args.gather:
+        args.only = [b.name for b in BENCHMARKS if output_of(b, args.quick).is_file()]
 
     results_path = BENCH_DIR / "results.json"
     # --only refreshes some benchmarks and keeps the others' last figures (each carries its time).
     results = json.loads(results_path.read_text()) if args.only and results_path.is_file() else {}
     for bench in BENCHMARKS:
-        if not args.only or bench.name in args.only:
+        if args.gather and bench.name in args.only:
+            results[bench.name] = {**json.loads(output_of(bench, args.quick).read_text()), "quick": args.quick}
+        elif not args.only or bench.name in args.only:
             results[bench.name] = {**run_benchmark(bench, args.quick), "quick": args.quick}
     rows = [row for bench in BENCHMARKS if "benchmark" in results.get(bench.name, {}) for row in bench.rows(results[bench.name])]
     table = markdown_table(rows)

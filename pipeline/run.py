@@ -26,7 +26,7 @@ examples:
 # The demo: built-in procedural faces and a budget that finishes in under 10 minutes on 2 CPU cores.
 DEMO_FACES = 2000
 DEMO_IMAGE_SIZE = 32
-DEMO_IMAGES = 120_000
+DEMO_IMAGES = 60_000
 
 
 def build_parser() -> argparse.ArgumentParser:
