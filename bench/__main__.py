@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.bench_ingest import ANIME_2K
 from components.artifacts import atomic_write_json, atomic_write_text
-from bench.common import OUT_DIR
+from bench.common import ANIME_2K, OUT_DIR
 
 BENCH_DIR = Path(__file__).resolve().parent
 

@@ -25,9 +25,8 @@ import tempfile
 from multiprocessing import Pool
 from pathlib import Path
 
-from bench.common import OUT_DIR, emit, peak_rss_mb, timer
+from bench.common import ANIME_2K, OUT_DIR, emit, peak_rss_mb, timer
 
-ANIME_2K = Path(__file__).resolve().parents[2] / "shared" / "data" / "anime-faces-2k"
 CACHE = OUT_DIR / "cache"
 TARGET = 1.0
 

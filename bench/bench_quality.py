@@ -24,9 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_ingest import ANIME_2K
-from bench.bench_tune import ingest
-from bench.common import OUT_DIR, emit, peak_rss_mb, timer
+from bench.common import OUT_DIR, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
 
 GRID_LATENTS = 64
 GAP = 8  # pixels between the two grids
@@ -60,11 +58,7 @@ MODEL_FIELDS = {"d_spectral_norm", "d_dropout", "d_minibatch_std", "g_upsample"}
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--images", type=Path, default=ANIME_2K, help="image folder to ingest (default: the 2,000 real faces)")
-    source.add_argument("--data", type=Path, help="an already ingested data folder (skips the ingest)")
-    parser.add_argument("--image-size", type=int, default=64, help="training size when ingesting --images")
-    parser.add_argument("--eval-fraction", type=float, default=0.25, help="held-out share when ingesting --images")
+    add_data_arguments(parser, image_size=64)
     parser.add_argument("--train-images", type=int, default=16_870, help="real images seen by every run")
     parser.add_argument("--eval-num", type=int, default=1024, help="generated images per evaluation (capped by half the eval split)")
     parser.add_argument("--seed", type=int, default=0)
@@ -145,7 +139,7 @@ def main(argv=None) -> None:
     from components.evaluator import make_evaluate_fn
 
     args.work.mkdir(parents=True, exist_ok=True)
-    data = ingest(args)
+    data = ingested_data(args)
     evaluate = make_evaluate_fn(data, num=args.eval_num, seed=0)
     results = {}
     for name, config in variants(args.ablation, args.only).items():

@@ -20,8 +20,8 @@ import sys
 from glob import glob
 from pathlib import Path
 
-from bench.bench_ingest import ANIME_2K, CACHE, linked_copies, synthetic_jpegs
-from bench.common import emit, peak_rss_mb, timer
+from bench.bench_ingest import CACHE, linked_copies, synthetic_jpegs
+from bench.common import ANIME_2K, emit, peak_rss_mb, timer
 
 TARGET = 5.0
 BATCH_SIZE = 128  # the seed's

@@ -23,23 +23,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from bench.bench_ingest import ANIME_2K
-from bench.common import OUT_DIR, emit, peak_rss_mb, timer
+from bench.common import OUT_DIR, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
 
 QUICK_SPACE = ["g_filters=8,16", "d_filters=16,32", "g_lr=1e-4..1e-3:log", "d_lr=1e-4..1e-3:log", "beta_1=0.5"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--images", type=Path, default=ANIME_2K, help="image folder to ingest (default: the 2,000 real faces)")
-    source.add_argument("--data", type=Path, help="an already ingested data folder (skips the ingest)")
-    parser.add_argument("--image-size", type=int, default=32, help="training size when ingesting --images")
-    parser.add_argument("--eval-fraction", type=float, default=0.25, help="held-out share when ingesting --images")
+    add_data_arguments(parser, image_size=32)
     parser.add_argument("--tuner", default="bayesian", help="bayesian, random or hyperband")
     parser.add_argument("--max-trials", type=int, default=8)
     parser.add_argument("--trial-images", type=int, default=25_000, help="images seen by every trial and every baseline")
@@ -52,21 +46,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.max_trials, args.trial_images, args.confirm_seeds, args.eval_num = 2, 256, 0, 64
     return args
-
-
-def ingest(args: argparse.Namespace) -> Path:
-    """The data folder: --data as given, or --images ingested into the work folder by the real CLI."""
-    if args.data is not None:
-        return args.data
-    if not args.images.is_dir():
-        sys.exit(f"error: {args.images} does not exist; pass --images FOLDER or --data DATA_FOLDER.")
-    data = args.work / "data"
-    command = [
-        sys.executable, "-m", "pipeline.ingest", "--input", str(args.images), "--output", str(data),
-        "--image-size", str(args.image_size), "--eval-fraction", str(args.eval_fraction), "--quiet",
-    ]  # fmt: skip
-    subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[1])
-    return data
 
 
 def train_and_score(config, data: Path, run: Path, images: int, evaluate) -> dict:
@@ -89,7 +68,7 @@ def main(argv=None) -> None:
     from components.tuner import SearchSettings, apply_values, format_table, make_space, parse_space_override, run_search
 
     shutil.rmtree(args.work / "runs", ignore_errors=True)
-    data = ingest(args)
+    data = ingested_data(args)
     shrink = {"batch_size": 32, "model": {"latent_dim": 32}} if args.quick else {}
     base = recipe_config("default", seed=args.seed, **shrink)
     seed_recipe = recipe_config("seed", seed=args.seed, **shrink)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -14,6 +16,32 @@ from typing import Iterator
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
+ROOT = Path(__file__).resolve().parents[1]
+ANIME_2K = ROOT.parent / "shared" / "data" / "anime-faces-2k"  # real faces for benchmarks only
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, image_size: int) -> None:
+    """--images FOLDER (ingested by the real CLI, default the 2,000 real faces) or --data FOLDER."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--images", type=Path, default=ANIME_2K, help="image folder to ingest (default: the 2,000 real faces)")
+    source.add_argument("--data", type=Path, help="an already ingested data folder (skips the ingest)")
+    parser.add_argument("--image-size", type=int, default=image_size, help="training size when ingesting --images")
+    parser.add_argument("--eval-fraction", type=float, default=0.25, help="held-out share when ingesting --images")
+
+
+def ingested_data(args: argparse.Namespace) -> Path:
+    """The data folder: --data as given, or --images ingested into `args.work` by the real CLI."""
+    if args.data is not None:
+        return args.data
+    if not args.images.is_dir():
+        sys.exit(f"error: {args.images} does not exist; pass --images FOLDER or --data DATA_FOLDER.")
+    data = args.work / "data"
+    command = [
+        sys.executable, "-m", "pipeline.ingest", "--input", str(args.images), "--output", str(data),
+        "--image-size", str(args.image_size), "--eval-fraction", str(args.eval_fraction), "--quiet",
+    ]  # fmt: skip
+    subprocess.run(command, check=True, cwd=ROOT)
+    return data
 
 
 def peak_rss_mb() -> float:
