@@ -1,10 +1,12 @@
-"""`python -m bench [--quick] [--only NAME ...]`: run every benchmark, one after another, and report.
+"""`python -m bench [--quick] [--only NAME ...] [--gather]`: run every benchmark and report.
 
 Each benchmark runs in its own process (a fresh TensorFlow, its own peak memory) and writes
 `bench/out/<name>.json`; this runner then gathers them into `bench/results.json` and a Markdown
 table, `bench/results.md`, that the README embeds: each figure beside its baseline (the seed
 tutorial's way, or a plain loop) measured in the same run, and their ratio against the target.
-Run it on a quiet machine: the ratios are robust to a steady load, not to a changing one.
+`--quick` runs small sizes to check that everything runs and writes `bench/results-quick.*`
+instead. Run the full set on a quiet machine: the ratios are robust to a steady load, not to a
+changing one.
 """
 
 from __future__ import annotations
@@ -171,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.gather:
         args.only = [b.name for b in BENCHMARKS if output_of(b, args.quick).is_file()]
 
-    results_path = BENCH_DIR / "results.json"
+    # Quick runs only check that everything runs: they never overwrite the real figures.
+    stem = "results-quick" if args.quick else "results"
+    results_path = BENCH_DIR / f"{stem}.json"
     # --only refreshes some benchmarks and keeps the others' last figures (each carries its time).
     results = json.loads(results_path.read_text()) if args.only and results_path.is_file() else {}
     for bench in BENCHMARKS:
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row for bench in BENCHMARKS if "benchmark" in results.get(bench.name, {}) for row in bench.rows(results[bench.name])]
     table = markdown_table(rows)
     atomic_write_json(results_path, results)
-    atomic_write_text(BENCH_DIR / "results.md", table)
+    atomic_write_text(BENCH_DIR / f"{stem}.md", table)
     print("\n" + table)
     failed = [name for name, r in results.items() if "error" in r]
     if failed:
