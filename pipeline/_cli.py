@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
 import tempfile
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 # TensorFlow prints a screenful of C++ info lines at import; keep warnings and errors (level 1).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -39,23 +40,37 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
 
 
+@contextlib.contextmanager
+def file_descriptor_2_to(fileno: int) -> Iterator[int]:
+    """Point file descriptor 2 at `fileno` for a while; yield a duplicate of the real stderr.
+
+    C++ libraries and child processes write to descriptor 2 directly, where neither `sys.stderr`
+    nor Python's logging can filter them.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(fileno, 2)
+    try:
+        yield saved
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow with its start-up info lines filtered out of stderr; keep real warnings.
 
-    The lines come from C++ straight to file descriptor 2, so Python's logging cannot stop them:
-    stderr is pointed at a temp file during the import, then every other line is replayed.
+    The lines come from C++ straight to file descriptor 2: it is pointed at a temp file during the
+    import, then every line but the known noise is replayed.
     """
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            with file_descriptor_2_to(capture.fileno()):
+                import tensorflow  # noqa: F401
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
             capture.seek(0)
             for line in capture.read().decode("utf-8", "replace").splitlines():
                 if not _STARTUP_NOISE.match(line):

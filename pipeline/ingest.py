@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline._cli import make_parser, run_main  # first: quiets TensorFlow before it loads
+from pipeline._cli import file_descriptor_2_to, make_parser, run_main  # first: quiets TensorFlow before it loads
 
 import argparse
 import contextlib
@@ -182,24 +182,17 @@ def beam_chatter_to_log() -> Iterator[TextIO]:
     deleted on success and kept (its path printed) when the job fails unexpectedly.
     """
     log_fd, log_path = tempfile.mkstemp(prefix="ingest-beam-", suffix=".log")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    terminal = os.fdopen(os.dup(saved), "w", buffering=1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
     keep_log = False
     try:
-        yield terminal
+        with file_descriptor_2_to(log_fd) as real_stderr, os.fdopen(os.dup(real_stderr), "w", buffering=1) as terminal:
+            yield terminal
     except (PipelineError, KeyboardInterrupt):
         raise
     except BaseException:
         keep_log = True
         raise
     finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        terminal.close()
+        os.close(log_fd)
         if keep_log:
             print(f"(Beam's log of this run: {log_path})", file=sys.stderr)
         else:
