@@ -1,4 +1,4 @@
-"""Shared fixtures: every test makes its own small data; nothing reads ../shared or the network."""
+"""Shared fixtures: every test makes its own small data; none reads the real-face data set or the network."""
 
 from __future__ import annotations
 
