@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from components.artifacts import flatten_dict
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
@@ -66,7 +68,7 @@ def emit(name: str, results: dict, out: str | os.PathLike | None = None) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **results}
     path.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    flat = _flatten(results)
+    flat = flatten_dict(results)
     width = max((len(k) for k in flat), default=0)
     print(f"\n{name}")
     for key, value in flat.items():
@@ -74,14 +76,3 @@ def emit(name: str, results: dict, out: str | os.PathLike | None = None) -> Path
         print(f"  {key.ljust(width)}  {shown}")
     print(f"  -> {path}", file=sys.stderr)
     return path
-
-
-def _flatten(obj: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in obj.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat

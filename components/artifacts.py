@@ -114,6 +114,31 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def flatten_dict(values: dict, prefix: str = "") -> dict[str, Any]:
+    """`{"model": {"g_filters": 32}}` -> `{"model.g_filters": 32}`: nested settings as comparable keys."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten_dict(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def changed_settings(before: dict, now: dict, then: str = "before") -> list[str]:
+    """One line per flattened key whose value differs: "key: old {then}, new now".
+
+    For the errors that refuse to resume a run or a search under other settings: the user sees
+    exactly which settings differ.
+    """
+    before, now = flatten_dict(before), flatten_dict(now)
+    return [
+        f"{key}: {before.get(key)!r} {then}, {now.get(key)!r} now"
+        for key in sorted(before.keys() | now.keys())
+        if before.get(key) != now.get(key)
+    ]
+
+
 def tool_versions() -> dict[str, str]:
     """Versions of the libraries that shape an artifact, recorded in every manifest."""
     from importlib import metadata

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from components.artifacts import RunPaths, atomic_write_json, atomic_write_text, append_jsonl, read_json, read_jsonl
+from components.artifacts import RunPaths, append_jsonl, atomic_write_json, atomic_write_text, changed_settings, read_json, read_jsonl
 from components.errors import PipelineError
 from components.model import ModelConfig, build_discriminator, build_generator, known_fields, recalibrate_batchnorm
 
@@ -435,9 +435,7 @@ def _prepare_run_folder(paths: RunPaths, record: dict, *, new_run: bool, write: 
 
 
 def _check_same_run(paths: RunPaths, saved: dict, record: dict) -> None:
-    before = _flatten(TrainConfig.from_dict(saved["hparams"]).to_dict())
-    now = _flatten(record["hparams"])
-    changes = [f"{key}: {before.get(key)!r} in the run, {now.get(key)!r} now" for key in sorted(now) if before.get(key) != now.get(key)]
+    changes = changed_settings(TrainConfig.from_dict(saved["hparams"]).to_dict(), record["hparams"], then="in the run")
     if saved["data"]["fingerprint"] != record["data"]["fingerprint"]:
         changes.append(
             f"data: {saved['data']['dir']} (fingerprint {saved['data']['fingerprint']}) in the run, "
@@ -448,16 +446,6 @@ def _check_same_run(paths: RunPaths, saved: dict, record: dict) -> None:
             f"{paths.root} was trained with other settings ({paths.hparams}): " + "; ".join(changes)
             + ". Re-run with the run's settings to resume it, choose another run folder, or pass --new-run to discard it."
         )
-
-
-def _flatten(values: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _drop_metrics_after(path: Path, step: int) -> None:

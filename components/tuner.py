@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import keras_tuner
 
-from components.artifacts import RunPaths, atomic_directory, atomic_write_json, read_json
+from components.artifacts import RunPaths, atomic_directory, atomic_write_json, changed_settings, flatten_dict, read_json
 from components.errors import PipelineError
 from components.model import ModelConfig
 from components.trainer import EVAL_OBJECTIVE, TrainConfig
@@ -548,8 +548,7 @@ def _check_same_search(paths: RunPaths, record: dict, new_search: bool) -> None:
         return
     if not path.is_file():
         return
-    before, now = _flat(read_json(path)), _flat(json.loads(json.dumps(record)))  # as JSON sees it
-    changes = [f"{key}: {before.get(key)!r} before, {now.get(key)!r} now" for key in sorted(before.keys() | now.keys()) if before.get(key) != now.get(key)]
+    changes = changed_settings(read_json(path), json.loads(json.dumps(record)))  # the record as JSON sees it
     if changes:
         raise PipelineError(
             f"{paths.tuner} holds a search with other settings ({path}): " + "; ".join(changes)
@@ -686,15 +685,8 @@ def config_from_best(base: TrainConfig, path: str | os.PathLike) -> tuple[TrainC
     notes = []
     saved = read_json(path).get("config")
     if isinstance(saved, dict):
-        ours = _flat(dataclasses.replace(config, model=dataclasses.replace(config.model, image_size=None)).to_dict())
-        for key, value in sorted(_flat(saved).items()):
+        ours = flatten_dict(dataclasses.replace(config, model=dataclasses.replace(config.model, image_size=None)).to_dict())
+        for key, value in sorted(flatten_dict(saved).items()):
             if key in ours and ours[key] != value:
                 notes.append(f"{key} is {ours[key]!r} here but {value!r} in the search's best configuration")
     return config, notes
-
-
-def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in values.items():
-        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return flat
