@@ -41,6 +41,8 @@ ABLATION = {
     "r1_flipped": "r1_gamma",
     "upsample_transpose5": {"model": {"g_upsample": "transpose5"}},
     "upsample_resize": {"model": {"g_upsample": "resize"}},
+    "d_kernel_4": {"model": {"d_kernel": 4}},  # the DCGAN paper's discriminator kernel (default: the seed's 5)
+    "d_kernel_3": {"model": {"d_kernel": 3}},
     "dropout_flipped": "d_dropout",
     "minibatch_std_flipped": "d_minibatch_std",
     "batch_128": {"batch_size": 128},  # the seed's batch: 4x fewer, larger steps for the same images

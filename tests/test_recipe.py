@@ -31,11 +31,12 @@ def images(count: int = 8, seed: int = 0) -> np.ndarray:
     "overrides",
     [
         {"model": {"g_upsample": "resize"}},
-        {"model": {"g_upsample": "transpose5", "d_spectral_norm": False, "d_minibatch_std": False, "d_dropout": 0.3}},
+        {"model": {"g_upsample": "transpose5", "d_kernel": 5, "d_spectral_norm": False, "d_minibatch_std": False, "d_dropout": 0.3}},
+        {"model": {"d_kernel": 3}},
         {"loss": "bce", "label_smoothing": 0.1, "ema_decay": 0.0},
         {"augment": "color,translation,cutout", "r1_gamma": 1.0, "r1_every": 2, "g_lr": 1e-4, "d_lr": 4e-4},
     ],
-    ids=["resize", "seed-networks", "bce-no-ema", "augment-r1-ttur"],
+    ids=["resize", "seed-networks", "d-kernel-3", "bce-no-ema", "augment-r1-ttur"],
 )
 def test_each_switch_builds_and_trains_steps(overrides):
     gan = tiny_gan(**overrides)
@@ -64,6 +65,19 @@ def test_discriminator_switches_change_its_layers():
     assert names.count("SpectralNormalization") == 4  # 3 convs and the logit layer
     assert names.count("Dropout") == 3 and "MinibatchStdDev" in names
     assert "Dropout" not in [type(layer).__name__ for layer in plain.layers]
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5])
+def test_discriminator_kernel_follows_the_switch(kernel):
+    discriminator = build_discriminator(ModelConfig(**TINY, d_kernel=kernel, d_spectral_norm=False))
+    convs = [layer for layer in discriminator.layers if type(layer).__name__ == "Conv2D"]
+    assert [layer.kernel.shape[:2] for layer in convs] == [(kernel, kernel)] * 3
+    assert discriminator.output_shape == (None, 1)
+
+
+def test_discriminator_kernel_outside_the_choices_is_a_clear_error():
+    with pytest.raises(PipelineError, match="d_kernel must be one of 3, 4, 5, got 7"):
+        ModelConfig(**TINY, d_kernel=7)
 
 
 def test_minibatch_std_groups_never_mix_reals_and_fakes():
@@ -145,6 +159,7 @@ def test_seed_recipe_is_the_old_default_and_the_new_default_differs():
     assert TrainConfig.from_dict(old_defaults) == seed
     assert seed.loss == "bce" and seed.augment == "" and seed.r1_gamma == 0.0
     assert seed.model.g_upsample == "transpose5" and not seed.model.d_spectral_norm and not seed.model.d_minibatch_std
+    assert seed.model.d_kernel == 5
     assert recipe_config("default") == TrainConfig() != seed
     assert recipe_config("seed", model={"d_dropout": 0.0}, g_lr=1e-3).model.d_dropout == 0.0
     with pytest.raises(PipelineError, match="unknown recipe"):
@@ -176,7 +191,7 @@ def test_a_run_from_before_the_recipes_still_restores(tiny_records, tmp_path):
     record = read_json(hparams_path)
     for name in ("loss", "ema_warmup", "augment", "r1_gamma", "r1_every"):
         del record["hparams"][name]
-    for name in ("g_upsample", "d_spectral_norm", "d_minibatch_std"):
+    for name in ("g_upsample", "d_kernel", "d_spectral_norm", "d_minibatch_std"):
         del record["hparams"]["model"][name]
     atomic_write_json(hparams_path, record)
 
