@@ -87,6 +87,11 @@ class DCGAN(keras.Model):
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
         self.loss_fn = loss_fn
+        # Create the Adam slots now, eagerly (under the strategy's scope when there is one): a
+        # checkpoint restore needs them, and built lazily inside the first distributed step they
+        # break MirroredStrategy on several devices ("You must feed a value for placeholder tensor").
+        d_optimizer.build(self.discriminator.trainable_variables)
+        g_optimizer.build(self.generator.trainable_variables)
 
     def call(self, latents, training=False):
         """Samples from the EMA generator: the model's output is what it would export."""
@@ -153,7 +158,7 @@ class DCGAN(keras.Model):
         """DiffAugment with this step's seed, or the images unchanged when there is no policy."""
         if not self.augment:
             return images
-        return diff_augment(images, self.augment, seed=tf.cast(self.augment_seeds.next(), tf.int32))
+        return diff_augment(images, self.augment, seed=tf.cast(self._replica_seed(self.augment_seeds), tf.int32))
 
     # -- the seed tutorial's step, kept for the benchmark -------------------------------------------
 
@@ -192,10 +197,14 @@ class DCGAN(keras.Model):
 
     def _draw_latents(self, batch):
         """N(0, 1) latents from the checkpointed seed state, different on every replica."""
-        seed = self.latent_seeds.next()
+        return tf.random.stateless_normal((batch, self.latent_dim), seed=self._replica_seed(self.latent_seeds))
+
+    @staticmethod
+    def _replica_seed(seeds: keras.random.SeedGenerator):
+        """The next seed of `seeds` folded with this replica's id: every replica draws its own
+        numbers (the same seed state is mirrored on all of them)."""
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int32))
-        return tf.random.stateless_normal((batch, self.latent_dim), seed=seed)
+        return tf.random.experimental.stateless_fold_in(seeds.next(), tf.cast(replica, tf.int32))
 
     @staticmethod
     def _scale_loss(optimizer, loss):

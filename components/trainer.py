@@ -478,9 +478,7 @@ class _TrainingState:
         from components.distribute import checkpoint_write_dir
         from components.precision import unwrap
 
-        # Optimiser slots must exist before a restore can fill them.
-        gan.d_optimizer.build(gan.discriminator.trainable_variables)
-        gan.g_optimizer.build(gan.generator.trainable_variables)
+        # The optimisers' slots already exist (DCGAN.compile builds them), so a restore fills them.
         self.paths = paths
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.images_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="images_seen")
