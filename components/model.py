@@ -69,7 +69,7 @@ class ModelConfig:
     d_dropout: float = 0.0
     init_stddev: float = 0.02
     g_upsample: str = "transpose4"
-    d_kernel: int = 5
+    d_kernel: int = KERNEL  # the seed's; see the module docstring
     d_spectral_norm: bool = True
     d_minibatch_std: bool = True
 
