@@ -136,7 +136,8 @@ def plain_loop(folder: Path, output: Path, options) -> int:
 
 
 def beam_job(folder: Path, output: Path, options) -> int:
-    from components.example_gen import FolderSource, ingest
+    from components.ingester import ingest
+    from components.sources import FolderSource
 
     report = ingest(FolderSource(str(folder)), output, options)
     return report.manifest["counts"]["written"]

@@ -2,7 +2,7 @@
 
 Both recipes (`components.trainer.recipe_config`) train from scratch on the same data folder for
 the same number of real images (default 16,870), with the same seed, and are scored at the end by
-the same evaluator (`components.evaluator.make_evaluate_fn`, same num and seed): SWD (avg and per
+the same evaluator (`components.evaluator.TrainingEvaluator`, same num and seed): SWD (avg and per
 level) beside its real-vs-real floor, MS-SSIM diversity beside the real figure. Training images/s
 is the median over log intervals after the first (which holds the graph tracing). One PNG puts the
 two final grids side by side (seed left, default right), same latents.
@@ -26,7 +26,6 @@ import numpy as np
 
 from bench.common import OUT_DIR, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
 
-GRID_LATENTS = 64
 GAP = 8  # pixels between the two grids
 
 # switch name -> TrainConfig overrides giving the default recipe with that one switch changed
@@ -77,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def variants(ablation: bool, only: str) -> dict[str, object]:
     """Name -> TrainConfig of every run, for the comparison or the ablation."""
-    from components.trainer import TrainConfig, recipe_config
+    from components.config import recipe_config, TrainConfig
 
     if not ablation:
         return {"seed": recipe_config("seed"), "default": recipe_config("default")}
@@ -102,8 +101,9 @@ def train_and_score(name: str, config, data: Path, work: Path, args: argparse.Na
     import keras
 
     from components.artifacts import read_jsonl
-    from components.grid import to_uint8
-    from components.trainer import restore_generator, train
+    from components.latents import grid_latents, to_uint8_array
+    from components.runfolder import restore_generator
+    from components.trainer import train
 
     config = dataclasses.replace(config, seed=args.seed)
     run = work / "runs" / name
@@ -116,14 +116,13 @@ def train_and_score(name: str, config, data: Path, work: Path, args: argparse.Na
         )  # fmt: skip
     speeds = [record["images_per_sec"] for record in read_jsonl(run / "metrics.jsonl") if record["kind"] == "train"]
     generator, _ = restore_generator(run)
-    latents = np.random.default_rng(args.seed).standard_normal((GRID_LATENTS, config.model.latent_dim)).astype(np.float32)
     figures = {key: value for key, value in result.metrics.items() if key.startswith(("swd", "msssim"))}
     figures.update(
         images_seen=result.images_seen,
         images_per_sec=float(np.median(speeds[1:] or speeds)),
         seconds=t["seconds"],
     )
-    return {"figures": figures, "grid": to_uint8(generator(latents, training=False).numpy())}
+    return {"figures": figures, "grid": to_uint8_array(generator(grid_latents(config.model.latent_dim), training=False))}
 
 
 def side_by_side(path: Path, left: np.ndarray, right: np.ndarray) -> None:
@@ -138,11 +137,11 @@ def side_by_side(path: Path, left: np.ndarray, right: np.ndarray) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from components.evaluator import make_evaluate_fn
+    from components.evaluator import TrainingEvaluator
 
     args.work.mkdir(parents=True, exist_ok=True)
     data = ingested_data(args)
-    evaluate = make_evaluate_fn(data, num=args.eval_num, seed=0)
+    evaluate = TrainingEvaluator(data, num=args.eval_num, seed=0)
     results = {}
     for name, config in variants(args.ablation, args.only).items():
         print(f"training {name} ...", flush=True)

@@ -63,7 +63,9 @@ def seed_tf_dataset(folder: Path, batch_size: int = BATCH_SIZE, size: int = 64):
 
 def ingested(folder: Path, name: str) -> Path:
     """The same images as shards, all in `train`; cached (the ingest's up-to-date check)."""
-    from components.example_gen import FolderSource, IngestOptions, ingest
+    from components.example_gen import IngestOptions
+    from components.ingester import ingest
+    from components.sources import FolderSource
 
     output = CACHE / f"records-{name}"
     ingest(FolderSource(str(folder)), output, IngestOptions(image_size=64, eval_fraction=0.0, dedupe=False))

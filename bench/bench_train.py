@@ -48,7 +48,8 @@ def measure(side: str, batch_size: int, image_size: int, steps: int, warmup: int
     import tensorflow as tf
 
     from components.precision import resolve_precision
-    from components.trainer import build_gan, compile_gan, recipe_config
+    from components.config import recipe_config
+    from components.trainer import build_gan, compile_gan
 
     recipe, variant, precision, updates_per_step, model = SIDES[side]
     config = recipe_config(recipe, model={"image_size": image_size, **model}, batch_size=batch_size, train_step=variant)

@@ -63,9 +63,11 @@ def train_and_score(config, data: Path, run: Path, images: int, evaluate) -> dic
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from components.evaluator import make_evaluate_fn
-    from components.trainer import recipe_config
-    from components.tuner import SearchSettings, apply_values, format_table, make_space, parse_space_override, run_search
+    from components.evaluator import TrainingEvaluator
+    from components.config import recipe_config
+    from components.search_report import format_table
+    from components.search_space import apply_values, make_space, parse_space_override
+    from components.tuner import SearchSettings, run_search
 
     shutil.rmtree(args.work / "runs", ignore_errors=True)
     data = ingested_data(args)
@@ -75,7 +77,7 @@ def main(argv=None) -> None:
     space = make_space(base, None, [parse_space_override(entry) for entry in QUICK_SPACE] if args.quick else [])
     settings = SearchSettings(tuner=args.tuner, max_trials=args.max_trials, trial_images=args.trial_images, seed=args.seed)
     evaluation = {"num": args.eval_num, "seed": 0}
-    evaluate = make_evaluate_fn(data, **evaluation)
+    evaluate = TrainingEvaluator(data, **evaluation)
     runs = args.work / "runs"
 
     with timer() as search_time:

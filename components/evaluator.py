@@ -18,9 +18,9 @@ the same random directions and patch positions, so the two figures differ only b
 
 `Evaluator` does the real-side work once (descriptors, floor, baselines) and then scores any
 number of generated sets cheaply: the trainer evaluates every few thousand images this way
-(`make_evaluate_fn`); `pipeline.evaluate` scores an exported SavedModel (loaded by
-`components.sampler`). Both draw the latents of `components.sampler.latents`, so one set of
-weights gets one set of figures whichever way it is evaluated.
+(`TrainingEvaluator`); `pipeline.evaluate` scores an exported SavedModel (loaded by
+`components.sampler`). Both score images 0..n-1 of their seed (`components.latents`), so one
+set of weights gets one set of figures whichever way it is evaluated.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from components.errors import PipelineError
+from components.latents import first_latents
 from components.metrics.inception import FeatureExtractor, frechet_distance, kernel_inception_distance, load_inception
 from components.metrics.memorisation import memorisation_summary, nearest_neighbours
 from components.metrics.msssim import pairwise_ms_ssim
@@ -41,21 +42,6 @@ MEMORISATION_SAMPLE = 1024  # generated and held-out images checked against the 
 DEFAULT_TRAIN_LIMIT = 10_000  # training images searched for copies (memory: ~120 MB at 64x64)
 
 Generate = Callable[[np.ndarray], np.ndarray]  # z float32 [n, latent] -> uint8 NHWC [n, H, W, 3]
-
-
-def fixed_latents(num: int, latent_dim: int, seed: int = 0) -> np.ndarray:
-    """The latents of images 0..num-1 of `seed`: float32 [num, latent_dim], N(0, 1).
-
-    The very latents `pipeline.sample --seed` and the exported `sample` signature use
-    (`components.sampler.latents`), so the images an evaluation scores are the first `num` images
-    a user would sample, and the trainer's figures match `pipeline.evaluate`'s for the same weights.
-    """
-    import tensorflow as tf
-
-    from components.sampler import latents
-
-    draw = tf.function(latents)  # eagerly, its map_fn draws row by row (~40x slower)
-    return draw(tf.constant(seed, tf.int64), tf.constant(np.arange(num), tf.int64), latent_dim).numpy()
 
 
 def generate_images(
@@ -157,7 +143,7 @@ def evaluate_generator(
 ) -> dict[str, float]:
     """One-off evaluation of `generate` on the fixed latents of `seed` (see the module docstring)."""
     evaluator = Evaluator(real_eval, real_train, num=num, seed=seed, inception=inception)
-    images = generate_images(generate, fixed_latents(evaluator.num, latent_dim, seed), batch_size)
+    images = generate_images(generate, first_latents(evaluator.num, latent_dim, seed), batch_size)
     return evaluator.score(images)
 
 
@@ -183,39 +169,50 @@ def load_evaluation_images(
 
 def keras_generate(generator) -> Generate:
     """Wrap a Keras generator (z -> float [-1, 1] NHWC) as `Generate`, in inference mode."""
-    import keras
+    from components.latents import to_uint8_array
 
-    from components.grid import to_uint8
-
-    return lambda z: to_uint8(keras.ops.convert_to_numpy(generator(z, training=False)))
+    return lambda z: to_uint8_array(generator(z, training=False))
 
 
-def make_evaluate_fn(
-    data_dir: str | os.PathLike,
-    num: int = 1024,
-    seed: int = 0,
-    *,
-    split: str = "eval",
-    train_limit: int = DEFAULT_TRAIN_LIMIT,
-    batch_size: int = 256,
-    inception_weights: str | os.PathLike | None = None,
-) -> Callable[[Any], dict[str, float]]:
-    """For the trainer: `evaluate(keras_generator) -> metrics`, on fixed latents and real images.
+def evaluation_request(data_dir: str | os.PathLike, split: str, num: int, seed: int) -> dict[str, Any]:
+    """What identifies an evaluation's figures: the data, the split, the images asked for and the
+    seed. `pipeline.evaluate --skip-if-done` compares it with the one on file."""
+    from components.records import read_manifest
 
-    The real images are loaded and described once, here (floor included); each call then only
-    generates `num` images and scores them. Same weights, same numbers: the latents are fixed by
-    `seed` (and the generator's latent size, read from its input shape).
+    return {"data_fingerprint": read_manifest(data_dir).get("fingerprint"), "split": split, "num_requested": num, "seed": seed}
+
+
+class TrainingEvaluator:
+    """For the trainer and the tuner: `evaluate(keras_generator) -> metrics`, on fixed latents.
+
+    The real images are loaded and described once, at construction (floor included); each call
+    then only generates `num` images and scores them. Same weights, same numbers: the latents are
+    images 0..n-1 of `seed` (for the generator's latent size, read from its input shape).
+    `request` (see `evaluation_request`) travels with the figures into metrics.jsonl, so an
+    export of the evaluated checkpoint can reuse them.
     """
-    real, train = load_evaluation_images(data_dir, split, train_limit)
-    inception = load_inception(inception_weights) if inception_weights else None
-    evaluator = Evaluator(real, train, num=num, seed=seed, inception=inception)
 
-    latents_by_size: dict[int, np.ndarray] = {}
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        num: int = 1024,
+        seed: int = 0,
+        *,
+        split: str = "eval",
+        train_limit: int = DEFAULT_TRAIN_LIMIT,
+        batch_size: int = 256,
+        inception_weights: str | os.PathLike | None = None,
+    ):
+        real, train = load_evaluation_images(data_dir, split, train_limit)
+        inception = load_inception(inception_weights) if inception_weights else None
+        self.evaluator = Evaluator(real, train, num=num, seed=seed, inception=inception)
+        self.seed, self.batch_size = seed, batch_size
+        self.request = evaluation_request(data_dir, split, num, seed)
+        self._latents: dict[int, np.ndarray] = {}
 
-    def evaluate(generator) -> dict[str, float]:
+    def __call__(self, generator) -> dict[str, float]:
         latent_dim = int(generator.input_shape[-1])
-        if latent_dim not in latents_by_size:
-            latents_by_size[latent_dim] = fixed_latents(evaluator.num, latent_dim, seed)
-        return evaluator.score(generate_images(keras_generate(generator), latents_by_size[latent_dim], batch_size))
+        if latent_dim not in self._latents:
+            self._latents[latent_dim] = first_latents(self.evaluator.num, latent_dim, self.seed)
+        return self.evaluator.score(generate_images(keras_generate(generator), self._latents[latent_dim], self.batch_size))
 
-    return evaluate

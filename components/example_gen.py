@@ -14,8 +14,8 @@ How the work is cut (and why):
    back to their chunk.
 4. `finalize_chunk` rewrites the shards that lost duplicates (no decoding: a copy of the kept
    records) and writes a small JSON summary per chunk.
-5. The driver renumbers the shards (dropping empty ones), writes `manifest.json` and
-   `rejects.jsonl`, and renames the staging folder into place.
+5. The driver (components.ingester) renumbers the shards (dropping empty ones), writes
+   `manifest.json` and `rejects.jsonl`, and renames the staging folder into place.
 
 Runs on the DirectRunner (multi-processing, one worker per core) by default; any Beam options
 are passed through, so the same job runs on Flink, Spark or Dataflow given an output folder on a
@@ -24,43 +24,33 @@ file system all workers share.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
-import json
 import math
 import os
-import stat
-import threading
-import time
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import images, synthetic
-from components.artifacts import MANIFEST, atomic_directory, atomic_write_json, atomic_write_text, fingerprint, read_json, tool_versions
+from components import images
+from components.artifacts import atomic_write_json
 from components.errors import PipelineError
 from components.records import read_records, serialize_example, shard_name, write_shard
+from components.sources import ImageSource
 
-# Bump when the bytes ingest writes for the same inputs and options change: it invalidates
-# every existing output's fingerprint, so re-running rebuilds.
-INGEST_VERSION = 1
 TARGET_SHARD_BYTES = 32 * 1024 * 1024
 EXAMPLE_OVERHEAD_BYTES = 200  # protobuf keys, source, sha256 and TFRecord framing, per image
 DEDUPE_BUCKETS = 16
-REJECTS = "rejects.jsonl"
-DUPLICATE = "duplicate"  # the reason given in rejects.jsonl for an image that was already written
-_SUMMARIES = "_chunks"  # staging sub-folders, removed before the output is published
-_PROGRESS = "_progress"
+SUMMARIES = "_chunks"  # staging sub-folders, removed before the output is published
+PROGRESS = "_progress"
 _PROGRESS_EVERY = 200  # images between progress updates of a worker
 
 
 # ---------------------------------------------------------------------------------------------
-# Options and sources
+# Options
 
 
 @dataclass(frozen=True)
@@ -91,90 +81,6 @@ class IngestOptions:
             raise PipelineError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}.")
         if self.shards is not None and self.shards < 1:
             raise PipelineError(f"--shards must be at least 1, got {self.shards}.")
-
-
-@dataclass(frozen=True)
-class FolderSource:
-    """Every file under a folder (recursively), named by its path relative to the folder."""
-
-    root: str
-
-    def scan(self) -> tuple[list[str], dict]:
-        """The input names, and an identity for the fingerprint that changes when any input does.
-
-        Cheap but change-sensitive: names, sizes and modification times (no file is read).
-        """
-        files = self._files()
-        identity = {"kind": "folder", "root": str(Path(self.root).resolve()), "files": fingerprint(files)}
-        return [name for name, _ in files], identity
-
-    def read(self, name: str) -> bytes:
-        return images.read_file(Path(self.root) / name)
-
-    def _files(self) -> list[tuple[str, list[int]]]:
-        root = Path(self.root)
-        if not root.is_dir():
-            raise PipelineError(_no_images_message(f"{root} does not exist or is not a folder."))
-        files = []
-        for folder, dirs, names in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .git, .ipynb_checkpoints...
-            for name in names:
-                if name.startswith("."):  # .DS_Store and friends are not inputs
-                    continue
-                path = Path(folder, name)
-                try:
-                    info = path.stat()
-                except OSError:  # a dangling link: listed, so that it is rejected as unreadable
-                    files.append((path.relative_to(root).as_posix(), [-1, 0]))
-                    continue
-                if stat.S_ISREG(info.st_mode):  # skip pipes and sockets, which would block a read
-                    files.append((path.relative_to(root).as_posix(), [info.st_size, info.st_mtime_ns]))
-        if not files:
-            raise PipelineError(_no_images_message(f"{root} holds no files."))
-        return sorted(files)
-
-
-@dataclass(frozen=True)
-class SyntheticSource:
-    """`count` procedural faces (components.synthetic), drawn inside the workers as PNG bytes."""
-
-    count: int
-    seed: int = 0
-    size: int = 64
-
-    def scan(self) -> tuple[list[str], dict]:
-        names = [synthetic.face_filename(index) for index in range(self.count)]
-        return names, {"kind": "synthetic", "count": self.count, "seed": self.seed, "size": self.size, "version": synthetic.VERSION}
-
-    def read(self, name: str) -> bytes:
-        index = int(name.removeprefix("face-").removesuffix(".png"))
-        buffer = io.BytesIO()
-        synthetic.synthetic_face(self.seed, index, self.size).save(buffer, format="PNG", compress_level=1)
-        return buffer.getvalue()
-
-
-ImageSource = FolderSource | SyntheticSource
-
-
-def _no_images_message(problem: str) -> str:
-    return (
-        f"no input images: {problem} Put the anime faces data set in it (download it from "
-        "https://www.kaggle.com/soumikrakshit/anime-faces and unpack its images into data/, any "
-        "sub-folders are fine), or point --input at your own image folder, or use the built-in "
-        "procedural faces: `python -m pipeline.ingest --synthetic 2000`."
-    )
-
-
-def ingest_fingerprint(source_identity: dict, options: IngestOptions) -> str:
-    """Same fingerprint = same records: the up-to-date check compares it with the manifest's."""
-    return fingerprint({"version": INGEST_VERSION, "source": source_identity, "options": asdict(options)})
-
-
-def existing_fingerprint(output: str | os.PathLike) -> str | None:
-    """The fingerprint of a finished ingest output, or None if there is none."""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        return read_json(Path(output) / MANIFEST)["fingerprint"]
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +143,7 @@ class ChunkResult:
 def write_chunk(spec: ChunkSpec, source: ImageSource, options: IngestOptions, staging: str) -> ChunkResult:
     """Decode, validate and resize the images of one chunk and write them as its shard."""
     result, records = ChunkResult(spec), []
-    progress = Path(staging, _PROGRESS, spec.key)
+    progress = Path(staging, PROGRESS, spec.key)
     for done, name in enumerate(spec.names, 1):
         try:
             prepared = images.prepare_image(
@@ -249,7 +155,7 @@ def write_chunk(spec: ChunkSpec, source: ImageSource, options: IngestOptions, st
             records.append(serialize_example(prepared.pixels, name, prepared.sha256))
             result.hashes.append((prepared.pixel_hash, name))
         if done % _PROGRESS_EVERY == 0 or done == len(spec.names):
-            _report_progress(progress, done)
+            report_progress(progress, done)
     write_shard(Path(staging, spec.file), records)
     return result
 
@@ -292,7 +198,7 @@ def finalize_chunk(result: ChunkResult, drops: list[dict], staging: str) -> dict
         "rejects": result.rejects,
         "duplicates": [{"source": d["source"], "duplicate_of": d["duplicate_of"]} for d in drops],
     }
-    atomic_write_json(Path(staging, _SUMMARIES, f"{result.spec.key}.json"), summary)
+    atomic_write_json(Path(staging, SUMMARIES, f"{result.spec.key}.json"), summary)
     return summary
 
 
@@ -348,174 +254,8 @@ def beam_options(extra: Sequence[str] = ()) -> PipelineOptions:
     return PipelineOptions([*defaults, *extra])
 
 
-# ---------------------------------------------------------------------------------------------
-# The whole job
-
-
-@dataclass
-class IngestReport:
-    output: Path
-    manifest: dict
-    up_to_date: bool  # nothing was done: the output already matched inputs and options
-    seconds: float = 0.0
-
-
-def ingest(
-    source: ImageSource,
-    output: str | os.PathLike,
-    options: IngestOptions = IngestOptions(),
-    beam_args: Sequence[str] = (),
-    overwrite: bool = False,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> IngestReport:
-    """Ingest `source` into `output` (shards, manifest.json, rejects.jsonl), atomically.
-
-    Does nothing if `output` already holds this source with these options, unless `overwrite`.
-    `on_progress(done, total)` is called from a watcher thread as images are processed.
-    """
-    options.validate()
-    output = Path(output)
-    if isinstance(source, FolderSource) and output.resolve().is_relative_to(Path(source.root).resolve()):
-        raise PipelineError(f"--output {output} is inside --input {source.root}: its shards would become inputs. Write elsewhere.")
-    started = time.perf_counter()
-    names, identity = source.scan()
-    digest = ingest_fingerprint(identity, options)
-    if output.exists():
-        previous = existing_fingerprint(output)
-        if previous == digest and not overwrite:
-            return IngestReport(output, read_json(output / MANIFEST), up_to_date=True)
-        if previous is None and not overwrite:
-            raise PipelineError(
-                f"{output} exists and is not an ingest output (no valid {MANIFEST}); "
-                "choose another --output or pass --overwrite to replace it."
-            )
-    chunks = plan_chunks(names, options)
-    with atomic_directory(output, overwrite=True) as staging:
-        with _watch_progress(staging / _PROGRESS, len(names), on_progress):
-            with beam.Pipeline(options=beam_options(beam_args)) as pipeline:
-                build_pipeline(pipeline, source, chunks, options, str(staging))
-        summaries = _read_summaries(staging, chunks)
-        manifest = _assemble(staging, summaries, len(names), identity, options, digest, beam_args)
-        manifest["seconds"] = round(time.perf_counter() - started, 3)
-        atomic_write_json(staging / MANIFEST, manifest)
-    return IngestReport(output, manifest, up_to_date=False, seconds=manifest["seconds"])
-
-
-def _read_summaries(staging: Path, chunks: list[ChunkSpec]) -> list[dict]:
-    summaries = [read_json(staging / _SUMMARIES / f"{chunk.key}.json") for chunk in chunks]
-    for folder in (_SUMMARIES, _PROGRESS):
-        for path in (staging / folder).glob("*"):
-            path.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            (staging / folder).rmdir()
-    return summaries
-
-
-def _assemble(
-    staging: Path,
-    summaries: list[dict],
-    seen: int,
-    source_identity: dict,
-    options: IngestOptions,
-    digest: str,
-    beam_args: Sequence[str],
-) -> dict:
-    """Name the final shards, write rejects.jsonl, and build the manifest (counts must add up)."""
-    rejects = sorted((r for s in summaries for r in s["rejects"]), key=lambda r: r["source"])
-    duplicates = sorted((d for s in summaries for d in s["duplicates"]), key=lambda d: d["source"])
-    splits = {split: _publish_shards(staging, [s for s in summaries if s["split"] == split]) for split in ("train", "eval")}
-    written = sum(split["count"] for split in splits.values())
-    if written + len(rejects) + len(duplicates) != seen:  # every input is accounted for, or it is our bug
-        raise RuntimeError(f"ingest lost track of files: {seen} seen, {written} written, {len(rejects)} rejected, {len(duplicates)} duplicates")
-    if written == 0:
-        raise PipelineError(_nothing_written_message(seen, rejects))
-    lines = rejects + [{"source": d["source"], "reason": DUPLICATE, "duplicate_of": d["duplicate_of"]} for d in duplicates]
-    atomic_write_text(staging / REJECTS, "".join(_json_line(line) for line in sorted(lines, key=lambda r: r["source"])))
-    return {
-        "format": "animegan-examples",
-        "version": INGEST_VERSION,
-        "image_size": options.image_size,
-        "channels": 3,
-        "splits": splits,
-        "counts": {"seen": seen, "written": written, "duplicates": len(duplicates), "rejected": len(rejects)},
-        "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
-        "bytes": sum(shard["bytes"] for split in splits.values() for shard in split["shards"]),
-        "fingerprint": digest,
-        "source": source_identity,
-        "options": asdict(options) | {"min_size": options.effective_min_size},
-        "beam_options": list(beam_args),
-        "tool_versions": tool_versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def _publish_shards(staging: Path, summaries: list[dict]) -> dict:
-    """Drop empty shards and renumber the rest `split-i-of-n`; the split's manifest entry."""
-    kept = []
-    for summary in sorted(summaries, key=lambda s: s["index"]):
-        if summary["count"] == 0:
-            (staging / summary["file"]).unlink()
-        else:
-            kept.append(summary)
-    shards = []
-    for index, summary in enumerate(kept):
-        name = shard_name(summary["split"], index, len(kept))
-        if name != summary["file"]:
-            os.replace(staging / summary["file"], staging / name)
-        shards.append({"file": name, "count": summary["count"], "bytes": summary["bytes"]})
-    return {"count": sum(shard["count"] for shard in shards), "shards": shards}
-
-
-def _nothing_written_message(seen: int, rejects: list[dict]) -> str:
-    reasons = ", ".join(f"{count} {reason}" for reason, count in Counter(r["reason"] for r in rejects).most_common())
-    first = rejects[0] if rejects else None
-    example = f" For example {first['source']}: {first['reason']} ({first['detail']})." if first else ""
-    return (
-        f"no images written: all {seen} input files were rejected ({reasons}).{example} "
-        "Check that --input points at a folder of JPEG, PNG, WebP, BMP or GIF images at least "
-        "--min-size pixels on a side, or use the built-in faces: `python -m pipeline.ingest --synthetic 2000`."
-    )
-
-
-def _json_line(record: dict) -> str:
-    return json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress: workers write their count to a small file per chunk; a driver thread sums them.
-# This works for any runner whose workers share the output's file system, and costs no shuffle.
-
-
-def _report_progress(path: Path, done: int) -> None:
+def report_progress(path: Path, done: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
     temporary.write_text(str(done))
     os.replace(temporary, path)  # advisory: no fsync, a reader sees the old or the new count
-
-
-@contextlib.contextmanager
-def _watch_progress(folder: Path, total: int, on_progress: Callable[[int, int], None] | None) -> Iterator[None]:
-    if on_progress is None:
-        yield
-        return
-    stop = threading.Event()
-
-    def report() -> None:
-        done = 0
-        for path in folder.glob("[!.]*"):
-            with contextlib.suppress(OSError, ValueError):  # a file being replaced right now
-                done += int(path.read_text())
-        on_progress(done, total)
-
-    def poll() -> None:
-        while not stop.wait(0.5):
-            report()
-
-    watcher = threading.Thread(target=poll, name="ingest-progress", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        watcher.join()
-    report()

@@ -8,7 +8,7 @@ folder) never sees half a model, and a failed export leaves no version at all.
 Signatures, usable with `tf.saved_model.load` and no project code:
 - `serving_default`: z float32[None, latent_dim] -> {"images": uint8[None, H, W, 3]}
 - `sample`: num int32, seed int64 -> the same; latents from a stateless RNG keyed by
-  (seed, image index) (components.sampler.latents), so a seed gives the same images on every
+  (seed, image index) (components.latents), so a seed gives the same images on every
   call and every machine, and they are the first images `pipeline.sample --seed` writes.
 
 Before the rename the export is loaded back and compared with the in-memory generator on the same
@@ -25,23 +25,24 @@ import numpy as np
 
 from components.artifacts import RunPaths, atomic_directory, atomic_write_json, read_json, saved_model_versions, tool_versions
 from components.errors import PipelineError
-from components.grid import to_uint8
-from components.sampler import LATENTS_RECIPE, SERVING_SIGNATURE, latents
+from components.latents import RECIPE as LATENTS_RECIPE, latents, to_uint8, to_uint8_array
+from components.sampler import SERVING_SIGNATURE
 
 SAMPLE_SIGNATURE = "sample"
 MODEL_CARD = "model_card.json"
+EVAL_FILE = "eval.json"  # written by pipeline.evaluate, or here from the trainer's own evaluation
 MAX_GREY_LEVEL_DIFFERENCE = 1
 CHECK_SEED = 20240601  # latents used to compare the export with the in-memory generator
 
 
 def export_generator(
-    generator, export_root: str | os.PathLike, model_card: dict, *, check_count: int = 16
+    generator, export_root: str | os.PathLike, model_card: dict, *, check_count: int = 16, extra_files: dict[str, dict] | None = None
 ) -> Path:
     """Write `generator` (a Keras model z -> float32 images in [-1, 1]) as the next SavedModel version.
 
     `model_card` holds what only the caller knows (hyperparameters, data, images seen, metrics);
     the exporter adds shapes, signatures, version, tool versions, export time and the check result.
-    Returns the new version folder.
+    `extra_files` ({name: JSON object}) are written beside it. Returns the new version folder.
     """
     latent_dim, image_shape = _generator_shapes(generator)
     export_root = Path(export_root)
@@ -66,6 +67,8 @@ def export_generator(
                 "tool_versions": tool_versions(),
             }
             atomic_write_json(tmp / MODEL_CARD, card)
+            for name, content in (extra_files or {}).items():
+                atomic_write_json(tmp / name, {**content, "model": str(final)})
     except FileExistsError as err:
         raise PipelineError(f"{final} appeared while exporting (another export running?); run the export again.") from err
     return final
@@ -90,9 +93,7 @@ def _write_saved_model(generator, folder: Path, latent_dim: int) -> None:
     import tensorflow as tf
 
     def images_from(z):
-        pixels = tf.cast(generator(z, training=False), tf.float32)
-        # The same rounding as components.grid.to_uint8: (x + 1) * 127.5, round half to even, clip.
-        return {"images": tf.cast(tf.clip_by_value(tf.round((pixels + 1.0) * 127.5), 0.0, 255.0), tf.uint8)}
+        return {"images": to_uint8(generator(z, training=False))}
 
     def serving_default(z):
         return images_from(z)
@@ -120,7 +121,7 @@ def verify_export(generator, folder: Path, latent_dim: int, count: int) -> int:
 
     loaded = tf.saved_model.load(str(folder))
     z = latents(CHECK_SEED, tf.range(count, dtype=tf.int64), latent_dim)
-    expected = to_uint8(generator(z, training=False).numpy()).astype(np.int16)
+    expected = to_uint8_array(generator(z, training=False)).astype(np.int16)
     served = loaded.signatures[SERVING_SIGNATURE](z=z)["images"].numpy()
     sampled = [loaded.signatures[SAMPLE_SIGNATURE](num=tf.constant(count), seed=tf.constant(CHECK_SEED, tf.int64))["images"].numpy() for _ in range(2)]
     difference = max(int(np.abs(images.astype(np.int16) - expected).max()) for images in (served, *sampled))
@@ -137,40 +138,58 @@ def verify_export(generator, folder: Path, latent_dim: int, count: int) -> int:
 # --- exporting a training run ------------------------------------------------------------------------
 
 
-def export_run(run_dir: str | os.PathLike, checkpoint: str = "latest", *, if_changed: bool = False) -> Path:
+def export_run(run_dir: str | os.PathLike, checkpoint: str = "latest", *, if_changed: bool = False) -> tuple[Path, bool]:
     """Export the EMA generator of a run's `checkpoint` ("latest" or "best") to `<run>/export/generator/`.
 
-    With `if_changed` (re-running a finished pipeline), the newest version is returned instead
-    when it already holds this very checkpoint, so an unchanged run does not pile up versions.
+    Returns the version folder and whether it is new. With `if_changed` (re-running a finished
+    pipeline), the newest version is returned instead when it already holds this very checkpoint
+    (same checkpoint file, same contents), so an unchanged run does not pile up versions.
+    When the trainer evaluated exactly this checkpoint, its figures go into `eval.json` beside the
+    model (what `pipeline.evaluate` would write), so they are not computed a second time.
     """
-    from components.trainer import restore_generator
+    from components.runfolder import BEST, checkpoint_prefixes, restore_generator
 
     paths = RunPaths(run_dir)
+    if if_changed:
+        newest = checkpoint_prefixes(paths.checkpoints / BEST if checkpoint == BEST else paths.checkpoints)
+        current = _export_of(paths, checkpoint_fingerprint(newest[0])) if newest else None
+        if current is not None:
+            return current, False
     generator, info = restore_generator(paths.root, checkpoint)
     card = run_model_card(paths, info, checkpoint)
-    if if_changed and (current := _export_of(paths, card)) is not None:
-        return current
-    return export_generator(generator, paths.export, card)
+    return export_generator(generator, paths.export, card, extra_files=_trainer_evaluation(info, paths)), True
 
 
-def _export_of(paths: RunPaths, card: dict) -> Path | None:
-    """The newest version, if it was exported from the same checkpoint file at the same step."""
+def checkpoint_fingerprint(prefix: str | os.PathLike) -> str:
+    """Identifies a checkpoint's contents: its .index file lists every tensor with a checksum."""
+    import hashlib
+
+    return hashlib.sha256(Path(f"{prefix}.index").read_bytes()).hexdigest()[:16]
+
+
+def _export_of(paths: RunPaths, fingerprint: str) -> Path | None:
+    """The newest version, if it was exported from a checkpoint with these contents."""
     versions = saved_model_versions(paths.export)
-    if not versions or not (versions[-1] / MODEL_CARD).is_file():
+    if not versions:
         return None
-    newest = read_json(versions[-1] / MODEL_CARD)
-    same = all(newest.get(key) == card[key] for key in ("checkpoint_path", "step", "images_seen"))
-    return versions[-1] if same else None
+    try:
+        newest = read_json(versions[-1] / MODEL_CARD)
+    except (OSError, ValueError):
+        return None  # no card, or a damaged one: export again
+    return versions[-1] if isinstance(newest, dict) and newest.get("checkpoint_fingerprint") == fingerprint else None
 
 
 def run_model_card(paths: RunPaths, info: dict, checkpoint: str) -> dict:
     """The caller's half of a model card, from `restore_generator`'s info: where the weights came
     from and how good they are (the trainer's last evaluation at or before the exported step;
     null when the run trained without an evaluator)."""
+    from components.runfolder import metric_values
+
     return {
         "run": str(paths.root.resolve()),
         "checkpoint": checkpoint,
         "checkpoint_path": info["checkpoint"],
+        "checkpoint_fingerprint": checkpoint_fingerprint(info["checkpoint"]),
         "step": info["step"],
         "images_seen": info["images_seen"],
         "hyperparameters": info["hparams"],
@@ -179,5 +198,23 @@ def run_model_card(paths: RunPaths, info: dict, checkpoint: str) -> dict:
             "fingerprint": info["data_fingerprint"],
             "counts": info["data_counts"],
         },
-        "metrics": info["metrics"] or None,
+        "metrics": metric_values(info["evaluation"]) or None,
+    }
+
+
+def _trainer_evaluation(info: dict, paths: RunPaths) -> dict[str, dict]:
+    """{"eval.json": ...} when the trainer's last evaluation scored exactly the exported weights."""
+    from components.runfolder import metric_values
+
+    evaluation = info["evaluation"]
+    if not evaluation or evaluation.get("step") != info["step"] or not evaluation.get("evaluation"):
+        return {}
+    return {
+        EVAL_FILE: {
+            "metrics": metric_values(evaluation),
+            "data": info["data_dir"],
+            **evaluation["evaluation"],
+            "source": f"the trainer's evaluation of this checkpoint (step {info['step']}, {paths.metrics})",
+            "time": datetime.datetime.fromtimestamp(evaluation["time"], datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
     }

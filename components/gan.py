@@ -5,19 +5,22 @@ One call of `train_step` on a batch of real images is one training step:
 1. draw latents and generate one batch of fakes (generator in training mode);
 2. one discriminator update on the real batch and those fakes, both seen through the same
    differentiable augmentation (`augment`, components.augment; none by default), with the
-   `loss` ("bce": non-saturating BCE from logits with label smoothing, the seed's; or "hinge"),
-   plus every `r1_every` steps the R1 penalty gamma/2 * E|grad D(real)|^2 (lazy regularisation as
-   in StyleGAN2: scaled by `r1_every` so its average strength is that of an every-step penalty);
+   `adversarial_loss` ("bce": non-saturating BCE from logits with label smoothing, the seed's; or
+   "hinge"), plus every `r1_every` steps the R1 penalty gamma/2 * E|grad D(real)|^2 (lazy
+   regularisation as in StyleGAN2: scaled by `r1_every` so its average strength is that of an
+   every-step penalty);
 3. one generator update through the freshly updated discriminator, on the same fakes;
-4. the exponential moving average (EMA) of the generator's weights follows the new weights.
+4. the exponential moving average (EMA) of the generator's weights follows the new weights;
+5. the step and images-seen counters and the running means of `metrics` are updated, all in the
+   graph: the host reads them only when Keras hands control back (every `steps_per_execution`
+   steps), so a fast device never waits for Python between steps.
 
 Step 3 reuses the fakes of step 1 instead of running the generator forward again (the PyTorch
 DCGAN recipe), which saves one generator forward pass per step (about a tenth of it on a CPU).
+The seed tutorial's own loop is `components.seed_step.SeedStepDCGAN`, a subclass.
 
-`variant="seed"` runs the seed tutorial's loop instead (two inner iterations of a D update on fakes,
-a D update on reals and a G update, each with its own tape); it exists for the benchmark and for
-anyone reproducing the tutorial. Both variants run under any `tf.distribute` strategy: losses are
-divided by the replica count because Keras optimizers sum gradients across replicas.
+Every step runs under any `tf.distribute` strategy: losses are divided by the replica count
+because Keras optimizers sum gradients across replicas.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ import keras
 import tensorflow as tf
 
 from components.augment import diff_augment
-from components.trainer import LOSSES
+from components.config import LOSSES
 
-VARIANTS = ("dcgan", "seed")
 EMA_WARMUP = 10.0  # decay = min(ema_decay, (1 + n) / (warmup + n)): early samples follow the net closely
+METRICS = ("d_loss", "g_loss", "d_real_logit", "d_fake_logit")
 
 
 class DCGAN(keras.Model):
@@ -37,6 +40,8 @@ class DCGAN(keras.Model):
 
     `ema_generator` must be built by the same builder as `generator` (same layers, same order); it
     starts as a copy of the generator. It is the network to sample from and to export.
+    `metrics` are running means since their last reset (the trainer resets them every log
+    interval): the losses, and D's mean logit on reals and on fakes (above 0 means "real").
     """
 
     def __init__(
@@ -47,8 +52,7 @@ class DCGAN(keras.Model):
         *,
         ema_decay: float = 0.999,
         ema_warmup: float = EMA_WARMUP,
-        variant: str = "dcgan",
-        loss: str = "bce",
+        adversarial_loss: str = "bce",
         augment: str = "",
         r1_gamma: float = 0.0,
         r1_every: int = 16,
@@ -56,37 +60,41 @@ class DCGAN(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        if variant == "seed" and (loss != "bce" or augment or r1_gamma):
-            raise ValueError("the seed variant trains with BCE only, without augmentation or R1")
+        if adversarial_loss not in LOSSES:
+            raise ValueError(f"adversarial_loss must be one of {LOSSES}, got {adversarial_loss!r}")
         self.generator = generator
         self.discriminator = discriminator
         self.ema_generator = ema_generator
         self.latent_dim = int(generator.input_shape[-1])
         self.ema_decay = float(ema_decay)
         self.ema_warmup = float(ema_warmup)
-        self.variant = variant
-        self.loss = loss
+        self.adversarial_loss = adversarial_loss
         self.augment = augment
         self.r1_gamma = float(r1_gamma)
         self.r1_every = int(r1_every)
-        # The RNG states live in variables, so checkpoints capture them.
+        # The RNG states and counters live in variables, so checkpoints capture them. The counters
+        # are updated once per step whatever the replica count (only the first replica's update).
         self.latent_seeds = keras.random.SeedGenerator(seed)
         self.augment_seeds = keras.random.SeedGenerator(seed + 1)
+        first_replica = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step", aggregation=first_replica)
+        self.images_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="images_seen", aggregation=first_replica)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRICS}
         for ema_weight, weight in zip(ema_generator.weights, generator.weights):
             ema_weight.assign(weight)
         # Every part is a built functional model; there is nothing left for Keras to build.
         self.built = True
 
-    def compile(self, d_optimizer, g_optimizer, loss_fn, **kwargs):
-        """Two optimisers (D and G) and `loss_fn(labels, logits)`, BCE from logits (unused by "hinge")."""
+    @property
+    def metrics(self) -> list:
+        return list(self.trackers.values())
+
+    def compile(self, d_optimizer, g_optimizer, bce, **kwargs):
+        """Two optimisers (D and G) and `bce(labels, logits)`, BCE from logits (unused by "hinge")."""
         super().compile(optimizer=None, **kwargs)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
-        self.loss_fn = loss_fn
+        self.bce = bce
         # Create the Adam slots now, eagerly (under the strategy's scope when there is one): a
         # checkpoint restore needs them, and built lazily inside the first distributed step they
         # break MirroredStrategy on several devices ("You must feed a value for placeholder tensor").
@@ -99,13 +107,6 @@ class DCGAN(keras.Model):
 
     def train_step(self, data):
         real_images, _, _ = keras.utils.unpack_x_y_sample_weight(data)  # images only; labels unused
-        if self.variant == "seed":
-            return self._seed_step(real_images)
-        return self._dcgan_step(real_images)
-
-    # -- the default step -------------------------------------------------------------------------
-
-    def _dcgan_step(self, real_images):
         latents = self._draw_latents(tf.shape(real_images)[0])
         with tf.GradientTape() as g_tape:
             fake_images = self.generator(latents, training=True)
@@ -114,8 +115,7 @@ class DCGAN(keras.Model):
             g_loss = self._generator_loss(self.discriminator(self._augment(fake_images), training=True))
             scaled_g_loss = self._scale_loss(self.g_optimizer, g_loss)
         self._apply(self.g_optimizer, g_tape.gradient(scaled_g_loss, self.generator.trainable_weights), self.generator)
-        self._update_ema()
-        return self._step_metrics(d_loss, g_loss, real_logits, fake_logits)
+        return self._end_step(real_images, d_loss, g_loss, real_logits, fake_logits)
 
     def _update_discriminator(self, real_images, fake_images):
         """One D update on reals and fakes in one forward pass of both (reals first)."""
@@ -135,15 +135,15 @@ class DCGAN(keras.Model):
     def _discriminator_loss(self, real_logits, fake_logits):
         """BCE: reals labelled 1, fakes 0 (with label smoothing); hinge: max(0, 1 - D(x)) on reals,
         max(0, 1 + D(G(z))) on fakes."""
-        if self.loss == "hinge":
+        if self.adversarial_loss == "hinge":
             return tf.reduce_mean(tf.nn.relu(1.0 - real_logits)) + tf.reduce_mean(tf.nn.relu(1.0 + fake_logits))
-        return self.loss_fn(tf.ones_like(real_logits), real_logits) + self.loss_fn(tf.zeros_like(fake_logits), fake_logits)
+        return self.bce(tf.ones_like(real_logits), real_logits) + self.bce(tf.zeros_like(fake_logits), fake_logits)
 
     def _generator_loss(self, fake_logits):
         """Non-saturating: the generator wants its fakes called real (hinge: -D(G(z)))."""
-        if self.loss == "hinge":
+        if self.adversarial_loss == "hinge":
             return -tf.reduce_mean(fake_logits)
-        return self.loss_fn(tf.ones_like(fake_logits), fake_logits)
+        return self.bce(tf.ones_like(fake_logits), fake_logits)
 
     def _r1_penalty(self, real_images):
         """gamma/2 * E|grad_x D(x)|^2 on (augmented) reals, times r1_every for the lazy schedule."""
@@ -160,44 +160,11 @@ class DCGAN(keras.Model):
             return images
         return diff_augment(images, self.augment, seed=tf.cast(self._replica_seed(self.augment_seeds), tf.int32))
 
-    # -- the seed tutorial's step, kept for the benchmark -------------------------------------------
-
-    def _seed_step(self, real_images):
-        """The seed's `train_step`, restated: two rounds of D-on-fakes, D-on-reals, G, each its own tape.
-
-        Unlike the seed's Keras 2 code, the networks are called with `training=True`: Keras 3 runs
-        bare calls in inference mode, while the seed's `fit` trained BatchNorm and Dropout.
-        """
-        batch = tf.shape(real_images)[0]
-        for _ in range(2):
-            fake_images = self.generator(self._draw_latents(batch), training=True)
-            with tf.GradientTape() as tape:
-                fake_logits = self.discriminator(fake_images, training=True)
-                d1_loss = self.loss_fn(tf.zeros_like(fake_logits), fake_logits)
-                scaled = self._scale_loss(self.d_optimizer, d1_loss)
-            self._apply(self.d_optimizer, tape.gradient(scaled, self.discriminator.trainable_weights), self.discriminator)
-
-            with tf.GradientTape() as tape:
-                real_logits = self.discriminator(real_images, training=True)
-                d2_loss = self.loss_fn(tf.ones_like(real_logits), real_logits)
-                scaled = self._scale_loss(self.d_optimizer, d2_loss)
-            self._apply(self.d_optimizer, tape.gradient(scaled, self.discriminator.trainable_weights), self.discriminator)
-
-            latents = self._draw_latents(batch)
-            with tf.GradientTape() as tape:
-                g_loss = self._generator_loss(
-                    self.discriminator(self.generator(latents, training=True), training=True)
-                )
-                scaled = self._scale_loss(self.g_optimizer, g_loss)
-            self._apply(self.g_optimizer, tape.gradient(scaled, self.generator.trainable_weights), self.generator)
-        self._update_ema()
-        return self._step_metrics(d1_loss + d2_loss, g_loss, real_logits, fake_logits)
-
-    # -- shared pieces ------------------------------------------------------------------------------
+    # -- shared by every training step ----------------------------------------------------------
 
     def _draw_latents(self, batch):
         """N(0, 1) latents from the checkpointed seed state, different on every replica."""
-        return tf.random.stateless_normal((batch, self.latent_dim), seed=self._replica_seed(self.latent_seeds))
+        return tf.random.stateless_normal([batch, self.latent_dim], seed=self._replica_seed(self.latent_seeds))
 
     @staticmethod
     def _replica_seed(seeds: keras.random.SeedGenerator):
@@ -217,6 +184,27 @@ class DCGAN(keras.Model):
     def _apply(optimizer, gradients, model):
         optimizer.apply_gradients(zip(gradients, model.trainable_weights))
 
+    def _end_step(self, real_images, d_loss, g_loss, real_logits, fake_logits) -> dict:
+        """EMA, counters and running means after the updates; the step's outputs for Keras."""
+        self._update_ema()
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        self.step.assign_add(1)
+        self.images_seen.assign_add(tf.cast(tf.shape(real_images)[0] * replicas, tf.int64))
+        values = {
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "d_real_logit": tf.reduce_mean(tf.cast(real_logits, tf.float32)),
+            "d_fake_logit": tf.reduce_mean(tf.cast(fake_logits, tf.float32)),
+        }
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return self.step_outputs()
+
+    def step_outputs(self) -> dict:
+        """The running means, each of shape [1]: under MultiWorkerMirroredStrategy Keras averages
+        step outputs over workers with `strategy.reduce(MEAN, axis=0)`, which fails on scalars."""
+        return {name: tf.reshape(tracker.result(), [1]) for name, tracker in self.trackers.items()}
+
     def _update_ema(self):
         """EMA of the trainable weights (with a warm-up); BatchNorm statistics are copied."""
         updates = tf.cast(self.g_optimizer.iterations, tf.float32)
@@ -225,19 +213,3 @@ class DCGAN(keras.Model):
             ema_weight.assign(weight + decay * (ema_weight - weight))
         for ema_weight, weight in zip(self.ema_generator.non_trainable_weights, self.generator.non_trainable_weights):
             ema_weight.assign(weight)
-
-    @staticmethod
-    def _step_metrics(d_loss, g_loss, real_logits, fake_logits) -> dict:
-        """This step's losses and the discriminator's mean belief that reals / fakes are real.
-
-        Each value has shape [1]: under MultiWorkerMirroredStrategy Keras averages step outputs
-        over workers with `strategy.reduce(MEAN, axis=0)`, which fails on scalars. Every worker
-        then sees the same values, so all stop together when one of them is not finite.
-        """
-        metrics = {
-            "d_loss": d_loss,
-            "g_loss": g_loss,
-            "d_real": tf.reduce_mean(tf.sigmoid(real_logits)),
-            "d_fake": tf.reduce_mean(tf.sigmoid(fake_logits)),
-        }
-        return {name: tf.reshape(value, [1]) for name, value in metrics.items()}

@@ -16,11 +16,6 @@ PNG_FILTER_UP = 2  # PNG row filter type "Up": each byte minus the byte above it
 PNG_COLOR_RGB = 2
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Map generator output in [-1, 1] to uint8 pixels, rounding (not truncating) and clipping."""
-    return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
 def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
     """Tile uint8 NHWC images into one HWC image, row by row, `padding` white pixels apart."""
     images = np.asarray(images)

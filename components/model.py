@@ -1,8 +1,8 @@
 """DCGAN generator and discriminator builders, driven by a small hyperparameter config.
 
-The seed recipe's settings (`components.trainer.RECIPES["seed"]`: g_upsample "transpose5", no
-spectral norm, no minibatch std, dropout 0.3) rebuild the seed tutorial's networks exactly
-(DESIGN.md) at 64x64:
+The seed recipe's settings (`components.config.RECIPES["seed"]`: g_upsample "transpose5", no
+spectral norm, no minibatch std, dropout 0.3) rebuild the seed tutorial's networks exactly at
+64x64:
 
 - generator: Dense(4*4*512, no bias) -> BatchNorm -> LeakyReLU(0.2) -> Reshape(4, 4, 512), then one
   block per doubling of resolution (Conv2DTranspose k5 s2 "same", no bias -> BatchNorm ->
@@ -15,7 +15,7 @@ the filter counts double from the image end towards the 4x4 end, so `g_filters` 
 the generator's last block and `d_filters` the width of the discriminator's first. Like the seed,
 convolutions start from N(0, init_stddev) and the Dense layers keep Keras' default initialiser.
 
-Recipe switches beyond the seed (issue 8), each off in the seed's recipe:
+Recipe switches beyond the seed, each off in the seed's recipe:
 
 - `g_upsample`: "transpose5" is the seed's Conv2DTranspose k5 s2, whose kernel does not divide by
   the stride, so neighbouring output pixels get unequal overlaps (the checkerboard);
@@ -109,11 +109,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
-        return cls(**known_fields(cls, values, "model"))
+        return cls(**check_fields(cls, values, "model"))
 
 
-def known_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
-    """`values` restricted to `cls`'s fields; an unknown key is a user error naming it."""
+def check_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """`values` unchanged if every key is a field of `cls`; an unknown key is a user error naming it
+    (an `hparams.json` from a newer version, or a typo in a search space file)."""
     names = {field.name for field in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
@@ -256,3 +257,19 @@ def recalibrate_batchnorm(model, latents, batch_size: int = 128) -> None:
         mean = total / len(latents)
         layer.moving_mean.assign(mean)
         layer.moving_variance.assign(tf.maximum(total_squares / len(latents) - tf.square(mean), 0.0))
+
+
+def use_standing_statistics(generator, source=None) -> None:
+    """Make the float32 `generator` what samples, evaluations and exports use: `source`'s weights
+    (the EMA generator, in any precision) if given, and BatchNorm statistics measured for them.
+
+    The trainer (grids, evaluations), `restore_generator` and the exporter all go through here,
+    on the same latents (`components.latents.recalibration_latents`), so the same weights give
+    the same images everywhere. See `recalibrate_batchnorm`.
+    """
+    from components.latents import recalibration_latents
+
+    if source is not None:
+        for target, weight in zip(generator.weights, source.weights):
+            target.assign(weight.value)
+    recalibrate_batchnorm(generator, recalibration_latents(int(generator.input_shape[-1])))

@@ -1,6 +1,6 @@
 """The Example schema, shard writing, and the training input pipeline over TFRecords.
 
-One `tf.train.Example` per image (DESIGN.md): `image` holds raw uint8 HWC pixels already at the
+One `tf.train.Example` per image: `image` holds raw uint8 HWC pixels already at the
 training size, so training never decodes a JPEG; `height`, `width`, `channels`, `source` (path
 relative to the input root) and `sha256` (of the source file) travel with it.
 
@@ -21,11 +21,8 @@ import numpy as np
 from components.artifacts import MANIFEST, read_json
 from components.errors import PipelineError
 
-SPLITS = ("train", "eval")
-
-
 def shard_name(split: str, index: int, total: int) -> str:
-    """`train-00003-of-00008.tfrecord`: the name DESIGN.md fixes for shards."""
+    """`train-00003-of-00008.tfrecord`: the name of shard 3 of 8 of the train split."""
     return f"{split}-{index:05d}-of-{total:05d}.tfrecord"
 
 
@@ -209,10 +206,6 @@ def _verify_shard(path: Path, expected_count: int) -> None:
         raise PipelineError(f"shard {path} is corrupt ({err.message.splitlines()[0]}); re-run the ingest with --overwrite.") from err
     if count != expected_count:
         raise PipelineError(f"shard {path} holds {count} records, the manifest says {expected_count}; re-run the ingest with --overwrite.")
-
-
-def split_count(data_dir: str | os.PathLike, split: str) -> int:
-    return int(read_manifest(data_dir)["splits"][split]["count"])
 
 
 def make_dataset(

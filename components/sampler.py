@@ -4,7 +4,7 @@ Nothing here imports the Keras model code: the SavedModel's `serving_default` si
 latents into uint8 images, so a model exported today samples the same way after the project's
 model code has changed.
 
-Image `i` of a seed always has the same latent (see `latents`), so files are named by index: two
+Image `i` of a seed always has the same latent (components.latents), so files are named by index: two
 runs with one seed write byte-identical files, whatever the batch size, and a re-run only
 generates the files that are missing.
 """
@@ -28,31 +28,11 @@ import numpy as np
 from components.artifacts import atomic_write_json, read_json, resolve_saved_model
 from components.errors import PipelineError
 from components.grid import encode_png, save_grid
+from components.latents import RECIPE as LATENTS_RECIPE, latent_array
 
 SERVING_SIGNATURE = "serving_default"
-LATENT_ALGORITHM = "philox"  # named, not "auto_select", so every machine draws the same numbers
-LATENTS_RECIPE = "z_i = tf.random.stateless_normal([latent_dim], seed=[seed, i], alg='philox')"
 MARKER = "samples.json"
 CHUNK_SIZE = 1000  # images per .npz / .tfrecord file
-
-
-def latents(seed, indices, latent_dim: int):
-    """The latents of images `indices` (int64 [n]) for `seed` (int64 scalar): float32 [n, latent_dim].
-
-    Each row comes from a stateless RNG keyed by (seed, index), not by batch, so image i is the same
-    whatever the batch size and whichever images a resumed run skips. The exported `sample`
-    signature calls this too, so `sample(num=k, seed=s)` gives the first k images of
-    `pipeline.sample --seed s`. Works eagerly and inside a `tf.function`.
-    """
-    import tensorflow as tf
-
-    indices = tf.cast(indices, tf.int64)
-    seeds = tf.stack([tf.fill(tf.shape(indices), tf.cast(seed, tf.int64)), indices], axis=1)
-    return tf.map_fn(
-        lambda key: tf.random.stateless_normal([latent_dim], key, alg=LATENT_ALGORITHM),
-        seeds,
-        fn_output_signature=tf.TensorSpec([latent_dim], tf.float32),
-    )
 
 
 class SavedModelGenerator:
@@ -71,19 +51,15 @@ class SavedModelGenerator:
             raise PipelineError(f"{self.path} is not a loadable SavedModel: {str(err).splitlines()[0]}") from err
         self._serve, self.latent_dim, self.image_shape = _check_serving_signature(module, self.path)
         self._module = module  # keeps the signature's variables alive
-        self._latents = tf.function(
-            lambda seed, indices: latents(seed, indices, self.latent_dim),
-            input_signature=[tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.int64)],
-        )
 
     def images(self, indices: np.ndarray, seed: int, truncation: float | None = None) -> np.ndarray:
         """uint8 [n, H, W, 3] images for `indices`; `truncation` clips every latent to +-truncation."""
         import tensorflow as tf
 
-        z = self._latents(tf.constant(seed, tf.int64), tf.constant(np.asarray(indices, np.int64)))
+        z = latent_array(indices, self.latent_dim, seed)
         if truncation is not None:
-            z = tf.clip_by_value(z, -truncation, truncation)
-        return self._serve(z=z)["images"].numpy()
+            z = np.clip(z, -truncation, truncation)
+        return self._serve(z=tf.constant(z))["images"].numpy()
 
     def fingerprint(self) -> str:
         """Identifies the exported graph and weights (weights via the checksums in variables.index)."""

@@ -2,10 +2,8 @@
 
 How the pieces fit:
 
-- The search space maps names of `TrainConfig` / `ModelConfig` fields to KerasTuner
-  hyperparameters. `DEFAULT_SPACE` searches the generator's and discriminator's base filters, both
-  learning rates (log scale) and Adam's beta_1; a JSON file or `name=spec` strings override it
-  name by name (`parse_space_override`, `load_space_file`, `make_space`).
+- The search space (components.search_space) maps names of `TrainConfig` / `ModelConfig` fields
+  to KerasTuner hyperparameters.
 - `DCGANHyperModel.build(hp)` turns a trial's values into a `TrainConfig`: a light object, since
   the trainer builds the networks itself and a GAN built here would be thrown away.
   `DCGANHyperModel.fit` trains that config with `components.trainer.train` for the trial's image
@@ -39,193 +37,32 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import io
 import json
 import math
 import os
 import shutil
+import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping
 
 import keras_tuner
 
-from components.artifacts import RunPaths, atomic_directory, atomic_write_json, changed_settings, flatten_dict, read_json
+from components.artifacts import RunPaths, atomic_directory, atomic_write_bytes, atomic_write_json, changed_settings, read_json
+from components.config import TrainConfig
 from components.errors import PipelineError
-from components.model import ModelConfig
-from components.trainer import EVAL_OBJECTIVE, TrainConfig
+from components.runfolder import BEST, EVAL_OBJECTIVE as OBJECTIVE
+from components.search_report import TRIAL_GRID, TRIAL_RESULT, SearchResult, write_search_results
+from components.search_space import apply_values, declare
 
 TUNERS = ("bayesian", "random", "hyperband")
-OBJECTIVE = EVAL_OBJECTIVE  # "swd_avg", lower is better
 PROJECT_NAME = "tuner"  # KerasTuner's project folder: <run>/tuner (RunPaths.tuner)
 SEARCH_RECORD = "search.json"
-TRIALS_TABLE = "trials.json"
-TRIAL_RESULT = "result.json"
-TRIAL_GRID = "best.png"
-GRID_IMAGES = 64  # an 8x8 grid, the same latents for every trial so grids compare
-GRID_SEED = 0
-
-# Choices are lists, ranges are {"min", "max", "sampling"}, a single value is fixed.
-DEFAULT_SPACE: dict[str, Any] = {
-    "g_filters": [16, 32, 64],
-    "d_filters": [32, 64, 128],
-    "g_lr": {"min": 5e-5, "max": 1e-3, "sampling": "log"},
-    "d_lr": {"min": 5e-5, "max": 1e-3, "sampling": "log"},
-    "beta_1": [0.0, 0.5, 0.9],
-}
-SAMPLINGS = ("linear", "log", "reverse_log")
-UNTUNABLE = ("model", "seed", "image_size")  # seed: executions vary it; image size: the data's
 
 EvaluateFn = Callable[[Any], dict[str, float]]
-
-
-# -- the search space -----------------------------------------------------------------------------
-
-
-def tunable_fields() -> dict[str, type]:
-    """Every `TrainConfig` / `ModelConfig` field a search may set, with its type (int, float, str, bool)."""
-    fields = {}
-    for defaults in (ModelConfig(), TrainConfig()):
-        for field in dataclasses.fields(defaults):
-            if field.name not in UNTUNABLE:
-                fields[field.name] = type(getattr(defaults, field.name))
-    return fields
-
-
-def parse_space_override(text: str) -> tuple[str, Any]:
-    """`NAME=SPEC` from the command line: `16,32,64` (choices), `5e-5..1e-3:log` (a range with its
-    sampling: linear, log or reverse_log; linear if omitted), or `0.5` (fixed). Booleans are
-    true/false; a string choice containing commas (an augment policy) needs the JSON file."""
-    name, sep, spec = text.partition("=")
-    name, spec = name.strip().replace("-", "_"), spec.strip()
-    if not sep or not name or not spec:
-        raise PipelineError(f"search space entry {text!r} is not NAME=SPEC (e.g. g_lr=5e-5..1e-3:log or g_filters=16,32,64).")
-    kind = _field_type(name, f"search space entry {text!r}")
-    if ".." in spec:
-        bounds, _, sampling = spec.partition(":")
-        low, _, high = bounds.partition("..")
-        return name, {"min": _convert(low, kind, name), "max": _convert(high, kind, name), "sampling": sampling or "linear"}
-    values = [_convert(value, kind, name) for value in spec.split(",")]
-    return name, values if len(values) > 1 else values[0]
-
-
-def load_space_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON object of NAME: SPEC, SPEC being a list (choices), {"min", "max", "sampling"} or a value."""
-    path = Path(path)
-    try:
-        space = read_json(path)
-    except FileNotFoundError as err:
-        raise PipelineError(f"search space file {path} does not exist.") from err
-    except ValueError as err:
-        raise PipelineError(f"search space file {path} is not valid JSON: {err}") from err
-    if not isinstance(space, dict):
-        raise PipelineError(f"search space file {path} must hold a JSON object of name: spec, got {type(space).__name__}.")
-    return space
-
-
-def make_space(
-    base: TrainConfig, file_space: Mapping[str, Any] | None = None, overrides: Sequence[tuple[str, Any]] = ()
-) -> dict[str, Any]:
-    """`DEFAULT_SPACE` updated by the file's entries, then by the command line's; normalised and
-    checked: every choice and both ends of every range make a valid `TrainConfig` from `base`."""
-    space = dict(DEFAULT_SPACE)
-    space.update(file_space or {})
-    space.update(dict(overrides))
-    normalised = {name: _normalise_spec(name, spec) for name, spec in space.items()}
-    for name, spec in normalised.items():
-        candidates = spec if isinstance(spec, list) else [spec["min"], spec["max"]]
-        for value in candidates:
-            try:
-                apply_values(base, {name: value})
-            except PipelineError as err:
-                raise PipelineError(f"search space entry {name}: {value!r} is not a valid value ({err})") from err
-    return normalised
-
-
-def declare(hp: keras_tuner.HyperParameters, name: str, spec: Any):
-    """Declare one hyperparameter of the normalised `spec` on `hp` and return this trial's value."""
-    if isinstance(spec, dict):
-        if tunable_fields()[name] is int:
-            return hp.Int(name, spec["min"], spec["max"], step=spec.get("step"), sampling=spec["sampling"])
-        return hp.Float(name, spec["min"], spec["max"], step=spec.get("step"), sampling=spec["sampling"])
-    if len(spec) == 1:
-        return hp.Fixed(name, spec[0])
-    return hp.Choice(name, spec)
-
-
-def apply_values(base: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
-    """`base` with the named fields replaced (model fields go into `base.model`); names outside the
-    tunable fields (e.g. Hyperband's `tuner/epochs`) are ignored."""
-    fields = tunable_fields()
-    model_names = {field.name for field in dataclasses.fields(ModelConfig)}
-    chosen = {name: fields[name](value) for name, value in values.items() if name in fields}
-    model = dataclasses.replace(base.model, **{k: v for k, v in chosen.items() if k in model_names})
-    return dataclasses.replace(base, model=model, **{k: v for k, v in chosen.items() if k not in model_names})
-
-
-def tuned_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial's hyperparameter values without KerasTuner's bookkeeping entries (`tuner/...`)."""
-    return {name: value for name, value in values.items() if not name.startswith("tuner/")}
-
-
-def _field_type(name: str, where: str) -> type:
-    fields = tunable_fields()
-    if name not in fields:
-        raise PipelineError(f"{where}: {name!r} cannot be searched; searchable: {', '.join(sorted(fields))}.")
-    return fields[name]
-
-
-BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
-
-
-def _convert(text: str, kind: type, name: str):
-    """One command-line value as the field's type (booleans: true/false, 1/0, yes/no)."""
-    text = text.strip()
-    try:
-        if kind is bool:
-            return BOOLEANS[text.lower()]
-        return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
-    except (KeyError, ValueError) as err:
-        raise PipelineError(f"search space entry {name}: {text!r} is not a valid {kind.__name__}.") from err
-
-
-def _normalise_spec(name: str, spec: Any) -> list | dict:
-    """A choice list or a range dict with a sampling; a single value becomes a one-item list."""
-    kind = _field_type(name, "search space")
-    if isinstance(spec, dict):
-        unknown = set(spec) - {"min", "max", "sampling", "step"}
-        if unknown or not {"min", "max"} <= set(spec) or kind in (str, bool):
-            raise PipelineError(
-                f"search space entry {name}: a range is {{\"min\": .., \"max\": .., \"sampling\": linear|log|reverse_log}} "
-                f"over a number, got {spec!r}."
-            )
-        low, high = _number(name, spec["min"], kind), _number(name, spec["max"], kind)
-        sampling = spec.get("sampling", "linear")
-        if sampling not in SAMPLINGS:
-            raise PipelineError(f"search space entry {name}: sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}.")
-        if not low < high:
-            raise PipelineError(f"search space entry {name}: min ({low}) must be below max ({high}).")
-        if sampling != "linear" and low <= 0:
-            raise PipelineError(f"search space entry {name}: {sampling} sampling needs min > 0, got {low}.")
-        normalised = {"min": low, "max": high, "sampling": sampling}
-        if spec.get("step") is not None:
-            normalised["step"] = _number(name, spec["step"], kind)
-        return normalised
-    values = spec if isinstance(spec, list) else [spec]
-    if not values:
-        raise PipelineError(f"search space entry {name}: the list of choices is empty.")
-    if kind in (str, bool):
-        if not all(type(value) is kind for value in values):
-            raise PipelineError(f"search space entry {name}: choices must be {kind.__name__}s, got {values!r}.")
-        return list(dict.fromkeys(values))
-    return list(dict.fromkeys(_number(name, value, kind) for value in values))
-
-
-def _number(name: str, value: Any, kind: type):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and float(value) != int(value)):
-        raise PipelineError(f"search space entry {name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}.")
-    return kind(value)
 
 
 # -- settings and roles ---------------------------------------------------------------------------
@@ -348,7 +185,6 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
     ):
         super().__init__(oracle, hypermodel, directory=str(run_dir), project_name=PROJECT_NAME, overwrite=overwrite)
         self.settings, self.verbose = settings, verbose
-        self._grid_latents: dict[int, Any] = {}  # by latent size: drawn once, shared by every trial
         # Save at once: a search interrupted in its first trial then resumes instead of restarting.
         self.save()
 
@@ -376,13 +212,13 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             )
             if self.verbose:
                 print(f"trial {trial.trial_id} failed after {seconds:.0f} s: {reason}")
-            raise keras_tuner.errors.FailedTrialError(reason) from err
+            raise keras_tuner.errors.FailedTrialError(reason) from None  # the traceback is in result.json
         seconds = time.perf_counter() - started
         mean = sum(score[OBJECTIVE] for score in scores) / len(scores)
         if self.verbose and self._is_worker():  # on a worker nothing else reports the trial
             print(f"{self.tuner_id}: trial {trial.trial_id} done in {seconds:.0f} s, {OBJECTIVE} {mean:.4g}")
         best = min(range(len(scores)), key=lambda k: scores[k][OBJECTIVE])
-        self._save_best_grid(trial_dir / f"execution-{best}", trial_dir / TRIAL_GRID)
+        self._keep_grid(trial_dir / f"execution-{best}", trial_dir / TRIAL_GRID)
         atomic_write_json(
             trial_dir / TRIAL_RESULT,
             {"status": "COMPLETED", OBJECTIVE: mean, "executions": scores, "images": images, "seconds": seconds, "grid": TRIAL_GRID},
@@ -402,17 +238,13 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         with atomic_directory(run_dir) as tmp:
             shutil.copytree(past, tmp, dirs_exist_ok=True)
 
-    def _save_best_grid(self, run_dir: Path, path: Path) -> None:
-        """The grid of the run's best checkpoint, on latents shared by every trial so grids compare."""
-        from components.evaluator import fixed_latents, keras_generate
-        from components.grid import save_grid
-        from components.trainer import BEST, restore_generator
-
-        generator, info = restore_generator(run_dir, BEST)
-        latent_dim = info["latent_dim"]
-        if latent_dim not in self._grid_latents:
-            self._grid_latents[latent_dim] = fixed_latents(GRID_IMAGES, latent_dim, GRID_SEED)
-        save_grid(path, keras_generate(generator)(self._grid_latents[latent_dim]))
+    @staticmethod
+    def _keep_grid(run_dir: Path, path: Path) -> None:
+        """The trial's grid: the one the trainer drew of its best checkpoint (images 0..63 of seed
+        0, the same latents for every trial, so the grids compare)."""
+        grid = RunPaths(run_dir).samples / f"{BEST}.png"
+        if grid.is_file():
+            atomic_write_bytes(path, grid.read_bytes())
 
     def save_model(self, trial_id, model, step=0):
         """Trials keep their own checkpoints in their run folders; nothing else to save."""
@@ -429,16 +261,6 @@ def _reason(err: Exception) -> str:
 
 
 # -- running a search -----------------------------------------------------------------------------
-
-
-@dataclass
-class SearchResult:
-    """What a finished search (single process or chief) leaves behind."""
-
-    rows: list[dict[str, Any]]
-    best: dict[str, Any] | None  # the best_hyperparameters.json content, None if no trial completed
-    table_path: Path
-    best_path: Path | None
 
 
 def make_oracle(settings: SearchSettings) -> keras_tuner.Oracle:
@@ -529,16 +351,40 @@ def run_search(
 
 @contextlib.contextmanager
 def _quiet_trial_failures() -> Iterator[None]:
-    """Keep KerasTuner from printing a traceback per failed trial (its DEBUG flag is on by default):
+    """Keep KerasTuner from printing a traceback per failed trial (it prints every one to stderr):
     a diverged trial is an expected outcome; `run_trial` prints one line and keeps the traceback
-    in the trial's result.json."""
-    from keras_tuner.src import config
-
-    saved, config.DEBUG = config.DEBUG, False
+    in the trial's result.json. Other output, and tracebacks of anything else, pass through."""
+    saved, sys.stderr = sys.stderr, _FailedTrialTracebackFilter(sys.stderr)
     try:
         yield
     finally:
-        config.DEBUG = saved
+        sys.stderr.flush()
+        sys.stderr = saved
+
+
+class _FailedTrialTracebackFilter(io.TextIOBase):
+    """A text stream that drops whole tracebacks ending in a `FailedTrialError` line."""
+
+    def __init__(self, stream):
+        self.stream, self.held = stream, ""
+
+    def write(self, text: str) -> int:
+        if not self.held and not text.startswith("Traceback (most recent call last):"):
+            return self.stream.write(text)
+        self.held += text
+        if self.held.endswith("\n"):
+            last = self.held.rstrip("\n").rsplit("\n", 1)[-1]
+            if last and not last[0].isspace() and not last.startswith("Traceback"):  # the exception line
+                if "FailedTrialError: " not in last:
+                    self.stream.write(self.held)
+                self.held = ""
+        return len(text)
+
+    def flush(self) -> None:
+        if self.held:
+            self.stream.write(self.held)
+            self.held = ""
+        self.stream.flush()
 
 
 def _check_same_search(paths: RunPaths, record: dict, new_search: bool) -> None:
@@ -555,138 +401,3 @@ def _check_same_search(paths: RunPaths, record: dict, new_search: bool) -> None:
             + ". Re-run with the same settings to resume it (only --max-trials may change), "
             "choose another run folder, or pass --new-search to discard it."
         )
-
-
-# -- results --------------------------------------------------------------------------------------
-
-
-def write_search_results(oracle, paths: RunPaths, settings: SearchSettings, base: TrainConfig) -> SearchResult:
-    """Write `tuner/trials.json` and, if a trial completed, `best_hyperparameters.json`."""
-    rows = trials_table(oracle, paths, settings)
-    table_path = paths.tuner / TRIALS_TABLE
-    atomic_write_json(table_path, rows)
-    completed = [row for row in rows if row["status"] == "COMPLETED"]
-    if not completed:
-        return SearchResult(rows, None, table_path, None)
-    row = min(completed, key=lambda r: r[OBJECTIVE])
-    config = apply_values(base, row["hyperparameters"])
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, image_size=None))
-    best = {
-        "trial_id": row["trial_id"],
-        OBJECTIVE: row[OBJECTIVE],
-        "images": row["images"],
-        "hyperparameters": row["hyperparameters"],
-        "config": config.to_dict(),
-        "search": {"tuner": settings.tuner, "trials": len(rows), "completed": len(completed), "table": str(table_path)},
-    }
-    atomic_write_json(paths.best_hyperparameters, best)
-    return SearchResult(rows, best, table_path, paths.best_hyperparameters)
-
-
-def trials_table(oracle, paths: RunPaths, settings: SearchSettings) -> list[dict[str, Any]]:
-    """One row per trial the oracle knows, in trial order: its values, score, time and status.
-
-    Seconds and failure reasons come from the trial's `result.json` (written by whichever process
-    ran it); without it (a worker on another filesystem) from what the oracle was told.
-    """
-    order = [hp.name for hp in oracle.get_space().space]  # the space's order, whatever the trial's
-    rows = []
-    for trial_id in sorted(oracle.trials):
-        trial = oracle.trials[trial_id]
-        result_path = paths.tuner / f"trial_{trial_id}" / TRIAL_RESULT
-        result = read_json(result_path) if result_path.is_file() else {}
-        completed = trial.status == "COMPLETED"
-        seconds = result.get("seconds")
-        if seconds is None and completed and trial.metrics.exists("seconds"):
-            seconds = float(trial.metrics.get_last_value("seconds"))
-        grid = result_path.parent / TRIAL_GRID
-        rows.append(
-            {
-                "trial_id": trial_id,
-                "status": trial.status,
-                OBJECTIVE: float(trial.score) if completed and trial.score is not None else None,
-                "seconds": seconds,
-                "images": settings.trial_budget(trial.hyperparameters.values),
-                "hyperparameters": _in_order(tuned_values(trial.hyperparameters.values), order),
-                "continues": trial.hyperparameters.values.get("tuner/trial_id"),
-                "reason": None if completed else result.get("reason") or _reason_from_message(trial.message),
-                "grid": str(grid) if completed and grid.is_file() else None,
-            }
-        )
-    return rows
-
-
-def _in_order(values: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:
-    return {name: values[name] for name in sorted(values, key=lambda name: (order.index(name) if name in order else len(order), name))}
-
-
-def _reason_from_message(message: str | None) -> str | None:
-    """The last line of the traceback KerasTuner stores, without the exception's class name."""
-    if not message:
-        return None
-    last = message.strip().splitlines()[-1]
-    return last.split(": ", 1)[1] if last.startswith("keras_tuner") and ": " in last else last
-
-
-def format_table(rows: Sequence[dict[str, Any]], best_id: str | None = None) -> str:
-    """The trials as an aligned text table (best marked with *), failure reasons below it."""
-    names = list(dict.fromkeys(name for row in rows for name in row["hyperparameters"]))
-    hyperband = any(row["continues"] is not None for row in rows)
-    header = ["trial", "status", OBJECTIVE, "seconds", "images", *(["continues"] if hyperband else []), *names]
-    lines = [header]
-    for row in rows:
-        mark = "*" if row["trial_id"] == best_id else " "
-        lines.append(
-            [f"{mark}{row['trial_id']}", row["status"], _show(row[OBJECTIVE]), _show(row["seconds"], ".0f"), str(row["images"])]
-            + ([_show(row["continues"])] if hyperband else [])
-            + [_show(row["hyperparameters"].get(name)) for name in names]
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
-    text += [f"trial {row['trial_id']} {row['status'].lower()}: {row['reason']}" for row in rows if row["reason"]]
-    return "\n".join(text)
-
-
-def _show(value: Any, spec: str = ".4g") -> str:
-    if value is None:
-        return "-"
-    return format(value, spec) if isinstance(value, float) else str(value)
-
-
-# -- training from a saved best file --------------------------------------------------------------
-
-
-def load_best_hyperparameters(path: str | os.PathLike) -> dict[str, Any]:
-    """The tuned values of a `best_hyperparameters.json`, checked against the tunable fields."""
-    path = Path(path)
-    try:
-        saved = read_json(path)
-        values = saved["hyperparameters"]
-        if not isinstance(values, dict):
-            raise TypeError("'hyperparameters' is not an object")
-    except FileNotFoundError as err:
-        raise PipelineError(f"hyperparameters file {path} does not exist (a search writes <run>/best_hyperparameters.json).") from err
-    except (ValueError, KeyError, TypeError) as err:
-        raise PipelineError(f"{path} is not a best_hyperparameters.json file ({err!r}).") from err
-    unknown = sorted(set(values) - set(tunable_fields()))
-    if unknown:
-        raise PipelineError(f"{path} sets unknown hyperparameter(s) {', '.join(unknown)}.")
-    return values
-
-
-def config_from_best(base: TrainConfig, path: str | os.PathLike) -> tuple[TrainConfig, list[str]]:
-    """`base` with the best file's tuned values applied (as the search's trials did), and notes on
-    the other fields where `base` differs from the configuration the search itself trained."""
-    values = load_best_hyperparameters(path)
-    try:
-        config = apply_values(base, values)
-    except PipelineError as err:
-        raise PipelineError(f"{path}: {err}") from err
-    notes = []
-    saved = read_json(path).get("config")
-    if isinstance(saved, dict):
-        ours = flatten_dict(dataclasses.replace(config, model=dataclasses.replace(config.model, image_size=None)).to_dict())
-        for key, value in sorted(flatten_dict(saved).items()):
-            if key in ours and ours[key] != value:
-                notes.append(f"{key} is {ours[key]!r} here but {value!r} in the search's best configuration")
-    return config, notes

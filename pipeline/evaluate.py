@@ -128,15 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from components.artifacts import atomic_write_json, read_json, tool_versions
-    from components.evaluator import Evaluator, generate_images, load_evaluation_images
+    from components.evaluator import Evaluator, evaluation_request, generate_images, load_evaluation_images
     from components.metrics.inception import load_inception
-    from components.records import read_manifest
 
     started = time.perf_counter()
     generator = load_generator_for(args.model, args.data)
     out = args.out or generator.path / "eval.json"
-    request = {"data_fingerprint": read_manifest(args.data).get("fingerprint"), "split": args.split,
-               "num_requested": args.num, "seed": args.seed}
+    request = evaluation_request(args.data, args.split, args.num, args.seed)
     if args.skip_if_done and out.is_file() and request.items() <= read_json(out).items():
         print(format_report(read_json(out)["metrics"]))
         print(f"{out} is up to date; nothing to do.", file=sys.stderr)
@@ -153,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: the split holds {len(real)} images: comparing {evaluator.num} generated with {evaluator.num} "
               f"real (the other {evaluator.num} give the floor).", file=sys.stderr)
     with tqdm(total=evaluator.num, desc="generating", unit="img", file=sys.stderr) as bar:
-        # Image i of a seed has the latent `components.sampler.latents` gives it, as when sampling.
+        # Image i of a seed has the latent `components.latents` gives it, as when sampling.
         images = generate_images(lambda indices: generator.images(indices, args.seed), np.arange(evaluator.num),
                                  args.batch_size, progress=bar.update)
     print("scoring the generated images...", file=sys.stderr)

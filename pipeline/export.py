@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not args.run.is_dir():
         raise PipelineError(f"--run {args.run} is not a folder; pass a training run folder (artifacts/<run>).")
-    version = export_run(args.run, args.checkpoint)
+    version, _ = export_run(args.run, args.checkpoint)
     card = read_json(version / MODEL_CARD)
     metrics = card.get("metrics") or {}
     print(

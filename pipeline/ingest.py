@@ -18,7 +18,7 @@ from components.errors import PipelineError
 from components.images import RESIZE_MODES
 
 if TYPE_CHECKING:
-    from components.example_gen import IngestReport
+    from components.ingester import IngestReport
 
 DESCRIPTION = """\
 Read every image under --input (recursively; JPEG, PNG, WebP, BMP, GIF first frame), turn each
@@ -106,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(ours)
     with beam_chatter_to_log() as terminal, ProgressBar(terminal, disabled=args.quiet) as progress:
         # Imported here: importing Beam already logs warnings that belong in the log, not on screen.
-        from components.example_gen import FolderSource, IngestOptions, SyntheticSource, ingest
+        from components.example_gen import IngestOptions
+        from components.ingester import ingest
+        from components.sources import FolderSource, SyntheticSource
 
         options = IngestOptions(
             image_size=args.image_size,

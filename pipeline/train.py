@@ -15,16 +15,17 @@ from components.errors import PipelineError
 from components.augment import AUGMENTS
 from components.model import D_KERNELS, UPSAMPLES, ModelConfig
 from components.precision import PRECISIONS
-from components.trainer import LOSSES, RECIPES, TRAIN_STEPS, TrainConfig, recipe_config
+from components.config import LOSSES, RECIPES, TRAIN_STEPS, TrainConfig, recipe_config
 
 DESCRIPTION = """\
-Train the DCGAN (the seed tutorial's architecture by default) on a data folder written by
-`python -m pipeline.ingest`, into a run folder:
+Train the DCGAN (the measured default recipe; --recipe seed for the seed tutorial's) on a data
+folder written by `python -m pipeline.ingest`, into a run folder:
 
   <run>/hparams.json     hyperparameters and the data's fingerprint
   <run>/checkpoints/     the last few checkpoints (G, D, EMA generator, optimisers, RNG, step)
-  <run>/samples/         step-NNNNNNN.png grids from the EMA generator, same latents every time
-  <run>/logs/            TensorBoard: losses, D(real), D(fake), images/s, sample grids
+  <run>/samples/         step-NNNNNNN.png grids from the EMA generator: images 0..63 of
+                         `pipeline.sample --seed 0`; best.png for the best checkpoint
+  <run>/logs/            TensorBoard: losses, D's mean logits on reals and fakes, images/s, grids
   <run>/metrics.jsonl    one JSON line per log interval (and per evaluation)
   <run>/export/generator/<version>/   the trained EMA generator as a SavedModel (--no-export: not)
 
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--keep-checkpoints", type=int, default=3, metavar="N", help="how many periodic checkpoints to keep")
     runtime.add_argument("--sample-every", type=int, default=500, metavar="STEPS", help="write a sample grid every this many steps (and at the end)")
     runtime.add_argument("--log-every", type=int, default=50, metavar="STEPS", help="average metrics over and log every this many steps")
+    runtime.add_argument(
+        "--steps-per-execution", type=int, metavar="STEPS",
+        help="training steps per call into the TensorFlow graph, between which the host reads counters and "
+        "metrics (default: the gcd of --log-every, --sample-every and --checkpoint-every; 1 syncs every step)",
+    )  # fmt: skip
     runtime.add_argument("--new-run", action="store_true", help="discard the run folder's checkpoints, samples, logs and metrics and start at step 0")
     runtime.add_argument("--no-export", action="store_true", help="do not export the trained generator as a SavedModel at the end")
     runtime.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
@@ -237,9 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def make_evaluator(args: argparse.Namespace):
     """The evaluator of the data's eval split (real images loaded and described once)."""
-    from components.evaluator import make_evaluate_fn
+    from components.evaluator import TrainingEvaluator
 
-    return make_evaluate_fn(args.data, num=args.eval_num, seed=args.seed)
+    return TrainingEvaluator(args.data, num=args.eval_num, seed=args.seed)
 
 
 def train_run(args: argparse.Namespace, config: TrainConfig, run_dir: Path, evaluator, *, evaluate: bool):
@@ -272,6 +278,7 @@ def train_run(args: argparse.Namespace, config: TrainConfig, run_dir: Path, eval
         keep_checkpoints=args.keep_checkpoints,
         sample_every=args.sample_every,
         log_every=args.log_every,
+        steps_per_execution=args.steps_per_execution,
         new_run=args.new_run,
         verbose=not args.quiet,
     )
@@ -281,21 +288,12 @@ def train_run(args: argparse.Namespace, config: TrainConfig, run_dir: Path, eval
 def export(run_dir: Path, checkpoint: str, *, quiet: bool) -> Path:
     """Export `checkpoint` of the run, unless the newest export already holds that very checkpoint
     (a re-run of a finished command trains nothing and should not add an identical version)."""
-    import tensorflow as tf
+    from components.exporter import export_run
 
-    from components.artifacts import read_json, saved_model_versions
-    from components.exporter import MODEL_CARD, export_run
-
-    paths = RunPaths(run_dir)
-    prefix = tf.train.latest_checkpoint(str(paths.checkpoints / checkpoint if checkpoint == "best" else paths.checkpoints))
-    versions = saved_model_versions(paths.export)
-    if versions and (versions[-1] / MODEL_CARD).is_file() and read_json(versions[-1] / MODEL_CARD).get("checkpoint_path") == prefix:
-        if not quiet:
-            print(f"  export:       {versions[-1]} (already holds the {checkpoint} checkpoint)")
-        return versions[-1]
-    version = export_run(run_dir, checkpoint)
+    version, exported = export_run(run_dir, checkpoint, if_changed=True)
     if not quiet:
-        print(f"  export:       {version} ({checkpoint} checkpoint)")
+        state = f"{checkpoint} checkpoint" if exported else f"already holds the {checkpoint} checkpoint"
+        print(f"  export:       {version} ({state})")
     return version
 
 
@@ -303,7 +301,9 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
     """Run (or resume) the search; the best configuration to train next, or None when this
     process is done (--tune-only, or a worker of a distributed search)."""
     from components.distribute import cluster_spec_from_env
-    from components.tuner import SearchSettings, format_table, load_space_file, make_space, parse_space_override, run_search, search_role
+    from components.search_report import format_table
+    from components.search_space import load_space_file, make_space, parse_space_override
+    from components.tuner import SearchSettings, run_search, search_role
 
     if cluster_spec_from_env() is not None:
         raise PipelineError("--tune does not run under TF_CONFIG; distribute a search with the KERASTUNER_* variables.")
@@ -344,7 +344,7 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
 
 
 def config_from_best_file(base: TrainConfig, path: Path, *, quiet: bool) -> TrainConfig:
-    from components.tuner import config_from_best
+    from components.search_report import config_from_best
 
     config, notes = config_from_best(base, path)
     if not quiet:

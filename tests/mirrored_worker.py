@@ -21,7 +21,8 @@ import tensorflow as tf  # noqa: E402
 
 from components.gan import DCGAN  # noqa: E402
 from components.model import ModelConfig  # noqa: E402
-from components.trainer import TrainConfig, train  # noqa: E402
+from components.config import TrainConfig  # noqa: E402
+from components.trainer import train  # noqa: E402
 
 
 def main(data_dir: str, run_dir: str) -> None:

@@ -137,7 +137,7 @@ def test_the_command_line_exits_2_with_a_one_line_error(tmp_path, tiny_records):
 
 
 def test_the_cli_scores_what_evaluate_generator_scores_on_the_same_latents(run_dir, tiny_records):
-    # Both draw components.sampler.latents: the trainer's figures (make_evaluate_fn on the Keras
+    # Both draw components.latents: the trainer's figures (TrainingEvaluator on the Keras
     # generator) and pipeline.evaluate's (on its export) agree for the same weights.
     import tensorflow as tf
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from components.errors import PipelineError
-from components.evaluator import Evaluator, evaluate_generator, fixed_latents, make_evaluate_fn
+from components.evaluator import Evaluator, TrainingEvaluator, evaluate_generator
+from components.latents import first_latents
 from components.metrics.inception import frechet_distance, kernel_inception_distance, load_inception
 from components.metrics.memorisation import memorisation, nearest_neighbours
 from components.metrics.msssim import ms_ssim, pairwise_ms_ssim
@@ -279,7 +280,7 @@ def test_evaluate_generator_is_deterministic_and_caps_num_at_half_the_real_set()
     again = evaluate_generator(pool_generator(pool), real, latent_dim=4, num=500, seed=1, batch_size=64)
     assert first == again and first["num_images"] == 20
     assert "memorisation_nn_generated" not in first
-    assert fixed_latents(3, 4, seed=1).shape == (3, 4)
+    assert first_latents(3, 4, seed=1).shape == (3, 4)
 
 
 def test_evaluator_rejects_too_few_images_and_wrong_shapes():
@@ -292,10 +293,10 @@ def test_evaluator_rejects_too_few_images_and_wrong_shapes():
         evaluator.score(faces(4, size=16))
 
 
-def test_make_evaluate_fn_scores_a_keras_generator_on_fixed_latents(tiny_records):
+def test_training_evaluator_scores_a_keras_generator_on_fixed_latents(tiny_records):
     import keras
 
-    evaluate = make_evaluate_fn(tiny_records, num=64, seed=0, train_limit=40)
+    evaluate = TrainingEvaluator(tiny_records, num=64, seed=0, train_limit=40)
     generator = keras.Sequential([
         keras.Input((8,)),
         keras.layers.Dense(8 * 8 * 3, activation="tanh"),
@@ -312,13 +313,13 @@ def test_make_evaluate_fn_scores_a_keras_generator_on_fixed_latents(tiny_records
         evaluate(keras.Sequential([keras.Input((8,)), keras.layers.Dense(16 * 16 * 3), keras.layers.Reshape((16, 16, 3))]))
 
 
-def test_make_evaluate_fn_needs_enough_eval_images(tmp_path):
+def test_training_evaluator_needs_enough_eval_images(tmp_path):
     from tests.conftest import write_tiny_records
 
     images = faces(12)
     data = write_tiny_records(tmp_path / "data", images[:9], images[9:], shards=1)
     with pytest.raises(PipelineError, match="at least 4"):
-        make_evaluate_fn(data)
+        TrainingEvaluator(data)
 
 
 def test_fid_and_kid_come_from_a_local_inception_file(tmp_path):

@@ -16,8 +16,8 @@ import pytest
 from components import exporter
 from components.artifacts import RunPaths, read_json, resolve_saved_model, saved_model_versions
 from components.errors import PipelineError
-from components.grid import to_uint8
-from components.sampler import latents
+from components.latents import to_uint8_array as to_uint8
+from components.latents import latents
 
 LATENT = 8
 SIZE = 16
@@ -41,7 +41,7 @@ def tiny_generator(seed: int = 0):
 
 
 def expected_images(generator, seed: int, count: int) -> np.ndarray:
-    return to_uint8(generator(latents(seed, np.arange(count), LATENT), training=False).numpy())
+    return to_uint8(generator(latents(seed, np.arange(count), LATENT), training=False))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_export_loads_in_a_fresh_process_that_imports_only_tensorflow(exported, 
     import tensorflow as tf
 
     z = tf.random.stateless_normal([3, LATENT], seed=[1, 2], alg="philox")
-    assert np.abs(outputs["serving"].astype(int) - to_uint8(generator(z, training=False).numpy())).max() <= 1
+    assert np.abs(outputs["serving"].astype(int) - to_uint8(generator(z, training=False))).max() <= 1
     assert len(np.unique(outputs["serving"])) > 10  # real images, not a constant
 
 
@@ -97,7 +97,7 @@ def test_a_mismatching_export_fails_loudly_and_leaves_no_version(generator, tmp_
     root = tmp_path / "generator"
     exporter.export_generator(generator, root, {})
     # Pretend the in-memory generator renders 2 grey levels brighter than the SavedModel does.
-    monkeypatch.setattr(exporter, "to_uint8", lambda images: np.clip(to_uint8(images).astype(int) + 2, 0, 255))
+    monkeypatch.setattr(exporter, "to_uint8_array", lambda images: np.clip(to_uint8(images).astype(int) + 2, 0, 255))
     with pytest.raises(PipelineError, match="differ .* by 2 grey levels"):
         exporter.export_generator(generator, root, {})
     assert sorted(p.name for p in root.iterdir()) == ["1"]
@@ -133,7 +133,8 @@ def test_model_card_holds_the_callers_fields_and_the_exports(exported):
 def trained_run(tiny_records, tmp_path_factory) -> Path:
     """A run of a few steps on the 32x32 fixture, with a stand-in evaluator so a best checkpoint exists."""
     from components.model import ModelConfig
-    from components.trainer import TrainConfig, train
+    from components.config import TrainConfig
+    from components.trainer import train
 
     run = tmp_path_factory.mktemp("run")
     config = TrainConfig(model=ModelConfig(latent_dim=LATENT, g_filters=4, d_filters=4), batch_size=16)
@@ -147,7 +148,7 @@ def trained_run(tiny_records, tmp_path_factory) -> Path:
 
 def test_export_cli_writes_the_runs_best_ema_generator_with_its_card(trained_run, tiny_records, capsys):
     from components.sampler import SavedModelGenerator
-    from components.trainer import restore_generator
+    from components.runfolder import restore_generator
     from pipeline.export import main
 
     assert main(["--run", str(trained_run), "--checkpoint", "best"]) == 0
@@ -168,10 +169,11 @@ def test_export_cli_writes_the_runs_best_ema_generator_with_its_card(trained_run
 
 
 def test_export_run_if_changed_reuses_the_version_of_the_same_checkpoint(trained_run):
-    latest = exporter.export_run(trained_run, "latest")
-    assert exporter.export_run(trained_run, "latest", if_changed=True) == latest
-    newer = exporter.export_run(trained_run, "best", if_changed=True)  # another checkpoint: a new version
-    assert int(newer.name) == int(latest.name) + 1
+    latest, exported = exporter.export_run(trained_run, "latest")
+    assert exported
+    assert exporter.export_run(trained_run, "latest", if_changed=True) == (latest, False)
+    newer, exported = exporter.export_run(trained_run, "best", if_changed=True)  # another checkpoint: a new version
+    assert exported and int(newer.name) == int(latest.name) + 1
 
 
 def test_export_cli_errors_name_the_run(tmp_path):

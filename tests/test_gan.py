@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from components.model import ModelConfig
-from components.trainer import build_gan, compile_gan, recipe_config
+from components.config import recipe_config
+from components.trainer import build_gan, compile_gan
 
 TINY = ModelConfig(image_size=32, latent_dim=8, g_filters=4, d_filters=4)
 
@@ -40,7 +41,7 @@ def test_training_changes_both_nets_and_lowers_d_loss():
 
     history = [gan.train_on_batch(images[:8], return_dict=True) for _ in range(12)]
 
-    assert all(set(h) == {"d_loss", "g_loss", "d_real", "d_fake"} for h in history)
+    assert all(set(h) == {"d_loss", "g_loss", "d_real_logit", "d_fake_logit"} for h in history)
     assert all(np.isfinite(np.asarray(v)).all() for h in history for v in h.values())
     assert distance(snapshot(gan.generator), g_before) > 0
     assert distance(snapshot(gan.discriminator), d_before) > 0

@@ -7,7 +7,7 @@ import pytest
 
 from components.errors import PipelineError
 from components.model import ModelConfig, build_discriminator, build_generator
-from components.trainer import RECIPES
+from components.config import RECIPES
 
 
 def seed_build_generator(latent_dim: int):

@@ -80,5 +80,5 @@ def test_mirrored_strategy_on_two_devices_trains_resumes_and_keeps_replicas_in_s
     assert result["first"] == [4, 32] and result["second"] == [6, 48, 4]
     assert result["copies_identical"] and result["all_finite"]
     assert result["augment_seeds_differ"]  # each replica augments its half of the batch differently
-    assert {"d_loss", "g_loss", "d_real", "d_fake"} <= set(result["metrics"])
+    assert {"d_loss", "g_loss", "d_real_logit", "d_fake_logit"} <= set(result["metrics"])
     assert [r["step"] for r in read_jsonl(RunPaths(run).metrics)] == [2, 4, 6]

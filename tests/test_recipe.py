@@ -10,7 +10,9 @@ import tensorflow as tf
 from components.augment import cutout, diff_augment, parse_policy, translation
 from components.errors import PipelineError
 from components.model import MinibatchStdDev, ModelConfig, build_discriminator, build_generator
-from components.trainer import RECIPES, TrainConfig, build_gan, compile_gan, recipe_config, restore_generator, train
+from components.config import RECIPES, recipe_config, TrainConfig
+from components.runfolder import restore_generator
+from components.trainer import build_gan, compile_gan, train
 
 TINY = {"image_size": 32, "latent_dim": 8, "g_filters": 4, "d_filters": 4}
 

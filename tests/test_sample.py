@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import sampler
+from components import latents, sampler
 from components.grid import encode_png
 from components.errors import PipelineError
 from components.exporter import export_generator
@@ -127,7 +127,7 @@ def test_grid_and_truncation(model_dir, loaded, tmp_path):
     assert main(["--model", str(model_dir), "--grid", str(grid), "--grid-count", "4", "--truncation", "0.5"]) == 0
     import tensorflow as tf
 
-    z = tf.clip_by_value(sampler.latents(0, np.arange(4), LATENT), -0.5, 0.5)
+    z = tf.clip_by_value(latents.latents(0, np.arange(4), LATENT), -0.5, 0.5)
     truncated = tf.saved_model.load(str(loaded.path)).signatures["serving_default"](z=z)["images"].numpy()
     assert np.array_equal(np.asarray(Image.open(grid)), make_grid(truncated))
     assert not np.array_equal(truncated, loaded.images(np.arange(4), seed=0))

@@ -17,9 +17,12 @@ from PIL import Image
 
 from components.artifacts import RunPaths, read_json, read_jsonl
 from components.errors import PipelineError
-from components.grid import make_grid, to_uint8
+from components.grid import make_grid
+from components.latents import grid_latents, to_uint8_array
 from components.model import ModelConfig
-from components.trainer import TrainConfig, TrainingDiverged, recipe_config, restore_generator, train
+from components.config import recipe_config, TrainConfig
+from components.runfolder import metric_values, restore_generator
+from components.trainer import train, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = TrainConfig(model=ModelConfig(latent_dim=8, g_filters=4, d_filters=4), batch_size=8)
@@ -67,36 +70,37 @@ def test_a_run_writes_its_folder_and_restores_its_generators(tiny_records, tmp_p
     assert record["data"]["counts"] == {"train": 96, "eval": 32} and record["data"]["fingerprint"] == "test"
     assert sorted(p.name for p in paths.checkpoints.glob("ckpt-*.index")) == ["ckpt-4.index", "ckpt-8.index"]
     assert [p.name for p in (paths.checkpoints / "best").glob("*.index")] == ["best-4.index"]
-    assert sorted(p.name for p in paths.samples.iterdir()) == ["step-0000004.png", "step-0000008.png"]
+    assert sorted(p.name for p in paths.samples.iterdir()) == ["best.png", "step-0000004.png", "step-0000008.png"]
+    assert (paths.samples / "best.png").read_bytes() == (paths.samples / "step-0000004.png").read_bytes()  # the best step's grid
     assert Image.open(paths.samples / "step-0000008.png").size == (8 * 34 + 2, 8 * 34 + 2)  # 8x8 grid of 32 px
-    assert tensorboard_tags(paths.logs) >= {"train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/images_per_sec", "eval/swd_avg", "samples"}
+    assert tensorboard_tags(paths.logs) >= {"train/d_loss", "train/g_loss", "train/d_real_logit", "train/d_fake_logit", "train/images_per_sec", "eval/swd_avg", "samples"}
 
     lines = read_jsonl(paths.metrics)
     assert [(r["kind"], r["step"]) for r in lines if r["kind"] == "train"] == [("train", s) for s in (2, 4, 6, 8)]
     assert [(r["step"], r["swd_avg"]) for r in lines if r["kind"] == "eval"] == [(2, 5.0), (4, 2.0), (6, 3.0), (8, 4.0)]
-    assert all({"d_loss", "g_loss", "d_real", "d_fake", "images_per_sec"} <= set(r) for r in lines if r["kind"] == "train")
+    assert all({"d_loss", "g_loss", "d_real_logit", "d_fake_logit", "images_per_sec"} <= set(r) for r in lines if r["kind"] == "train")
 
     generator, info = restore_generator(run)
     assert {k: info[k] for k in ("step", "images_seen", "image_size", "latent_dim", "data_fingerprint")} == {
         "step": 8, "images_seen": 64, "image_size": 32, "latent_dim": 8, "data_fingerprint": "test",
     }  # fmt: skip
     assert info["data_counts"] == {"train": 96, "eval": 32} and info["hparams"] == record["hparams"]
-    assert info["data_dir"] == str(Path(tiny_records).resolve()) and info["metrics"] == {"swd_avg": 4.0, "swd_16": 1.0}
-    grid_latents = np.random.default_rng(TINY.seed).standard_normal((64, 8)).astype(np.float32)
-    restored = np.asarray(generator(grid_latents))
+    assert info["data_dir"] == str(Path(tiny_records).resolve())
+    assert metric_values(info["evaluation"]) == {"swd_avg": 4.0, "swd_16": 1.0}
+    restored = np.asarray(generator(grid_latents(8)))
     assert restored.dtype == np.float32 and restored.shape == (64, 32, 32, 3)
     assert np.abs(restored).max() <= 1.0
     # The last sample grid is exactly what the restored generator draws for the grid's latents.
     saved_grid = np.asarray(Image.open(paths.samples / "step-0000008.png").convert("RGB"))
-    assert np.abs(saved_grid.astype(int) - make_grid(to_uint8(restored)).astype(int)).max() <= 1
+    assert np.abs(saved_grid.astype(int) - make_grid(to_uint8_array(restored)).astype(int)).max() <= 1
     # It is the EMA, in float32, with BatchNorm statistics of its own (not the raw generator's).
     trained_ema = result.gan.ema_generator
     np.testing.assert_allclose(generator.trainable_weights[0].numpy(), trained_ema.trainable_weights[0].numpy())
     assert not np.allclose(generator.non_trainable_weights[0].numpy(), trained_ema.non_trainable_weights[0].numpy())
 
     best, best_info = restore_generator(run, "best")
-    assert (best_info["step"], best_info["metrics"]["swd_avg"]) == (4, 2.0)
-    assert not np.allclose(np.asarray(best(grid_latents)), restored)
+    assert (best_info["step"], best_info["evaluation"]["swd_avg"]) == (4, 2.0)
+    assert not np.allclose(np.asarray(best(grid_latents(8))), restored)
 
 
 def test_rerun_resumes_and_a_finished_run_does_nothing(tiny_records, tmp_path, capsys):
@@ -149,7 +153,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_records, tmp_pat
     monkeypatch.setattr(DCGAN, "_generator_loss", poisoned_from_step_6)
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"diverged at step 6: .*g_loss=nan.*last good checkpoint \(step 4\)"):
-        train(TINY, tiny_records, run, images=400, checkpoint_every=2, **QUIET)
+        train(TINY, tiny_records, run, images=400, checkpoint_every=2, steps_per_execution=1, **QUIET)
 
     assert sorted(p.name for p in RunPaths(run).checkpoints.glob("ckpt-*.index")) == ["ckpt-2.index", "ckpt-4.index"]
     generator, info = restore_generator(run)

@@ -12,21 +12,12 @@ import pytest
 from PIL import Image
 
 from components.artifacts import RunPaths, read_json, read_jsonl
+from components.config import TrainConfig
 from components.errors import PipelineError
 from components.model import ModelConfig
-from components.trainer import TrainConfig
-from components.tuner import (
-    DEFAULT_SPACE,
-    SearchSettings,
-    apply_values,
-    config_from_best,
-    format_table,
-    load_space_file,
-    make_space,
-    parse_space_override,
-    run_search,
-    search_role,
-)
+from components.search_report import config_from_best, format_table
+from components.search_space import DEFAULT_SPACE, apply_values, load_space_file, make_space, parse_space_override
+from components.tuner import SearchSettings, run_search, search_role
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=16), batch_size=32)
 TINY = ["g_filters=4", "d_filters=8", "d_lr=2e-4", "beta_1=0.5"]  # everything fixed but what a test adds
@@ -49,9 +40,9 @@ class Evaluator:
 
 @pytest.fixture(scope="module")
 def evaluate(tiny_records):
-    from components.evaluator import make_evaluate_fn
+    from components.evaluator import TrainingEvaluator
 
-    return make_evaluate_fn(tiny_records, num=16, seed=0)
+    return TrainingEvaluator(tiny_records, num=16, seed=0)
 
 
 def tiny_space(*entries: str) -> dict:

@@ -1,0 +1,121 @@
+"""Every hyperparameter of a training run, and the named recipes that set them.
+
+`TrainConfig` (with its `ModelConfig`) is what `hparams.json` stores, what a resumed run must
+match and what the tuner searches over. Its defaults are the measured default recipe;
+`recipe_config("seed")` is the seed tutorial's recipe (README, Results).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from components.errors import PipelineError
+from components.model import ModelConfig, check_fields
+
+TRAIN_STEPS = ("dcgan", "seed")
+LOSSES = ("bce", "hinge")  # the DCGAN's adversarial losses (components.gan)
+
+# Named recipes: every field that differs from the dataclass defaults ("default" is the defaults).
+# "seed" is the tutorial's networks, losses and optimisers (plus the EMA generator every run has).
+RECIPES: dict[str, dict[str, Any]] = {
+    "seed": {
+        "model": {"g_upsample": "transpose5", "d_spectral_norm": False, "d_minibatch_std": False, "d_dropout": 0.3},
+        "batch_size": 128,
+        "g_lr": 2e-4,
+        "d_lr": 2e-4,
+        "loss": "bce",
+        "label_smoothing": 0.1,
+        "ema_decay": 0.999,
+        "ema_warmup": 10.0,
+        "augment": "",
+        "r1_gamma": 0.0,
+    },
+    "default": {},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every hyperparameter of a run: what `hparams.json` stores and the tuner searches over.
+
+    Defaults are the measured default recipe (see `RECIPES`; `recipe_config("seed")` is the seed
+    tutorial's). A field missing from an older `hparams.json` takes the seed recipe's value, which
+    is what that run trained with.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch_size: int = 32  # more, smaller steps for the same images: measured best at equal images seen
+    g_lr: float = 2e-4
+    d_lr: float = 4e-4
+    beta_1: float = 0.5
+    loss: str = "hinge"  # "bce": non-saturating with label smoothing (seed); "hinge"
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.999
+    ema_warmup: float = 10.0  # EMA decay = min(ema_decay, (1 + n) / (ema_warmup + n)) at G update n
+    augment: str = ""  # DiffAugment policy for D's inputs, e.g. "color,translation,cutout"
+    r1_gamma: float = 0.0  # R1 penalty weight on reals (0: off)
+    r1_every: int = 16  # lazy R1: applied every this many D updates
+    seed: int = 0
+    train_step: str = "dcgan"  # "seed": the tutorial's two-round loop (for the benchmark)
+
+    def __post_init__(self) -> None:
+        from components.augment import parse_policy
+
+        for name in ("batch_size", "r1_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise PipelineError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        for name in ("g_lr", "d_lr", "ema_warmup"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise PipelineError(f"{name} must be a positive number, got {value!r}.")
+        for name in ("beta_1", "label_smoothing", "ema_decay"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise PipelineError(f"{name} must be in [0, 1), got {getattr(self, name)!r}.")
+        if not (isinstance(self.r1_gamma, (int, float)) and math.isfinite(self.r1_gamma) and self.r1_gamma >= 0):
+            raise PipelineError(f"r1_gamma must be a number >= 0, got {self.r1_gamma!r}.")
+        if self.loss not in LOSSES:
+            raise PipelineError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}.")
+        try:
+            parse_policy(self.augment)
+        except ValueError as err:
+            raise PipelineError(f"augment: {err}.") from err
+        if self.train_step not in TRAIN_STEPS:
+            raise PipelineError(f"train_step must be one of {', '.join(TRAIN_STEPS)}, got {self.train_step!r}.")
+        if self.train_step == "seed" and (self.loss != "bce" or self.augment or self.r1_gamma):
+            raise PipelineError("train_step seed trains with loss bce only, without augment or r1_gamma.")
+        if not isinstance(self.seed, int):
+            raise PipelineError(f"seed must be an integer, got {self.seed!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """A config from `to_dict()` output; absent fields (older files) take the seed recipe's values."""
+        seed = RECIPES["seed"]
+        values = {**{k: v for k, v in seed.items() if k != "model"}, **values}
+        model = ModelConfig.from_dict({**seed["model"], **values.pop("model", {})})
+        return cls(model=model, **check_fields(cls, values, "training"))
+
+    def with_image_size(self, image_size: int) -> "TrainConfig":
+        """This config for data of `image_size` pixels; a different size already set is an error."""
+        if self.model.image_size not in (None, image_size):
+            raise PipelineError(
+                f"the model is configured for {self.model.image_size}x{self.model.image_size} images "
+                f"but the data holds {image_size}x{image_size}."
+            )
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, image_size=image_size))
+
+
+def recipe_config(name: str, **overrides: Any) -> TrainConfig:
+    """The named recipe ("seed" or "default") with `overrides` (TrainConfig fields; `model` a dict
+    of ModelConfig fields merged into the recipe's)."""
+    if name not in RECIPES:
+        raise PipelineError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}.")
+    values = {**RECIPES[name], **overrides}
+    model = {**RECIPES[name].get("model", {}), **overrides.get("model", {})}
+    values.pop("model", None)
+    return TrainConfig(model=ModelConfig(**model), **values)

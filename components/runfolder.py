@@ -1,0 +1,349 @@
+"""A training run's folder: its record (`hparams.json`), its checkpoints and its metrics log.
+
+- `hparams.json` records the `TrainConfig` and the data it trains on (manifest fingerprint and
+  counts); a later run in the folder with other hyperparameters or other data is an error unless
+  it starts over (`new_run`), which removes only what the trainer wrote.
+- `checkpoints/ckpt-N` (the last few) and `checkpoints/best/` (lowest `swd_avg`) hold G, D, the
+  EMA generator, both Adam states, the RNG states, the step and images-seen counters and the best
+  score so far. A crash may leave the newest checkpoint torn, or TensorFlow's `checkpoint` index
+  file pointing at a missing one: resuming then falls back to the newest intact checkpoint and
+  says which one it skipped and why; with no intact checkpoint left it refuses rather than
+  silently starting again from step 0.
+- `metrics.jsonl`: one line per log interval and evaluation; lines after the restored step are
+  dropped on resume (they will be redone), and a line torn by a crash is dropped with a note.
+
+`restore_generator(run_dir)` gives back a run's EMA generator as a plain float32 Keras model with
+its own BatchNorm statistics, for the exporter, the evaluator and the tuner.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from components.artifacts import RunPaths, atomic_write_json, atomic_write_text, changed_settings, read_json, read_jsonl
+from components.config import TrainConfig
+from components.errors import PipelineError
+
+CHECKPOINT_NAME = "ckpt"
+BEST = "best"
+EVAL_OBJECTIVE = "swd_avg"  # lower is better
+TRAINER_OUTPUTS = ("checkpoints", "samples", "logs", "metrics.jsonl", "hparams.json")  # what --new-run removes
+
+
+# -- hparams.json -----------------------------------------------------------------------------------
+
+
+def run_record(config: TrainConfig, data_dir: str | Path, manifest: dict) -> dict:
+    """hparams.json: the hyperparameters, and which data they were trained on."""
+    return {
+        "hparams": config.to_dict(),
+        "data": {
+            "dir": str(Path(data_dir).resolve()),
+            "fingerprint": manifest.get("fingerprint"),
+            "counts": {split: int(entry["count"]) for split, entry in manifest["splits"].items()},
+            "image_size": int(manifest["image_size"]),
+        },
+    }
+
+
+def read_run_record(paths: RunPaths) -> dict | None:
+    """The folder's hparams.json, None if there is none; a damaged one is an error naming it."""
+    if not paths.hparams.is_file():
+        return None
+    try:
+        record = read_json(paths.hparams)
+        TrainConfig.from_dict(record["hparams"]), record["data"]["fingerprint"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise PipelineError(f"{paths.hparams} is not a valid run record ({err}); pass --new-run to start over.") from err
+    return record
+
+
+def prepare_run_folder(paths: RunPaths, record: dict, *, new_run: bool, write: bool) -> None:
+    """Check that an existing run folder belongs to this configuration and data, or start afresh.
+
+    `new_run` deletes what a previous run of the trainer wrote (checkpoints, samples, logs,
+    metrics, hparams.json) and nothing else in the folder.
+    """
+    if new_run:
+        if write:
+            for name in TRAINER_OUTPUTS:
+                target = paths.root / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    else:
+        saved = read_run_record(paths)
+        if saved is None and paths.checkpoints.exists() and any(paths.checkpoints.iterdir()):
+            raise PipelineError(f"{paths.checkpoints} holds checkpoints but {paths.hparams} is missing; pass --new-run to start over.")
+        if saved is not None:
+            _check_same_run(paths, saved, record)
+    if write and not paths.hparams.exists():
+        atomic_write_json(paths.hparams, record)
+
+
+def _check_same_run(paths: RunPaths, saved: dict, record: dict) -> None:
+    changes = changed_settings(TrainConfig.from_dict(saved["hparams"]).to_dict(), record["hparams"], then="in the run")
+    if saved["data"]["fingerprint"] != record["data"]["fingerprint"]:
+        changes.append(
+            f"data: {saved['data']['dir']} (fingerprint {saved['data']['fingerprint']}) in the run, "
+            f"{record['data']['dir']} (fingerprint {record['data']['fingerprint']}) now"
+        )
+    if changes:
+        raise PipelineError(
+            f"{paths.root} was trained with other settings ({paths.hparams}): " + "; ".join(changes)
+            + ". Re-run with the run's settings to resume it, choose another run folder, or pass --new-run to discard it."
+        )
+
+
+# -- metrics.jsonl ----------------------------------------------------------------------------------
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """Forget metric lines a killed run wrote after its last checkpoint: they will be redone."""
+    records = read_jsonl(path)
+    kept = [record for record in records if record["step"] <= step]
+    if len(kept) != len(records) or _has_torn_line(path):
+        atomic_write_text(path, "".join(json.dumps(record, sort_keys=True) + "\n" for record in kept))
+
+
+def _has_torn_line(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+
+
+def last_record(path: Path, kind: str, step: int) -> dict[str, Any]:
+    """The last metrics.jsonl line of `kind` ("train" or "eval") at or before `step`, {} if none."""
+    records = [record for record in read_jsonl(path) if record.get("kind") == kind and record["step"] <= step]
+    return records[-1] if records else {}
+
+
+def metric_values(record: dict[str, Any]) -> dict[str, float]:
+    """A metrics.jsonl line without its bookkeeping: the figures alone."""
+    return {key: value for key, value in record.items() if key not in ("kind", "step", "images_seen", "time", "evaluation")}
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+
+
+def checkpoint_prefixes(directory: Path) -> list[Path]:
+    """The checkpoints in `directory` whose index file exists, newest (highest number) first.
+
+    TensorFlow's `checkpoint` state file is not trusted: a crash between writing a checkpoint and
+    updating it, or a torn state file, must not hide (or invent) a checkpoint.
+    """
+    numbered = []
+    for index in directory.glob("*.index") if directory.is_dir() else ():
+        match = re.fullmatch(rf"({CHECKPOINT_NAME}|{BEST})-(\d+)", index.stem)
+        if match:
+            numbered.append((int(match.group(2)), directory / index.stem))
+    return [prefix for _, prefix in sorted(numbered, reverse=True)]
+
+
+def restore_newest_intact(checkpoint, directory: Path, say=print, *, partial: bool = False) -> Path | None:
+    """Restore `checkpoint` (a `tf.train.Checkpoint`) from the newest intact checkpoint in `directory`.
+
+    Returns its prefix, or None when the folder holds no checkpoint at all. A damaged newer
+    checkpoint is skipped with a note saying why; if every checkpoint is damaged, `PipelineError`.
+    `partial`: `checkpoint` holds only some of the saved objects (e.g. the EMA generator alone).
+    """
+    import tensorflow as tf
+
+    skipped = []
+    for prefix in checkpoint_prefixes(directory):
+        try:
+            status = checkpoint.restore(str(prefix))
+            if partial:
+                status.expect_partial()
+            status.assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as err:
+            skipped.append((prefix, _first_line(err)))
+            continue
+        for bad, why in skipped:
+            say(f"note: skipped checkpoint {bad.name}, which is damaged ({why}); resuming from {prefix.name} instead")
+        return prefix
+    if skipped:
+        raise PipelineError(
+            f"every checkpoint in {directory} is damaged (newest {skipped[0][0].name}: {skipped[0][1]}); "
+            "pass --new-run to start over."
+        )
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = getattr(err, "message", None) or str(err) or type(err).__name__
+    return text.strip().splitlines()[0][:300]
+
+
+def remove_checkpoints_after(directory: Path, prefix: Path | None) -> None:
+    """Delete this run's checkpoints newer than `prefix` (damaged or from after the resume point)
+    and the temporary folders of interrupted saves, and point TensorFlow's state file at `prefix`,
+    so the next save continues a consistent sequence."""
+    import tensorflow as tf
+
+    if not directory.is_dir():
+        return
+    number = _number(prefix) if prefix is not None else -1
+    for entry in list(directory.iterdir()):
+        match = re.fullmatch(rf"({CHECKPOINT_NAME}|{BEST})-(\d+)(\.index|\.data-\d+-of-\d+|_temp)", entry.name)
+        if match and (int(match.group(2)) > number or match.group(3) == "_temp"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    kept = [str(p) for p in reversed(checkpoint_prefixes(directory))]
+    if kept:
+        tf.compat.v1.train.update_checkpoint_state(str(directory), kept[-1], all_model_checkpoint_paths=kept)
+    else:
+        (directory / "checkpoint").unlink(missing_ok=True)
+
+
+def _number(prefix: Path) -> int:
+    return int(prefix.name.rsplit("-", 1)[1])
+
+
+class CheckpointState:
+    """The checkpointed state of a run and its two checkpoint managers (periodic and best)."""
+
+    def __init__(self, gan, paths: RunPaths, keep: int, write_dir: Path, chief: bool):
+        import tensorflow as tf
+
+        from components.precision import unwrap
+
+        # The optimisers' slots already exist (DCGAN.compile builds them), so a restore fills them.
+        self.gan, self.paths, self.keep, self.write_dir, self.chief = gan, paths, keep, write_dir, chief
+        self.best_swd = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_swd")
+        self.checkpoint = tf.train.Checkpoint(
+            generator=gan.generator,
+            discriminator=gan.discriminator,
+            ema_generator=gan.ema_generator,
+            g_optimizer=unwrap(gan.g_optimizer),
+            d_optimizer=unwrap(gan.d_optimizer),
+            latent_rng=gan.latent_seeds.state,
+            # Only runs that augment have this state, so checkpoints from before it existed still load.
+            **({"augment_rng": gan.augment_seeds.state} if gan.augment else {}),
+            step=gan.step,
+            images_seen=gan.images_seen,
+            best_swd=self.best_swd,
+        )
+        self.periodic = self.best = None
+        self.saved_step = -1
+
+    @property
+    def step_now(self) -> int:
+        return int(self.gan.step.numpy())
+
+    @property
+    def images_seen_now(self) -> int:
+        return int(self.gan.images_seen.numpy())
+
+    @property
+    def best_swd_now(self) -> float | None:
+        value = float(self.best_swd.numpy())
+        return value if math.isfinite(value) else None
+
+    def restore(self, say=print) -> int | None:
+        """Load the newest intact checkpoint, if any, and set up saving after it; its step, or
+        None for a fresh start. Refuses (PipelineError) where earlier progress cannot be found."""
+        import tensorflow as tf
+
+        prefix = restore_newest_intact(self.checkpoint, self.paths.checkpoints, say)
+        if prefix is None and _names_a_checkpoint(self.paths.checkpoints):
+            raise PipelineError(
+                f"{self.paths.checkpoints}/checkpoint names a checkpoint, but none of its files are left to resume "
+                "from; pass --new-run to start over."
+            )
+        if self.chief:
+            remove_checkpoints_after(self.paths.checkpoints, prefix)
+            best = checkpoint_prefixes(self.paths.checkpoints / BEST)  # kept even if newer: still the best weights seen
+            remove_checkpoints_after(self.paths.checkpoints / BEST, best[0] if best else None)
+            self.best = tf.train.CheckpointManager(self.checkpoint, str(self.paths.checkpoints / BEST), max_to_keep=1, checkpoint_name=BEST)
+        self.periodic = tf.train.CheckpointManager(self.checkpoint, str(self.write_dir), max_to_keep=self.keep, checkpoint_name=CHECKPOINT_NAME)
+        if prefix is None:
+            return None
+        best = self._best_score()
+        if best is not None:
+            # A killed run may have kept a better "best" after its last periodic checkpoint.
+            self.best_swd.assign(min(float(self.best_swd.numpy()), best))
+        self.saved_step = self.step_now
+        return self.saved_step
+
+    def _best_score(self) -> float | None:
+        import tensorflow as tf
+
+        for prefix in checkpoint_prefixes(self.paths.checkpoints / BEST):
+            try:
+                return float(tf.train.load_variable(str(prefix), "best_swd/.ATTRIBUTES/VARIABLE_VALUE"))
+            except (ValueError, tf.errors.OpError):
+                continue
+        return None
+
+    def save(self) -> None:
+        self.periodic.save(checkpoint_number=self.step_now)
+        self.saved_step = self.step_now
+
+    def save_if_best(self, swd: float) -> bool:
+        if swd >= float(self.best_swd.numpy()):
+            return False
+        self.best_swd.assign(swd)
+        if self.best is not None:
+            self.best.save(checkpoint_number=self.step_now)
+        return True
+
+
+def _names_a_checkpoint(directory: Path) -> bool:
+    """True when TensorFlow's state file in `directory` records a saved checkpoint."""
+    state = directory / "checkpoint"
+    return state.is_file() and "model_checkpoint_path" in state.read_text(errors="replace")
+
+
+# -- the generator of a finished run ----------------------------------------------------------------
+
+
+def restore_generator(run_dir: str | Path, checkpoint: str = "latest"):
+    """The EMA generator of a run as a float32 Keras model, and what it is.
+
+    Returns `(generator, info)`: `generator` maps z float32[N, latent_dim] to float32[N, H, W, 3]
+    in [-1, 1] whatever precision it trained in, with the BatchNorm statistics of its own weights
+    (`components.model.use_standing_statistics`), exactly as the trainer's sample grids and
+    evaluations saw it. `info` has `hparams`, `step`, `images_seen`, `image_size`, `latent_dim`,
+    `data_dir`, `data_fingerprint`, `data_counts`, `checkpoint` (the file prefix) and
+    `evaluation` (the metrics.jsonl line of the last evaluation at or before that step, {} if
+    none). `checkpoint` is "latest" or "best" (the lowest `swd_avg`, present when an evaluator ran).
+    """
+    import tensorflow as tf
+
+    from components.model import build_generator, use_standing_statistics
+
+    if checkpoint not in ("latest", BEST):
+        raise PipelineError(f"checkpoint must be 'latest' or 'best', got {checkpoint!r}.")
+    paths = RunPaths(run_dir)
+    record = read_run_record(paths)
+    if record is None:
+        raise PipelineError(f"{paths.root} is not a training run folder: {paths.hparams} does not exist.")
+    config = TrainConfig.from_dict(record["hparams"])
+    directory = paths.checkpoints / BEST if checkpoint == BEST else paths.checkpoints
+
+    generator = build_generator(config.model, "float32")
+    step = tf.Variable(0, dtype=tf.int64)
+    images_seen = tf.Variable(0, dtype=tf.int64)
+    reader = tf.train.Checkpoint(ema_generator=generator, step=step, images_seen=images_seen)
+    prefix = restore_newest_intact(reader, directory, say=lambda text: print(text, file=sys.stderr), partial=True)
+    if prefix is None:
+        hint = " (a best checkpoint exists only when training ran with an evaluator)" if checkpoint == BEST else ""
+        raise PipelineError(f"{paths.root} has no {checkpoint} checkpoint in {directory}{hint}; train it first.")
+    use_standing_statistics(generator)
+    data = record["data"]
+    info = {
+        "hparams": record["hparams"],
+        "step": int(step.numpy()),
+        "images_seen": int(images_seen.numpy()),
+        "image_size": config.model.image_size,
+        "latent_dim": config.model.latent_dim,
+        "data_dir": data["dir"],
+        "data_fingerprint": data["fingerprint"],
+        "data_counts": data["counts"],
+        "checkpoint": str(prefix),
+        "evaluation": last_record(paths.metrics, "eval", int(step.numpy())),
+    }
+    return generator, info
+
