@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from components.artifacts import atomic_write_json, atomic_write_text
 from bench.common import ANIME_2K, OUT_DIR
+from components.artifacts import atomic_write_json, atomic_write_text
 
 BENCH_DIR = Path(__file__).resolve().parent
 

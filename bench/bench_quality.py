@@ -24,7 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import OUT_DIR, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
+from bench.common import (
+    OUT_DIR,
+    add_data_arguments,
+    emit,
+    ingested_data,
+    peak_rss_mb,
+    timer,
+)
 
 GAP = 8  # pixels between the two grids
 
@@ -76,7 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def variants(ablation: bool, only: str) -> dict[str, object]:
     """Name -> TrainConfig of every run, for the comparison or the ablation."""
-    from components.config import recipe_config, TrainConfig
+    from components.config import TrainConfig, recipe_config
 
     if not ablation:
         return {"seed": recipe_config("seed"), "default": recipe_config("default")}

@@ -47,8 +47,8 @@ def measure(side: str, batch_size: int, image_size: int, steps: int, warmup: int
     import numpy as np
     import tensorflow as tf
 
-    from components.precision import resolve_precision
     from components.config import recipe_config
+    from components.precision import resolve_precision
     from components.trainer import build_gan, compile_gan
 
     recipe, variant, precision, updates_per_step, model = SIDES[side]

@@ -26,7 +26,14 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench.common import OUT_DIR, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
+from bench.common import (
+    OUT_DIR,
+    add_data_arguments,
+    emit,
+    ingested_data,
+    peak_rss_mb,
+    timer,
+)
 
 QUICK_SPACE = ["g_filters=8,16", "d_filters=16,32", "g_lr=1e-4..1e-3:log", "d_lr=1e-4..1e-3:log", "beta_1=0.5"]
 
@@ -63,8 +70,8 @@ def train_and_score(config, data: Path, run: Path, images: int, evaluate) -> dic
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from components.evaluator import TrainingEvaluator
     from components.config import recipe_config
+    from components.evaluator import TrainingEvaluator
     from components.search_report import format_table
     from components.search_space import apply_values, make_space, parse_space_override
     from components.tuner import SearchSettings, run_search

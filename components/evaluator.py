@@ -26,13 +26,19 @@ set of weights gets one set of figures whichever way it is evaluated.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from components.errors import PipelineError
 from components.latents import first_latents
-from components.metrics.inception import FeatureExtractor, frechet_distance, kernel_inception_distance, load_inception
+from components.metrics.inception import (
+    FeatureExtractor,
+    frechet_distance,
+    kernel_inception_distance,
+    load_inception,
+)
 from components.metrics.memorisation import memorisation_summary, nearest_neighbours
 from components.metrics.msssim import pairwise_ms_ssim
 from components.metrics.swd import swd_descriptors, swd_from_descriptors
@@ -69,7 +75,9 @@ class Evaluator:
     """Scores generated sets against one fixed real set; the real side is computed once.
 
     `real` is uint8 NHWC (the eval split), `train` the training images for the memorisation check
-    (None skips it), `inception` an optional feature extractor for FID/KID.
+    (None skips it), `inception` an optional feature extractor for FID/KID. `cache` (see
+    `baseline_cache`) keeps the real-vs-real figures, the costliest part of the real side (the
+    floor alone is one full SWD), for the next evaluator of the same data, split, size and seed.
     """
 
     def __init__(
@@ -80,6 +88,7 @@ class Evaluator:
         num: int = 1024,
         seed: int = 0,
         inception: FeatureExtractor | None = None,
+        cache: Path | None = None,
     ):
         real = np.asarray(real)
         if num <= 0:
@@ -94,20 +103,27 @@ class Evaluator:
         reference, floor_half = real[order[: self.num]], real[order[self.num : 2 * self.num]]
 
         self._reference = swd_descriptors(reference, seed)
+        self.train = train
+        if inception is not None:
+            self._reference_features = inception(reference)
+        cached = _read_cache(cache)
+        if cached is not None and (cached[1] is None) == (train is None):
+            self.baseline, self._real_nn = cached
+            return
         floor = swd_from_descriptors(self._reference, swd_descriptors(floor_half, seed), seed)
         self.baseline = {f"{name}_floor": value for name, value in floor.items()}
         self.baseline["msssim_real"] = pairwise_ms_ssim(real[order[: 2 * self.num]], MAX_PAIRS, seed)
-
-        self.train = train
+        self._real_nn = None
         if train is not None:
             heldout = real[order[: min(2 * self.num, MEMORISATION_SAMPLE)]]
             self._real_nn = nearest_neighbours(heldout, train)[0]
             self.baseline["memorisation_nn_real"] = float(np.median(self._real_nn))
         if inception is not None:
-            self._reference_features = inception(reference)
             floor_features = inception(floor_half)
             self.baseline["fid_floor"] = frechet_distance(floor_features, self._reference_features)
             self.baseline["kid_floor"] = kernel_inception_distance(floor_features, self._reference_features, seed)
+        if cache is not None:
+            _write_cache(cache, self.baseline, self._real_nn)
 
     def score(self, generated: np.ndarray) -> dict[str, float]:
         """All metrics for `num` generated uint8 NHWC images, with the real baselines beside them."""
@@ -128,23 +144,6 @@ class Evaluator:
             metrics["fid"] = frechet_distance(features, self._reference_features)
             metrics["kid"] = kernel_inception_distance(features, self._reference_features, self.seed)
         return {**metrics, **self.baseline, "num_images": self.num}
-
-
-def evaluate_generator(
-    generate: Generate,
-    real_eval: np.ndarray,
-    real_train: np.ndarray | None = None,
-    *,
-    latent_dim: int,
-    num: int = 1024,
-    seed: int = 0,
-    batch_size: int = 256,
-    inception: FeatureExtractor | None = None,
-) -> dict[str, float]:
-    """One-off evaluation of `generate` on the fixed latents of `seed` (see the module docstring)."""
-    evaluator = Evaluator(real_eval, real_train, num=num, seed=seed, inception=inception)
-    images = generate_images(generate, first_latents(evaluator.num, latent_dim, seed), batch_size)
-    return evaluator.score(images)
 
 
 def load_evaluation_images(
@@ -172,6 +171,52 @@ def keras_generate(generator) -> Generate:
     from components.latents import to_uint8_array
 
     return lambda z: to_uint8_array(generator(z, training=False))
+
+
+CACHE_VERSION = 1
+
+
+def baseline_cache(
+    data_dir: str | os.PathLike, split: str, num: int, seed: int, train_limit: int, inception_weights: str | os.PathLike | None = None
+) -> Path:
+    """Where the real-side figures of one evaluation set-up are cached: `<data>/cache/eval-<key>.json`,
+    the key hashing the data's fingerprint, split, image count, seed, memorisation set and
+    Inception weights (like stylegan2-ada's metric cache). A new ingest replaces the folder, cache
+    included."""
+    from components.artifacts import fingerprint
+    from components.records import read_manifest
+
+    weights = Path(inception_weights) if inception_weights else None
+    key = fingerprint({
+        "version": CACHE_VERSION, "data": read_manifest(data_dir).get("fingerprint"), "split": split, "num": num, "seed": seed,
+        "train_limit": train_limit, "inception": [str(weights.resolve()), weights.stat().st_size, weights.stat().st_mtime_ns] if weights else None,
+    })  # fmt: skip
+    return Path(data_dir, "cache", f"eval-{key}.json")
+
+
+def _read_cache(path: Path | None) -> tuple[dict[str, float], np.ndarray | None] | None:
+    """The cached (baseline, real nearest-neighbour distances), or None if absent or unreadable."""
+    from components.artifacts import read_json
+
+    if path is None:
+        return None
+    try:
+        cached = read_json(path)
+        baseline = {str(name): float(value) for name, value in cached["baseline"].items()}
+        real_nn = None if cached["real_nn"] is None else np.asarray(cached["real_nn"], np.float64)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # absent, torn or from another version: compute it again
+    return baseline, real_nn
+
+
+def _write_cache(path: Path, baseline: dict[str, float], real_nn: np.ndarray | None) -> None:
+    from components.artifacts import atomic_write_json
+
+    content = {"version": CACHE_VERSION, "baseline": baseline, "real_nn": None if real_nn is None else real_nn.tolist()}
+    try:
+        atomic_write_json(path, content)
+    except OSError:
+        pass  # a read-only data folder: the figures are computed again next time
 
 
 def evaluation_request(data_dir: str | os.PathLike, split: str, num: int, seed: int) -> dict[str, Any]:
@@ -205,7 +250,8 @@ class TrainingEvaluator:
     ):
         real, train = load_evaluation_images(data_dir, split, train_limit)
         inception = load_inception(inception_weights) if inception_weights else None
-        self.evaluator = Evaluator(real, train, num=num, seed=seed, inception=inception)
+        cache = baseline_cache(data_dir, split, num, seed, train_limit, inception_weights)
+        self.evaluator = Evaluator(real, train, num=num, seed=seed, inception=inception, cache=cache)
         self.seed, self.batch_size = seed, batch_size
         self.request = evaluation_request(data_dir, split, num, seed)
         self._latents: dict[int, np.ndarray] = {}

@@ -23,9 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from components.artifacts import RunPaths, atomic_directory, atomic_write_json, read_json, saved_model_versions, tool_versions
+from components.artifacts import (
+    RunPaths,
+    atomic_directory,
+    atomic_write_json,
+    read_json,
+    saved_model_versions,
+    tool_versions,
+)
 from components.errors import PipelineError
-from components.latents import RECIPE as LATENTS_RECIPE, latents, to_uint8, to_uint8_array
+from components.latents import RECIPE as LATENTS_RECIPE
+from components.latents import latents, to_uint8, to_uint8_array
 from components.sampler import SERVING_SIGNATURE
 
 SAMPLE_SIGNATURE = "sample"

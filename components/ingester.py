@@ -22,9 +22,25 @@ from typing import Callable, Iterator, Sequence
 
 import apache_beam as beam
 
-from components.artifacts import MANIFEST, atomic_directory, atomic_write_json, atomic_write_text, fingerprint, read_json, tool_versions
+from components.artifacts import (
+    MANIFEST,
+    atomic_directory,
+    atomic_write_json,
+    atomic_write_text,
+    fingerprint,
+    read_json,
+    tool_versions,
+)
 from components.errors import PipelineError
-from components.example_gen import PROGRESS, SUMMARIES, ChunkSpec, IngestOptions, beam_options, build_pipeline, plan_chunks
+from components.example_gen import (
+    PROGRESS,
+    SUMMARIES,
+    ChunkSpec,
+    IngestOptions,
+    beam_options,
+    build_pipeline,
+    plan_chunks,
+)
 from components.records import shard_name
 from components.sources import FolderSource, ImageSource
 

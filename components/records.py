@@ -10,16 +10,20 @@ them and parses a whole batch at once (parsing record by record is about 2x slow
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import re
 import struct
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import google_crc32c
 import numpy as np
 
-from components.artifacts import MANIFEST, read_json
+from components.artifacts import MANIFEST, atomic_write_json, read_json
 from components.errors import PipelineError
+
 
 def shard_name(split: str, index: int, total: int) -> str:
     """`train-00003-of-00008.tfrecord`: the name of shard 3 of 8 of the train split."""
@@ -101,24 +105,18 @@ def write_shard(path: str | os.PathLike, serialized: Iterable[bytes]) -> dict:
     return {"file": Path(path).name, "count": count, "bytes": os.path.getsize(path)}
 
 
-def read_records(path: str | os.PathLike) -> Iterator[bytes]:
-    """The serialized records of one TFRecord file, CRC-checked, without TensorFlow.
+def framed_size(record: bytes) -> int:
+    """Bytes one record takes in a TFRecord file: length, its CRC, the data and the data's CRC."""
+    return _LENGTH.size + 2 * _CRC.size + len(record)
 
-    A bad length, a bad CRC or a truncated record is a `PipelineError` naming the file.
-    """
-    with open(path, "rb") as handle:
-        while True:
-            header = handle.read(_LENGTH.size + _CRC.size)
-            if not header:
-                return
-            length_bytes, length_crc = header[: _LENGTH.size], header[_LENGTH.size :]
-            if len(header) != _LENGTH.size + _CRC.size or _masked_crc(length_bytes) != length_crc:
-                raise PipelineError(f"{path} is corrupt: bad record header at byte {handle.tell() - len(header)}.")
-            (length,) = _LENGTH.unpack(length_bytes)
-            record, crc = handle.read(length), handle.read(_CRC.size)
-            if len(record) != length or _masked_crc(record) != crc:
-                raise PipelineError(f"{path} is corrupt: truncated record or bad CRC near byte {handle.tell()}.")
-            yield record
+
+def copy_byte_ranges(source: str | os.PathLike, target: str | os.PathLike, ranges: Iterable[tuple[int, int]]) -> None:
+    """Write the (offset, length) byte ranges of `source`, in order, as `target` (whole records of a
+    shard: the result is a valid shard of just those records)."""
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        for offset, length in ranges:
+            reader.seek(offset)
+            writer.write(reader.read(length))
 
 
 def _feature_spec() -> dict:
@@ -151,7 +149,7 @@ def parse_examples(serialized, image_size: int, channels: int = 3, *, images_onl
 
 
 def read_manifest(data_dir: str | os.PathLike) -> dict:
-    """Load a data folder's manifest, with a clear error when it is not an ingest output."""
+    """Load a data folder's manifest, checked: a missing, torn or foreign manifest is an error naming it."""
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
         raise PipelineError(
@@ -161,26 +159,67 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
         )
     try:
         manifest = read_json(path)
-        manifest["image_size"], manifest["splits"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise PipelineError(f"{path} is not a valid manifest ({err}); re-run the ingest with --overwrite.") from err
+        problem = manifest_problem(manifest)
+    except (OSError, ValueError) as err:
+        problem = f"it cannot be read as JSON ({err})"
+    if problem:
+        raise PipelineError(f"{path} is not a valid manifest: {problem}. Re-run the ingest with --overwrite.")
     return manifest
 
 
-def shard_paths(data_dir: str | os.PathLike, split: str, verify: bool = True) -> list[str]:
-    """The shard files of one split, checked against the manifest.
+_SHARD_FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\.tfrecord")
 
-    With `verify`, every shard is read through once: its size and record count must match the
-    manifest and every record's CRC must hold. This costs about a second per 200 MB and turns a
-    corrupt or truncated shard into an error naming the file, instead of a `DataLossError` deep
-    inside training.
+
+def manifest_problem(manifest) -> str | None:
+    """What makes `manifest` unusable, or None: every field a reader relies on, with its type, and
+    shard names that stay inside the data folder (a plain file name, no path)."""
+
+    def count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(manifest, dict):
+        return f"it holds a {type(manifest).__name__}, not an object"
+    size = manifest.get("image_size")
+    if not count(size) or not 1 <= size <= 4096:
+        return f"image_size is {size!r}, not a size in pixels"
+    if manifest.get("channels", 3) != 3:
+        return f"channels is {manifest.get('channels')!r}; only RGB (3) is supported"
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or not {"train", "eval"} <= set(splits):
+        return "splits must hold 'train' and 'eval'"
+    for name in ("train", "eval"):
+        split = splits[name]
+        if not isinstance(split, dict) or not count(split.get("count")) or not isinstance(split.get("shards"), list):
+            return f"split '{name}' needs a count and a list of shards"
+        for shard in split["shards"]:
+            if not isinstance(shard, dict) or not all(count(shard.get(key)) for key in ("count", "bytes")):
+                return f"a shard of split '{name}' needs a count and a size in bytes: {shard!r}"
+            if not isinstance(shard.get("file"), str) or not _SHARD_FILE.fullmatch(shard["file"]):
+                return f"shard file {shard.get('file')!r} of split '{name}' is not a file name inside the data folder"
+        if sum(shard["count"] for shard in split["shards"]) != split["count"]:
+            return f"the shards of split '{name}' hold {sum(s['count'] for s in split['shards'])} records, its count says {split['count']}"
+    return None
+
+
+def shard_paths(data_dir: str | os.PathLike, split: str, verify: bool = True, limit: int | None = None) -> list[str]:
+    """The shard files of one split (enough of them for `limit` records), checked against the manifest.
+
+    With `verify`, every shard is read through once per data fingerprint: its size and record
+    count must match the manifest and every record's CRC must hold (about a second per 200 MB).
+    A corrupt or truncated shard is then an error naming the file, instead of a `DataLossError`
+    deep inside training. Verified shards are remembered (in this process, and in
+    `cache/verified-shards.json` of the data folder, by size and modification time), so the
+    trainer, the evaluator and every tuner trial do not each read the data again.
     """
     manifest = read_manifest(data_dir)
-    if split not in manifest["splits"]:
+    entries = manifest["splits"][split]["shards"] if split in manifest["splits"] else None
+    if entries is None:
         raise PipelineError(f"{data_dir} has no '{split}' split (it has: {', '.join(manifest['splits'])}).")
-    entries = manifest["splits"][split]["shards"]
     if not entries:
         raise PipelineError(f"split '{split}' of {data_dir} is empty; ingest more images or lower --eval-fraction.")
+    if limit is not None:
+        needed = 1 + sum(1 for total in itertools.accumulate(entry["count"] for entry in entries) if total < limit)
+        entries = entries[:needed]
     paths = []
     for entry in entries:
         path = Path(data_dir) / entry["file"]
@@ -191,10 +230,48 @@ def shard_paths(data_dir: str | os.PathLike, split: str, verify: bool = True) ->
                 f"shard {path} is corrupt: {path.stat().st_size} bytes on disk, {entry['bytes']} in the manifest. "
                 "Re-run the ingest with --overwrite."
             )
-        if verify:
-            _verify_shard(path, entry["count"])
         paths.append(str(path))
+    if verify:
+        _verify_once(Path(data_dir), manifest.get("fingerprint"), entries)
     return paths
+
+
+VERIFIED = Path("cache", "verified-shards.json")
+_verified_here: set[tuple] = set()
+
+
+def _verify_once(data_dir: Path, fingerprint: str | None, entries: list[dict]) -> None:
+    """`_verify_shard` for each shard not verified before under this fingerprint, size and mtime."""
+    record_path = data_dir / VERIFIED
+    on_disk = _verified_record(record_path, fingerprint)
+    newly = False
+    for entry in entries:
+        path = data_dir / entry["file"]
+        info = path.stat()
+        stamp = [info.st_size, info.st_mtime_ns, entry["count"]]
+        key = (str(path.resolve()), fingerprint, *stamp)
+        if key in _verified_here or on_disk["shards"].get(entry["file"]) == stamp:
+            _verified_here.add(key)
+            continue
+        _verify_shard(path, entry["count"])
+        _verified_here.add(key)
+        on_disk["shards"][entry["file"]] = stamp
+        newly = True
+    if newly:
+        with contextlib.suppress(OSError):  # a read-only data folder: verify again next time
+            atomic_write_json(record_path, on_disk)
+
+
+def _verified_record(path: Path, fingerprint: str | None) -> dict:
+    """The shards verified earlier for `fingerprint` ({file: [bytes, mtime_ns, count]}); a missing,
+    torn or stale record counts as none."""
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and record.get("fingerprint") == fingerprint and isinstance(record.get("shards"), dict):
+        return record
+    return {"fingerprint": fingerprint, "shards": {}}
 
 
 def _verify_shard(path: Path, expected_count: int) -> None:
@@ -267,7 +344,7 @@ def load_images(data_dir: str | os.PathLike, split: str = "eval", limit: int | N
 
     manifest = read_manifest(data_dir)
     size, channels = int(manifest["image_size"]), int(manifest.get("channels", 3))
-    records = tf.data.TFRecordDataset(shard_paths(data_dir, split))
+    records = tf.data.TFRecordDataset(shard_paths(data_dir, split, limit=limit))
     if limit is not None:
         records = records.take(limit)
     batches = records.batch(1024).map(lambda s: parse_examples(s, size, channels, images_only=True)["image"])

@@ -26,7 +26,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from components.artifacts import RunPaths, atomic_write_json, atomic_write_text, changed_settings, read_json, read_jsonl
+from components.artifacts import (
+    RunPaths,
+    atomic_write_json,
+    atomic_write_text,
+    changed_settings,
+    read_json,
+    read_jsonl,
+)
 from components.config import TrainConfig
 from components.errors import PipelineError
 

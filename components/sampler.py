@@ -28,7 +28,8 @@ import numpy as np
 from components.artifacts import atomic_write_json, read_json, resolve_saved_model
 from components.errors import PipelineError
 from components.grid import encode_png, save_grid
-from components.latents import RECIPE as LATENTS_RECIPE, latent_array
+from components.latents import RECIPE as LATENTS_RECIPE
+from components.latents import latent_array
 
 SERVING_SIGNATURE = "serving_default"
 MARKER = "samples.json"

@@ -13,10 +13,7 @@ not antialias.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -103,29 +100,6 @@ def synthetic_face(seed: int, index: int, size: int) -> Image.Image:
 
 def face_filename(index: int) -> str:
     return f"face-{index:06d}.png"
-
-
-def write_synthetic_faces(
-    folder: str | os.PathLike,
-    count: int,
-    size: int = 64,
-    seed: int = 0,
-    on_progress: Callable[[int], None] | None = None,
-) -> list[Path]:
-    """Draw faces 0..count-1 of `seed` into `folder` as lossless PNGs; return their paths.
-
-    `on_progress(n)` is called after every face with the number drawn so far.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(count):
-        path = folder / face_filename(index)
-        synthetic_face(seed, index, size).save(path, format="PNG", compress_level=1)
-        paths.append(path)
-        if on_progress:
-            on_progress(index + 1)
-    return paths
 
 
 def _gradient(colours: tuple[Colour, Colour], size: int) -> Image.Image:

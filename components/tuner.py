@@ -51,11 +51,24 @@ from typing import Any, Callable, Iterator, Mapping
 
 import keras_tuner
 
-from components.artifacts import RunPaths, atomic_directory, atomic_write_bytes, atomic_write_json, changed_settings, read_json
+from components.artifacts import (
+    RunPaths,
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_json,
+    changed_settings,
+    read_json,
+)
 from components.config import TrainConfig
 from components.errors import PipelineError
-from components.runfolder import BEST, EVAL_OBJECTIVE as OBJECTIVE
-from components.search_report import TRIAL_GRID, TRIAL_RESULT, SearchResult, write_search_results
+from components.runfolder import BEST
+from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
+from components.search_report import (
+    TRIAL_GRID,
+    TRIAL_RESULT,
+    SearchResult,
+    write_search_results,
+)
 from components.search_space import apply_values, declare
 
 TUNERS = ("bayesian", "random", "hyperband")

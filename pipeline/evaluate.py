@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from components.artifacts import atomic_write_json, read_json, tool_versions
-    from components.evaluator import Evaluator, evaluation_request, generate_images, load_evaluation_images
+    from components.evaluator import Evaluator, baseline_cache, evaluation_request, generate_images, load_evaluation_images
     from components.metrics.inception import load_inception
 
     started = time.perf_counter()
@@ -146,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     inception = load_inception(args.inception_weights) if args.inception_weights else None
 
     print(f"scoring {len(real)} real '{args.split}' images (floor and baselines)...", file=sys.stderr)
-    evaluator = Evaluator(real, train, num=args.num, seed=args.seed, inception=inception)
+    cache = baseline_cache(args.data, args.split, args.num, args.seed, args.train_limit, args.inception_weights)
+    evaluator = Evaluator(real, train, num=args.num, seed=args.seed, inception=inception, cache=cache)
     if evaluator.num < args.num:
         print(f"note: the split holds {len(real)} images: comparing {evaluator.num} generated with {evaluator.num} "
               f"real (the other {evaluator.num} give the floor).", file=sys.stderr)

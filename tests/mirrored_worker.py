@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from components.config import TrainConfig  # noqa: E402
 from components.gan import DCGAN  # noqa: E402
 from components.model import ModelConfig  # noqa: E402
-from components.config import TrainConfig  # noqa: E402
 from components.trainer import train  # noqa: E402
 
 

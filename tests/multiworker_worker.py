@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from components.model import ModelConfig  # noqa: E402
 from components.config import TrainConfig  # noqa: E402
+from components.model import ModelConfig  # noqa: E402
 from components.trainer import train  # noqa: E402
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.synthetic import write_synthetic_faces
+from tests.helpers import write_synthetic_faces
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,3 +77,26 @@ def test_samples_and_grid_come_from_the_savedmodel(chain):
     for result in (first, second):
         assert "pipeline finished" in result.stdout and "swd_avg" in result.stdout
     assert "up to date" in second.stdout + second.stderr
+
+
+def grid_cells(sheet: np.ndarray, count: int, size: int, padding: int = 2) -> np.ndarray:
+    """The first `count` images of a contact sheet made by components.grid.make_grid."""
+    columns = (sheet.shape[1] - padding) // (size + padding)
+    cells = []
+    for index in range(count):
+        top, left = padding + (index // columns) * (size + padding), padding + (index % columns) * (size + padding)
+        cells.append(sheet[top : top + size, left : left + size])
+    return np.stack(cells).astype(int)
+
+
+def test_the_export_reuses_the_trainers_evaluation_and_its_faces_are_the_training_grids(chain):
+    root, first, _ = chain
+    run = root / "run"
+    evaluation = json.loads((run / "export" / "generator" / "1" / "eval.json").read_text())
+    assert "trainer's evaluation" in evaluation["source"] and evaluation["num_requested"] == 8
+    assert "is up to date; nothing to do" in first.stderr  # pipeline.evaluate did not score it again
+    # The trainer's grid of the exported (best) checkpoint shows images 0..63 of seed 0: the very
+    # faces `pipeline.sample --seed 0` generated first from the SavedModel.
+    trainer_grid = np.asarray(Image.open(run / "samples" / "best.png").convert("RGB"))
+    sampled_grid = np.asarray(Image.open(run / "export" / "grid.png").convert("RGB"))
+    assert np.abs(grid_cells(trainer_grid, 6, 32) - grid_cells(sampled_grid, 6, 32)).max() <= 1

@@ -141,8 +141,8 @@ def test_the_cli_scores_what_evaluate_generator_scores_on_the_same_latents(run_d
     # generator) and pipeline.evaluate's (on its export) agree for the same weights.
     import tensorflow as tf
 
-    from components.evaluator import evaluate_generator
     from components.records import load_images
+    from tests.helpers import evaluate_generator
 
     out_file = run_dir / "same.json"
     assert main(["--model", str(run_dir), "--data", str(tiny_records), "--num", "12", "--seed", "3",

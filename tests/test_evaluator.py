@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
 from components.errors import PipelineError
-from components.evaluator import Evaluator, TrainingEvaluator, evaluate_generator
+from components.evaluator import Evaluator, TrainingEvaluator
 from components.latents import first_latents
-from components.metrics.inception import frechet_distance, kernel_inception_distance, load_inception
-from components.metrics.memorisation import memorisation, nearest_neighbours
+from components.metrics.inception import (
+    frechet_distance,
+    kernel_inception_distance,
+    load_inception,
+)
+from components.metrics.memorisation import memorisation_summary, nearest_neighbours
 from components.metrics.msssim import ms_ssim, pairwise_ms_ssim
-from components.metrics.swd import laplacian_pyramid, sliced_wasserstein, swd_descriptors, swd_from_descriptors
+from components.metrics.swd import (
+    laplacian_pyramid,
+    sliced_wasserstein,
+    swd_descriptors,
+    swd_from_descriptors,
+)
+from tests.helpers import evaluate_generator
 
 
 def faces(count: int, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -201,6 +214,10 @@ def test_a_collapsed_set_scores_as_undiverse(halves):
 # --- memorisation --------------------------------------------------------------------------
 
 
+def memorisation(generated: np.ndarray, train: np.ndarray, heldout: np.ndarray) -> dict[str, float]:
+    return memorisation_summary(nearest_neighbours(generated, train)[0], nearest_neighbours(heldout, train)[0])
+
+
 def test_memorisation_finds_planted_copies():
     train, heldout, fresh = faces(150, seed=1), faces(60, seed=2), faces(50, seed=3)
     planted = [7, 42, 99, 120, 149]
@@ -335,3 +352,27 @@ def test_fid_and_kid_come_from_a_local_inception_file(tmp_path):
     alike, flat = evaluator.score(faces(4, seed=31)), evaluator.score(np.full((4, 32, 32, 3), 255, np.uint8))
     assert {"fid", "kid", "fid_floor", "kid_floor"} <= set(alike)
     assert flat["fid"] > alike["fid"] and flat["kid"] > alike["kid"]
+
+
+def test_the_real_side_is_cached_on_disk_per_data_split_count_and_seed(tiny_records, monkeypatch):
+    from components import evaluator
+
+    shutil.rmtree(tiny_records / "cache", ignore_errors=True)  # the shared fixture: start without a cache
+    floors = []
+    honest = evaluator.swd_from_descriptors
+    monkeypatch.setattr(evaluator, "swd_from_descriptors", lambda *a, **k: (floors.append(1), honest(*a, **k))[1])
+    first = TrainingEvaluator(tiny_records, num=8, seed=0, train_limit=40)
+    assert len(floors) == 1  # the floor: one SWD between the two real halves
+    cache = evaluator.baseline_cache(tiny_records, "eval", 8, 0, 40)
+    assert cache.parent == tiny_records / "cache" and cache.is_file()
+
+    again = TrainingEvaluator(tiny_records, num=8, seed=0, train_limit=40)
+    assert len(floors) == 1 and again.evaluator.baseline == first.evaluator.baseline
+    np.testing.assert_array_equal(again.evaluator._real_nn, first.evaluator._real_nn)
+    TrainingEvaluator(tiny_records, num=8, seed=1, train_limit=40)  # another seed: other halves, computed
+    assert len(floors) == 2 and evaluator.baseline_cache(tiny_records, "eval", 8, 1, 40) != cache
+
+    cache.write_text('{"baseline": {"swd_avg_fl')  # torn by a crash: computed again, and rewritten
+    repaired = TrainingEvaluator(tiny_records, num=8, seed=0, train_limit=40)
+    assert len(floors) == 3 and repaired.evaluator.baseline == first.evaluator.baseline
+    assert json.loads(cache.read_text())["baseline"] == first.evaluator.baseline

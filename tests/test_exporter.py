@@ -14,10 +14,15 @@ import numpy as np
 import pytest
 
 from components import exporter
-from components.artifacts import RunPaths, read_json, resolve_saved_model, saved_model_versions
+from components.artifacts import (
+    RunPaths,
+    read_json,
+    resolve_saved_model,
+    saved_model_versions,
+)
 from components.errors import PipelineError
-from components.latents import to_uint8_array as to_uint8
 from components.latents import latents
+from components.latents import to_uint8_array as to_uint8
 
 LATENT = 8
 SIZE = 16
@@ -132,8 +137,8 @@ def test_model_card_holds_the_callers_fields_and_the_exports(exported):
 @pytest.fixture(scope="module")
 def trained_run(tiny_records, tmp_path_factory) -> Path:
     """A run of a few steps on the 32x32 fixture, with a stand-in evaluator so a best checkpoint exists."""
-    from components.model import ModelConfig
     from components.config import TrainConfig
+    from components.model import ModelConfig
     from components.trainer import train
 
     run = tmp_path_factory.mktemp("run")
@@ -147,8 +152,8 @@ def trained_run(tiny_records, tmp_path_factory) -> Path:
 
 
 def test_export_cli_writes_the_runs_best_ema_generator_with_its_card(trained_run, tiny_records, capsys):
-    from components.sampler import SavedModelGenerator
     from components.runfolder import restore_generator
+    from components.sampler import SavedModelGenerator
     from pipeline.export import main
 
     assert main(["--run", str(trained_run), "--checkpoint", "best"]) == 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.model import ModelConfig
 from components.config import recipe_config
+from components.model import ModelConfig
 from components.trainer import build_gan, compile_gan
 
 TINY = ModelConfig(image_size=32, latent_dim=8, g_filters=4, d_filters=4)

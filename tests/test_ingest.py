@@ -22,10 +22,16 @@ from PIL import Image
 
 from components.errors import PipelineError
 from components.example_gen import IngestOptions, find_duplicates, plan_chunks, split_of
-from components.records import make_dataset, parse_examples, read_records, serialize_example, write_shard
+from components.records import (
+    make_dataset,
+    parse_examples,
+    serialize_example,
+    write_shard,
+)
 from components.synthetic import synthetic_face
 from pipeline._cli import run_main
 from pipeline.ingest import main
+from tests.helpers import read_records
 
 IN_MEMORY = ["--", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
 REPO = Path(__file__).resolve().parents[1]
@@ -174,14 +180,14 @@ def test_rerun_is_a_no_op_and_overwrite_rebuilds_identically(ingested, tmp_path,
     out, _ = ingested
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    before = {p.name: (p.stat().st_ino, p.read_bytes()) for p in copy.iterdir()}
+    before = {p.name: (p.stat().st_ino, p.read_bytes()) for p in copy.iterdir() if p.is_file()}
     source = json.loads((copy / "manifest.json").read_text())["source"]["root"]
     argv = ["--input", source, "--output", str(copy), "--image-size", "32", "--eval-fraction", "0.25", "--quiet"]
     capsys.readouterr()
 
     assert main(argv) == 0
     assert "up to date" in capsys.readouterr().out
-    assert {p.name: (p.stat().st_ino, p.read_bytes()) for p in copy.iterdir()} == before
+    assert {p.name: (p.stat().st_ino, p.read_bytes()) for p in copy.iterdir() if p.is_file()} == before
 
     assert main([*argv, "--overwrite", *IN_MEMORY]) == 0
     assert "ingested" in capsys.readouterr().out
@@ -310,7 +316,7 @@ def test_serialized_examples_are_valid_tf_train_examples():
     assert feature["sha256"].bytes_list.value == [b"cd" * 32]
 
 
-def test_write_shard_matches_tf_record_writer_and_read_records_checks_crcs(tmp_path):
+def test_write_shard_matches_tf_record_writer(tmp_path):
     import tensorflow as tf
 
     records = [b"", b"x", bytes(range(256)) * 40]
@@ -320,9 +326,4 @@ def test_write_shard_matches_tf_record_writer_and_read_records_checks_crcs(tmp_p
             writer.write(record)
     assert (tmp_path / "ours.tfrecord").read_bytes() == (tmp_path / "tf.tfrecord").read_bytes()
     assert entry == {"file": "ours.tfrecord", "count": 3, "bytes": (tmp_path / "tf.tfrecord").stat().st_size}
-    assert list(read_records(tmp_path / "ours.tfrecord")) == records
-    damaged = bytearray((tmp_path / "ours.tfrecord").read_bytes())
-    damaged[-100] ^= 0xFF
-    (tmp_path / "bad.tfrecord").write_bytes(bytes(damaged))
-    with pytest.raises(PipelineError, match="bad.tfrecord is corrupt"):
-        list(read_records(tmp_path / "bad.tfrecord"))
+    assert read_records(tmp_path / "ours.tfrecord") == records

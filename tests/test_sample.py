@@ -12,10 +12,9 @@ import pytest
 from PIL import Image
 
 from components import latents, sampler
-from components.grid import encode_png
 from components.errors import PipelineError
 from components.exporter import export_generator
-from components.grid import make_grid
+from components.grid import encode_png, make_grid
 from pipeline.sample import main
 from tests.test_exporter import LATENT, SIZE, tiny_generator
 

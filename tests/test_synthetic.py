@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from components.synthetic import HAIR_STYLES, MOUTHS, draw_face, sample_traits, synthetic_face, write_synthetic_faces
+from components.synthetic import (
+    HAIR_STYLES,
+    MOUTHS,
+    draw_face,
+    sample_traits,
+    synthetic_face,
+)
+from tests.helpers import write_synthetic_faces
 
 
 def pixels(image: Image.Image) -> np.ndarray:

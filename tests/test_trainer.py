@@ -16,13 +16,14 @@ import pytest
 from PIL import Image
 
 from components.artifacts import RunPaths, read_json, read_jsonl
+from components.config import TrainConfig, recipe_config
 from components.errors import PipelineError
 from components.grid import make_grid
 from components.latents import grid_latents, to_uint8_array
 from components.model import ModelConfig
-from components.config import recipe_config, TrainConfig
 from components.runfolder import metric_values, restore_generator
-from components.trainer import train, TrainingDiverged
+from components.trainer import train
+from components.training_loop import TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = TrainConfig(model=ModelConfig(latent_dim=8, g_filters=4, d_filters=4), batch_size=8)

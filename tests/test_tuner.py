@@ -16,7 +16,13 @@ from components.config import TrainConfig
 from components.errors import PipelineError
 from components.model import ModelConfig
 from components.search_report import config_from_best, format_table
-from components.search_space import DEFAULT_SPACE, apply_values, load_space_file, make_space, parse_space_override
+from components.search_space import (
+    DEFAULT_SPACE,
+    apply_values,
+    load_space_file,
+    make_space,
+    parse_space_override,
+)
 from components.tuner import SearchSettings, run_search, search_role
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=16), batch_size=32)

@@ -61,8 +61,3 @@ def memorisation_summary(generated_distance: np.ndarray, real_distance: np.ndarr
         "nn_real": float(np.median(real_distance)),
         "copy_fraction": float(np.mean(generated_distance < threshold)),
     }
-
-
-def memorisation(generated: np.ndarray, train: np.ndarray, heldout: np.ndarray) -> dict[str, float]:
-    """`memorisation_summary` of generated vs held-out real images, both against `train`."""
-    return memorisation_summary(nearest_neighbours(generated, train)[0], nearest_neighbours(heldout, train)[0])

@@ -1,0 +1,61 @@
+"""The code base's shape: one concern a module, no import cycles, public KerasTuner API only."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_LINES = 420  # "about 400": a module past this holds more than one concern
+PACKAGES = ("components", "pipeline")
+
+
+def project_modules() -> dict[str, Path]:
+    modules = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            modules[name.removesuffix(".__init__")] = path
+    return modules
+
+
+def module_level_imports(path: Path, known: set[str]) -> set[str]:
+    """The project modules `path` imports when it is imported (imports inside functions excluded)."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        found |= {name for name in names if name in known}
+    return found
+
+
+def test_no_module_is_over_about_400_lines():
+    long = {name: n for name, path in project_modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long
+
+
+def test_module_level_imports_have_no_cycle():
+    modules = project_modules()
+    graph = {name: module_level_imports(path, set(modules)) - {name} for name, path in modules.items()}
+    visiting, done = set(), set()
+
+    def visit(name: str, chain: list[str]) -> None:
+        assert name not in visiting, " -> ".join([*chain, name])
+        if name in done:
+            return
+        visiting.add(name)
+        for target in sorted(graph[name]):
+            visit(target, [*chain, name])
+        visiting.discard(name)
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+
+
+def test_only_public_keras_tuner_api_is_used():
+    for path in project_modules().values():
+        assert "keras_tuner.src" not in path.read_text(), path
