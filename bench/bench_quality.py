@@ -24,14 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import (
-    OUT_DIR,
-    add_data_arguments,
-    emit,
-    ingested_data,
-    peak_rss_mb,
-    timer,
-)
+from bench.common import OUT_DIR, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
 
 GAP = 8  # pixels between the two grids
 

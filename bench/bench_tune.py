@@ -26,14 +26,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench.common import (
-    OUT_DIR,
-    add_data_arguments,
-    emit,
-    ingested_data,
-    peak_rss_mb,
-    timer,
-)
+from bench.common import OUT_DIR, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
 
 QUICK_SPACE = ["g_filters=8,16", "d_filters=16,32", "g_lr=1e-4..1e-3:log", "d_lr=1e-4..1e-3:log", "beta_1=0.5"]
 
