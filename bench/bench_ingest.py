@@ -102,11 +102,7 @@ def warm_page_cache(folder: Path) -> None:
 
 def plain_loop(folder: Path, output: Path, options) -> int:
     """The baseline: one process, one file after another, the same per-image work; images written."""
-    from components.example_gen import (
-        EXAMPLE_OVERHEAD_BYTES,
-        TARGET_SHARD_BYTES,
-        split_of,
-    )
+    from components.example_gen import EXAMPLE_OVERHEAD_BYTES, TARGET_SHARD_BYTES, split_of
     from components.images import Rejected, prepare_image, read_file
     from components.records import serialize_example, write_shard
 

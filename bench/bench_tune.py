@@ -66,8 +66,8 @@ def main(argv=None) -> None:
     from components.config import recipe_config
     from components.evaluator import TrainingEvaluator
     from components.search_report import format_table
-    from components.search_space import apply_values, make_space, parse_space_override
-    from components.tuner import SearchSettings, run_search
+    from components.search_space import SearchSettings, apply_values, make_space, parse_space_override
+    from components.tuner import run_search
 
     shutil.rmtree(args.work / "runs", ignore_errors=True)
     data = ingested_data(args)

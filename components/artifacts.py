@@ -11,9 +11,12 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, Iterator
 
 MANIFEST = "manifest.json"
@@ -33,11 +36,48 @@ def _publish_mode(path: Path, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
+# Temporary siblings are named `.<name>.<host>-<pid>.<random>.tmp`: a later run can tell those of
+# a process that died (killed mid-write) from those of one still writing, and remove them.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMPORARY = re.compile(r"\..+\.([0-9a-f]{8})-(\d+)\.[^.]+\.tmp")
+
+
+def temporary_prefix(name: str) -> str:
+    """The prefix of this process's temporary sibling of `name` (see `remove_stale_temporaries`)."""
+    return f".{name}.{_HOST}-{os.getpid()}."
+
+
+def process_alive(pid: int) -> bool:
+    """True if a process with this id runs on this machine (or might: one we may not signal)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and folders in `folder` left by processes of this machine that
+    are gone (a write or an export killed half-way); return what was removed."""
+    folder = Path(folder)
+    removed = []
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        match = _TEMPORARY.fullmatch(entry.name)
+        if match and match.group(1) == _HOST and not process_alive(int(match.group(2))):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temp file in the same folder and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -74,38 +114,94 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines file; lines a crash tore (or damage garbled) are skipped with a
+    note, so a log such as metrics.jsonl never stops a run. See `jsonl_is_damaged`."""
     path = Path(path)
     if not path.exists():
         return []
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            print(f"note: line {number} of {path} is damaged (a write cut short by a crash?); it is skipped", file=sys.stderr)
+    return records
+
+
+def jsonl_is_damaged(path: str | os.PathLike) -> bool:
+    """True when a JSON-lines file has a torn last line or a line that is not a JSON object."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.endswith("\n"):
+        return True
+    for line in filter(str.strip, text.splitlines()):
+        try:
+            if not isinstance(json.loads(line), dict):
+                return True
+        except ValueError:
+            return True
+    return False
 
 
 @contextlib.contextmanager
-def atomic_directory(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temp folder beside `final`; on success rename it to `final`.
+def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temp folder beside `final`; on success rename it to `final` (which must not exist).
 
-    On failure the temp folder is removed and `final` is untouched. With `overwrite`, an existing
-    `final` is moved aside first and deleted only after the new one is in place.
+    On failure the temp folder is removed and `final` is untouched; a temp folder left by a
+    killed process goes with the next `remove_stale_temporaries` of the parent.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(final.name), suffix=".tmp", dir=final.parent))
     try:
         yield tmp
         _publish_mode(tmp, directory=True)
-        old = None
         if final.exists():
-            if not overwrite:
-                raise FileExistsError(f"{final} already exists")
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
+            raise FileExistsError(f"{final} already exists")
         os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_apart(first_flag: str, first: str | os.PathLike, second_flag: str, second: str | os.PathLike) -> None:
+    """Refuse two folders that are the same or where one lies inside the other.
+
+    Each stage writes and replaces its own folder: an output inside an input would become input,
+    a run folder equal to a data folder would be wiped by the next ingest. Local paths are
+    compared after resolving links and `..`; URIs as written.
+    """
+    from components.errors import PipelineError
+
+    a, b = _comparable(first), _comparable(second)
+    if a == b:
+        relation = "are the same folder"
+    elif b in a.parents:
+        relation = f"lie one inside the other ({first_flag} is inside {second_flag})"
+    elif a in b.parents:
+        relation = f"lie one inside the other ({second_flag} is inside {first_flag})"
+    else:
+        return
+    raise PipelineError(
+        f"{first_flag} {first} and {second_flag} {second} {relation}; they must be separate folders, neither "
+        "inside the other (nothing was written). Choose another folder for one of them."
+    )
+
+
+def _comparable(path: str | os.PathLike) -> PurePath:
+    text = str(path)
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        return PurePosixPath("/", scheme, *[part for part in rest.split("/") if part])
+    return Path(text).resolve()
 
 
 def fingerprint(obj: Any) -> str:

@@ -86,8 +86,8 @@ class TrainConfig:
             raise PipelineError(f"train_step must be one of {', '.join(TRAIN_STEPS)}, got {self.train_step!r}.")
         if self.train_step == "seed" and (self.loss != "bce" or self.augment or self.r1_gamma):
             raise PipelineError("train_step seed trains with loss bce only, without augment or r1_gamma.")
-        if not isinstance(self.seed, int):
-            raise PipelineError(f"seed must be an integer, got {self.seed!r}.")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise PipelineError(f"seed must be an integer from 0 up, got {self.seed!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -33,12 +33,7 @@ import numpy as np
 
 from components.errors import PipelineError
 from components.latents import first_latents
-from components.metrics.inception import (
-    FeatureExtractor,
-    frechet_distance,
-    kernel_inception_distance,
-    load_inception,
-)
+from components.metrics.inception import FeatureExtractor, frechet_distance, kernel_inception_distance, load_inception
 from components.metrics.memorisation import memorisation_summary, nearest_neighbours
 from components.metrics.msssim import pairwise_ms_ssim
 from components.metrics.swd import swd_descriptors, swd_from_descriptors

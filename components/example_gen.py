@@ -26,26 +26,19 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import images
-from components.artifacts import atomic_write_json
+from components import beamfs, images
 from components.errors import PipelineError
-from components.records import (
-    copy_byte_ranges,
-    framed_size,
-    serialize_example,
-    shard_name,
-    write_shard,
-)
+from components.records import frame_records, framed_size, serialize_example, shard_name
 from components.sources import ImageSource
 
 TARGET_SHARD_BYTES = 32 * 1024 * 1024
@@ -96,7 +89,7 @@ class IngestOptions:
 
 def split_of(name: str, eval_fraction: float) -> str:
     """`eval` for a stable `eval_fraction` of names, `train` for the rest (hash of the name)."""
-    point = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") / 2**64
+    point = int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()[:8], "big") / 2**64
     return "eval" if point < eval_fraction else "train"
 
 
@@ -148,10 +141,14 @@ class ChunkResult:
     rejects: list[dict] = field(default_factory=list)
 
 
-def write_chunk(spec: ChunkSpec, source: ImageSource, options: IngestOptions, staging: str) -> ChunkResult:
-    """Decode, validate and resize the images of one chunk and write them as its shard."""
+def write_chunk(spec: ChunkSpec, source: ImageSource, options: IngestOptions, staging: str, fs_flags: Sequence[str]) -> ChunkResult:
+    """Decode, validate and resize the images of one chunk and write them as its shard.
+
+    A chunk whose every image was rejected writes no file (object stores hold no empty objects).
+    """
+    beamfs.configure(fs_flags)  # in this worker: some runners (Dask) do not pass options on
     result, records = ChunkResult(spec), []
-    progress = Path(staging, PROGRESS, spec.key)
+    every = _PROGRESS_EVERY if not beamfs.is_uri(staging) else len(spec.names)  # remote writes cost ~0.2 s
     for done, name in enumerate(spec.names, 1):
         try:
             prepared = images.prepare_image(
@@ -162,10 +159,13 @@ def write_chunk(spec: ChunkSpec, source: ImageSource, options: IngestOptions, st
         else:
             records.append(serialize_example(prepared.pixels, name, prepared.sha256))
             result.hashes.append((prepared.pixel_hash, name))
-            result.sizes.append(framed_size(records[-1]))
-        if done % _PROGRESS_EVERY == 0 or done == len(spec.names):
-            report_progress(progress, done)
-    write_shard(Path(staging, spec.file), records)
+            result.sizes.append(len(records[-1]))
+        if done % every == 0 or done == len(spec.names):
+            beamfs.write_bytes(beamfs.join(staging, PROGRESS, spec.key), str(done).encode())
+    if records:
+        framed = frame_records(records)
+        result.sizes = [framed_size(size) for size in result.sizes]
+        beamfs.write_bytes(beamfs.join(staging, spec.file), framed)
     return result
 
 
@@ -189,38 +189,40 @@ def find_duplicates(bucket: int, parts: Iterable[list[tuple[str, str, str, int]]
             yield chunk, {"position": position, "source": name, "duplicate_of": kept[0]}
 
 
-def finalize_chunk(result: ChunkResult, drops: list[dict], staging: str) -> dict:
+def finalize_chunk(result: ChunkResult, drops: list[dict], staging: str, fs_flags: Sequence[str]) -> dict:
     """Remove dropped duplicates from a chunk's shard; write and return the chunk's summary.
 
     The kept records are copied as the bytes they are (framing and CRCs included), from the
     offsets `write_chunk` recorded: nothing is parsed, checked or serialised a second time.
     """
-    path = Path(staging, result.spec.file)
+    beamfs.configure(fs_flags)
+    path = beamfs.join(staging, result.spec.file)
+    kept_bytes = sum(result.sizes)
     if drops:
         dropped = {drop["position"] for drop in drops}
         offsets = [0, *itertools.accumulate(result.sizes)]
-        kept = [(offsets[i], result.sizes[i]) for i in range(len(result.sizes)) if i not in dropped]
-        temporary = path.with_name(path.name + ".dedupe")
-        copy_byte_ranges(path, temporary, kept)
-        os.replace(temporary, path)
+        data = beamfs.read_bytes(path)
+        kept = b"".join(data[offsets[i] : offsets[i + 1]] for i in range(len(result.sizes)) if i not in dropped)
+        beamfs.write_bytes(path, kept) if kept else beamfs.delete([path])
+        kept_bytes = len(kept)
     summary = {
         "split": result.spec.split,
         "index": result.spec.index,
         "file": result.spec.file,
         "count": len(result.hashes) - len(drops),
-        "bytes": path.stat().st_size,
+        "bytes": kept_bytes,
         "rejects": result.rejects,
         "duplicates": [{"source": d["source"], "duplicate_of": d["duplicate_of"]} for d in drops],
     }
-    atomic_write_json(Path(staging, SUMMARIES, f"{result.spec.key}.json"), summary)
+    beamfs.write_bytes(beamfs.join(staging, SUMMARIES, f"{result.spec.key}.json"), json.dumps(summary).encode())
     return summary
 
 
-def finalize_joined(keyed: tuple[str, dict], staging: str) -> dict:
+def finalize_joined(keyed: tuple[str, dict], staging: str, fs_flags: Sequence[str]) -> dict:
     """`finalize_chunk` for one chunk's CoGroupByKey output: (key, {result: [it], drops: [...]})."""
     _, joined = keyed
     (result,) = joined["result"]
-    return finalize_chunk(result, list(joined["drops"]), staging)
+    return finalize_chunk(result, list(joined["drops"]), staging, fs_flags)
 
 
 def _chunk_key(result: ChunkResult) -> tuple[str, ChunkResult]:
@@ -228,13 +230,19 @@ def _chunk_key(result: ChunkResult) -> tuple[str, ChunkResult]:
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, source: ImageSource, chunks: list[ChunkSpec], options: IngestOptions, staging: str
-) -> None:
-    """Add the ingest transforms to `pipeline`; running it fills `staging` (see module docstring)."""
+    pipeline: beam.Pipeline, source: ImageSource, chunks: list[ChunkSpec], options: IngestOptions, staging: str,
+    fs_flags: Sequence[str] = (),
+) -> None:  # fmt: skip
+    """Add the ingest transforms to `pipeline`; running it fills `staging` (see module docstring).
+
+    The graph has a single leaf (`DropDuplicates`): Beam's Dask runner computes only the last
+    leaf of a pipeline, so every branch must end there.
+    """
+    flags = tuple(fs_flags)
     results = (
         pipeline
         | "Chunks" >> beam.Create(chunks)
-        | "DecodeResizeWrite" >> beam.Map(write_chunk, source, options, staging)
+        | "DecodeResizeWrite" >> beam.Map(write_chunk, source, options, staging, flags)
     )
     if options.dedupe:
         drops = (
@@ -248,7 +256,7 @@ def build_pipeline(
     _ = (
         {"result": results | "KeyByChunk" >> beam.Map(_chunk_key), "drops": drops}
         | "JoinDrops" >> beam.CoGroupByKey()
-        | "DropDuplicates" >> beam.Map(finalize_joined, staging)
+        | "DropDuplicates" >> beam.Map(finalize_joined, staging, flags)
     )
 
 
@@ -266,10 +274,3 @@ def beam_options(extra: Sequence[str] = ()) -> PipelineOptions:
         "--default_sdk_harness_log_level=WARNING",  # workers log every bundle at INFO
     ]
     return PipelineOptions([*defaults, *extra])
-
-
-def report_progress(path: Path, done: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(str(done))
-    os.replace(temporary, path)  # advisory: no fsync, a reader sees the old or the new count

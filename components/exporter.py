@@ -28,6 +28,7 @@ from components.artifacts import (
     atomic_directory,
     atomic_write_json,
     read_json,
+    remove_stale_temporaries,
     saved_model_versions,
     tool_versions,
 )
@@ -54,6 +55,7 @@ def export_generator(
     """
     latent_dim, image_shape = _generator_shapes(generator)
     export_root = Path(export_root)
+    remove_stale_temporaries(export_root)  # the temp folders of exports that were killed
     version = next_version(export_root)
     final = export_root / str(version)
     try:

@@ -2,10 +2,11 @@
 
 `ingest(source, output, options)` lists the source, cuts it into chunks (components.example_gen),
 runs the Beam pipeline that writes one shard per chunk into a staging folder beside `output`,
-then names the final shards, writes `rejects.jsonl` and `manifest.json` (counts, shards, options,
-fingerprint of inputs and options, tool versions) and renames the staging folder into place. A
-reader sees the old output or the new one, never half of one. Re-running with the same inputs
-and options does nothing ("up to date").
+then names the final shards and publishes them with `rejects.jsonl` and `manifest.json` (counts,
+shards, options, fingerprint of inputs and options, tool versions): a reader never sees half an
+output (components.data_folder). Re-running with the same inputs and options does nothing ("up
+to date"). Everything goes through Beam's file systems (components.beamfs), so `--input` and
+`--output` may be local folders or object-store URIs.
 """
 
 from __future__ import annotations
@@ -13,41 +14,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import apache_beam as beam
 
-from components.artifacts import (
-    MANIFEST,
-    atomic_directory,
-    atomic_write_json,
-    atomic_write_text,
-    fingerprint,
-    read_json,
-    tool_versions,
-)
+from components import beamfs
+from components.artifacts import check_apart, fingerprint, tool_versions
+from components.data_folder import check_replaceable, delete_folder, new_staging, publish, read_output_manifest, remove_leftovers
 from components.errors import PipelineError
-from components.example_gen import (
-    PROGRESS,
-    SUMMARIES,
-    ChunkSpec,
-    IngestOptions,
-    beam_options,
-    build_pipeline,
-    plan_chunks,
-)
+from components.example_gen import PROGRESS, SUMMARIES, IngestOptions, beam_options, build_pipeline, plan_chunks
+from components.reaper import workers_die_with_this_process
 from components.records import shard_name
-from components.sources import FolderSource, ImageSource
+from components.sources import FolderSource, ImageSource, Scan
 
 # Bump when the bytes ingest writes for the same inputs and options change: it invalidates
 # every existing output's fingerprint, so re-running rebuilds.
 INGEST_VERSION = 1
-REJECTS = "rejects.jsonl"
 DUPLICATE = "duplicate"  # the reason given in rejects.jsonl for an image that was already written
 
 
@@ -56,23 +44,17 @@ def ingest_fingerprint(source_identity: dict, options: IngestOptions) -> str:
     return fingerprint({"version": INGEST_VERSION, "source": source_identity, "options": asdict(options)})
 
 
-def existing_fingerprint(output: str | os.PathLike) -> str | None:
-    """The fingerprint of a finished ingest output, or None if there is none."""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        return read_json(Path(output) / MANIFEST)["fingerprint"]
-    return None
-
-
 # ---------------------------------------------------------------------------------------------
 # The whole job
 
 
 @dataclass
 class IngestReport:
-    output: Path
+    output: str
     manifest: dict
     up_to_date: bool  # nothing was done: the output already matched inputs and options
     seconds: float = 0.0
+    removed: list[str] = field(default_factory=list)  # leftovers of killed runs that were cleaned
 
 
 def ingest(
@@ -85,68 +67,73 @@ def ingest(
 ) -> IngestReport:
     """Ingest `source` into `output` (shards, manifest.json, rejects.jsonl), atomically.
 
-    Does nothing if `output` already holds this source with these options, unless `overwrite`.
-    `on_progress(done, total)` is called from a watcher thread as images are processed.
+    `output` (and a folder source) may be a local path or a URI of any Beam file system; Beam's
+    flags in `beam_args` configure those file systems too. Does nothing if `output` already
+    holds this source with these options, unless `overwrite`. `on_progress(done, total)` is
+    called from a watcher thread as images are processed.
     """
     options.validate()
-    output = Path(output)
-    if isinstance(source, FolderSource) and output.resolve().is_relative_to(Path(source.root).resolve()):
-        raise PipelineError(f"--output {output} is inside --input {source.root}: its shards would become inputs. Write elsewhere.")
+    output = _normal(output)
+    beamfs.configure(beam_args)
+    if isinstance(source, FolderSource):
+        check_apart("--input", source.root, "--output", output)
     started = time.perf_counter()
-    names, identity = source.scan()
-    digest = ingest_fingerprint(identity, options)
-    if output.exists():
-        previous = existing_fingerprint(output)
-        if previous == digest and not overwrite:
-            return IngestReport(output, read_json(output / MANIFEST), up_to_date=True)
-        if previous is None and not overwrite:
-            raise PipelineError(
-                f"{output} exists and is not an ingest output (no valid {MANIFEST}); "
-                "choose another --output or pass --overwrite to replace it."
-            )
-    chunks = plan_chunks(names, options)
-    with atomic_directory(output, overwrite=True) as staging:
-        with _watch_progress(staging / PROGRESS, len(names), on_progress):
+    scan = source.scan()
+    digest = ingest_fingerprint(scan.identity, options)
+    previous = read_output_manifest(output)
+    if previous is not None and previous.get("fingerprint") == digest and not overwrite:
+        return IngestReport(output, previous, up_to_date=True)
+    check_replaceable(output, previous, overwrite)
+    removed = remove_leftovers(output)
+    staging = new_staging(output)
+    try:
+        chunks = plan_chunks(scan.names, options)
+        total = len(scan.names) + len(scan.unlisted)
+        with workers_die_with_this_process(), _watch_progress(beamfs.join(staging, PROGRESS), total, on_progress):
             with beam.Pipeline(options=beam_options(beam_args)) as pipeline:
-                build_pipeline(pipeline, source, chunks, options, str(staging))
-        summaries = _read_summaries(staging, chunks)
-        manifest = _assemble(staging, summaries, len(names), identity, options, digest, beam_args)
+                build_pipeline(pipeline, source, chunks, options, staging, beam_args)
+        _close_dask_client(beam_args)
+        summaries = [json.loads(beamfs.read_bytes(beamfs.join(staging, SUMMARIES, f"{chunk.key}.json"))) for chunk in chunks]
+        manifest, moves, rejects = _assemble(summaries, scan, options, digest, beam_args)
         manifest["seconds"] = round(time.perf_counter() - started, 3)
-        atomic_write_json(staging / MANIFEST, manifest)
-    return IngestReport(output, manifest, up_to_date=False, seconds=manifest["seconds"])
+        publish(staging, output, moves, rejects, manifest, previous)
+    except BaseException:
+        delete_folder(staging)  # a failed or interrupted ingest leaves the old output as it was
+        raise
+    return IngestReport(output, manifest, up_to_date=False, seconds=manifest["seconds"], removed=removed)
 
 
-def _read_summaries(staging: Path, chunks: list[ChunkSpec]) -> list[dict]:
-    summaries = [read_json(staging / SUMMARIES / f"{chunk.key}.json") for chunk in chunks]
-    for folder in (SUMMARIES, PROGRESS):
-        for path in (staging / folder).glob("*"):
-            path.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            (staging / folder).rmdir()
-    return summaries
+def _close_dask_client(beam_args: Sequence[str]) -> None:
+    """Beam's Dask runner leaves its client connected to the cluster; close it once the job is done."""
+    if any("DaskRunner" in flag for flag in beam_args):
+        with contextlib.suppress(Exception):
+            from distributed import default_client
+
+            default_client().close()
 
 
-def _assemble(
-    staging: Path,
-    summaries: list[dict],
-    seen: int,
-    source_identity: dict,
-    options: IngestOptions,
-    digest: str,
-    beam_args: Sequence[str],
-) -> dict:
-    """Name the final shards, write rejects.jsonl, and build the manifest (counts must add up)."""
-    rejects = sorted((r for s in summaries for r in s["rejects"]), key=lambda r: r["source"])
+def _normal(output: str | os.PathLike) -> str:
+    return str(output).rstrip("/") if beamfs.is_uri(str(output)) else str(Path(output))
+
+
+def _assemble(summaries: list[dict], scan: Scan, options: IngestOptions, digest: str, beam_args: Sequence[str]) -> tuple[dict, dict, str]:
+    """The manifest (counts must add up), the final shard names and rejects.jsonl's text."""
+    rejects = sorted([*scan.unlisted, *(r for s in summaries for r in s["rejects"])], key=lambda r: r["source"])
     duplicates = sorted((d for s in summaries for d in s["duplicates"]), key=lambda d: d["source"])
-    splits = {split: _publish_shards(staging, [s for s in summaries if s["split"] == split]) for split in ("train", "eval")}
+    moves, splits = {}, {}
+    for split in ("train", "eval"):
+        kept = sorted((s for s in summaries if s["split"] == split and s["count"]), key=lambda s: s["index"])
+        shards = [{"file": shard_name(split, index, len(kept)), "count": s["count"], "bytes": s["bytes"]} for index, s in enumerate(kept)]
+        moves.update({s["file"]: shard["file"] for s, shard in zip(kept, shards)})
+        splits[split] = {"count": sum(shard["count"] for shard in shards), "shards": shards}
+    seen = len(scan.names) + len(scan.unlisted)
     written = sum(split["count"] for split in splits.values())
     if written + len(rejects) + len(duplicates) != seen:  # every input is accounted for, or it is our bug
         raise RuntimeError(f"ingest lost track of files: {seen} seen, {written} written, {len(rejects)} rejected, {len(duplicates)} duplicates")
     if written == 0:
         raise PipelineError(_nothing_written_message(seen, rejects))
     lines = rejects + [{"source": d["source"], "reason": DUPLICATE, "duplicate_of": d["duplicate_of"]} for d in duplicates]
-    atomic_write_text(staging / REJECTS, "".join(_json_line(line) for line in sorted(lines, key=lambda r: r["source"])))
-    return {
+    manifest = {
         "format": "animegan-examples",
         "version": INGEST_VERSION,
         "image_size": options.image_size,
@@ -156,29 +143,21 @@ def _assemble(
         "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
         "bytes": sum(shard["bytes"] for split in splits.values() for shard in split["shards"]),
         "fingerprint": digest,
-        "source": source_identity,
+        "source": scan.identity,
         "options": asdict(options) | {"min_size": options.effective_min_size},
-        "beam_options": list(beam_args),
+        "beam_options": redact(beam_args),
         "tool_versions": tool_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    return manifest, moves, "".join(_json_line(line) for line in sorted(lines, key=lambda r: r["source"]))
 
 
-def _publish_shards(staging: Path, summaries: list[dict]) -> dict:
-    """Drop empty shards and renumber the rest `split-i-of-n`; the split's manifest entry."""
-    kept = []
-    for summary in sorted(summaries, key=lambda s: s["index"]):
-        if summary["count"] == 0:
-            (staging / summary["file"]).unlink()
-        else:
-            kept.append(summary)
-    shards = []
-    for index, summary in enumerate(kept):
-        name = shard_name(summary["split"], index, len(kept))
-        if name != summary["file"]:
-            os.replace(staging / summary["file"], staging / name)
-        shards.append({"file": name, "count": summary["count"], "bytes": summary["bytes"]})
-    return {"count": sum(shard["count"] for shard in shards), "shards": shards}
+_SECRET = re.compile(r"(secret|password|token|access_key|credential)", re.IGNORECASE)
+
+
+def redact(beam_args: Sequence[str]) -> list[str]:
+    """The Beam flags as recorded in the manifest: values of secrets (keys, tokens) replaced by ***."""
+    return [f"{flag.split('=', 1)[0]}=***" if "=" in flag and _SECRET.search(flag.split("=", 1)[0]) else flag for flag in beam_args]
 
 
 def _nothing_written_message(seen: int, rejects: list[dict]) -> str:
@@ -193,7 +172,8 @@ def _nothing_written_message(seen: int, rejects: list[dict]) -> str:
 
 
 def _json_line(record: dict) -> str:
-    return json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
+    """One line of rejects.jsonl: ASCII JSON, so a file name in any encoding survives."""
+    return json.dumps(record, sort_keys=True) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,7 +182,7 @@ def _json_line(record: dict) -> str:
 
 
 @contextlib.contextmanager
-def _watch_progress(folder: Path, total: int, on_progress: Callable[[int, int], None] | None) -> Iterator[None]:
+def _watch_progress(folder: str, total: int, on_progress: Callable[[int, int], None] | None) -> Iterator[None]:
     if on_progress is None:
         yield
         return
@@ -210,13 +190,14 @@ def _watch_progress(folder: Path, total: int, on_progress: Callable[[int, int], 
 
     def report() -> None:
         done = 0
-        for path in folder.glob("[!.]*"):
-            with contextlib.suppress(OSError, ValueError):  # a file being replaced right now
-                done += int(path.read_text())
+        with contextlib.suppress(Exception):  # not there yet, or a count being replaced right now
+            for path in beamfs.list_files(folder + "/"):
+                with contextlib.suppress(Exception):
+                    done += int(beamfs.read_bytes(path))
         on_progress(done, total)
 
     def poll() -> None:
-        while not stop.wait(0.5):
+        while not stop.wait(3.0 if beamfs.is_uri(folder) else 0.5):  # object-store reads cost ~0.2 s each
             report()
 
     watcher = threading.Thread(target=poll, name="ingest-progress", daemon=True)

@@ -38,6 +38,7 @@ layer of each network computes in float32, so images and logits are float32 unde
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +85,8 @@ class ModelConfig:
                 raise PipelineError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         if not 0.0 <= self.d_dropout < 1.0:
             raise PipelineError(f"d_dropout must be in [0, 1), got {self.d_dropout!r}.")
-        if not self.init_stddev > 0:
-            raise PipelineError(f"init_stddev must be positive, got {self.init_stddev!r}.")
+        if not (isinstance(self.init_stddev, (int, float)) and math.isfinite(self.init_stddev) and self.init_stddev > 0):
+            raise PipelineError(f"init_stddev must be a positive number, got {self.init_stddev!r}.")
         if self.g_upsample not in UPSAMPLES:
             raise PipelineError(f"g_upsample must be one of {', '.join(UPSAMPLES)}, got {self.g_upsample!r}.")
         if self.d_kernel not in D_KERNELS:

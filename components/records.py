@@ -45,7 +45,7 @@ def serialize_example(pixels: np.ndarray, source: str, sha256: str) -> bytes:
         _feature_entry("height", _int64_feature(height)),
         _feature_entry("width", _int64_feature(width)),
         _feature_entry("channels", _int64_feature(channels)),
-        _feature_entry("source", _bytes_feature(source.encode("utf-8"))),
+        _feature_entry("source", _bytes_feature(source.encode("utf-8", "surrogateescape"))),  # a name's own bytes
         _feature_entry("sha256", _bytes_feature(sha256.encode("ascii"))),
     ]
     return _length_delimited(1, b"".join(features))  # Example.features
@@ -91,32 +91,28 @@ def _masked_crc(data: bytes) -> bytes:
     return _CRC.pack((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
-def write_shard(path: str | os.PathLike, serialized: Iterable[bytes]) -> dict:
-    """Write serialized Examples to one TFRecord file; return its manifest entry.
+def frame_records(serialized: Iterable[bytes]) -> bytes:
+    """Serialized Examples as the bytes of one TFRecord file, byte-identical to `TFRecordWriter`'s.
 
-    Plain Python over `google-crc32c` (no TensorFlow import), byte-identical to `TFRecordWriter`.
+    Plain Python over `google-crc32c`: ingest workers never import TensorFlow.
     """
-    count = 0
-    with open(path, "wb") as handle:
-        for record in serialized:
-            length = _LENGTH.pack(len(record))
-            handle.write(b"".join((length, _masked_crc(length), record, _masked_crc(record))))
-            count += 1
-    return {"file": Path(path).name, "count": count, "bytes": os.path.getsize(path)}
+    parts = []
+    for record in serialized:
+        length = _LENGTH.pack(len(record))
+        parts.append(b"".join((length, _masked_crc(length), record, _masked_crc(record))))
+    return b"".join(parts)
 
 
-def framed_size(record: bytes) -> int:
-    """Bytes one record takes in a TFRecord file: length, its CRC, the data and the data's CRC."""
-    return _LENGTH.size + 2 * _CRC.size + len(record)
+def write_shard(path: str | os.PathLike, serialized: Iterable[bytes]) -> dict:
+    """Write serialized Examples to one local TFRecord file; return its manifest entry."""
+    records = list(serialized)
+    Path(path).write_bytes(frame_records(records))
+    return {"file": Path(path).name, "count": len(records), "bytes": os.path.getsize(path)}
 
 
-def copy_byte_ranges(source: str | os.PathLike, target: str | os.PathLike, ranges: Iterable[tuple[int, int]]) -> None:
-    """Write the (offset, length) byte ranges of `source`, in order, as `target` (whole records of a
-    shard: the result is a valid shard of just those records)."""
-    with open(source, "rb") as reader, open(target, "wb") as writer:
-        for offset, length in ranges:
-            reader.seek(offset)
-            writer.write(reader.read(length))
+def framed_size(length: int) -> int:
+    """Bytes a record of `length` bytes takes in a TFRecord file: length, its CRC, data, data CRC."""
+    return _LENGTH.size + 2 * _CRC.size + length
 
 
 def _feature_spec() -> dict:
@@ -241,7 +237,7 @@ _verified_here: set[tuple] = set()
 
 
 def _verify_once(data_dir: Path, fingerprint: str | None, entries: list[dict]) -> None:
-    """`_verify_shard` for each shard not verified before under this fingerprint, size and mtime."""
+    """`verify_shard` for each shard not verified before under this fingerprint, size and mtime."""
     record_path = data_dir / VERIFIED
     on_disk = _verified_record(record_path, fingerprint)
     newly = False
@@ -253,7 +249,7 @@ def _verify_once(data_dir: Path, fingerprint: str | None, entries: list[dict]) -
         if key in _verified_here or on_disk["shards"].get(entry["file"]) == stamp:
             _verified_here.add(key)
             continue
-        _verify_shard(path, entry["count"])
+        verify_shard(path, entry["count"])
         _verified_here.add(key)
         on_disk["shards"][entry["file"]] = stamp
         newly = True
@@ -274,15 +270,18 @@ def _verified_record(path: Path, fingerprint: str | None) -> dict:
     return {"fingerprint": fingerprint, "shards": {}}
 
 
-def _verify_shard(path: Path, expected_count: int) -> None:
+def verify_shard(path: Path, expected_count: int, shown_as: str | None = None) -> None:
+    """Read a shard through (TensorFlow checks every record's CRC) and count its records; a
+    `PipelineError` naming the file (`shown_as`, e.g. its remote URI) when it is damaged."""
     import tensorflow as tf
 
+    name = shown_as or path
     try:
         count = int(tf.data.TFRecordDataset(str(path)).reduce(np.int64(0), lambda n, _: n + 1))
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
-        raise PipelineError(f"shard {path} is corrupt ({err.message.splitlines()[0]}); re-run the ingest with --overwrite.") from err
+        raise PipelineError(f"shard {name} is corrupt ({err.message.splitlines()[0]}); re-run the ingest with --overwrite.") from err
     if count != expected_count:
-        raise PipelineError(f"shard {path} holds {count} records, the manifest says {expected_count}; re-run the ingest with --overwrite.")
+        raise PipelineError(f"shard {name} holds {count} records, the manifest says {expected_count}; re-run the ingest with --overwrite.")
 
 
 def make_dataset(

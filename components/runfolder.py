@@ -31,8 +31,10 @@ from components.artifacts import (
     atomic_write_json,
     atomic_write_text,
     changed_settings,
+    jsonl_is_damaged,
     read_json,
     read_jsonl,
+    remove_stale_temporaries,
 )
 from components.config import TrainConfig
 from components.errors import PipelineError
@@ -40,7 +42,6 @@ from components.errors import PipelineError
 CHECKPOINT_NAME = "ckpt"
 BEST = "best"
 EVAL_OBJECTIVE = "swd_avg"  # lower is better
-TRAINER_OUTPUTS = ("checkpoints", "samples", "logs", "metrics.jsonl", "hparams.json")  # what --new-run removes
 
 
 # -- hparams.json -----------------------------------------------------------------------------------
@@ -74,22 +75,71 @@ def read_run_record(paths: RunPaths) -> dict | None:
 def prepare_run_folder(paths: RunPaths, record: dict, *, new_run: bool, write: bool) -> None:
     """Check that an existing run folder belongs to this configuration and data, or start afresh.
 
-    `new_run` deletes what a previous run of the trainer wrote (checkpoints, samples, logs,
-    metrics, hparams.json) and nothing else in the folder.
+    A folder that holds anything must carry one of this project's markers (hparams.json, or the
+    tuner's tuner/search.json): a run is never written into a folder of someone else's. `new_run`
+    deletes what a previous run of the trainer wrote (checkpoints, grids, logs, metrics,
+    hparams.json: files of its own names only) and nothing else in the folder.
     """
+    check_run_folder_is_ours(paths)
+    if write:
+        for folder in (paths.root, paths.samples):
+            remove_stale_temporaries(folder)  # half-written files of a killed run
     if new_run:
         if write:
-            for name in TRAINER_OUTPUTS:
-                target = paths.root / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+            remove_trainer_outputs(paths)
     else:
         saved = read_run_record(paths)
-        if saved is None and paths.checkpoints.exists() and any(paths.checkpoints.iterdir()):
+        if saved is None and checkpoint_prefixes(paths.checkpoints):
             raise PipelineError(f"{paths.checkpoints} holds checkpoints but {paths.hparams} is missing; pass --new-run to start over.")
         if saved is not None:
             _check_same_run(paths, saved, record)
     if write and not paths.hparams.exists():
         atomic_write_json(paths.hparams, record)
+
+
+def check_run_folder_is_ours(paths: RunPaths) -> None:
+    """Refuse a `--run` that is a file, or a folder holding things but no marker of this project
+    (hparams.json of a training run, tuner/search.json of a search)."""
+    if paths.root.is_file():
+        raise PipelineError(f"--run {paths.root} is a file, not a folder.")
+    markers = (paths.hparams, paths.tuner / "search.json")
+    if paths.root.is_dir() and any(paths.root.iterdir()) and not any(marker.is_file() for marker in markers):
+        raise PipelineError(
+            f"--run {paths.root} exists and holds files that no run of this project wrote (no {paths.hparams.name} "
+            "nor tuner/search.json); refusing to write into it. Choose a new or empty run folder."
+        )
+
+
+# What the trainer writes, by folder: only files of these names are ever deleted by --new-run.
+_TRAINER_FILES = {
+    "checkpoints": re.compile(rf"checkpoint|({CHECKPOINT_NAME}|{BEST})-\d+(\.index|\.data-\d+-of-\d+|_temp)|\.\w+-\d+"),
+    "checkpoints/best": re.compile(rf"checkpoint|{BEST}-\d+(\.index|\.data-\d+-of-\d+|_temp)"),
+    "samples": re.compile(r"step-\d+\.png|best\.png|\.[\w.-]+\.tmp"),
+    "logs": re.compile(r"events\.out\.tfevents\..*"),
+    ".": re.compile(r"metrics\.jsonl|hparams\.json|\.(metrics\.jsonl|hparams\.json)\.[\w-]+\.tmp"),
+}
+
+
+def remove_trainer_outputs(paths: RunPaths) -> list[Path]:
+    """Delete the trainer's own files of a run folder (see `_TRAINER_FILES`) and the folders they
+    leave empty; return what is left that the trainer did not write."""
+    left = []
+    for folder, pattern in sorted(_TRAINER_FILES.items(), key=lambda item: -item[0].count("/")):  # inner folders first
+        directory = paths.root / folder
+        for entry in sorted(directory.iterdir()) if directory.is_dir() else ():
+            if entry.name == "best" and folder == "checkpoints":
+                continue
+            if pattern.fullmatch(entry.name):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            elif folder == ".":
+                continue
+            else:
+                left.append(entry)
+        if folder != "." and directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+    for entry in left:
+        print(f"note: kept {entry}: the trainer did not write it", file=sys.stderr)
+    return left
 
 
 def _check_same_run(paths: RunPaths, saved: dict, record: dict) -> None:
@@ -110,20 +160,17 @@ def _check_same_run(paths: RunPaths, saved: dict, record: dict) -> None:
 
 
 def drop_metrics_after(path: Path, step: int) -> None:
-    """Forget metric lines a killed run wrote after its last checkpoint: they will be redone."""
+    """Forget metric lines a killed run wrote after its last checkpoint (they will be redone), and
+    repair lines a crash tore."""
     records = read_jsonl(path)
-    kept = [record for record in records if record["step"] <= step]
-    if len(kept) != len(records) or _has_torn_line(path):
+    kept = [record for record in records if isinstance(record.get("step"), int) and record["step"] <= step]
+    if len(kept) != len(records) or jsonl_is_damaged(path):
         atomic_write_text(path, "".join(json.dumps(record, sort_keys=True) + "\n" for record in kept))
-
-
-def _has_torn_line(path: Path) -> bool:
-    return path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
 
 
 def last_record(path: Path, kind: str, step: int) -> dict[str, Any]:
     """The last metrics.jsonl line of `kind` ("train" or "eval") at or before `step`, {} if none."""
-    records = [record for record in read_jsonl(path) if record.get("kind") == kind and record["step"] <= step]
+    records = [record for record in read_jsonl(path) if record.get("kind") == kind and record.get("step", step + 1) <= step]
     return records[-1] if records else {}
 
 

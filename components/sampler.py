@@ -25,7 +25,14 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from components.artifacts import atomic_write_json, read_json, resolve_saved_model
+from components.artifacts import (
+    atomic_write_json,
+    check_apart,
+    read_json,
+    remove_stale_temporaries,
+    resolve_saved_model,
+    temporary_prefix,
+)
 from components.errors import PipelineError
 from components.grid import encode_png, save_grid
 from components.latents import RECIPE as LATENTS_RECIPE
@@ -61,6 +68,15 @@ class SavedModelGenerator:
         if truncation is not None:
             z = np.clip(z, -truncation, truncation)
         return self._serve(z=tf.constant(z))["images"].numpy()
+
+    def describe(self) -> str:
+        """What was loaded, for the user to check: a SavedModel is a program (its graph can read and
+        write files through TensorFlow ops when run), so its path, signature and fingerprint are shown."""
+        shape = "x".join(map(str, self.image_shape))
+        return (
+            f"{self.path} (signature {SERVING_SIGNATURE}: z float32[None, {self.latent_dim}] -> images uint8[None, {shape}]; "
+            f"fingerprint {self.fingerprint()})"
+        )
 
     def fingerprint(self) -> str:
         """Identifies the exported graph and weights (weights via the checksums in variables.index)."""
@@ -141,7 +157,7 @@ def _replace_into(path: Path, write: Callable[[str], None]) -> None:
     small, reproducible files the fsyncs cost more CPU than encoding them (a power cut, not a
     kill, can leave an empty file; delete the folder and sample again).
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -205,7 +221,13 @@ def claim_output_folder(out_dir: Path, settings: dict) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise PipelineError(f"--out {out_dir} is a file, not a folder.")
     if marker.is_file():
-        previous = read_json(marker)
+        try:
+            previous = read_json(marker)
+        except ValueError as err:
+            raise PipelineError(
+                f"{marker} is damaged ({err}), so what {out_dir} holds is unknown; delete that folder to sample again, "
+                "or pick another --out."
+            ) from err
         changed = [key for key in ("model", "seed", "truncation", "format") if previous.get(key) != settings[key]]
         if changed:
             details = ", ".join(f"{key} {previous.get(key)!r} -> {settings[key]!r}" for key in changed)
@@ -277,7 +299,9 @@ def sample_to_folder(
         "image_shape": list(generator.image_shape),
         "latents": LATENTS_RECIPE,
     }
+    check_apart("--model", generator.path, "--out", out_dir)
     claim_output_folder(out_dir, settings)
+    remove_stale_temporaries(out_dir)  # files a killed run was writing
     existing = {entry.name for entry in out_dir.iterdir()}
     _remove_stale_files(out_dir, existing, fmt, num)
     skipped = sum(stop - start for start, stop in fmt.units(num) if fmt.file_name(start, stop) in existing)

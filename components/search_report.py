@@ -21,7 +21,7 @@ from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
 from components.search_space import apply_values, tunable_fields, tuned_values
 
 if TYPE_CHECKING:
-    from components.tuner import SearchSettings
+    from components.search_space import SearchSettings
 
 TRIALS_TABLE = "trials.json"
 TRIAL_RESULT = "result.json"

@@ -1,4 +1,4 @@
-"""The search space of the hyperparameter search: which `TrainConfig` fields vary, and how.
+"""What a hyperparameter search explores and how: the space, the settings, the oracle.
 
 A space maps names of `TrainConfig` / `ModelConfig` fields to KerasTuner hyperparameters:
 a list is a choice, `{"min", "max", "sampling"}` a range, a single value is fixed.
@@ -6,19 +6,30 @@ a list is a choice, `{"min", "max", "sampling"}` a range, a single value is fixe
 (log scale) and Adam's beta_1; a JSON file (`load_space_file`) or `NAME=SPEC` strings from the
 command line (`parse_space_override`) override it name by name (`make_space`), and every choice
 and both ends of every range are checked to make a valid `TrainConfig` before a trial starts.
+
+`SearchSettings` say how to search (oracle, trials, images per trial, Hyperband's schedule) and
+`make_oracle` builds KerasTuner's oracle from them; `search_role` reads KerasTuner's chief/worker
+environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+import keras_tuner
 
 from components.artifacts import read_json
 from components.config import TrainConfig
 from components.errors import PipelineError
 from components.model import ModelConfig
+from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
+
+TUNERS = ("bayesian", "random", "hyperband")
 
 # Choices are lists, ranges are {"min", "max", "sampling"}, a single value is fixed.
 DEFAULT_SPACE: dict[str, Any] = {
@@ -173,6 +184,86 @@ def _normalise_spec(name: str, spec: Any) -> list | dict:
 
 
 def _number(name: str, value: Any, kind: type):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and float(value) != int(value)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (kind is int and float(value) != int(value)):
         raise PipelineError(f"search space entry {name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}.")
     return kind(value)
+
+
+# -- settings and roles ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How to search. Everything but `max_trials` must stay the same when a search is resumed."""
+
+    tuner: str = "bayesian"
+    max_trials: int = 10
+    trial_images: int = 20_000  # images seen by one trial (Hyperband: by its longest trials)
+    executions_per_trial: int = 1  # trainings per trial with seeds seed, seed+1, ...; swd_avg averaged
+    seed: int = 0  # the oracle's seed; the trials train with the TrainConfig's own seed
+    hyperband_max_epochs: int = 9
+    hyperband_factor: int = 3
+    eval_every: int | None = None  # images between evaluations inside a trial (None: at its end only)
+
+    def __post_init__(self) -> None:
+        if self.tuner not in TUNERS:
+            raise PipelineError(f"tuner must be one of {', '.join(TUNERS)}, got {self.tuner!r}.")
+        for name in ("max_trials", "trial_images", "executions_per_trial", "hyperband_max_epochs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise PipelineError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)!r}.")
+        if self.hyperband_factor < 2:
+            raise PipelineError(f"hyperband-factor must be at least 2, got {self.hyperband_factor!r}.")
+        if self.seed < 0:
+            raise PipelineError(f"seed must be 0 or more, got {self.seed!r}.")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise PipelineError(f"eval-every must be a positive number of images, got {self.eval_every!r}.")
+
+    def trial_budget(self, values: Mapping[str, Any]) -> int:
+        """Images a trial trains to: `trial_images`, or for Hyperband its `tuner/epochs` epochs of
+        `trial_images / hyperband_max_epochs` images each (cumulative, as Hyperband counts)."""
+        if "tuner/epochs" not in values:
+            return self.trial_images
+        return math.ceil(int(values["tuner/epochs"]) * self.trial_images / self.hyperband_max_epochs)
+
+    def record(self) -> dict[str, Any]:
+        """What a resumed search must share with the original (all but max_trials)."""
+        record = dataclasses.asdict(self)
+        del record["max_trials"]
+        if self.tuner != "hyperband":
+            del record["hyperband_max_epochs"], record["hyperband_factor"]
+        return record
+
+
+def search_role(environ: Mapping[str, str] = os.environ) -> str:
+    """"single", or in KerasTuner's distributed mode "chief" (serves the oracle, trains nothing) or
+    "worker" (asks the chief for trials and trains them), read as KerasTuner reads it: the oracle
+    address set, and "chief" in `KERASTUNER_TUNER_ID` for the chief."""
+    if "KERASTUNER_ORACLE_IP" not in environ:
+        return "single"
+    missing = [name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not environ.get(name)]
+    if missing:
+        raise PipelineError(f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not; set all three for a distributed search.")
+    return "chief" if "chief" in environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def make_oracle(settings: SearchSettings) -> keras_tuner.Oracle:
+    """The oracle for `settings.tuner`, minimising swd_avg, seeded, capped at `max_trials` trials."""
+    objective = keras_tuner.Objective(OBJECTIVE, direction="min")
+    seed = settings.seed + 1  # KerasTuner reads seed 0 as "no seed" and picks a random one
+    if settings.tuner == "random":
+        return keras_tuner.oracles.RandomSearchOracle(objective, max_trials=settings.max_trials, seed=seed)
+    if settings.tuner == "bayesian":
+        # KerasTuner's default starts with 3 random trials per dimension (15 here): with a budget of
+        # ten trials that would be a random search. A third of the budget, at least two, explores.
+        initial = max(2, settings.max_trials // 3)
+        try:
+            return keras_tuner.oracles.BayesianOptimizationOracle(
+                objective, max_trials=settings.max_trials, num_initial_points=initial, seed=seed
+            )
+        except ImportError as err:  # its Gaussian process needs scikit-learn (keras-tuner[bayesian])
+            raise PipelineError(f"the bayesian tuner needs scikit-learn ({err}); install it or use --tuner random.") from err
+    oracle = keras_tuner.oracles.HyperbandOracle(
+        objective, max_epochs=settings.hyperband_max_epochs, factor=settings.hyperband_factor, seed=seed
+    )
+    oracle.max_trials = settings.max_trials  # Hyperband has no trial cap of its own; the base Oracle honours it
+    return oracle

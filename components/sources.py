@@ -10,38 +10,66 @@ from __future__ import annotations
 import io
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from components import images, synthetic
+from components import beamfs, images, synthetic
 from components.artifacts import fingerprint
 from components.errors import PipelineError
 
 
+@dataclass
+class Scan:
+    """What a source holds: the input names, an identity for the fingerprint (changes when any
+    input does), and the parts that could not even be listed (each one a reject with a reason)."""
+
+    names: list[str]
+    identity: dict
+    unlisted: list[dict] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class FolderSource:
-    """Every file under a folder (recursively), named by its path relative to the folder."""
+    """Every file under a folder (recursively), named by its path relative to the folder.
+
+    `root` is a local folder or any URI Beam's file systems read (gs://, s3://, hdfs://, ...).
+    Hidden files and folders (a leading dot) are not inputs. Names may be in any encoding: a
+    name that is not UTF-8 travels with its undecodable bytes escaped (Python's surrogateescape).
+    """
 
     root: str
 
-    def scan(self) -> tuple[list[str], dict]:
-        """The input names, and an identity for the fingerprint that changes when any input does.
-
-        Cheap but change-sensitive: names, sizes and modification times (no file is read).
-        """
-        files = self._files()
-        identity = {"kind": "folder", "root": str(Path(self.root).resolve()), "files": fingerprint(files)}
-        return [name for name, _ in files], identity
+    def scan(self) -> Scan:
+        """Names, sizes and modification times only: no file is read."""
+        files, unlisted = self._remote_files() if beamfs.is_uri(self.root) else self._local_files()
+        if not files and not unlisted:
+            raise PipelineError(_no_images_message(f"{self.root} holds no files."))
+        root = self.root if beamfs.is_uri(self.root) else str(Path(self.root).resolve())
+        identity = {"kind": "folder", "root": root, "files": fingerprint(sorted(files)), "unlisted": unlisted}
+        return Scan(sorted(name for name, _ in files), identity, unlisted)
 
     def read(self, name: str) -> bytes:
-        return images.read_file(Path(self.root) / name)
+        if not beamfs.is_uri(self.root):
+            return images.read_file(Path(self.root) / name)
+        try:
+            data = beamfs.read_bytes(beamfs.join(self.root, name))
+        except Exception as err:  # noqa: BLE001 - each file system raises its own kinds
+            raise images.Rejected(images.UNREADABLE, str(err).splitlines()[0] if str(err) else type(err).__name__) from err
+        if not data:
+            raise images.Rejected(images.EMPTY, "the file has zero bytes")
+        return data
 
-    def _files(self) -> list[tuple[str, list[int]]]:
+    def _local_files(self) -> tuple[list[tuple[str, list[int]]], list[dict]]:
         root = Path(self.root)
         if not root.is_dir():
             raise PipelineError(_no_images_message(f"{root} does not exist or is not a folder."))
-        files = []
-        for folder, dirs, names in os.walk(root):
+        files, unlisted = [], []
+
+        def unreadable(err: OSError) -> None:  # a sub-folder we may not list: a reject, not a silent skip
+            folder = Path(err.filename).relative_to(root).as_posix() + "/"
+            unlisted.append({"source": folder, "reason": images.UNREADABLE, "detail": f"cannot list the folder: {err.strerror}"})
+
+        for folder, dirs, names in os.walk(root, onerror=unreadable):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .git, .ipynb_checkpoints...
             for name in names:
                 if name.startswith("."):  # .DS_Store and friends are not inputs
@@ -54,9 +82,20 @@ class FolderSource:
                     continue
                 if stat.S_ISREG(info.st_mode):  # skip pipes and sockets, which would block a read
                     files.append((path.relative_to(root).as_posix(), [info.st_size, info.st_mtime_ns]))
-        if not files:
-            raise PipelineError(_no_images_message(f"{root} holds no files."))
-        return sorted(files)
+        return files, sorted(unlisted, key=lambda reject: reject["source"])
+
+    def _remote_files(self) -> tuple[list[tuple[str, list[int]]], list[dict]]:
+        prefix = self.root.rstrip("/") + "/"
+        try:
+            listing = beamfs.list_files(prefix)
+        except Exception as err:  # noqa: BLE001 - a missing bucket, no credentials, no such scheme...
+            raise PipelineError(f"cannot list --input {self.root}: {str(err).splitlines()[0]}") from err
+        files = []
+        for path, size in listing.items():
+            name = path[len(prefix) :]
+            if name and not any(part.startswith(".") for part in name.split("/")):
+                files.append((name, [size]))
+        return files, []
 
 
 @dataclass(frozen=True)
@@ -67,9 +106,9 @@ class SyntheticSource:
     seed: int = 0
     size: int = 64
 
-    def scan(self) -> tuple[list[str], dict]:
+    def scan(self) -> Scan:
         names = [synthetic.face_filename(index) for index in range(self.count)]
-        return names, {"kind": "synthetic", "count": self.count, "seed": self.seed, "size": self.size, "version": synthetic.VERSION}
+        return Scan(names, {"kind": "synthetic", "count": self.count, "seed": self.seed, "size": self.size, "version": synthetic.VERSION})
 
     def read(self, name: str) -> bytes:
         index = int(name.removeprefix("face-").removesuffix(".png"))

@@ -32,12 +32,7 @@ from typing import Any
 from components.artifacts import RunPaths
 from components.config import TrainConfig
 from components.errors import PipelineError
-from components.runfolder import (
-    CheckpointState,
-    drop_metrics_after,
-    prepare_run_folder,
-    run_record,
-)
+from components.runfolder import CheckpointState, drop_metrics_after, prepare_run_folder, run_record
 from components.training_loop import EvaluateFn, TrainingLoop, execution_callback
 
 
@@ -111,12 +106,7 @@ def train(
     metrics are logged, and the checkpoint with the lowest `swd_avg` is kept in `checkpoints/best/`.
     `strategy` defaults to `components.distribute.choose_strategy()` (TF_CONFIG, GPUs).
     """
-    from components.distribute import (
-        checkpoint_write_dir,
-        choose_strategy,
-        discard_worker_checkpoints,
-        is_chief,
-    )
+    from components.distribute import checkpoint_write_dir, choose_strategy, discard_worker_checkpoints, is_chief
     from components.precision import resolve_jit, resolve_precision
     from components.records import read_manifest
 

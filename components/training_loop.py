@@ -18,13 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from components.artifacts import RunPaths, append_jsonl
 from components.config import TrainConfig
 from components.errors import PipelineError
-from components.runfolder import (
-    BEST,
-    EVAL_OBJECTIVE,
-    CheckpointState,
-    last_record,
-    metric_values,
-)
+from components.runfolder import BEST, EVAL_OBJECTIVE, CheckpointState, last_record, metric_values
 
 if TYPE_CHECKING:
     from components.trainer import Intervals

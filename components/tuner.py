@@ -45,7 +45,6 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -58,81 +57,19 @@ from components.artifacts import (
     atomic_write_json,
     changed_settings,
     read_json,
+    remove_stale_temporaries,
 )
 from components.config import TrainConfig
 from components.errors import PipelineError
-from components.runfolder import BEST
+from components.runfolder import BEST, check_run_folder_is_ours
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
-from components.search_report import (
-    TRIAL_GRID,
-    TRIAL_RESULT,
-    SearchResult,
-    write_search_results,
-)
-from components.search_space import apply_values, declare
+from components.search_report import TRIAL_GRID, TRIAL_RESULT, SearchResult, write_search_results
+from components.search_space import SearchSettings, apply_values, declare, make_oracle, search_role
 
-TUNERS = ("bayesian", "random", "hyperband")
 PROJECT_NAME = "tuner"  # KerasTuner's project folder: <run>/tuner (RunPaths.tuner)
 SEARCH_RECORD = "search.json"
 
 EvaluateFn = Callable[[Any], dict[str, float]]
-
-
-# -- settings and roles ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """How to search. Everything but `max_trials` must stay the same when a search is resumed."""
-
-    tuner: str = "bayesian"
-    max_trials: int = 10
-    trial_images: int = 20_000  # images seen by one trial (Hyperband: by its longest trials)
-    executions_per_trial: int = 1  # trainings per trial with seeds seed, seed+1, ...; swd_avg averaged
-    seed: int = 0  # the oracle's seed; the trials train with the TrainConfig's own seed
-    hyperband_max_epochs: int = 9
-    hyperband_factor: int = 3
-    eval_every: int | None = None  # images between evaluations inside a trial (None: at its end only)
-
-    def __post_init__(self) -> None:
-        if self.tuner not in TUNERS:
-            raise PipelineError(f"tuner must be one of {', '.join(TUNERS)}, got {self.tuner!r}.")
-        for name in ("max_trials", "trial_images", "executions_per_trial", "hyperband_max_epochs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise PipelineError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)!r}.")
-        if self.hyperband_factor < 2:
-            raise PipelineError(f"hyperband-factor must be at least 2, got {self.hyperband_factor!r}.")
-        if self.seed < 0:
-            raise PipelineError(f"seed must be 0 or more, got {self.seed!r}.")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise PipelineError(f"eval-every must be a positive number of images, got {self.eval_every!r}.")
-
-    def trial_budget(self, values: Mapping[str, Any]) -> int:
-        """Images a trial trains to: `trial_images`, or for Hyperband its `tuner/epochs` epochs of
-        `trial_images / hyperband_max_epochs` images each (cumulative, as Hyperband counts)."""
-        if "tuner/epochs" not in values:
-            return self.trial_images
-        return math.ceil(int(values["tuner/epochs"]) * self.trial_images / self.hyperband_max_epochs)
-
-    def record(self) -> dict[str, Any]:
-        """What a resumed search must share with the original (all but max_trials)."""
-        record = dataclasses.asdict(self)
-        del record["max_trials"]
-        if self.tuner != "hyperband":
-            del record["hyperband_max_epochs"], record["hyperband_factor"]
-        return record
-
-
-def search_role(environ: Mapping[str, str] = os.environ) -> str:
-    """"single", or in KerasTuner's distributed mode "chief" (serves the oracle, trains nothing) or
-    "worker" (asks the chief for trials and trains them), read as KerasTuner reads it: the oracle
-    address set, and "chief" in `KERASTUNER_TUNER_ID` for the chief."""
-    if "KERASTUNER_ORACLE_IP" not in environ:
-        return "single"
-    missing = [name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not environ.get(name)]
-    if missing:
-        raise PipelineError(f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not; set all three for a distributed search.")
-    return "chief" if "chief" in environ["KERASTUNER_TUNER_ID"] else "worker"
 
 
 # -- the hypermodel and the tuner -----------------------------------------------------------------
@@ -193,10 +130,9 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         run_dir: str | os.PathLike,
         settings: SearchSettings,
         *,
-        overwrite: bool = False,
         verbose: bool = True,
     ):
-        super().__init__(oracle, hypermodel, directory=str(run_dir), project_name=PROJECT_NAME, overwrite=overwrite)
+        super().__init__(oracle, hypermodel, directory=str(run_dir), project_name=PROJECT_NAME)
         self.settings, self.verbose = settings, verbose
         # Save at once: a search interrupted in its first trial then resumes instead of restarting.
         self.save()
@@ -276,29 +212,6 @@ def _reason(err: Exception) -> str:
 # -- running a search -----------------------------------------------------------------------------
 
 
-def make_oracle(settings: SearchSettings) -> keras_tuner.Oracle:
-    """The oracle for `settings.tuner`, minimising swd_avg, seeded, capped at `max_trials` trials."""
-    objective = keras_tuner.Objective(OBJECTIVE, direction="min")
-    seed = settings.seed + 1  # KerasTuner reads seed 0 as "no seed" and picks a random one
-    if settings.tuner == "random":
-        return keras_tuner.oracles.RandomSearchOracle(objective, max_trials=settings.max_trials, seed=seed)
-    if settings.tuner == "bayesian":
-        # KerasTuner's default starts with 3 random trials per dimension (15 here): with a budget of
-        # ten trials that would be a random search. A third of the budget, at least two, explores.
-        initial = max(2, settings.max_trials // 3)
-        try:
-            return keras_tuner.oracles.BayesianOptimizationOracle(
-                objective, max_trials=settings.max_trials, num_initial_points=initial, seed=seed
-            )
-        except ImportError as err:  # its Gaussian process needs scikit-learn (keras-tuner[bayesian])
-            raise PipelineError(f"the bayesian tuner needs scikit-learn ({err}); install it or use --tuner random.") from err
-    oracle = keras_tuner.oracles.HyperbandOracle(
-        objective, max_epochs=settings.hyperband_max_epochs, factor=settings.hyperband_factor, seed=seed
-    )
-    oracle.max_trials = settings.max_trials  # Hyperband has no trial cap of its own; the base Oracle honours it
-    return oracle
-
-
 def run_search(
     base: TrainConfig,
     space: Mapping[str, Any],
@@ -333,16 +246,17 @@ def run_search(
         "data_fingerprint": manifest.get("fingerprint"),
     }
     if role != "worker":
+        check_run_folder_is_ours(paths)
         _check_same_search(paths, record, new_search)
+        atomic_write_json(paths.tuner / SEARCH_RECORD, record)  # first: it marks the folder as a search of ours
+        _check_tuner_state(paths.tuner)
+        for folder in (paths.tuner, *paths.tuner.glob("trial_*")):
+            remove_stale_temporaries(folder)  # a trial's half-written files or half-copied run of a killed search
     hypermodel = DCGANHyperModel(
         base, space, data_dir, evaluate_fn,
         eval_every=settings.eval_every, train_options={**(train_options or {}), "keep_checkpoints": 1},
     )  # fmt: skip
-    tuner = DCGANTuner(
-        make_oracle(settings), hypermodel, paths.root, settings, overwrite=new_search and role != "worker", verbose=verbose
-    )
-    if role != "worker":
-        atomic_write_json(paths.tuner / SEARCH_RECORD, record)
+    tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, verbose=verbose)
     if role == "chief" and verbose:
         print(
             f"chief: serving the search on {os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}; "
@@ -400,14 +314,35 @@ class _FailedTrialTracebackFilter(io.TextIOBase):
         self.stream.flush()
 
 
+def _check_tuner_state(tuner_dir: Path) -> None:
+    """KerasTuner's own state files (it writes them in place, not atomically) must parse, or
+    reloading them would fail deep inside KerasTuner: name a damaged one instead."""
+    for path in [tuner_dir / "oracle.json", *tuner_dir.glob("tuner*.json"), *tuner_dir.glob("trial_*/trial.json")]:
+        if not path.is_file():
+            continue
+        try:
+            json.loads(path.read_text())
+        except ValueError as err:
+            raise PipelineError(
+                f"{path}, KerasTuner's record of the search, is damaged (a write cut short by a crash?): {err}. "
+                "Pass --new-search to start the search again."
+            ) from err
+
+
 def _check_same_search(paths: RunPaths, record: dict, new_search: bool) -> None:
+    """Resume only the same search; `new_search` discards the tuner folder (all of it ours)."""
     path = paths.tuner / SEARCH_RECORD
     if new_search:
+        shutil.rmtree(paths.tuner, ignore_errors=True)
         paths.best_hyperparameters.unlink(missing_ok=True)
         return
     if not path.is_file():
         return
-    changes = changed_settings(read_json(path), json.loads(json.dumps(record)))  # the record as JSON sees it
+    try:
+        saved = read_json(path)
+    except ValueError as err:
+        raise PipelineError(f"{path} is damaged ({err}); pass --new-search to start the search again.") from err
+    changes = changed_settings(saved, json.loads(json.dumps(record)))  # the record as JSON sees it
     if changes:
         raise PipelineError(
             f"{paths.tuner} holds a search with other settings ({path}): " + "; ".join(changes)

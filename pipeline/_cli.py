@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import math
 import os
 import re
 import sys
@@ -19,6 +21,7 @@ _STARTUP_NOISE = re.compile(
     r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog|To enable the following instructions)"
 )
 
+EXIT_ENVIRONMENT = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -34,6 +37,22 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         if action.default is None or action.default is False:
             return action.help or ""
         return super()._get_help_string(action)
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a float that is a real number (`inf` and `nan` are refused by name)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    """An argparse type: a seed is a whole number from 0 up."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -77,19 +96,75 @@ def import_tensorflow_quietly() -> None:
                     print(line, file=sys.stderr)
 
 
+def split_beam_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Our flags before `--`, Beam's after it (passed to Beam untouched)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
+def resolve_data(data: str, fs_flags: Sequence[str] = (), quiet: bool = False):
+    """The local folder of `--data`: the path itself, or for a URI (s3://, gs://, ...) a verified
+    local copy (components.remote_data); an error when there is no such folder."""
+    from pathlib import Path
+
+    from components.errors import PipelineError
+    from components.remote_data import local_data
+
+    local = Path(local_data(data, fs_flags, say=(lambda _: None) if quiet else print))
+    if not local.is_dir():
+        raise PipelineError(f"--data {data} does not exist; create it with `python -m pipeline.ingest`.")
+    return local
+
+
+def data_name(data: str) -> str:
+    """The last component of a folder path or URI: `tfrecords/faces/` -> faces, `s3://b/faces` -> faces."""
+    from pathlib import Path
+
+    if "://" in data:
+        return data.rstrip("/").rsplit("/", 1)[-1] or "data"
+    return Path(data).resolve().name
+
+
+# Failures of the machine rather than of the command: a full disk, a read-only or forbidden folder.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+_ENVIRONMENT_TEXT = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system|Permission denied")
+
+
+def environment_failure(err: BaseException) -> str | None:
+    """One line describing `err` if it is a failure of the environment, else None.
+
+    TensorFlow and Beam wrap the operating system's error in their own exception types, so
+    besides `OSError` numbers the message itself is looked at.
+    """
+    if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] == "tensorflow":
+        return "TensorFlow is not installed: pip install -e \".[cpu]\" (or \".[gpu]\" on a machine with an NVIDIA GPU)."
+    if isinstance(err, OSError) and err.errno in _ENVIRONMENT_ERRNOS:
+        return f"{err.strerror}: {err.filename}" if err.filename else str(err)
+    match = _ENVIRONMENT_TEXT.search(str(err))
+    if match and not isinstance(err, KeyboardInterrupt):
+        line = next((line for line in str(err).splitlines() if match.group(0) in line), match.group(0))
+        return line.strip()[:500]
+    return None
+
+
 def run_main(
     main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, *, tensorflow: bool = True
 ) -> None:
     """Run a CLI `main`, turning user errors into one clear message and a non-zero exit.
 
-    `PipelineError` is the user's mistake: print it without a traceback. Ctrl-C exits 130 with a
-    note that re-running resumes. Anything else is our bug and keeps its traceback.
+    `PipelineError` is the user's mistake: print it without a traceback, exit 2. A failure of the
+    machine (full disk, read-only or forbidden folder, no TensorFlow) prints one line and exits 1;
+    every write is atomic, so nothing half-written is left. Ctrl-C exits 130 with a note that
+    re-running resumes. Anything else is our bug and keeps its traceback.
     """
     from components.errors import PipelineError
 
-    if tensorflow:
-        import_tensorflow_quietly()
     try:
+        if tensorflow:
+            import_tensorflow_quietly()
         code = main(argv)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -97,4 +172,10 @@ def run_main(
     except KeyboardInterrupt:
         print("\ninterrupted: re-run the same command to resume", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - sorted below: the machine's failure, or our bug
+        line = environment_failure(err)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        code = EXIT_ENVIRONMENT
     sys.exit(code or 0)

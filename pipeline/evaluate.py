@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline._cli import make_parser, run_main  # first: quiets TensorFlow before it loads
+from pipeline._cli import make_parser, resolve_data, run_main, seed, split_beam_args  # first: quiets TensorFlow before it loads
 
 import argparse
 import sys
@@ -36,12 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("python -m pipeline.evaluate", DESCRIPTION)
     parser.add_argument("--model", required=True, metavar="DIR",
                         help="a SavedModel version folder, its parent (newest version is used) or a run folder")
-    parser.add_argument("--data", required=True, metavar="DIR", help="an ingested data folder (tfrecords/<name>)")
+    parser.add_argument("--data", required=True, metavar="DIR",
+                        help="an ingested data folder (tfrecords/<name>), or its URI on a Beam file system (options after --)")
     parser.add_argument("--split", default="eval", choices=("eval", "train"),
                         help="the real images to compare with; use the held-out eval split")
     parser.add_argument("--num", type=int, default=4096,
                         help="generated images; capped at half the split (the other half gives the floor)")
-    parser.add_argument("--seed", type=int, default=0, help="fixes the latents, the real halves and all sampling")
+    parser.add_argument("--seed", type=seed, default=0, help="fixes the latents, the real halves and all sampling")
     parser.add_argument("--batch-size", type=int, default=256, help="images per generator call")
     parser.add_argument("--train-limit", type=int, default=DEFAULT_TRAIN_LIMIT,
                         help="training images searched for copies (the first ones of the train split); 0 skips memorisation")
@@ -56,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line, with every value checked before TensorFlow loads."""
-    args = build_parser().parse_args(argv)
+    """The command line, with every value checked before TensorFlow loads; `--data` made local."""
+    ours, fs_flags = split_beam_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(ours)
     for flag in ("num", "batch_size"):
         if getattr(args, flag) <= 0:
             raise PipelineError(f"--{flag.replace('_', '-')} must be a positive number, got {getattr(args, flag)}.")
@@ -65,6 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise PipelineError(f"--train-limit must be 0 or more, got {args.train_limit}.")
     if args.inception_weights is not None and not args.inception_weights.is_file():
         raise PipelineError(f"--inception-weights {args.inception_weights} does not exist (it is never downloaded).")
+    args.data = resolve_data(args.data, fs_flags)
     return args
 
 
@@ -122,21 +125,34 @@ def skipped_notes(args: argparse.Namespace, searching_train: bool) -> list[str]:
     return notes
 
 
+def previous_evaluation(path: Path) -> dict | None:
+    """An earlier eval.json at `path`, or None when there is none or it is damaged (then redone)."""
+    from components.artifacts import read_json
+
+    try:
+        previous = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return previous if isinstance(previous, dict) and isinstance(previous.get("metrics"), dict) else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
 
     from tqdm import tqdm
 
-    from components.artifacts import atomic_write_json, read_json, tool_versions
+    from components.artifacts import atomic_write_json, tool_versions
     from components.evaluator import Evaluator, baseline_cache, evaluation_request, generate_images, load_evaluation_images
     from components.metrics.inception import load_inception
 
     started = time.perf_counter()
     generator = load_generator_for(args.model, args.data)
+    print(f"model: {generator.describe()}", file=sys.stderr)
     out = args.out or generator.path / "eval.json"
     request = evaluation_request(args.data, args.split, args.num, args.seed)
-    if args.skip_if_done and out.is_file() and request.items() <= read_json(out).items():
-        print(format_report(read_json(out)["metrics"]))
+    done = previous_evaluation(out)
+    if args.skip_if_done and done is not None and request.items() <= done.items():
+        print(format_report(done["metrics"]))
         print(f"{out} is up to date; nothing to do.", file=sys.stderr)
         return 0
     real, train = load_evaluation_images(args.data, args.split, args.train_limit)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline._cli import file_descriptor_2_to, make_parser, run_main  # first: quiets TensorFlow before it loads
+from pipeline._cli import data_name, file_descriptor_2_to, finite_float, make_parser, run_main, seed, split_beam_args  # first: quiets TensorFlow before it loads
 
 import argparse
 import contextlib
@@ -58,18 +58,23 @@ def count(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("python -m pipeline.ingest", DESCRIPTION)
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--input", type=Path, default=Path("data"), help="folder of images, read recursively")
+    source.add_argument(
+        "--input", default="data",
+        help="folder of images, read recursively: a local path or a URI of a Beam file system (gs://, s3://, hdfs://, ...)",
+    )  # fmt: skip
     source.add_argument(
         "--synthetic",
         type=count,
         metavar="N",
         help=no_default("ingest N built-in procedural anime faces instead of a folder (no download needed)"),
     )
-    parser.add_argument("--seed", type=int, default=0, help="which --synthetic faces: face i of a seed is always the same")
+    parser.add_argument("--seed", type=seed, default=0, help="which --synthetic faces: face i of a seed is always the same")
     parser.add_argument(
         "--output",
-        type=Path,
-        help=no_default("output folder (default: tfrecords/<input folder name>, or tfrecords/synthetic with --synthetic)"),
+        help=no_default(
+            "output folder, a local path or a URI (default: tfrecords/<input folder name>, or tfrecords/synthetic with "
+            "--synthetic); must not contain --input nor lie inside it"
+        ),
     )
     parser.add_argument("--image-size", type=int, default=64, help="side in pixels of the square training images")
     parser.add_argument(
@@ -81,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-size", type=int, help=no_default("reject images whose shorter side is below this (default: half of --image-size)")
     )
-    parser.add_argument("--eval-fraction", type=float, default=0.05, help="share of images held out in the eval split")
+    parser.add_argument("--eval-fraction", type=finite_float, default=0.05, help="share of images held out in the eval split")
     parser.add_argument(
         "--shards", type=count, help=no_default("shards per split (default: as many as make shards of about 32 MB)")
     )
@@ -90,15 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.epilog = "Beam options: everything after `--`, e.g. `-- --direct_num_workers=4` or `-- --runner=FlinkRunner ...`."
     return parser
-
-
-def split_beam_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Our flags before `--`, Beam's after it (passed to Beam untouched)."""
-    argv = list(argv)
-    if "--" not in argv:
-        return argv, []
-    cut = argv.index("--")
-    return argv[:cut], argv[cut + 1 :]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,10 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         options.validate()
         if args.synthetic:
             source, described = SyntheticSource(args.synthetic, args.seed, args.image_size), f"{args.synthetic} synthetic faces"
-            output = args.output or Path("tfrecords", "synthetic")
+            output = args.output or str(Path("tfrecords", "synthetic"))
         else:
-            source, described = FolderSource(str(args.input)), f"{args.input}/"
-            output = args.output or Path("tfrecords", args.input.resolve().name)
+            source, described = FolderSource(args.input), f"{args.input.rstrip('/')}/"
+            output = args.output or str(Path("tfrecords", data_name(args.input)))
         report = ingest(source, output, options, beam_args, overwrite=args.overwrite, on_progress=progress.update)
     print(summary(report, described))
     return 0
@@ -169,9 +165,11 @@ def summary(report: IngestReport, described: str) -> str:
         f"  rejected    {counts['rejected']:,}" + (f" ({reasons})" if reasons else ""),
     ]
     if counts["rejected"] or counts["duplicates"]:
-        lines.append(f"  details     {output / 'rejects.jsonl'}")
+        lines.append(f"  details     {output.rstrip('/')}/rejects.jsonl")
     if splits["eval"]["count"] == 0:
         lines.append("  warning     the eval split is empty: add images or raise --eval-fraction")
+    for leftover in report.removed:
+        lines.append(f"  cleaned     {leftover} (left by an ingest that was killed)")
     return "\n".join(lines)
 
 

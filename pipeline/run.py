@@ -32,13 +32,13 @@ DEMO_IMAGES = 60_000
 def build_parser() -> argparse.ArgumentParser:
     parser = _cli.make_parser("python -m pipeline.run", DESCRIPTION)
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--input", type=Path, default=Path("data"), help="image folder to ingest (recursive)")
+    source.add_argument("--input", default="data", help="image folder to ingest (recursive): a path or a URI (gs://, s3://, ...)")
     source.add_argument("--demo", action="store_true",
                         help=f"use {DEMO_FACES:,} built-in faces at {DEMO_IMAGE_SIZE}px and a {DEMO_IMAGES:,}-image budget")
-    parser.add_argument("--data", type=Path, help="TFRecords folder (default: tfrecords/<input name>, or tfrecords/demo)")
+    parser.add_argument("--data", help="TFRecords folder, a path or a URI (default: tfrecords/<input name>, or tfrecords/demo)")
     parser.add_argument("--run", type=Path, help="run folder (default: artifacts/<data folder name>)")
     parser.add_argument("--image-size", type=int, default=64, help="training image size: 32, 64 or 128")
-    parser.add_argument("--eval-fraction", type=float, default=0.1, help="share of the images held out for evaluation")
+    parser.add_argument("--eval-fraction", type=_cli.finite_float, default=0.1, help="share of the images held out for evaluation")
     parser.add_argument("--images", type=int, default=400_000, help="training budget: real images seen")
     parser.add_argument("--eval-every", type=int, default=None, metavar="IMAGES",
                         help="evaluate (SWD) and keep the best checkpoint every this many images (default: budget / 5)")
@@ -47,9 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-trials", type=int, default=8, help="with --tune: trials to run")
     parser.add_argument("--trial-images", type=int, default=20_000, help="with --tune: images seen by one trial")
     parser.add_argument("--num-samples", type=int, default=64, help="images to sample from the exported SavedModel")
-    parser.add_argument("--seed", type=int, default=0, help="seed of training, evaluation and sampling")
+    parser.add_argument("--seed", type=_cli.seed, default=0, help="seed of training, evaluation and sampling")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only stage headers and the summary")
-    parser.epilog = "Beam options for the ingest: everything after `--` (see python -m pipeline.ingest --help)."
+    parser.epilog = ("Beam options: everything after `--` goes to the ingest's pipeline and, when --data is a URI, configures "
+                     "the file system train and evaluate read it through (see python -m pipeline.ingest --help).")
     return parser
 
 
@@ -60,30 +61,39 @@ class Stage:
     argv: list[str]
 
 
-def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], Path, Path]:
-    """The stages to run, as the argument lists of their CLIs; and the data and run folders."""
+def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], str, Path]:
+    """The stages to run, as the argument lists of their CLIs; and the data and run folders.
+
+    The folders are checked up front: no two of input, data and run may be one inside another.
+    """
+    from components.artifacts import check_apart
     from pipeline import evaluate, ingest, sample, train
 
     if args.demo:
         args.image_size, args.images = DEMO_IMAGE_SIZE, DEMO_IMAGES
-        data = args.data or Path("tfrecords", "demo")
+        data = args.data or str(Path("tfrecords", "demo"))
         source = ["--synthetic", str(DEMO_FACES), "--seed", str(args.seed)]
     else:
-        data = args.data or Path("tfrecords", args.input.resolve().name)
+        data = args.data or str(Path("tfrecords", _cli.data_name(args.input)))
         source = ["--input", str(args.input)]
-    run = args.run or Path("artifacts", data.name)
+        check_apart("--input", args.input, "--data", data)
+        check_apart("--input", args.input, "--run", args.run or Path("artifacts", _cli.data_name(data)))
+    run = args.run or Path("artifacts", _cli.data_name(data))
+    check_apart("--data", data, "--run", run)
+    fs_flags = ["--", *beam_args] if "://" in data else []
     quiet = ["--quiet"] if args.quiet else []
     eval_every = args.eval_every or max(args.images // 5, 1)
     training = ["--data", str(data), "--run", str(run), "--images", str(args.images), "--seed", str(args.seed),
                 "--eval-every", str(eval_every), "--eval-num", str(args.eval_num), *quiet]
     if args.tune:
         training += ["--tune", "--max-trials", str(args.max_trials), "--trial-images", str(args.trial_images)]
+    training += fs_flags
     stages = [
         Stage("ingest", ingest.main, [*source, "--output", str(data), "--image-size", str(args.image_size),
                                       "--eval-fraction", str(args.eval_fraction), *quiet, "--", *beam_args]),
         Stage("train" + (" (after a search)" if args.tune else ""), train.main, training),
         Stage("evaluate", evaluate.main, ["--model", str(run), "--data", str(data), "--num", str(args.eval_num),
-                                          "--seed", str(args.seed), "--skip-if-done"]),
+                                          "--seed", str(args.seed), "--skip-if-done", *fs_flags]),
         Stage("sample", sample.main, ["--model", str(run), "--num", str(args.num_samples), "--seed", str(args.seed),
                                       "--out", str(run / "export" / "samples"), "--grid", str(run / "export" / "grid.png"), *quiet]),
     ]
@@ -93,7 +103,7 @@ def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], P
 def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
-    from pipeline.ingest import split_beam_args
+    from pipeline._cli import split_beam_args
 
     ours, beam_args = split_beam_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(ours)

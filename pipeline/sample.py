@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline._cli import make_parser, run_main  # first: quiets TensorFlow before it loads
+from pipeline._cli import finite_float, make_parser, run_main, seed  # first: quiets TensorFlow before it loads
 
 import argparse
 from pathlib import Path
@@ -32,7 +32,7 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    value = float(text)
+    value = finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
     return value
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="png: one file per image; npz: arrays 'images' uint8[n,H,W,3] and 'indices'; "
         "tfrecord: Examples in the ingest schema",
     )
-    parser.add_argument("--seed", type=int, default=0, help="the seed: same seed, same images")
+    parser.add_argument("--seed", type=seed, default=0, help="the seed: same seed, same images")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="images generated per call")
     parser.add_argument(
         "--truncation",
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from components.sampler import SavedModelGenerator, sample_to_folder, save_first_grid
 
     generator = SavedModelGenerator(args.model)
-    print(f"model: {generator.path} (latent {generator.latent_dim}, images {'x'.join(map(str, generator.image_shape))})")
+    print(f"model: {generator.describe()}")
     if args.out is not None:
         summary = sample_to_folder(
             generator,

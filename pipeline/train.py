@@ -7,10 +7,11 @@ from pipeline import _cli  # noqa: F401  (first: quiets TensorFlow before it loa
 import argparse
 import dataclasses
 import functools
+import sys
 from pathlib import Path
 from typing import Sequence
 
-from components.artifacts import RunPaths
+from components.artifacts import RunPaths, check_apart
 from components.errors import PipelineError
 from components.augment import AUGMENTS
 from components.model import D_KERNELS, UPSAMPLES, ModelConfig
@@ -61,12 +62,16 @@ _TRAIN_DEFAULTS = TrainConfig()
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _cli.make_parser("python -m pipeline.train", DESCRIPTION)
-    parser.add_argument("--data", type=Path, required=True, help="ingested data folder (holds manifest.json and the shards)")
+    parser.add_argument(
+        "--data", required=True,
+        help="ingested data folder (holds manifest.json and the shards): a local path, or a URI of a Beam file system "
+        "(s3://, gs://, ...), copied once into a verified local cache; that file system's options go after --",
+    )  # fmt: skip
     parser.add_argument("--run", type=Path, help="run folder (default: artifacts/<name of the data folder>)")
 
     budget = parser.add_argument_group("budget (one of; default --epochs 60, the seed's)")
     exclusive = budget.add_mutually_exclusive_group()
-    exclusive.add_argument("--epochs", type=float, help="passes over the train split (fractions allowed)")
+    exclusive.add_argument("--epochs", type=_cli.finite_float, help="passes over the train split (fractions allowed)")
     exclusive.add_argument("--images", type=int, help="real images to train on; steps = ceil(images / batch size)")
     add_hparam_arguments(parser)
 
@@ -117,8 +122,8 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--latent-dim", type=int, default=_MODEL_DEFAULTS.latent_dim, help="size of the generator's input noise z")
     model.add_argument("--g-filters", type=int, default=_MODEL_DEFAULTS.g_filters, help="filters of the generator's last block; doubled per block towards the input")
     model.add_argument("--d-filters", type=int, default=_MODEL_DEFAULTS.d_filters, help="filters of the discriminator's first block; doubled per block")
-    model.add_argument("--d-dropout", type=float, help="dropout rate after each discriminator block (0: none)" + _recipe_note("d_dropout"))
-    model.add_argument("--init-stddev", type=float, default=_MODEL_DEFAULTS.init_stddev, help="std of the N(0, s) initialiser of the convolutions")
+    model.add_argument("--d-dropout", type=_cli.finite_float, help="dropout rate after each discriminator block (0: none)" + _recipe_note("d_dropout"))
+    model.add_argument("--init-stddev", type=_cli.finite_float, default=_MODEL_DEFAULTS.init_stddev, help="std of the N(0, s) initialiser of the convolutions")
     model.add_argument(
         "--g-upsample", choices=UPSAMPLES,
         help="generator up-sampling: transpose5 (k5 stride 2, checkerboard-prone), transpose4 (k4 stride 2) or resize "
@@ -140,21 +145,21 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
 
     training = parser.add_argument_group("training")
     training.add_argument("--batch-size", type=int, help="global batch size (split over replicas)" + _recipe_note("batch_size"))
-    training.add_argument("--g-lr", type=float, help="generator Adam learning rate" + _recipe_note("g_lr"))
-    training.add_argument("--d-lr", type=float, help="discriminator Adam learning rate" + _recipe_note("d_lr"))
-    training.add_argument("--beta-1", type=float, default=_TRAIN_DEFAULTS.beta_1, help="Adam beta_1 of both optimisers")
+    training.add_argument("--g-lr", type=_cli.finite_float, help="generator Adam learning rate" + _recipe_note("g_lr"))
+    training.add_argument("--d-lr", type=_cli.finite_float, help="discriminator Adam learning rate" + _recipe_note("d_lr"))
+    training.add_argument("--beta-1", type=_cli.finite_float, default=_TRAIN_DEFAULTS.beta_1, help="Adam beta_1 of both optimisers")
     training.add_argument("--loss", choices=LOSSES, help="adversarial loss: bce (non-saturating) or hinge" + _recipe_note("loss"))
-    training.add_argument("--label-smoothing", type=float, help="BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)" + _recipe_note("label_smoothing"))
-    training.add_argument("--ema-decay", type=float, help="decay of the generator's weight EMA used for samples and export (0: no averaging)" + _recipe_note("ema_decay"))
-    training.add_argument("--ema-warmup", type=float, help="EMA warm-up: decay = min(ema-decay, (1+n)/(warmup+n)) at G update n" + _recipe_note("ema_warmup"))
+    training.add_argument("--label-smoothing", type=_cli.finite_float, help="BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)" + _recipe_note("label_smoothing"))
+    training.add_argument("--ema-decay", type=_cli.finite_float, help="decay of the generator's weight EMA used for samples and export (0: no averaging)" + _recipe_note("ema_decay"))
+    training.add_argument("--ema-warmup", type=_cli.finite_float, help="EMA warm-up: decay = min(ema-decay, (1+n)/(warmup+n)) at G update n" + _recipe_note("ema_warmup"))
     training.add_argument(
         "--augment", metavar="POLICY",
         help="DiffAugment of the discriminator's real and fake inputs: comma-separated subset of "
         f"{','.join(AUGMENTS)}, or '' for none" + _recipe_note("augment"),
     )  # fmt: skip
-    training.add_argument("--r1-gamma", type=float, help="weight of the R1 gradient penalty on real images (0: off)" + _recipe_note("r1_gamma"))
+    training.add_argument("--r1-gamma", type=_cli.finite_float, help="weight of the R1 gradient penalty on real images (0: off)" + _recipe_note("r1_gamma"))
     training.add_argument("--r1-every", type=int, default=_TRAIN_DEFAULTS.r1_every, help="lazy R1: apply the penalty every this many D updates")
-    training.add_argument("--seed", type=int, default=_TRAIN_DEFAULTS.seed, help="seed of the latents, the fixed sample grid, the evaluator and the search's oracle")
+    training.add_argument("--seed", type=_cli.seed, default=_TRAIN_DEFAULTS.seed, help="seed of the latents, the fixed sample grid, the evaluator and the search's oracle")
     training.add_argument(
         "--train-step", choices=TRAIN_STEPS, default=_TRAIN_DEFAULTS.train_step,
         help="dcgan: one D and one G update per batch; seed: the tutorial's loop (2 rounds of D-fake, D-real, G)",
@@ -214,15 +219,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ours, fs_flags = _cli.split_beam_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(ours)
     config = config_from_args(args)  # validates every hyperparameter before TensorFlow loads
     if args.epochs is None and args.images is None:
         args.epochs = 60.0
-    if not args.data.is_dir():
-        raise PipelineError(f"{args.data} does not exist; create it with `python -m pipeline.ingest`.")
     if args.eval_every < 0 or args.eval_num < 4:
         raise PipelineError("--eval-every must be >= 0 and --eval-num >= 4.")
-    run_dir = args.run or Path("artifacts") / args.data.resolve().name
+    if "://" in str(args.run or ""):
+        raise PipelineError(f"--run {args.run}: run folders are local paths (or a mounted file system); only --data may be a URI.")
+    run_dir = args.run or Path("artifacts") / _cli.data_name(args.data)
+    args.data = _cli.resolve_data(args.data, fs_flags, quiet=args.quiet)
+    check_apart("--data", args.data, "--run", run_dir)
 
     _cli.import_tensorflow_quietly()  # only now: --help and option errors stay instant
     evaluator = functools.cache(lambda: make_evaluator(args))  # loaded once, shared by search and training
@@ -302,8 +310,8 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
     process is done (--tune-only, or a worker of a distributed search)."""
     from components.distribute import cluster_spec_from_env
     from components.search_report import format_table
-    from components.search_space import load_space_file, make_space, parse_space_override
-    from components.tuner import SearchSettings, run_search, search_role
+    from components.search_space import SearchSettings, load_space_file, make_space, parse_space_override, search_role
+    from components.tuner import run_search
 
     if cluster_spec_from_env() is not None:
         raise PipelineError("--tune does not run under TF_CONFIG; distribute a search with the KERASTUNER_* variables.")

@@ -11,19 +11,10 @@ import pytest
 from components.errors import PipelineError
 from components.evaluator import Evaluator, TrainingEvaluator
 from components.latents import first_latents
-from components.metrics.inception import (
-    frechet_distance,
-    kernel_inception_distance,
-    load_inception,
-)
+from components.metrics.inception import frechet_distance, kernel_inception_distance, load_inception
 from components.metrics.memorisation import memorisation_summary, nearest_neighbours
 from components.metrics.msssim import ms_ssim, pairwise_ms_ssim
-from components.metrics.swd import (
-    laplacian_pyramid,
-    sliced_wasserstein,
-    swd_descriptors,
-    swd_from_descriptors,
-)
+from components.metrics.swd import laplacian_pyramid, sliced_wasserstein, swd_descriptors, swd_from_descriptors
 from tests.helpers import evaluate_generator
 
 

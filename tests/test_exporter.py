@@ -14,12 +14,7 @@ import numpy as np
 import pytest
 
 from components import exporter
-from components.artifacts import (
-    RunPaths,
-    read_json,
-    resolve_saved_model,
-    saved_model_versions,
-)
+from components.artifacts import RunPaths, read_json, resolve_saved_model, saved_model_versions
 from components.errors import PipelineError
 from components.latents import latents
 from components.latents import to_uint8_array as to_uint8

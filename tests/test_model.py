@@ -13,16 +13,7 @@ from components.model import ModelConfig, build_discriminator, build_generator
 def seed_build_generator(latent_dim: int):
     """The seed tutorial's `build_generator` (IMG_H = IMG_W = 64), restated in Keras 3."""
     import keras
-    from keras.layers import (
-        Activation,
-        BatchNormalization,
-        Conv2D,
-        Conv2DTranspose,
-        Dense,
-        Input,
-        LeakyReLU,
-        Reshape,
-    )
+    from keras.layers import Activation, BatchNormalization, Conv2D, Conv2DTranspose, Dense, Input, LeakyReLU, Reshape
 
     w_init = keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
     f = [2**i for i in range(5)][::-1]

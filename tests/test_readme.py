@@ -31,9 +31,10 @@ def pipeline_commands() -> list[str]:
 
 def test_quick_start_is_install_and_demo_then_the_ci_test_command():
     first, second = code_blocks(README)[:2]
-    assert first.strip() == 'pip install -e ".[test]" && python -m pipeline.run --demo'
+    assert first.strip() == 'pip install -e ".[cpu,test]" && python -m pipeline.run --demo'
     assert second.strip() == "python -m pytest -q"
     ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install --quiet -e ".[cpu,test]"' in ci  # the same install as the README's
     assert re.search(r"^python3? -m pytest -q$", ci, flags=re.M), "CI must run the README's test command"
 
 

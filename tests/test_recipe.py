@@ -10,12 +10,7 @@ import tensorflow as tf
 from components.augment import cutout, diff_augment, parse_policy, translation
 from components.config import RECIPES, TrainConfig, recipe_config
 from components.errors import PipelineError
-from components.model import (
-    MinibatchStdDev,
-    ModelConfig,
-    build_discriminator,
-    build_generator,
-)
+from components.model import MinibatchStdDev, ModelConfig, build_discriminator, build_generator
 from components.runfolder import restore_generator
 from components.trainer import build_gan, compile_gan, train
 

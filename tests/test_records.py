@@ -4,12 +4,7 @@ import numpy as np
 import pytest
 
 from components.errors import PipelineError
-from components.records import (
-    load_images,
-    make_dataset,
-    parse_examples,
-    serialize_example,
-)
+from components.records import load_images, make_dataset, parse_examples, serialize_example
 from tests.conftest import write_tiny_records
 
 
@@ -101,8 +96,8 @@ def test_shards_are_verified_once_per_fingerprint_and_only_those_read(tmp_path, 
     images = np.random.default_rng(2).integers(0, 256, (12, 4, 4, 3), dtype=np.uint8)
     data = write_tiny_records(tmp_path / "d", images, images[:4], shards=3)  # train: 3 shards of 4
     checked = []
-    honest = records._verify_shard
-    monkeypatch.setattr(records, "_verify_shard", lambda path, count: (checked.append(path.name), honest(path, count)))
+    honest = records.verify_shard
+    monkeypatch.setattr(records, "verify_shard", lambda path, count: (checked.append(path.name), honest(path, count)))
 
     assert len(load_images(data, "train", limit=3)) == 3
     assert checked == ["train-00000-of-00003.tfrecord"]  # the first shard holds the 3 images asked for

@@ -5,13 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from components.synthetic import (
-    HAIR_STYLES,
-    MOUTHS,
-    draw_face,
-    sample_traits,
-    synthetic_face,
-)
+from components.synthetic import HAIR_STYLES, MOUTHS, draw_face, sample_traits, synthetic_face
 from tests.helpers import write_synthetic_faces
 
 

@@ -18,12 +18,14 @@ from components.model import ModelConfig
 from components.search_report import config_from_best, format_table
 from components.search_space import (
     DEFAULT_SPACE,
+    SearchSettings,
     apply_values,
     load_space_file,
     make_space,
     parse_space_override,
+    search_role,
 )
-from components.tuner import SearchSettings, run_search, search_role
+from components.tuner import run_search
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=16), batch_size=32)
 TINY = ["g_filters=4", "d_filters=8", "d_lr=2e-4", "beta_1=0.5"]  # everything fixed but what a test adds
