@@ -169,15 +169,27 @@ def write_chunk(spec: ChunkSpec, source: ImageSource, options: IngestOptions, st
     return result
 
 
-def hash_buckets(result: ChunkResult) -> Iterator[tuple[int, list[tuple[str, str, str, int]]]]:
-    """Spread a chunk's (hash, name, chunk, position) entries over buckets keyed by hash."""
+def hash_buckets(result: ChunkResult) -> Iterator[tuple[int, list[tuple[str, bytes, str, int]]]]:
+    """Spread a chunk's (hash, name, chunk, position) entries over buckets keyed by hash.
+
+    Names travel as bytes: a file name that is not UTF-8 (kept in Python as surrogate escapes)
+    cannot pass Beam's coders as text.
+    """
     buckets = defaultdict(list)
     for position, (pixel_hash, name) in enumerate(result.hashes):
-        buckets[int(pixel_hash[:8], 16) % DEDUPE_BUCKETS].append((pixel_hash, name, result.spec.key, position))
+        buckets[int(pixel_hash[:8], 16) % DEDUPE_BUCKETS].append((pixel_hash, _wire(name), result.spec.key, position))
     yield from buckets.items()
 
 
-def find_duplicates(bucket: int, parts: Iterable[list[tuple[str, str, str, int]]]) -> Iterator[tuple[str, dict]]:
+def _wire(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _unwire(name: bytes) -> str:
+    return name.decode("utf-8", "surrogateescape")
+
+
+def find_duplicates(bucket: int, parts: Iterable[list[tuple[str, bytes, str, int]]]) -> Iterator[tuple[str, dict]]:
     """For every set of equal pixel hashes keep the smallest name; yield (chunk, drop) for the rest."""
     by_hash = defaultdict(list)
     for part in parts:
@@ -205,6 +217,7 @@ def finalize_chunk(result: ChunkResult, drops: list[dict], staging: str, fs_flag
         kept = b"".join(data[offsets[i] : offsets[i + 1]] for i in range(len(result.sizes)) if i not in dropped)
         beamfs.write_bytes(path, kept) if kept else beamfs.delete([path])
         kept_bytes = len(kept)
+    drops = [{**drop, "source": _unwire(drop["source"]), "duplicate_of": _unwire(drop["duplicate_of"])} for drop in drops]
     summary = {
         "split": result.spec.split,
         "index": result.spec.index,

@@ -182,17 +182,18 @@ def metric_values(record: dict[str, Any]) -> dict[str, float]:
 # -- checkpoints ------------------------------------------------------------------------------------
 
 
-def checkpoint_prefixes(directory: Path) -> list[Path]:
-    """The checkpoints in `directory` whose index file exists, newest (highest number) first.
+def checkpoint_prefixes(directory: Path, *, complete: bool = True) -> list[Path]:
+    """The checkpoints in `directory`, newest (highest number) first: those whose index file
+    exists, or with `complete=False` also those of which only data files are left.
 
     TensorFlow's `checkpoint` state file is not trusted: a crash between writing a checkpoint and
     updating it, or a torn state file, must not hide (or invent) a checkpoint.
     """
-    numbered = []
-    for index in directory.glob("*.index") if directory.is_dir() else ():
-        match = re.fullmatch(rf"({CHECKPOINT_NAME}|{BEST})-(\d+)", index.stem)
-        if match:
-            numbered.append((int(match.group(2)), directory / index.stem))
+    numbered = set()
+    for entry in directory.iterdir() if directory.is_dir() else ():
+        match = re.fullmatch(rf"(({CHECKPOINT_NAME}|{BEST})-(\d+))(\.index|\.data-\d+-of-\d+)", entry.name)
+        if match and (match.group(4) == ".index" or not complete):
+            numbered.add((int(match.group(3)), directory / match.group(1)))
     return [prefix for _, prefix in sorted(numbered, reverse=True)]
 
 
@@ -203,20 +204,22 @@ def restore_newest_intact(checkpoint, directory: Path, say=print, *, partial: bo
     checkpoint is skipped with a note saying why; if every checkpoint is damaged, `PipelineError`.
     `partial`: `checkpoint` holds only some of the saved objects (e.g. the EMA generator alone).
     """
-    import tensorflow as tf
-
-    skipped = []
-    for prefix in checkpoint_prefixes(directory):
+    skipped = [(directory / name, "TensorFlow's checkpoint file names it, but its files are gone") for name in _missing_named(directory)]
+    for prefix in checkpoint_prefixes(directory, complete=False):
+        if not Path(f"{prefix}.index").is_file():
+            skipped.append((prefix, "its .index file is missing: the save was cut short"))
+            continue
         try:
             status = checkpoint.restore(str(prefix))
             if partial:
                 status.expect_partial()
             status.assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as err:
+        except Exception as err:  # noqa: BLE001 - TensorFlow raises many kinds on a damaged file
             skipped.append((prefix, _first_line(err)))
             continue
         for bad, why in skipped:
-            say(f"note: skipped checkpoint {bad.name}, which is damaged ({why}); resuming from {prefix.name} instead")
+            if _number(bad) > _number(prefix):
+                say(f"note: skipped checkpoint {bad.name}, which is damaged ({why}); resuming from {prefix.name} instead")
         return prefix
     if skipped:
         raise PipelineError(
@@ -224,6 +227,17 @@ def restore_newest_intact(checkpoint, directory: Path, say=print, *, partial: bo
             "pass --new-run to start over."
         )
     return None
+
+
+def _missing_named(directory: Path) -> list[str]:
+    """Checkpoints TensorFlow's state file lists whose files are all gone."""
+    state = directory / "checkpoint"
+    if not state.is_file():
+        return []
+    named = re.findall(r'^(?:all_)?model_checkpoint_paths?: "([^"]+)"', state.read_text(errors="replace"), flags=re.M)
+    present = {prefix.name for prefix in checkpoint_prefixes(directory, complete=False)}
+    names = {Path(name).name for name in named}
+    return sorted((name for name in names if name not in present and re.fullmatch(r"\w+-\d+", name)), key=lambda n: -int(n.rsplit("-", 1)[1]))
 
 
 def _first_line(err: BaseException) -> str:
@@ -301,11 +315,6 @@ class CheckpointState:
         import tensorflow as tf
 
         prefix = restore_newest_intact(self.checkpoint, self.paths.checkpoints, say)
-        if prefix is None and _names_a_checkpoint(self.paths.checkpoints):
-            raise PipelineError(
-                f"{self.paths.checkpoints}/checkpoint names a checkpoint, but none of its files are left to resume "
-                "from; pass --new-run to start over."
-            )
         if self.chief:
             remove_checkpoints_after(self.paths.checkpoints, prefix)
             best = checkpoint_prefixes(self.paths.checkpoints / BEST)  # kept even if newer: still the best weights seen
@@ -342,12 +351,6 @@ class CheckpointState:
         if self.best is not None:
             self.best.save(checkpoint_number=self.step_now)
         return True
-
-
-def _names_a_checkpoint(directory: Path) -> bool:
-    """True when TensorFlow's state file in `directory` records a saved checkpoint."""
-    state = directory / "checkpoint"
-    return state.is_file() and "model_checkpoint_path" in state.read_text(errors="replace")
 
 
 # -- the generator of a finished run ----------------------------------------------------------------

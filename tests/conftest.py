@@ -41,3 +41,10 @@ def tiny_records(tmp_path_factory) -> Path:
     base = rng.integers(0, 256, size=(128, 4, 4, 3)).astype(np.float32)
     images = np.repeat(np.repeat(base, 8, axis=1), 8, axis=2).astype(np.uint8)
     return write_tiny_records(tmp_path_factory.mktemp("records"), images[:96], images[96:])
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fault-rounds", type=int, default=1,
+        help="kills per stage in tests/test_fault_injection.py, each at another random moment (the long version: 20)",
+    )  # fmt: skip

@@ -292,8 +292,8 @@ def test_split_of_is_stable_and_near_the_fraction():
 
 
 def test_find_duplicates_keeps_the_smallest_name():
-    parts = [[("h1", "b.png", "train-00000", 0), ("h2", "c.png", "train-00000", 1)], [("h1", "a.png", "eval-00000", 4)]]
-    assert list(find_duplicates(0, parts)) == [("train-00000", {"position": 0, "source": "b.png", "duplicate_of": "a.png"})]
+    parts = [[("h1", b"b.png", "train-00000", 0), ("h2", b"c.png", "train-00000", 1)], [("h1", b"a.png", "eval-00000", 4)]]
+    assert list(find_duplicates(0, parts)) == [("train-00000", {"position": 0, "source": b"b.png", "duplicate_of": b"a.png"})]
 
 
 # TF-free record I/O (components/records.py)
