@@ -249,7 +249,6 @@ def remove_checkpoints_after(directory: Path, prefix: Path | None) -> None:
     """Delete this run's checkpoints newer than `prefix` (damaged or from after the resume point)
     and the temporary folders of interrupted saves, and point TensorFlow's state file at `prefix`,
     so the next save continues a consistent sequence."""
-    import tensorflow as tf
 
     if not directory.is_dir():
         return
@@ -258,9 +257,10 @@ def remove_checkpoints_after(directory: Path, prefix: Path | None) -> None:
         match = re.fullmatch(rf"({CHECKPOINT_NAME}|{BEST})-(\d+)(\.index|\.data-\d+-of-\d+|_temp)", entry.name)
         if match and (int(match.group(2)) > number or match.group(3) == "_temp"):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    kept = [str(p) for p in reversed(checkpoint_prefixes(directory))]
-    if kept:
-        tf.compat.v1.train.update_checkpoint_state(str(directory), kept[-1], all_model_checkpoint_paths=kept)
+    kept = [prefix.name for prefix in reversed(checkpoint_prefixes(directory))]
+    if kept:  # TensorFlow's CheckpointState text format, oldest first
+        lines = [f'model_checkpoint_path: "{kept[-1]}"', *(f'all_model_checkpoint_paths: "{name}"' for name in kept)]
+        atomic_write_text(directory / "checkpoint", "\n".join(lines) + "\n")
     else:
         (directory / "checkpoint").unlink(missing_ok=True)
 

@@ -149,7 +149,7 @@ def train(
     remaining = total_steps - state.step_now
     try:
         if remaining > 0:
-            dataset = _training_dataset(data_dir, config).take(remaining)
+            dataset = _training_dataset(data_dir, config, start=state.images_seen_now).take(remaining)
             gan.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[execution_callback(loop)])
             if loop.diverged is not None:
                 raise loop.diverged
@@ -216,14 +216,15 @@ def _total_steps(images: int | None, epochs: float | None, train_count: int, bat
     return math.ceil(round(budget) / batch_size)
 
 
-def _training_dataset(data_dir: str | Path, config: TrainConfig):
-    """Endless shuffled batches of the train split, sharded by batch across workers (a data
-    folder may have fewer shard files than there are workers)."""
+def _training_dataset(data_dir: str | Path, config: TrainConfig, start: int = 0):
+    """Endless shuffled batches of the train split in an order fixed by the seed, from record
+    `start` on (so a resumed run sees what an uninterrupted one would), sharded by batch across
+    workers (a data folder may have fewer shard files than there are workers)."""
     import tensorflow as tf
 
     from components.records import make_dataset
 
-    dataset = make_dataset(data_dir, "train", batch_size=config.batch_size, image_size=config.model.image_size)
+    dataset = make_dataset(data_dir, "train", batch_size=config.batch_size, image_size=config.model.image_size, seed=config.seed, start=start)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)

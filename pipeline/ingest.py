@@ -33,13 +33,17 @@ it is stable across runs. The output appears atomically; re-running with the sam
 options does nothing, changed inputs or options rebuild it.
 
 Apache Beam runs the job: the DirectRunner on every core by default. Options after `--` go to
-Beam unchanged, so the same command runs on Flink, Spark or Dataflow (given an --output on a
-file system all workers share).
+Beam unchanged: another runner (e.g. --runner=apache_beam.runners.dask.dask_runner.DaskRunner
+--dask_client_address=tcp://host:8786), and the options of the file systems --input and
+--output live on (e.g. --s3_endpoint_url=... for s3:// URIs; secrets are not recorded).
+--input and --output may not contain one another; an existing output is replaced only if it is
+an ingest output holding nothing else.
 
 examples:
   python -m pipeline.ingest --synthetic 2000            # built-in faces -> tfrecords/synthetic
   python -m pipeline.ingest --input data/ --image-size 64
   python -m pipeline.ingest --input ~/photos --resize pad --output tfrecords/photos -- --direct_num_workers=4
+  python -m pipeline.ingest --input s3://bucket/faces --output s3://bucket/records -- --s3_endpoint_url=http://host:9000
 """
 
 

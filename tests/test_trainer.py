@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -194,10 +195,30 @@ def test_sigkilled_run_resumes_to_the_same_counts_as_an_uninterrupted_one(tiny_r
     assert f"resumed from step {killed_at}" in resumed.stdout
     _, info = restore_generator(run)
 
+    keras.utils.set_random_seed(TINY.seed)  # as the command line does: the same initial weights
     uninterrupted = train(TINY, tiny_records, tmp_path / "whole", images=images, log_every=10, **QUIET)
     assert (info["step"], info["images_seen"]) == (uninterrupted.steps, uninterrupted.images_seen) == (300, 2400)
     train_steps = [r["step"] for r in read_jsonl(RunPaths(run).metrics)]
     assert train_steps == list(range(10, 301, 10))  # lines of the killed run past its checkpoint were dropped
+    # The resumed run saw exactly the batches, latents and updates of the uninterrupted one.
+    resumed_weights, _ = restore_generator(run)
+    whole_weights, _ = restore_generator(tmp_path / "whole")
+    for a, b in zip(resumed_weights.weights, whole_weights.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_steps_per_execution_and_a_resumption_change_no_weight(tiny_records, tmp_path):
+    def weights(run: str, images: int, steps_per_execution: int) -> list[np.ndarray]:
+        keras.utils.set_random_seed(TINY.seed)
+        result = train(TINY, tiny_records, tmp_path / run, images=images, steps_per_execution=steps_per_execution,
+                       log_every=4, checkpoint_every=4, sample_every=4, **QUIET)  # fmt: skip
+        gan = result.gan
+        return [w.numpy() for w in [*gan.generator.weights, *gan.discriminator.weights, *gan.ema_generator.weights]]
+
+    step_by_step = weights("one", 200, 1)
+    for together in (weights("four", 200, 4), (weights("resumed", 96, 4), weights("resumed", 200, 4))[1]):
+        for a, b in zip(step_by_step, together):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
 def test_cli_reports_user_errors_without_traceback(tmp_path):
@@ -257,3 +278,19 @@ def test_cli_tune_searches_then_trains_the_best_and_hparams_reuses_it(tiny_recor
     )  # fmt: skip
     assert reused.returncode == 0, reused.stderr[-3000:]
     assert read_json(RunPaths(again).hparams)["hparams"] == trained
+
+
+def test_the_gpu_code_paths_run_on_cpu_float16_with_loss_scaling_and_xla(tiny_records, tmp_path):
+    """float16 mixed precision (with dynamic loss scaling) and XLA are the GPU defaults; no GPU runs
+    here, so they are forced on the CPU: training, resuming, and compiling the step."""
+    half = dict(precision="float16", checkpoint_every=4, log_every=4, sample_every=4, verbose=False)
+    first = train(TINY, tiny_records, tmp_path / "half", images=32, **half)
+    assert type(first.gan.g_optimizer).__name__ == "LossScaleOptimizer"
+    assert first.gan.generator.layers[1].compute_dtype == "float16"
+    resumed = train(TINY, tiny_records, tmp_path / "half", images=64, **half)
+    assert (resumed.resumed_from, resumed.steps) == (4, 8)
+    assert all(np.isfinite(w.numpy()).all() for w in resumed.gan.ema_generator.weights)
+
+    compiled = train(TINY, tiny_records, tmp_path / "xla", images=16, precision="float32", jit=True, verbose=False)
+    assert compiled.gan.jit_compile and compiled.steps == 2
+    assert np.isfinite(compiled.metrics["d_loss"])
