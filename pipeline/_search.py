@@ -9,7 +9,9 @@ file back through `config_from_best_file`.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
+from typing import Any, Callable
 
 from components.artifacts import RunPaths
 from components.config import TrainConfig
@@ -93,9 +95,10 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
     fresh = args.new_search or not (RunPaths(run_dir).tuner / "search.json").is_file()  # a resumed search has paid in part
     if role == "single" and fresh and not args.quiet:
         print(_cost_estimate(args, base, settings))
+    load = evaluator if settings.trial_image_size is None else functools.cache(lambda: trial_evaluator(args, settings.trial_image_size))
     result = run_search(
         base, space, args.data, run_dir, settings,
-        evaluate_fn=evaluator() if settings.trial_image_size is None else trial_evaluator(args, settings.trial_image_size),  # chief too: the default's row
+        evaluate_fn=_LoadedAtFirstUse(load) if role == "chief" else load(),
         evaluation={"num": args.eval_num, "seed": args.seed, "split": "eval"},
         train_options=train_options, new_search=args.new_search, verbose=not args.quiet,
     )  # fmt: skip
@@ -113,6 +116,22 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
     if args.tune_only:
         return None
     return config_from_best_file(base, result.best_path, quiet=args.quiet)
+
+
+class _LoadedAtFirstUse:
+    """An evaluator loaded when it first scores: a chief scores only the default's row, after its
+    workers are done, and must mark the run folder as a search's before they write into it
+    (loading the eval split first would give them a head start)."""
+
+    def __init__(self, load: Callable[[], Any]):
+        self.load = load
+
+    def __call__(self, generator) -> dict[str, float]:
+        return self.load()(generator)
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return self.load().request
 
 
 def trial_evaluator(args: argparse.Namespace, image_size: int):
