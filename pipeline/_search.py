@@ -22,9 +22,9 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the KerasTuner search (components.tuner); the model/training flags are its base."""
     search = parser.add_argument_group("hyperparameter search (KerasTuner, objective swd_avg on the eval split)")
     mode = search.add_mutually_exclusive_group()
-    mode.add_argument("--tune", action="store_true", help="search, then train the best configuration for the budget above")
+    mode.add_argument("--tune", action="store_true", help="search, then train the chosen configuration (the best trial if it beats the default by more than the noise, else the default) for the budget above")
     mode.add_argument("--tune-only", action="store_true", help="search and write best_hyperparameters.json, train nothing more")
-    mode.add_argument("--hparams", type=Path, metavar="FILE", help="train with the tuned values of a best_hyperparameters.json (no search)")
+    mode.add_argument("--hparams", type=Path, metavar="FILE", help="train with the tuned values of a best_hyperparameters.json (no search; none if it chose the default)")
     search.add_argument(
         "--tuner", choices=("bayesian", "random", "hyperband"), default="bayesian",
         help="KerasTuner oracle: bayesian (Gaussian process, needs scikit-learn; a third of the trials explore at random "
@@ -39,7 +39,7 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     search.add_argument(
         "--trial-image-size", type=int, metavar="PIXELS",
         help="train and score the trials (and the default's row) at this divisor of the data's image size, on images "
-        "downscaled by area averaging (e.g. 32 for 64x64 data: about 4x cheaper trials); the final training uses the data's size",
+        "downscaled by area averaging (e.g. 32 for 64x64 data: a quarter of the pixels); the final training uses the data's size",
     )  # fmt: skip
     search.add_argument(
         "--score-last", type=int, metavar="K", default=2,
@@ -47,7 +47,7 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     search.add_argument(
         "--executions-per-trial", type=int, default=1, metavar="N",
-        help="trainings per trial (seeds --seed, --seed+1, ...), swd_avg averaged; --seed also seeds the oracle",
+        help="trainings per tuned trial (seeds --seed, --seed+1, ...), swd_avg averaged; --seed also seeds the oracle",
     )  # fmt: skip
     search.add_argument("--hyperband-max-epochs", type=int, metavar="N", default=9, help="hyperband: its longest trial in epochs of trial-images / this images")
     search.add_argument("--hyperband-factor", type=int, metavar="N", default=3, help="hyperband: reduction factor between rounds and brackets")
