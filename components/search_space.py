@@ -205,9 +205,9 @@ DEFAULT_TRAININGS = 2  # the default configuration's row: seeds seed and seed+1,
 class SearchSettings:
     """How to search. Everything but `max_trials` must stay the same when a search is resumed.
 
-    The budget: `max_trials` counts trainings of `trial_images` images each, the untuned default
-    configuration's two (`DEFAULT_TRAININGS`, seeds seed and seed+1, which also measure the noise)
-    included, so KerasTuner runs `tuned_trials` = max_trials - 2 trials. A trial's score is the
+    The budget: `max_trials` counts trials of `trial_images` images each, the untuned default
+    configuration's row counting as its two trainings (`DEFAULT_TRAININGS`: seeds seed and seed+1,
+    which also measure the noise), so KerasTuner runs `tuned_trials` = max_trials - 2 trials. A trial's score is the
     mean swd_avg of its last `score_last` evaluations, taken at evenly spaced points of the
     trial's second half (`score_points`): one evaluation at the end is the noisiest figure a
     trial has. `trial_image_size` (None: the data's size) trains and scores every trial, and the
@@ -215,7 +215,7 @@ class SearchSettings:
     """
 
     tuner: str = "bayesian"
-    max_trials: int = 10  # trainings in total: the default's two, then max_trials - 2 tuned trials
+    max_trials: int = 10  # the default's two trainings, then max_trials - 2 tuned trials
     trial_images: int = 20_000  # images seen by one trial (Hyperband: by its longest trials)
     executions_per_trial: int = 1  # trainings per tuned trial with seeds seed, seed+1, ...; swd_avg averaged
     seed: int = 0  # the oracle's seed; the trials train with the TrainConfig's own seed
@@ -283,7 +283,7 @@ def search_role(environ: Mapping[str, str] = os.environ) -> str:
 
 def make_oracle(settings: SearchSettings) -> keras_tuner.Oracle:
     """The oracle for `settings.tuner`, minimising swd_avg, seeded, capped at the `tuned_trials`
-    (the default configuration's row is trained apart, see components.search_default)."""
+    (the default configuration's row is trained apart: `components.tuner.DCGANTuner.train_default`)."""
     objective = keras_tuner.Objective(OBJECTIVE, direction="min")
     seed = settings.seed + 1  # KerasTuner reads seed 0 as "no seed" and picks a random one
     if settings.tuner == "random":
