@@ -1,55 +1,77 @@
-"""Benchmark: a real KerasTuner search, and whether its best trial beats the seed's recipe.
+"""Benchmark: does `--tune` pay for itself? What a user gets from it against the untuned default.
 
-Steps, all in one work folder (its runs started afresh every time):
+For each seed of `--seeds`, in one work folder (its runs started afresh every time):
 
-1. ingest the image folder with `python -m pipeline.ingest` (or take an already ingested --data);
-2. search (`components.tuner.run_search`) over the default space (G/D base filters, both learning
-   rates, beta_1) on top of the default recipe, `--max-trials` trials of `--trial-images` images
-   each, ranked by swd_avg on the eval split;
-3. train, for the same images, with the same seed and scored by the same evaluator (same num,
-   same seed): the seed tutorial's recipe (`recipe_config("seed")`) and the default recipe as it
-   is, untuned (the search's base);
-4. with `--confirm-seeds N`: train the best configuration and the seed recipe N more times with
-   other seeds, so "beats the seed" is not just the luck of the best of several noisy trials.
+1. the search, as `python -m pipeline.train --tune` runs it (`components.tuner.run_search` on the
+   default recipe with that seed): the default configuration with two seeds, then
+   `--max-trials` - 2 tuned trials of `--trial-images` images at `--trial-image-size`, each
+   scored by the mean swd_avg of its last `--score-last` evaluations; the chosen configuration
+   is the best trial only if it beats the default by more than the noise;
+2. the chosen configuration trained for `--full-images` images at the data's size, scored at
+   its end by the evaluator at that size (what `--tune` trains and exports);
+3. the untuned default trained for the same images with the same seed and scored the same way.
+   When the search kept the default, 2. is this very run (same configuration and seed), so it
+   is trained once.
 
-    python -m bench.bench_tune                       # full: ../shared/data/anime-faces-2k at 32x32,
-                                                     # 8 trials x 25,000 images (~20-30 min on 2 cores)
-    python -m bench.bench_tune --data /tmp/faces32   # an ingested data folder instead
-    python -m bench.bench_tune --quick               # smoke run: 2 tiny trials of 256 images
+Reported per seed: the search's cost (seconds, trainings, images), the final trainings' seconds,
+swd_avg of tuned vs default at the full budget, their ratio (below 1: --tune helped), whether
+the default was kept; then the mean ratio over the seeds.
+
+    python -m bench.bench_tune                       # full: ../shared/data/anime-faces-mlds-10k at 64x64
+                                                     # (eval 20%), 10 trials of 20,000 images at 32x32, then
+                                                     # 100,000 images at 64x64, seeds 0 and 1 (hours on 2 cores)
+    python -m bench.bench_tune --data /tmp/faces64   # an ingested data folder instead
+    python -m bench.bench_tune --quick               # smoke run: 3 tiny trials of 64 images, 128 final
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import sys
 from pathlib import Path
 
-from bench.common import OUT_DIR, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
+from bench.common import ANIME_MLDS_10K, OUT_DIR, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
 
 QUICK_SPACE = ["g_filters=8,16", "d_filters=16,32", "g_lr=1e-4..1e-3:log", "d_lr=1e-4..1e-3:log", "beta_1=0.5"]
+QUICK_MODEL = {"batch_size": 16, "model": {"latent_dim": 32, "g_filters": 8, "d_filters": 16}}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_arguments(parser, image_size=32)
+    add_data_arguments(parser, image_size=64, images=ANIME_MLDS_10K, eval_fraction=0.2)
     parser.add_argument("--tuner", default="bayesian", help="bayesian, random or hyperband")
-    parser.add_argument("--max-trials", type=int, default=8)
-    parser.add_argument("--trial-images", type=int, default=25_000, help="images seen by every trial and every baseline")
-    parser.add_argument("--confirm-seeds", type=int, default=1, help="extra seeds to retrain the best and the seed recipe with")
-    parser.add_argument("--eval-num", type=int, default=1024, help="generated images per evaluation (capped by half the eval split)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=OUT_DIR / "bench_tune_work", help="work folder (emptied first)")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run: 2 trials of 256 images, tiny filters")
-    args = parser.parse_args(argv)
+    parser.add_argument("--max-trials", type=int, default=10, help="the search's budget: the default's 2 trainings + N-2 tuned trials")
+    parser.add_argument("--trial-images", type=int, default=20_000, help="images seen by every trial (and the default's row)")
+    parser.add_argument("--trial-image-size", type=int, default=32, help="trials' image size (0: the data's)")
+    parser.add_argument("--full-images", type=int, default=100_000, help="images of the final trainings, tuned and default")
+    add_shared_arguments(parser, "bench_tune_work", quick="3 trials of 64 images, 128 final images, tiny networks")
+    args = parse_shared(parser, argv)
     if args.quick:
-        args.max_trials, args.trial_images, args.confirm_seeds, args.eval_num = 2, 256, 0, 64
+        args.max_trials, args.trial_images, args.full_images, args.eval_num = 3, 64, 128, 64
     return args
 
 
-def train_and_score(config, data: Path, run: Path, images: int, evaluate) -> dict:
-    """One training run from scratch, as a trial trains (same seeding), scored by its best swd_avg."""
+def add_shared_arguments(parser: argparse.ArgumentParser, work: str, quick: str) -> None:
+    """The flags of this benchmark that bench_tune_fidelity shares: seeds, scoring as trials score,
+    evaluation size, precision, work folder, --quick."""
+    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds; every training is run once per seed")
+    parser.add_argument("--score-last", type=int, default=2, help="a trial scores the mean of its last K evaluations")
+    parser.add_argument("--eval-num", type=int, default=1024, help="generated images per evaluation (capped by half the eval split)")
+    parser.add_argument("--precision", default="auto", help="as pipeline.train --precision")
+    parser.add_argument("--work", type=Path, default=OUT_DIR / work, help="work folder (its runs emptied first)")
+    parser.add_argument("--quick", action="store_true", help=f"tiny smoke run: {quick}")
+
+
+def parse_shared(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """The parsed flags, --seeds as a list of ints."""
+    args = parser.parse_args(argv)
+    args.seeds = [int(seed) for seed in args.seeds.split(",")]
+    return args
+
+
+def final_training(config, data: Path, run: Path, images: int, evaluate) -> dict:
+    """One training from scratch as `--tune`'s last step runs it (same seeding), scored at its end."""
     import keras
 
     from components.trainer import train
@@ -57,63 +79,81 @@ def train_and_score(config, data: Path, run: Path, images: int, evaluate) -> dic
     keras.utils.set_random_seed(config.seed)
     with timer() as t:
         result = train(config, data, run, images=images, evaluate_fn=evaluate, verbose=False)
-    floor = result.metrics.get("swd_avg_floor")  # real vs real: what a perfect generator would score
-    return {"seed": config.seed, "swd_avg": result.best_swd, "swd_avg_floor": floor, "seconds": t["seconds"]}
+    return {name: result.metrics.get(name) for name in ("swd_avg", "swd_avg_floor", "msssim")} | {"seconds": t["seconds"]}
+
+
+def search_cost(rows: list[dict], seconds: float) -> dict:
+    """What the search spent: its wall time, trainings and images (a row's budget per execution)."""
+    trainings = sum(len(row["executions"] or [None]) for row in rows)
+    images = sum(row["images"] * len(row["executions"] or [None]) for row in rows)
+    return {"seconds": seconds, "trainings": trainings, "images": images}
+
+
+def bench_seed(args: argparse.Namespace, seed: int, data: Path, evaluators: dict, space: dict) -> dict:
+    """Search with `seed`, then train the chosen configuration and the default at the full budget."""
+    from components.config import recipe_config
+    from components.search_report import config_from_best, format_table
+    from components.search_space import SearchSettings
+    from components.tuner import run_search
+
+    base = recipe_config("default", seed=seed, **(QUICK_MODEL if args.quick else {}))
+    settings = SearchSettings(
+        tuner=args.tuner, max_trials=args.max_trials, trial_images=args.trial_images, seed=seed,
+        score_last=args.score_last, trial_image_size=args.trial_image_size or None,
+    )  # fmt: skip
+    runs = args.work / "runs" / f"seed-{seed}"
+    with timer() as search_time:
+        search = run_search(
+            base, space, data, runs / "search", settings, evaluate_fn=evaluators["trial"],
+            evaluation={"num": args.eval_num, "seed": 0}, train_options={"precision": args.precision},
+        )  # fmt: skip
+    if search.best is None:
+        sys.exit("error: neither the default nor any trial completed; see the table above.")
+    print(format_table(search.rows, search.best["trial_id"]))
+    kept = search.best["chosen"] == "default"
+    default = final_training(base, data, runs / "default", args.full_images, evaluators["full"])
+    tuned = default if kept else final_training(config_from_best(base, search.best_path)[0], data, runs / "tuned", args.full_images, evaluators["full"])
+    return {
+        "seed": seed,
+        "search": {**search_cost(search.rows, search_time["seconds"]), "chosen": search.best["chosen"], "reason": search.best["reason"],
+                   "default_row": search.best["default"], "best_trial": search.best["best_trial"]},
+        "tuned": {**tuned, "hyperparameters": search.best["hyperparameters"]},
+        "default": default,
+        "final_seconds": default["seconds"] + (0.0 if kept else tuned["seconds"]),
+        "ratio": tuned["swd_avg"] / default["swd_avg"],
+        "default_kept": kept,
+    }  # fmt: skip
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     from components.config import recipe_config
     from components.evaluator import TrainingEvaluator
-    from components.search_report import format_table
-    from components.search_space import SearchSettings, apply_values, make_space, parse_space_override
-    from components.tuner import run_search
+    from components.search_space import make_space, parse_space_override
 
     shutil.rmtree(args.work / "runs", ignore_errors=True)
     data = ingested_data(args)
-    shrink = {"batch_size": 32, "model": {"latent_dim": 32}} if args.quick else {}
-    base = recipe_config("default", seed=args.seed, **shrink)
-    seed_recipe = recipe_config("seed", seed=args.seed, **shrink)
+    full = TrainingEvaluator(data, num=args.eval_num, seed=0, train_limit=0)  # memorisation plays no part here
+    trial = TrainingEvaluator(data, num=args.eval_num, seed=0, train_limit=0, image_size=args.trial_image_size) if args.trial_image_size else full
+    base = recipe_config("default", **(QUICK_MODEL if args.quick else {}))  # every seed's base but for the seed
     space = make_space(base, None, [parse_space_override(entry) for entry in QUICK_SPACE] if args.quick else [])
-    settings = SearchSettings(tuner=args.tuner, max_trials=args.max_trials, trial_images=args.trial_images, seed=args.seed)
-    evaluation = {"num": args.eval_num, "seed": 0}
-    evaluate = TrainingEvaluator(data, **evaluation)
-    runs = args.work / "runs"
-
-    with timer() as search_time:
-        search = run_search(base, space, data, runs / "search", settings, evaluate_fn=evaluate, evaluation=evaluation)
-    if search.best is None:
-        sys.exit("error: no trial completed; see the table above.")
-    print(format_table(search.rows, search.best["trial_id"]))
-
-    best_config = apply_values(base, search.best["hyperparameters"])
-    default_recipe = train_and_score(base, data, runs / "default-recipe", args.trial_images, evaluate)
-    by_seed = {"best": [{"seed": args.seed, "swd_avg": search.best["swd_avg"]}], "seed_recipe": []}
-    by_seed["seed_recipe"].append(train_and_score(seed_recipe, data, runs / "seed-recipe-0", args.trial_images, evaluate))
-    for k in range(1, args.confirm_seeds + 1):
-        for name, config in (("best", best_config), ("seed_recipe", seed_recipe)):
-            run = runs / f"{name}-{k}"
-            by_seed[name].append(train_and_score(dataclasses.replace(config, seed=args.seed + k), data, run, args.trial_images, evaluate))
-    mean = {name: sum(r["swd_avg"] for r in results) / len(results) for name, results in by_seed.items()}
+    seeds = [bench_seed(args, seed, data, {"full": full, "trial": trial}, space) for seed in args.seeds]
+    mean_ratio = sum(result["ratio"] for result in seeds) / len(seeds)
 
     emit(
         "bench_tune_quick" if args.quick else "bench_tune",
         {
             "config": {"data": str(data), "tuner": args.tuner, "max_trials": args.max_trials, "trial_images": args.trial_images,
-                       "eval_num": args.eval_num, "seed": args.seed, "confirm_seeds": args.confirm_seeds, "quick": args.quick},
-            "search_seconds": search_time["seconds"],
-            "trials": [{k: row[k] for k in ("trial_id", "status", "swd_avg", "seconds", "images", "hyperparameters", "reason")}
-                       for row in search.rows],
-            "best": {"trial_id": search.best["trial_id"], "hyperparameters": search.best["hyperparameters"],
-                     "swd_avg": search.best["swd_avg"]},
-            "seed_recipe": by_seed["seed_recipe"][0],
-            "default_recipe_untuned": default_recipe,
-            "swd_avg_floor": default_recipe["swd_avg_floor"],
-            "best_beats_seed_recipe_same_seed": search.best["swd_avg"] < by_seed["seed_recipe"][0]["swd_avg"],
-            "best_beats_default_recipe_same_seed": search.best["swd_avg"] < default_recipe["swd_avg"],
-            "by_seed": by_seed,
-            "mean_swd_avg": mean,
-            "best_beats_seed_recipe_mean": mean["best"] < mean["seed_recipe"],
+                       "trial_image_size": args.trial_image_size or None, "score_last": args.score_last, "full_images": args.full_images,
+                       "seeds": args.seeds, "eval_num": args.eval_num, "quick": args.quick},
+            "seeds": seeds,
+            "mean_ratio": mean_ratio,
+            "mean_swd_avg": {side: sum(result[side]["swd_avg"] for result in seeds) / len(seeds) for side in ("tuned", "default")},
+            "swd_avg_floor": seeds[0]["default"]["swd_avg_floor"],
+            "mean_search_seconds": sum(result["search"]["seconds"] for result in seeds) / len(seeds),
+            "mean_final_seconds": sum(result["final_seconds"] for result in seeds) / len(seeds),
+            "default_kept": sum(result["default_kept"] for result in seeds),
+            "tune_beats_default": mean_ratio < 1.0,
             "peak_rss_mb": peak_rss_mb(),
         },
     )  # fmt: skip

@@ -20,15 +20,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 OUT_DIR = Path(__file__).resolve().parent / "out"
 ROOT = Path(__file__).resolve().parents[1]
 ANIME_2K = ROOT.parent / "shared" / "data" / "anime-faces-2k"  # real faces for benchmarks only
+ANIME_MLDS_10K = ROOT.parent / "shared" / "data" / "anime-faces-mlds-10k"  # 10,000 real faces of another style, 64x64
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, image_size: int) -> None:
-    """--images FOLDER (ingested by the real CLI, default the 2,000 real faces) or --data FOLDER."""
+def add_data_arguments(parser: argparse.ArgumentParser, image_size: int, images: Path = ANIME_2K, eval_fraction: float = 0.25) -> None:
+    """--images FOLDER (ingested by the real CLI, default `images`: real faces) or --data FOLDER."""
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--images", type=Path, default=ANIME_2K, help="image folder to ingest (default: the 2,000 real faces)")
+    source.add_argument("--images", type=Path, default=images, help="image folder to ingest (default: %(default)s)")
     source.add_argument("--data", type=Path, help="an already ingested data folder (skips the ingest)")
     parser.add_argument("--image-size", type=int, default=image_size, help="training size when ingesting --images")
-    parser.add_argument("--eval-fraction", type=float, default=0.25, help="held-out share when ingesting --images")
+    parser.add_argument("--eval-fraction", type=float, default=eval_fraction, help="held-out share when ingesting --images")
 
 
 def ingested_data(args: argparse.Namespace) -> Path:

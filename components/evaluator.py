@@ -142,22 +142,24 @@ class Evaluator:
 
 
 def load_evaluation_images(
-    data_dir: str | os.PathLike, split: str = "eval", train_limit: int = DEFAULT_TRAIN_LIMIT
+    data_dir: str | os.PathLike, split: str = "eval", train_limit: int = DEFAULT_TRAIN_LIMIT, image_size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The real images to score against (`split`) and the training images to search for copies.
+    """The real images to score against (`split`) and the training images to search for copies,
+    at `image_size` (None: the data's; smaller: downscaled as training reads them, for the tuner's
+    trials at a smaller size).
 
     The training images are None when `train_limit` is 0 or when `split` is itself the training
     split (held-out images are the point of the memorisation check).
     """
     from components.records import load_images
 
-    real = load_images(data_dir, split)
+    real = load_images(data_dir, split, image_size=image_size)
     if len(real) < 4:
         raise PipelineError(
             f"split '{split}' of {data_dir} holds {len(real)} images; evaluation needs at least 4 "
             "(two halves of 2). Ingest with a larger --eval-fraction."
         )
-    train = load_images(data_dir, "train", limit=train_limit) if train_limit > 0 and split != "train" else None
+    train = load_images(data_dir, "train", limit=train_limit, image_size=image_size) if train_limit > 0 and split != "train" else None
     return real, train
 
 
@@ -172,12 +174,13 @@ CACHE_VERSION = 1
 
 
 def baseline_cache(
-    data_dir: str | os.PathLike, split: str, num: int, seed: int, train_limit: int, inception_weights: str | os.PathLike | None = None
+    data_dir: str | os.PathLike, split: str, num: int, seed: int, train_limit: int, inception_weights: str | os.PathLike | None = None,
+    image_size: int | None = None,
 ) -> Path:
     """Where the real-side figures of one evaluation set-up are cached: `<data>/cache/eval-<key>.json`,
-    the key hashing the data's fingerprint, split, image count, seed, memorisation set and
-    Inception weights (like stylegan2-ada's metric cache). A new ingest replaces the folder, cache
-    included."""
+    the key hashing the data's fingerprint, split, image count, seed, memorisation set, Inception
+    weights and downscaled size (like stylegan2-ada's metric cache). A new ingest replaces the
+    folder, cache included."""
     from components.artifacts import fingerprint
     from components.records import read_manifest
 
@@ -185,6 +188,7 @@ def baseline_cache(
     key = fingerprint({
         "version": CACHE_VERSION, "data": read_manifest(data_dir).get("fingerprint"), "split": split, "num": num, "seed": seed,
         "train_limit": train_limit, "inception": [str(weights.resolve()), weights.stat().st_size, weights.stat().st_mtime_ns] if weights else None,
+        **({"image_size": image_size} if image_size else {}),  # the key of a full-size set-up is as it was
     })  # fmt: skip
     return Path(data_dir, "cache", f"eval-{key}.json")
 
@@ -214,12 +218,13 @@ def _write_cache(path: Path, baseline: dict[str, float], real_nn: np.ndarray | N
         pass  # a read-only data folder: the figures are computed again next time
 
 
-def evaluation_request(data_dir: str | os.PathLike, split: str, num: int, seed: int) -> dict[str, Any]:
-    """What identifies an evaluation's figures: the data, the split, the images asked for and the
-    seed. `pipeline.evaluate --skip-if-done` compares it with the one on file."""
+def evaluation_request(data_dir: str | os.PathLike, split: str, num: int, seed: int, image_size: int | None = None) -> dict[str, Any]:
+    """What identifies an evaluation's figures: the data, the split, the images asked for, the
+    seed (and a downscaled size). `pipeline.evaluate --skip-if-done` compares it with the one on file."""
     from components.records import read_manifest
 
-    return {"data_fingerprint": read_manifest(data_dir).get("fingerprint"), "split": split, "num_requested": num, "seed": seed}
+    request = {"data_fingerprint": read_manifest(data_dir).get("fingerprint"), "split": split, "num_requested": num, "seed": seed}
+    return {**request, "image_size": image_size} if image_size else request
 
 
 class TrainingEvaluator:
@@ -229,7 +234,9 @@ class TrainingEvaluator:
     then only generates `num` images and scores them. Same weights, same numbers: the latents are
     images 0..n-1 of `seed` (for the generator's latent size, read from its input shape).
     `request` (see `evaluation_request`) travels with the figures into metrics.jsonl, so an
-    export of the evaluated checkpoint can reuse them.
+    export of the evaluated checkpoint can reuse them. `image_size` scores generators of a
+    smaller size than the data's against real images downscaled as training reads them
+    (`components.records.downscale_images`): the tuner's trials at `trial_image_size`.
     """
 
     def __init__(
@@ -242,13 +249,14 @@ class TrainingEvaluator:
         train_limit: int = DEFAULT_TRAIN_LIMIT,
         batch_size: int = 256,
         inception_weights: str | os.PathLike | None = None,
+        image_size: int | None = None,
     ):
-        real, train = load_evaluation_images(data_dir, split, train_limit)
+        real, train = load_evaluation_images(data_dir, split, train_limit, image_size)
         inception = load_inception(inception_weights) if inception_weights else None
-        cache = baseline_cache(data_dir, split, num, seed, train_limit, inception_weights)
+        cache = baseline_cache(data_dir, split, num, seed, train_limit, inception_weights, image_size)
         self.evaluator = Evaluator(real, train, num=num, seed=seed, inception=inception, cache=cache)
         self.seed, self.batch_size = seed, batch_size
-        self.request = evaluation_request(data_dir, split, num, seed)
+        self.request = evaluation_request(data_dir, split, num, seed, image_size)
         self._latents: dict[int, np.ndarray] = {}
 
     def __call__(self, generator) -> dict[str, float]:

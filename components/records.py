@@ -300,9 +300,10 @@ def make_dataset(
 ):
     """A `tf.data.Dataset` of float32 NHWC batches in [-1, 1] from one split of ingested shards.
 
-    `image_size`, when given, must match the manifest's (a model built for 64x64 cannot train on
-    32x32 shards). Shards are read in parallel; serialized records are shuffled, batched and then
-    parsed a batch at a time.
+    `image_size`, when given, is the manifest's size or a divisor of it: a smaller size is read by
+    `downscale_batch` (exact area averaging, the tuner's cheaper trials); a model built for 64x64
+    cannot train on 32x32 shards. Shards are read in parallel; serialized records are shuffled,
+    batched and then parsed a batch at a time.
 
     With a `seed`, the shuffled stream is one fixed sequence (each pass reshuffled by it) and
     `start` skips its first records, so a resumed training run sees exactly the batches an
@@ -313,8 +314,7 @@ def make_dataset(
 
     manifest = read_manifest(data_dir)
     size, channels = int(manifest["image_size"]), int(manifest.get("channels", 3))
-    if image_size is not None and image_size != size:
-        raise PipelineError(f"{data_dir} holds {size}x{size} images, but {image_size}x{image_size} was asked for.")
+    factor = downscale_factor(data_dir, size, image_size or size)
     paths = shard_paths(data_dir, split, verify=verify)
 
     files = tf.data.Dataset.from_tensor_slices(paths)
@@ -336,14 +336,15 @@ def make_dataset(
     batches = records.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
 
     def to_float(serialized):
-        images = parse_examples(serialized, size, channels, images_only=True)["image"]
+        images = downscale_batch(parse_examples(serialized, size, channels, images_only=True)["image"], factor)
         return tf.cast(images, tf.float32) / 127.5 - 1.0
 
     return batches.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def load_images(data_dir: str | os.PathLike, split: str = "eval", limit: int | None = None) -> np.ndarray:
-    """All (or the first `limit`) images of a split as a uint8 NHWC array, in shard order.
+def load_images(data_dir: str | os.PathLike, split: str = "eval", limit: int | None = None, image_size: int | None = None) -> np.ndarray:
+    """All (or the first `limit`) images of a split as a uint8 NHWC array, in shard order, at
+    `image_size` (None: the data's; a divisor of it: `downscale_images`, as training reads them).
 
     For evaluation and tests, where a fixed, deterministic set matters more than throughput.
     """
@@ -351,11 +352,49 @@ def load_images(data_dir: str | os.PathLike, split: str = "eval", limit: int | N
 
     manifest = read_manifest(data_dir)
     size, channels = int(manifest["image_size"]), int(manifest.get("channels", 3))
+    factor = downscale_factor(data_dir, size, image_size or size)
     records = tf.data.TFRecordDataset(shard_paths(data_dir, split, limit=limit))
     if limit is not None:
         records = records.take(limit)
     batches = records.batch(1024).map(lambda s: parse_examples(s, size, channels, images_only=True)["image"])
-    arrays = [batch.numpy() for batch in batches]
+    arrays = [downscale_images(batch.numpy(), factor) for batch in batches]
     if not arrays:
-        return np.zeros((0, size, size, channels), np.uint8)
+        return np.zeros((0, size // factor, size // factor, channels), np.uint8)
     return np.concatenate(arrays)
+
+
+# -- smaller images: one downscale per side, the same integer math -------------------------------
+#
+# Both average each `factor` x `factor` block of uint8 pixels and round half up, in integers:
+# (sum + factor**2 // 2) // factor**2. Training (`make_dataset`, TensorFlow) and the evaluator's
+# real images (`load_images`, NumPy) therefore see byte-identical downscaled images.
+
+
+def downscale_factor(data_dir: str | os.PathLike, size: int, image_size: int) -> int:
+    """size / image_size, which must be a whole number (1: no downscale)."""
+    if not isinstance(image_size, int) or image_size < 1 or size % image_size:
+        raise PipelineError(
+            f"{data_dir} holds {size}x{size} images, but {image_size}x{image_size} was asked for "
+            f"(a smaller size must divide {size})."
+        )
+    return size // image_size
+
+
+def downscale_batch(images, factor: int):
+    """uint8 NHWC tensor -> uint8 NHWC tensor `factor` times smaller by area averaging (TensorFlow)."""
+    import tensorflow as tf
+
+    if factor == 1:
+        return images
+    shape = tf.shape(images)
+    blocks = tf.reshape(tf.cast(images, tf.int32), [shape[0], shape[1] // factor, factor, shape[2] // factor, factor, shape[3]])
+    return tf.cast((tf.reduce_sum(blocks, axis=[2, 4]) + factor * factor // 2) // (factor * factor), tf.uint8)
+
+
+def downscale_images(images: np.ndarray, factor: int) -> np.ndarray:
+    """uint8 NHWC array -> uint8 NHWC array `factor` times smaller by area averaging (NumPy)."""
+    if factor == 1:
+        return images
+    n, height, width, channels = images.shape
+    blocks = images.reshape(n, height // factor, factor, width // factor, factor, channels).astype(np.int32)
+    return ((blocks.sum(axis=(2, 4)) + factor * factor // 2) // (factor * factor)).astype(np.uint8)

@@ -1,8 +1,12 @@
-"""What a search leaves behind: the trials table, the best configuration, and training from it.
+"""What a search leaves behind: the trials table, the chosen configuration, and training from it.
 
-- `tuner/trials.json` (and the printed table, `format_table`): one row per trial with its values,
-  swd_avg, seconds, images, status, failure reason and grid;
-- `<run>/best_hyperparameters.json`: the best trial's values and the full configuration it trained;
+- `tuner/trials.json` (and the printed table, `format_table`): the default configuration's row
+  (`"trial_id": "default"`, the base values of the searched fields, its two seeds' scores in
+  `executions`), then one row per trial with its values, swd_avg (msssim and floor beside it),
+  seconds, images, status, failure reason and grid;
+- `<run>/best_hyperparameters.json`: the chosen configuration (`choose`: the best trial only if
+  it beats the default by more than the noise), why, the default's score and the noise;
+- `tuner/logs/`: the same rows as TensorBoard's HParams dashboard (components.search_dashboard);
 - `config_from_best`: a base configuration with a best file's values applied (`--hparams FILE`).
 """
 
@@ -12,13 +16,15 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from components.artifacts import RunPaths, atomic_write_json, flatten_dict, read_json
 from components.config import TrainConfig
 from components.errors import PipelineError
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
-from components.search_space import apply_values, tunable_fields, tuned_values
+from components.search_dashboard import write_dashboard
+from components.search_folder import DEFAULT_DIR, read_result
+from components.search_space import apply_values, base_values, tunable_fields, tuned_values
 
 if TYPE_CHECKING:
     from components.search_space import SearchSettings
@@ -26,72 +32,155 @@ if TYPE_CHECKING:
 TRIALS_TABLE = "trials.json"
 TRIAL_RESULT = "result.json"
 TRIAL_GRID = "best.png"
+DASHBOARD = "logs"  # tuner/logs/: `tensorboard --logdir <run>/tuner/logs`
+DEFAULT_ID = "default"
+NOISE_RULE = "a trial is chosen only if the default's swd_avg (mean of seeds s, s+1) - the trial's > noise = |swd_avg(s) - swd_avg(s+1)|"
 
 
 @dataclass
 class SearchResult:
     """What a finished search (single process or chief) leaves behind."""
 
-    rows: list[dict[str, Any]]
-    best: dict[str, Any] | None  # the best_hyperparameters.json content, None if no trial completed
+    rows: list[dict[str, Any]]  # the default's row first, then the trials
+    best: dict[str, Any] | None  # the best_hyperparameters.json content, None if nothing completed
     table_path: Path
     best_path: Path | None
+    wall_seconds: float | None = None  # of the call that returned it (a resumed search: this part)
 
 
-def write_search_results(oracle, paths: RunPaths, settings: SearchSettings, base: TrainConfig) -> SearchResult:
-    """Write `tuner/trials.json` and, if a trial completed, `best_hyperparameters.json`."""
-    rows = trials_table(oracle, paths, settings)
+def write_search_results(oracle, paths: RunPaths, settings: SearchSettings, base: TrainConfig, space: Mapping[str, Any]) -> SearchResult:
+    """Write `tuner/trials.json`, the HParams dashboard and, if a row completed, `best_hyperparameters.json`."""
+    rows = [default_row(paths, settings, base, list(space)), *trials_table(oracle, paths, settings)]
     table_path = paths.tuner / TRIALS_TABLE
     atomic_write_json(table_path, rows)
-    completed = [row for row in rows if row["status"] == "COMPLETED"]
-    if not completed:
+    write_dashboard(paths.tuner / DASHBOARD, rows, space)
+    best = best_file(rows, base, settings, table_path)
+    if best is None:
         return SearchResult(rows, None, table_path, None)
-    row = min(completed, key=lambda r: r[OBJECTIVE])
-    config = apply_values(base, row["hyperparameters"])
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, image_size=None))
-    best = {
-        "trial_id": row["trial_id"],
-        OBJECTIVE: row[OBJECTIVE],
-        "images": row["images"],
-        "hyperparameters": row["hyperparameters"],
-        "config": config.to_dict(),
-        "search": {"tuner": settings.tuner, "trials": len(rows), "completed": len(completed), "table": str(table_path)},
-    }
     atomic_write_json(paths.best_hyperparameters, best)
     return SearchResult(rows, best, table_path, paths.best_hyperparameters)
+
+
+def default_row(paths: RunPaths, settings: SearchSettings, base: TrainConfig, names: Sequence[str]) -> dict[str, Any]:
+    """The default configuration's row, from `tuner/baseline/result.json`."""
+    row_dir = paths.tuner / DEFAULT_DIR
+    result = read_result(row_dir / TRIAL_RESULT) or {"status": "FAILED", "reason": f"{row_dir / TRIAL_RESULT} is missing"}
+    completed = result["status"] == "COMPLETED"
+    return _row(
+        DEFAULT_ID, row_dir, result, result["status"], result.get(OBJECTIVE) if completed else None,
+        seconds=result.get("seconds"), images=settings.trial_images, hyperparameters=base_values(base, names),
+        continues=None, reason=result.get("reason"),
+    )  # fmt: skip
 
 
 def trials_table(oracle, paths: RunPaths, settings: SearchSettings) -> list[dict[str, Any]]:
     """One row per trial the oracle knows, in trial order: its values, score, time and status.
 
-    Seconds and failure reasons come from the trial's `result.json` (written by whichever process
-    ran it); without it (a worker on another filesystem) from what the oracle was told.
+    Seconds, per-execution scores and failure reasons come from the trial's `result.json`
+    (written by whichever process ran it); without it (a worker on another filesystem) from what
+    the oracle was told.
     """
     order = [hp.name for hp in oracle.get_space().space]  # the space's order, whatever the trial's
     rows = []
     for trial_id in sorted(oracle.trials):
         trial = oracle.trials[trial_id]
-        result_path = paths.tuner / f"trial_{trial_id}" / TRIAL_RESULT
-        result = read_json(result_path) if result_path.is_file() else {}
+        row_dir = paths.tuner / f"trial_{trial_id}"
+        result = read_result(row_dir / TRIAL_RESULT) or {}
         completed = trial.status == "COMPLETED"
         seconds = result.get("seconds")
         if seconds is None and completed and trial.metrics.exists("seconds"):
             seconds = float(trial.metrics.get_last_value("seconds"))
-        grid = result_path.parent / TRIAL_GRID
         rows.append(
-            {
-                "trial_id": trial_id,
-                "status": trial.status,
-                OBJECTIVE: float(trial.score) if completed and trial.score is not None else None,
-                "seconds": seconds,
-                "images": settings.trial_budget(trial.hyperparameters.values),
-                "hyperparameters": _in_order(tuned_values(trial.hyperparameters.values), order),
-                "continues": trial.hyperparameters.values.get("tuner/trial_id"),
-                "reason": None if completed else result.get("reason") or _reason_from_message(trial.message),
-                "grid": str(grid) if completed and grid.is_file() else None,
-            }
+            _row(
+                trial_id, row_dir, result, trial.status, float(trial.score) if completed and trial.score is not None else None,
+                seconds=seconds, images=settings.trial_budget(trial.hyperparameters.values),
+                hyperparameters=_in_order(tuned_values(trial.hyperparameters.values), order),
+                continues=trial.hyperparameters.values.get("tuner/trial_id"),
+                reason=result.get("reason") or _reason_from_message(trial.message),
+            )  # fmt: skip
         )
     return rows
+
+
+def _row(row_id: str, row_dir: Path, result: dict, status: str, score: float | None, **fields: Any) -> dict[str, Any]:
+    """One table row: the fields given, with the executions' scores, msssim and floor of a
+    completed row's result.json, its grid, and a reason only when it did not complete."""
+    completed = status == "COMPLETED"
+    executions = (result.get("executions") or []) if completed else []
+    grid = row_dir / TRIAL_GRID
+
+    def mean(name: str) -> float | None:
+        values = [execution[name] for execution in executions if name in execution]
+        return sum(values) / len(values) if values and len(values) == len(executions) else None
+
+    return {
+        "trial_id": row_id, "status": status, OBJECTIVE: score,
+        "executions": [execution[OBJECTIVE] for execution in executions] or None,
+        "msssim": mean("msssim"), f"{OBJECTIVE}_floor": mean(f"{OBJECTIVE}_floor"),
+        **fields, "reason": None if completed else fields["reason"], "grid": str(grid) if completed and grid.is_file() else None,
+    }  # fmt: skip
+
+
+# -- the choice -----------------------------------------------------------------------------------
+
+
+def default_noise(row: dict[str, Any]) -> float | None:
+    """The search's noise: how far apart the default configuration's two seeds scored (None
+    unless both did). Two trainings that differ only by their seed differ by this much, so a
+    trial ahead of the default by less is not shown to be better."""
+    scores = row.get("executions") or []
+    return abs(scores[0] - scores[1]) if row["status"] == "COMPLETED" and len(scores) == 2 else None
+
+
+def choose(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
+    """The row to train next (the default's row is `rows[0]`) and one line saying why: the best
+    completed trial if it beats the default's mean swd_avg by more than `default_noise`, else the
+    default; a failed default leaves the best trial, if any."""
+    default = rows[0]
+    trials = [row for row in rows[1:] if row["status"] == "COMPLETED"]
+    best = min(trials, key=lambda row: row[OBJECTIVE]) if trials else None
+    if default["status"] != "COMPLETED":
+        return best, f"the default configuration failed ({default['reason']}); " + (
+            f"best trial {best['trial_id']} chosen" if best else "no trial completed"
+        )
+    if best is None:
+        return default, "no tuned trial completed; the default configuration is chosen"
+    noise = default_noise(default)
+    scores = f"best trial {best['trial_id']}: {OBJECTIVE} {best[OBJECTIVE]:.4g} vs default {default[OBJECTIVE]:.4g} ± noise {noise:.2g}"
+    if default[OBJECTIVE] - best[OBJECTIVE] > noise:
+        return best, f"trial {best['trial_id']} beat the default by more than the noise ({scores})"
+    return default, f"no configuration beat the default by more than the noise ({scores})"
+
+
+def best_file(rows: Sequence[dict[str, Any]], base: TrainConfig, settings: SearchSettings, table_path: Path) -> dict[str, Any] | None:
+    """best_hyperparameters.json: the chosen row's tuned values (none for the default) and full
+    configuration, why it was chosen, the default's score and noise, the best trial; None when
+    no row completed."""
+    chosen, reason = choose(rows)
+    if chosen is None:
+        return None
+    default = rows[0]
+    completed = [row for row in rows[1:] if row["status"] == "COMPLETED"]
+    best_trial = min(completed, key=lambda row: row[OBJECTIVE]) if completed else None
+    values = {} if chosen is default else chosen["hyperparameters"]
+    config = apply_values(base, values)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, image_size=None))
+    return {
+        "chosen": "default" if chosen is default else "trial",
+        "reason": reason,
+        "trial_id": chosen["trial_id"],
+        OBJECTIVE: chosen[OBJECTIVE],
+        "images": chosen["images"],
+        "hyperparameters": values,
+        "config": config.to_dict(),
+        "default": {OBJECTIVE: default[OBJECTIVE], "executions": default["executions"], "noise": default_noise(default), "seed": base.seed},
+        "best_trial": {key: best_trial[key] for key in ("trial_id", OBJECTIVE, "hyperparameters")} if best_trial else None,
+        "ratio_to_default": chosen[OBJECTIVE] / default[OBJECTIVE] if default[OBJECTIVE] else None,
+        "search": {
+            "tuner": settings.tuner, "trials": len(rows) - 1, "completed": len(completed), "table": str(table_path),
+            "noise_rule": NOISE_RULE, "score_last": settings.score_last, "trial_image_size": settings.trial_image_size,
+        },
+    }  # fmt: skip
 
 
 def _in_order(values: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:
@@ -107,7 +196,8 @@ def _reason_from_message(message: str | None) -> str | None:
 
 
 def format_table(rows: Sequence[dict[str, Any]], best_id: str | None = None) -> str:
-    """The trials as an aligned text table (best marked with *), failure reasons below it."""
+    """The rows as an aligned text table (the chosen one marked with *), the default's two seeds
+    and the noise, and failure reasons below it."""
     names = list(dict.fromkeys(name for row in rows for name in row["hyperparameters"]))
     hyperband = any(row["continues"] is not None for row in rows)
     header = ["trial", "status", OBJECTIVE, "seconds", "images", *(["continues"] if hyperband else []), *names]
@@ -121,6 +211,12 @@ def format_table(rows: Sequence[dict[str, Any]], best_id: str | None = None) -> 
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+    text += [
+        f"{row['trial_id']}: {OBJECTIVE} {' and '.join(f'{score:.4g}' for score in row['executions'])} with its two seeds, "
+        f"noise {default_noise(row):.2g}"
+        for row in rows
+        if row["trial_id"] == DEFAULT_ID and default_noise(row) is not None
+    ]
     text += [f"trial {row['trial_id']} {row['status'].lower()}: {row['reason']}" for row in rows if row["reason"]]
     return "\n".join(text)
 
@@ -157,8 +253,11 @@ def config_from_best(base: TrainConfig, path: str | os.PathLike) -> tuple[TrainC
         config = apply_values(base, values)
     except PipelineError as err:
         raise PipelineError(f"{path}: {err}") from err
+    saved_file = read_json(path)
     notes = []
-    saved = read_json(path).get("config")
+    if saved_file.get("chosen") == "default":
+        notes.append(f"the search chose its default configuration ({saved_file.get('reason')}): no tuned values to apply")
+    saved = saved_file.get("config")
     if isinstance(saved, dict):
         ours = flatten_dict(dataclasses.replace(config, model=dataclasses.replace(config.model, image_size=None)).to_dict())
         for key, value in sorted(flatten_dict(saved).items()):

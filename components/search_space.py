@@ -125,6 +125,12 @@ def apply_values(base: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
     return dataclasses.replace(base, model=model, **{k: v for k, v in chosen.items() if k not in model_names})
 
 
+def base_values(base: TrainConfig, names: Sequence[str]) -> dict[str, Any]:
+    """The values `base` gives the fields `names`: the default configuration's row of a search,
+    shown beside the trials' values."""
+    return {name: getattr(base.model if hasattr(base.model, name) else base, name) for name in names}
+
+
 def tuned_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's hyperparameter values without KerasTuner's bookkeeping entries (`tuner/...`)."""
     return {name: value for name, value in values.items() if not name.startswith("tuner/")}
@@ -192,31 +198,54 @@ def _number(name: str, value: Any, kind: type):
 # -- settings and roles ---------------------------------------------------------------------------
 
 
+DEFAULT_TRAININGS = 2  # the default configuration's row: seeds seed and seed+1, counted as two trials
+
+
 @dataclass(frozen=True)
 class SearchSettings:
-    """How to search. Everything but `max_trials` must stay the same when a search is resumed."""
+    """How to search. Everything but `max_trials` must stay the same when a search is resumed.
+
+    The budget: `max_trials` counts trials of `trial_images` images each, the untuned default
+    configuration's row counting as its two trainings (`DEFAULT_TRAININGS`: seeds seed and seed+1,
+    which also measure the noise), so KerasTuner runs `tuned_trials` = max_trials - 2 trials. A trial's score is the
+    mean swd_avg of its last `score_last` evaluations, taken at evenly spaced points of the
+    trial's second half (`score_points`): one evaluation at the end is the noisiest figure a
+    trial has. `trial_image_size` (None: the data's size) trains and scores every trial, and the
+    default's row, at a divisor of the data's size, on images downscaled by area averaging.
+    """
 
     tuner: str = "bayesian"
-    max_trials: int = 10
+    max_trials: int = 10  # the default's two trainings, then max_trials - 2 tuned trials
     trial_images: int = 20_000  # images seen by one trial (Hyperband: by its longest trials)
-    executions_per_trial: int = 1  # trainings per trial with seeds seed, seed+1, ...; swd_avg averaged
+    executions_per_trial: int = 1  # trainings per tuned trial with seeds seed, seed+1, ...; swd_avg averaged
     seed: int = 0  # the oracle's seed; the trials train with the TrainConfig's own seed
     hyperband_max_epochs: int = 9
     hyperband_factor: int = 3
-    eval_every: int | None = None  # images between evaluations inside a trial (None: at its end only)
+    score_last: int = 2  # a trial scores the mean swd_avg of its last this many evaluations
+    trial_image_size: int | None = None  # None: the data's size; else a divisor of it
 
     def __post_init__(self) -> None:
         if self.tuner not in TUNERS:
             raise PipelineError(f"tuner must be one of {', '.join(TUNERS)}, got {self.tuner!r}.")
-        for name in ("max_trials", "trial_images", "executions_per_trial", "hyperband_max_epochs"):
+        for name in ("max_trials", "trial_images", "executions_per_trial", "hyperband_max_epochs", "score_last"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise PipelineError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)!r}.")
+        if self.max_trials <= DEFAULT_TRAININGS:
+            raise PipelineError(
+                f"max-trials must be at least {DEFAULT_TRAININGS + 1}: the default configuration's {DEFAULT_TRAININGS} "
+                f"trainings count as trials, then one tuned trial at least; got {self.max_trials}."
+            )
         if self.hyperband_factor < 2:
             raise PipelineError(f"hyperband-factor must be at least 2, got {self.hyperband_factor!r}.")
         if self.seed < 0:
             raise PipelineError(f"seed must be 0 or more, got {self.seed!r}.")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise PipelineError(f"eval-every must be a positive number of images, got {self.eval_every!r}.")
+        if self.trial_image_size is not None and (not isinstance(self.trial_image_size, int) or self.trial_image_size < 1):
+            raise PipelineError(f"trial-image-size must be a positive integer, got {self.trial_image_size!r}.")
+
+    @property
+    def tuned_trials(self) -> int:
+        """KerasTuner's trials: the budget less the default configuration's trainings."""
+        return self.max_trials - DEFAULT_TRAININGS
 
     def trial_budget(self, values: Mapping[str, Any]) -> int:
         """Images a trial trains to: `trial_images`, or for Hyperband its `tuner/epochs` epochs of
@@ -224,6 +253,12 @@ class SearchSettings:
         if "tuner/epochs" not in values:
             return self.trial_images
         return math.ceil(int(values["tuner/epochs"]) * self.trial_images / self.hyperband_max_epochs)
+
+    def score_points(self, budget: int) -> list[int]:
+        """Images seen at a trial's scored evaluations: `score_last` points evenly spaced over the
+        second half of `budget`, the last at its end (2: at 3/4 and 4/4; 1: at the end only)."""
+        last = self.score_last
+        return [math.ceil(budget * (last + k) / (2 * last)) for k in range(1, last + 1)]
 
     def record(self) -> dict[str, Any]:
         """What a resumed search must share with the original (all but max_trials)."""
@@ -247,23 +282,24 @@ def search_role(environ: Mapping[str, str] = os.environ) -> str:
 
 
 def make_oracle(settings: SearchSettings) -> keras_tuner.Oracle:
-    """The oracle for `settings.tuner`, minimising swd_avg, seeded, capped at `max_trials` trials."""
+    """The oracle for `settings.tuner`, minimising swd_avg, seeded, capped at the `tuned_trials`
+    (the default configuration's row is trained apart: `components.tuner.DCGANTuner.train_default`)."""
     objective = keras_tuner.Objective(OBJECTIVE, direction="min")
     seed = settings.seed + 1  # KerasTuner reads seed 0 as "no seed" and picks a random one
     if settings.tuner == "random":
-        return keras_tuner.oracles.RandomSearchOracle(objective, max_trials=settings.max_trials, seed=seed)
+        return keras_tuner.oracles.RandomSearchOracle(objective, max_trials=settings.tuned_trials, seed=seed)
     if settings.tuner == "bayesian":
         # KerasTuner's default starts with 3 random trials per dimension (15 here): with a budget of
         # ten trials that would be a random search. A third of the budget, at least two, explores.
-        initial = max(2, settings.max_trials // 3)
+        initial = max(2, settings.tuned_trials // 3)
         try:
             return keras_tuner.oracles.BayesianOptimizationOracle(
-                objective, max_trials=settings.max_trials, num_initial_points=initial, seed=seed
+                objective, max_trials=settings.tuned_trials, num_initial_points=initial, seed=seed
             )
         except ImportError as err:  # its Gaussian process needs scikit-learn (keras-tuner[bayesian])
             raise PipelineError(f"the bayesian tuner needs scikit-learn ({err}); install it or use --tuner random.") from err
     oracle = keras_tuner.oracles.HyperbandOracle(
         objective, max_epochs=settings.hyperband_max_epochs, factor=settings.hyperband_factor, seed=seed
     )
-    oracle.max_trials = settings.max_trials  # Hyperband has no trial cap of its own; the base Oracle honours it
+    oracle.max_trials = settings.tuned_trials  # Hyperband has no trial cap of its own; the base Oracle honours it
     return oracle

@@ -92,6 +92,8 @@ def train(
     steps_per_execution: int | None = None,
     evaluate_fn: EvaluateFn | None = None,
     eval_every: int | None = None,
+    eval_at: tuple[int, ...] = (),
+    image_size: int | None = None,
     new_run: bool = False,
     verbose: bool = True,
     strategy=None,
@@ -102,23 +104,30 @@ def train(
     steps; `steps_per_execution` steps run per call into the graph (None: the gcd of the
     intervals, see the module docstring). `evaluate_fn(generator)
     -> {name: value}` runs every `eval_every` images and at the end (only at the end without
-    `eval_every`), on the EMA generator as `restore_generator` would return it at that step; its
-    metrics are logged, and the checkpoint with the lowest `swd_avg` is kept in `checkpoints/best/`.
+    `eval_every`), and once the images seen pass each count of `eval_at` (the tuner scores a
+    trial by its last few evaluations), on the EMA generator as `restore_generator` would return
+    it at that step; its metrics are logged, and the checkpoint with the lowest `swd_avg` is kept
+    in `checkpoints/best/`. `image_size` trains at a divisor of the data's size, on images
+    downscaled as they are read (`components.records.make_dataset`; None: the data's size): the
+    tuner's cheaper trials; `hparams.json` records it as the model's image size.
     `strategy` defaults to `components.distribute.choose_strategy()` (TF_CONFIG, GPUs).
     """
     from components.distribute import checkpoint_write_dir, choose_strategy, discard_worker_checkpoints, is_chief
     from components.precision import resolve_jit, resolve_precision
-    from components.records import read_manifest
+    from components.records import downscale_factor, read_manifest
 
     intervals = Intervals(checkpoint_every, keep_checkpoints, sample_every, log_every, steps_per_execution)
     strategy = strategy or choose_strategy()  # first: multi-worker set-up must precede other TF work
     chief = is_chief(strategy)
     started = time.perf_counter()
     manifest = read_manifest(data_dir)
-    config = config.with_image_size(int(manifest["image_size"]))
+    downscale_factor(data_dir, int(manifest["image_size"]), image_size or int(manifest["image_size"]))
+    config = config.with_image_size(image_size or int(manifest["image_size"]))
     total_steps = _total_steps(images, epochs, int(manifest["splits"]["train"]["count"]), config.batch_size)
-    if eval_every is not None and (evaluate_fn is None or eval_every < 1):
-        raise PipelineError("eval_every needs an evaluate_fn and must be a positive number of images.")
+    if eval_every is not None and eval_every < 1:
+        raise PipelineError("eval_every must be a positive number of images.")
+    if (eval_every is not None or eval_at) and evaluate_fn is None:
+        raise PipelineError("eval_every and eval_at need an evaluate_fn.")
     if config.batch_size % strategy.num_replicas_in_sync:
         raise PipelineError(
             f"batch size {config.batch_size} does not split evenly over {strategy.num_replicas_in_sync} replicas."
@@ -144,7 +153,7 @@ def train(
 
     loop = TrainingLoop(
         gan=gan, state=state, paths=paths, config=config, chief=chief, total_steps=total_steps, intervals=intervals,
-        evaluate_fn=evaluate_fn, eval_every=eval_every, show_progress=verbose and chief,
+        evaluate_fn=evaluate_fn, eval_every=eval_every, eval_at=tuple(eval_at), show_progress=verbose and chief,
     )  # fmt: skip
     remaining = total_steps - state.step_now
     try:

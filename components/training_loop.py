@@ -39,7 +39,7 @@ class TrainingLoop:
 
     def __init__(
         self, *, gan, state: CheckpointState, paths: RunPaths, config: TrainConfig, chief: bool, total_steps: int, intervals: Intervals,
-        evaluate_fn: EvaluateFn | None, eval_every: int | None, show_progress: bool,
+        evaluate_fn: EvaluateFn | None, eval_every: int | None, eval_at: tuple[int, ...] = (), show_progress: bool,
     ):  # fmt: skip
         import tensorflow as tf
         from tqdm.auto import tqdm
@@ -48,7 +48,7 @@ class TrainingLoop:
         from components.model import build_generator
 
         self.gan, self.state, self.paths, self.chief, self.intervals = gan, state, paths, chief, intervals
-        self.evaluate_fn, self.eval_every = evaluate_fn, eval_every
+        self.evaluate_fn, self.eval_every, self.eval_at = evaluate_fn, eval_every, eval_at
         self.latents = grid_latents(gan.latent_dim)
         self.sampler = build_generator(config.model, "float32")  # what restore_generator gives back
         self.sampler_step = -1
@@ -91,7 +91,9 @@ class TrainingLoop:
             self.log(means)
         if crossed(self.intervals.sample_every, before_step, self.step):
             self.sample()
-        if self.eval_every and crossed(self.eval_every, before_images, self.images):
+        if (self.eval_every and crossed(self.eval_every, before_images, self.images)) or any(
+            before_images < point <= self.images for point in self.eval_at
+        ):
             self.evaluate()
         if crossed(self.intervals.checkpoint_every, before_step, self.step):
             self.state.save()

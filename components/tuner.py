@@ -7,13 +7,17 @@ How the pieces fit:
 - `DCGANHyperModel.build(hp)` turns a trial's values into a `TrainConfig`: a light object, since
   the trainer builds the networks itself and a GAN built here would be thrown away.
   `DCGANHyperModel.fit` trains that config with `components.trainer.train` for the trial's image
-  budget and returns the evaluator's `swd_avg` on the eval split (the objective, lower is better).
+  budget (at the trial image size) and returns `run_score`: the mean `swd_avg` of its last few
+  evaluations on the eval split (the objective, lower is better).
 - `DCGANTuner` subclasses KerasTuner's `BaseTuner`, not `Tuner`: `Tuner.run_trial` wraps
   `model.fit` with Keras callbacks (`SaveBestEpoch` saves a plain Keras model's weights every
   epoch) and insists that `build` returns a `keras.Model`, while our trials train through the
   trainer, which checkpoints, resumes and detects NaN on its own. The oracles (random, Bayesian,
   Hyperband), the state files, resuming, the failed-trial limit and the chief/worker mode
   (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`, `KERASTUNER_ORACLE_PORT`) are KerasTuner's own.
+- Before the trials, `DCGANTuner.train_default` trains the untuned base configuration the same
+  way with two seeds: the row every trial must beat by more than the seed-to-seed noise
+  (components.search_report chooses).
 
 A trial that diverges (the trainer raises `TrainingDiverged`) or crashes is reported to the oracle as
 failed with its reason, and the search goes on until KerasTuner's limit of consecutive failures.
@@ -27,9 +31,11 @@ Files, all under `<run>/tuner/` (KerasTuner's project folder) except the best fi
     search.json                                        the search settings; a re-run must match
     trial_<id>/execution-<k>/                          one trainer run folder per execution
     trial_<id>/best.png                                grid from the trial's best checkpoint
-    trial_<id>/result.json                             status, swd_avg, seconds, failure reason
-    trials.json                                        the table of all trials
-    <run>/best_hyperparameters.json                    the best trial's values and full config
+    trial_<id>/result.json                             status, swd_avg, each execution's scores, seconds, failure reason
+    baseline/execution-{0,1}/, best.png, result.json   the same for the default configuration (seeds seed, seed+1)
+    trials.json                                        the table: the default's row, then every trial
+    logs/<row id>/                                     TensorBoard's HParams dashboard (components.search_dashboard)
+    <run>/best_hyperparameters.json                    the chosen configuration, the default's score and the noise
 """
 
 from __future__ import annotations
@@ -38,7 +44,6 @@ import contextlib
 import dataclasses
 import gc
 import io
-import json
 import math
 import os
 import shutil
@@ -50,24 +55,16 @@ from typing import Any, Callable, Iterator, Mapping
 
 import keras_tuner
 
-from components.artifacts import (
-    RunPaths,
-    atomic_directory,
-    atomic_write_bytes,
-    atomic_write_json,
-    changed_settings,
-    read_json,
-    remove_stale_temporaries,
-)
+from components.artifacts import RunPaths, atomic_directory, atomic_write_bytes, atomic_write_json, read_jsonl
 from components.config import TrainConfig
 from components.errors import PipelineError
-from components.runfolder import BEST, check_run_folder_is_ours
+from components.runfolder import BEST
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
+from components.search_folder import DEFAULT_DIR, prepare_search_folder, read_result
 from components.search_report import TRIAL_GRID, TRIAL_RESULT, SearchResult, write_search_results
-from components.search_space import SearchSettings, apply_values, declare, make_oracle, search_role
+from components.search_space import DEFAULT_TRAININGS, SearchSettings, apply_values, declare, make_oracle, search_role
 
 PROJECT_NAME = "tuner"  # KerasTuner's project folder: <run>/tuner (RunPaths.tuner)
-SEARCH_RECORD = "search.json"
 
 EvaluateFn = Callable[[Any], dict[str, float]]
 
@@ -84,20 +81,21 @@ class DCGANHyperModel(keras_tuner.HyperModel):
         space: Mapping[str, Any],
         data_dir: str | os.PathLike,
         evaluate_fn: EvaluateFn | None,
+        settings: SearchSettings,
         *,
-        eval_every: int | None = None,
         train_options: Mapping[str, Any] | None = None,
     ):
         super().__init__(name="dcgan")
         self.base, self.space, self.data_dir = base, dict(space), Path(data_dir)
-        self.evaluate_fn, self.eval_every = evaluate_fn, eval_every
+        self.evaluate_fn, self.settings = evaluate_fn, settings
         self.train_options = dict(train_options or {})
 
     def build(self, hp: keras_tuner.HyperParameters) -> TrainConfig:
         return apply_values(self.base, {name: declare(hp, name, spec) for name, spec in self.space.items()})
 
     def fit(self, hp, config: TrainConfig, *, run_dir: Path, images: int, verbose: bool = True) -> dict[str, float]:
-        """Train `config` in `run_dir` (resuming what is there) to `images` images; the best swd_avg."""
+        """Train `config` in `run_dir` (resuming what is there) to `images` images at the trial
+        image size, evaluated at `SearchSettings.score_points`; its `run_score`."""
         import keras
 
         from components.trainer import train
@@ -107,17 +105,33 @@ class DCGANHyperModel(keras_tuner.HyperModel):
         keras.backend.clear_session()  # each trial builds new networks; free the last one's graphs
         gc.collect()
         keras.utils.set_random_seed(config.seed)  # same seed, same initial weights: trials compare
-        result = train(
+        train(
             config, self.data_dir, run_dir, images=images, evaluate_fn=self.evaluate_fn,
-            eval_every=self.eval_every, verbose=verbose, **self.train_options,
+            eval_at=tuple(self.settings.score_points(images)[:-1]),  # the end is always evaluated
+            image_size=self.settings.trial_image_size, verbose=verbose, **self.train_options,
         )  # fmt: skip
-        swd = result.best_swd if result.best_swd is not None else result.metrics.get(OBJECTIVE)
-        if swd is None or not math.isfinite(swd):
-            raise PipelineError(f"the evaluator gave no finite {OBJECTIVE} for {run_dir}.")
-        scores = {OBJECTIVE: float(swd), "images_seen": float(result.images_seen)}
-        if f"{OBJECTIVE}_floor" in result.metrics:
-            scores[f"{OBJECTIVE}_floor"] = float(result.metrics[f"{OBJECTIVE}_floor"])
-        return scores
+        return run_score(run_dir, self.settings.score_last)
+
+
+def run_score(run_dir: Path, last: int) -> dict[str, float]:
+    """A trained run's score from its metrics.jsonl: the means of swd_avg and msssim over its last
+    `last` evaluations (fewer if a short run had fewer), the newest swd_avg floor, images seen.
+
+    The mean of a few evaluations late in a run varies less from seed to seed than the best or
+    the last single one, which is what makes trials (and the default's row) comparable. A
+    Hyperband trial that continues an earlier one counts that trial's evaluations as its own.
+    """
+    evaluations = [record for record in read_jsonl(RunPaths(run_dir).metrics) if record.get("kind") == "eval"][-last:]
+    if not evaluations or not all(math.isfinite(record.get(OBJECTIVE, math.nan)) for record in evaluations):
+        raise PipelineError(f"the evaluator gave no finite {OBJECTIVE} for {run_dir}.")
+    scores = {
+        name: sum(record[name] for record in evaluations) / len(evaluations)
+        for name in (OBJECTIVE, "msssim")
+        if all(name in record for record in evaluations)
+    }
+    if f"{OBJECTIVE}_floor" in evaluations[-1]:
+        scores[f"{OBJECTIVE}_floor"] = float(evaluations[-1][f"{OBJECTIVE}_floor"])
+    return {**scores, "evaluations": float(len(evaluations)), "images_seen": float(evaluations[-1]["images_seen"])}
 
 
 class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
@@ -140,39 +154,73 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
     def run_trial(self, trial, *args, **kwargs) -> list[dict[str, float]]:
         """Train every execution of `trial`; KerasTuner averages the returned metrics."""
         hp = trial.hyperparameters
-        trial_dir = Path(self.get_trial_dir(trial.trial_id))
-        images = self.settings.trial_budget(hp.values)
+        result = self._train_row(
+            Path(self.get_trial_dir(trial.trial_id)), lambda: self.hypermodel.build(hp), self.settings.trial_budget(hp.values),
+            self.settings.executions_per_trial, continues=hp.values.get("tuner/trial_id"),
+        )  # fmt: skip
+        if result["status"] == "FAILED":
+            if self.verbose:
+                print(f"trial {trial.trial_id} failed after {result['seconds']:.0f} s: {result['reason']}")
+            raise keras_tuner.errors.FailedTrialError(result["reason"]) from None  # the traceback is in result.json
+        if self.verbose and self._is_worker():  # on a worker nothing else reports the trial
+            print(f"{self.tuner_id}: trial {trial.trial_id} done in {result['seconds']:.0f} s, {OBJECTIVE} {result[OBJECTIVE]:.4g}")
+        return [{**score, "seconds": result["seconds"]} for score in result["executions"]]
+
+    def train_default(self) -> dict[str, Any]:
+        """The default configuration's row: `base` with seeds seed and seed+1 at the trial budget,
+        the same way as a trial (`_train_row`), in `tuner/baseline/`; its result.
+
+        It stays out of KerasTuner's oracle: as a trial it would take the oracle's first proposal
+        (the public API cannot hand the oracle chosen values), count its two seeds as two trials
+        of a Bayesian model that assumes one score per point, and sit outside Hyperband's
+        brackets. A result.json on file (a resumed search) is returned without training again.
+        """
+        row_dir = Path(self.project_dir) / DEFAULT_DIR
+        done = read_result(row_dir / TRIAL_RESULT)
+        if done is not None:
+            return done
+        images = self.settings.trial_images
+        if self.verbose:
+            seed = self.hypermodel.base.seed
+            print(f"default configuration: {DEFAULT_TRAININGS} trainings of {images} images (seeds {seed} and {seed + 1}) to score it and the noise")
+        result = self._train_row(row_dir, lambda: self.hypermodel.base, images, DEFAULT_TRAININGS)
+        if self.verbose:
+            scores = ", ".join(f"{score[OBJECTIVE]:.4g}" for score in result.get("executions", []))
+            print(f"default configuration: {result['status'].lower()} in {result['seconds']:.0f} s, {OBJECTIVE} {scores or result['reason']}")
+        return result
+
+    def _train_row(
+        self, row_dir: Path, build: Callable[[], TrainConfig], images: int, executions: int, continues: str | None = None
+    ) -> dict[str, Any]:
+        """Train `executions` runs of the config `build` gives (seeds seed, seed+1, ...) in
+        `row_dir/execution-<k>/`; write and return its result.json: COMPLETED with the mean
+        swd_avg and each execution's scores, or FAILED with the reason (a diverged or crashed
+        training fails its row, not the search)."""
         started = time.perf_counter()
         try:
-            config = self.hypermodel.build(hp)
+            config = build()
             scores = []
-            for execution in range(self.settings.executions_per_trial):
-                run_dir = trial_dir / f"execution-{execution}"
-                if "tuner/trial_id" in hp.values:
-                    self._continue_from(hp.values["tuner/trial_id"], run_dir)
+            for execution in range(executions):
+                run_dir = row_dir / f"execution-{execution}"
+                if continues is not None:
+                    self._continue_from(continues, run_dir)
                 seeded = dataclasses.replace(config, seed=config.seed + execution)
-                scores.append(self.hypermodel.fit(hp, seeded, run_dir=run_dir, images=images, verbose=self.verbose))
-        except Exception as err:  # noqa: BLE001 - any crash fails this trial, not the search
-            reason = _reason(err)
-            seconds = time.perf_counter() - started
-            atomic_write_json(
-                trial_dir / TRIAL_RESULT,
-                {"status": "FAILED", "reason": reason, "images": images, "seconds": seconds, "traceback": traceback.format_exc()},
-            )
-            if self.verbose:
-                print(f"trial {trial.trial_id} failed after {seconds:.0f} s: {reason}")
-            raise keras_tuner.errors.FailedTrialError(reason) from None  # the traceback is in result.json
-        seconds = time.perf_counter() - started
-        mean = sum(score[OBJECTIVE] for score in scores) / len(scores)
-        if self.verbose and self._is_worker():  # on a worker nothing else reports the trial
-            print(f"{self.tuner_id}: trial {trial.trial_id} done in {seconds:.0f} s, {OBJECTIVE} {mean:.4g}")
+                scores.append(self.hypermodel.fit(None, seeded, run_dir=run_dir, images=images, verbose=self.verbose))
+        except Exception as err:  # noqa: BLE001 - any crash fails this row, not the search
+            result = {
+                "status": "FAILED", "reason": _reason(err), "images": images, "seconds": time.perf_counter() - started,
+                "traceback": traceback.format_exc(),
+            }  # fmt: skip
+            atomic_write_json(row_dir / TRIAL_RESULT, result)
+            return result
         best = min(range(len(scores)), key=lambda k: scores[k][OBJECTIVE])
-        self._keep_grid(trial_dir / f"execution-{best}", trial_dir / TRIAL_GRID)
-        atomic_write_json(
-            trial_dir / TRIAL_RESULT,
-            {"status": "COMPLETED", OBJECTIVE: mean, "executions": scores, "images": images, "seconds": seconds, "grid": TRIAL_GRID},
-        )
-        return [{**score, "seconds": seconds} for score in scores]
+        self._keep_grid(row_dir / f"execution-{best}", row_dir / TRIAL_GRID)
+        result = {
+            "status": "COMPLETED", OBJECTIVE: sum(score[OBJECTIVE] for score in scores) / len(scores), "executions": scores,
+            "images": images, "seconds": time.perf_counter() - started, "grid": TRIAL_GRID,
+        }  # fmt: skip
+        atomic_write_json(row_dir / TRIAL_RESULT, result)
+        return result
 
     def _continue_from(self, past_trial_id: str, run_dir: Path) -> None:
         """Start a Hyperband continuation from a copy of the earlier trial's run folder (once)."""
@@ -225,19 +273,25 @@ def run_search(
     new_search: bool = False,
     verbose: bool = True,
 ) -> SearchResult | None:
-    """Search (or resume searching) in `<run_dir>/tuner/`; return the table and the best trial.
+    """Search (or resume searching) in `<run_dir>/tuner/`; return the table and the chosen configuration.
 
-    `evaluation` describes `evaluate_fn` (e.g. its num and seed) for the record: a resumed search
-    must score the same way. `train_options` go to every trial's `train` call (precision, jit,
-    intervals). `new_search` discards an earlier search in that folder. A worker of a distributed
-    search returns None once the chief has no more trials for it; the chief (which trains
-    nothing, so needs no `evaluate_fn`) returns the result once every worker is done.
+    First the default configuration (`base`) is trained with two seeds (`DCGANTuner.train_default`),
+    then KerasTuner's trials; the best trial is chosen only if it beats the default by more than
+    the noise (components.search_report). `evaluate_fn` scores generators at the trial image size
+    (`TrainingEvaluator(..., image_size=settings.trial_image_size)`); `evaluation` describes it
+    (e.g. its num and seed) for the record: a resumed search must score the same way.
+    `train_options` go to every trial's `train` call (precision, jit, intervals). `new_search`
+    discards an earlier search in that folder. A worker of a distributed search returns None once
+    the chief has no more trials for it; the chief trains no trial, only the default's row, after
+    its workers are done (before, they would wait for it), and returns the result.
     """
     from components.records import read_manifest
 
+    started = time.perf_counter()
     role = search_role()
     paths = RunPaths(run_dir)
     manifest = read_manifest(data_dir)
+    check_trial_image_size(data_dir, settings.trial_image_size)
     record = {
         "settings": settings.record(),
         "space": dict(space),
@@ -246,17 +300,13 @@ def run_search(
         "data_fingerprint": manifest.get("fingerprint"),
     }
     if role != "worker":
-        check_run_folder_is_ours(paths)
-        _check_same_search(paths, record, new_search)
-        atomic_write_json(paths.tuner / SEARCH_RECORD, record)  # first: it marks the folder as a search of ours
-        _check_tuner_state(paths.tuner)
-        for folder in (paths.tuner, *paths.tuner.glob("trial_*")):
-            remove_stale_temporaries(folder)  # a trial's half-written files or half-copied run of a killed search
+        prepare_search_folder(paths, record, new_search)
     hypermodel = DCGANHyperModel(
-        base, space, data_dir, evaluate_fn,
-        eval_every=settings.eval_every, train_options={**(train_options or {}), "keep_checkpoints": 1},
+        base, space, data_dir, evaluate_fn, settings, train_options={**(train_options or {}), "keep_checkpoints": 1},
     )  # fmt: skip
     tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, verbose=verbose)
+    if role == "single":
+        tuner.train_default()
     if role == "chief" and verbose:
         print(
             f"chief: serving the search on {os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}; "
@@ -273,7 +323,22 @@ def run_search(
         ) from err
     if role == "worker":
         return None
-    return write_search_results(tuner.oracle, paths, settings, base)
+    if role == "chief":
+        tuner.train_default()
+    result = write_search_results(tuner.oracle, paths, settings, base, space)
+    return dataclasses.replace(result, wall_seconds=time.perf_counter() - started)
+
+
+def check_trial_image_size(data_dir: str | os.PathLike, trial_size: int | None) -> None:
+    """A trial image size must be one the models are built for and divide the data's size."""
+    from components.model import IMAGE_SIZES
+    from components.records import downscale_factor, read_manifest
+
+    if trial_size is None:
+        return
+    if trial_size not in IMAGE_SIZES:
+        raise PipelineError(f"trial-image-size must be one of the models' sizes ({', '.join(map(str, IMAGE_SIZES))}), got {trial_size}.")
+    downscale_factor(data_dir, int(read_manifest(data_dir)["image_size"]), trial_size)
 
 
 @contextlib.contextmanager
@@ -312,40 +377,3 @@ class _FailedTrialTracebackFilter(io.TextIOBase):
             self.stream.write(self.held)
             self.held = ""
         self.stream.flush()
-
-
-def _check_tuner_state(tuner_dir: Path) -> None:
-    """KerasTuner's own state files (it writes them in place, not atomically) must parse, or
-    reloading them would fail deep inside KerasTuner: name a damaged one instead."""
-    for path in [tuner_dir / "oracle.json", *tuner_dir.glob("tuner*.json"), *tuner_dir.glob("trial_*/trial.json")]:
-        if not path.is_file():
-            continue
-        try:
-            json.loads(path.read_text())
-        except ValueError as err:
-            raise PipelineError(
-                f"{path}, KerasTuner's record of the search, is damaged (a write cut short by a crash?): {err}. "
-                "Pass --new-search to start the search again."
-            ) from err
-
-
-def _check_same_search(paths: RunPaths, record: dict, new_search: bool) -> None:
-    """Resume only the same search; `new_search` discards the tuner folder (all of it ours)."""
-    path = paths.tuner / SEARCH_RECORD
-    if new_search:
-        shutil.rmtree(paths.tuner, ignore_errors=True)
-        paths.best_hyperparameters.unlink(missing_ok=True)
-        return
-    if not path.is_file():
-        return
-    try:
-        saved = read_json(path)
-    except ValueError as err:
-        raise PipelineError(f"{path} is damaged ({err}); pass --new-search to start the search again.") from err
-    changes = changed_settings(saved, json.loads(json.dumps(record)))  # the record as JSON sees it
-    if changes:
-        raise PipelineError(
-            f"{paths.tuner} holds a search with other settings ({path}): " + "; ".join(changes)
-            + ". Re-run with the same settings to resume it (only --max-trials may change), "
-            "choose another run folder, or pass --new-search to discard it."
-        )

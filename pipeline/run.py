@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="evaluate (SWD) and keep the best checkpoint every this many images (default: budget / 5)")
     parser.add_argument("--eval-num", type=int, default=1024, help="images per evaluation")
     parser.add_argument("--tune", action="store_true", help="search hyperparameters with KerasTuner before training")
-    parser.add_argument("--max-trials", type=int, default=8, help="with --tune: trials to run")
+    parser.add_argument("--max-trials", type=int, default=8, help="with --tune: the search's budget, 2 default trainings + N-2 tuned trials")
     parser.add_argument("--trial-images", type=int, default=20_000, help="with --tune: images seen by one trial")
+    parser.add_argument("--trial-image-size", type=int, help="with --tune: train the trials at this divisor of --image-size")
     parser.add_argument("--num-samples", type=int, default=64, help="images to sample from the exported SavedModel")
     parser.add_argument("--seed", type=_cli.seed, default=0, help="seed of training, evaluation and sampling")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only stage headers and the summary")
@@ -87,6 +88,7 @@ def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], s
                 "--eval-every", str(eval_every), "--eval-num", str(args.eval_num), *quiet]
     if args.tune:
         training += ["--tune", "--max-trials", str(args.max_trials), "--trial-images", str(args.trial_images)]
+        training += ["--trial-image-size", str(args.trial_image_size)] if args.trial_image_size else []
     training += fs_flags
     stages = [
         Stage("ingest", ingest.main, [*source, "--output", str(data), "--image-size", str(args.image_size),

@@ -17,6 +17,7 @@ from components.augment import AUGMENTS
 from components.model import D_KERNELS, UPSAMPLES, ModelConfig
 from components.precision import PRECISIONS
 from components.config import LOSSES, RECIPES, TRAIN_STEPS, TrainConfig, recipe_config
+from pipeline._search import add_search_arguments, config_from_best_file, search
 
 DESCRIPTION = """\
 Train the DCGAN (the measured default recipe; --recipe seed for the seed tutorial's) on a data
@@ -38,11 +39,15 @@ Multi-worker training: start the same command on every worker with TF_CONFIG set
 At the end the run is exported (components.exporter): the best checkpoint by swd_avg when an
 evaluator ran, else the latest; a re-run that trained nothing new does not export again.
 
---tune first searches hyperparameters with KerasTuner (components.tuner) in <run>/tuner/: every
-trial trains --trial-images images from scratch and is scored by swd_avg on the eval split; a
-trial that diverges or crashes is recorded as failed and the search goes on. It writes
-<run>/tuner/trials.json and <run>/best_hyperparameters.json, prints the trials table, then trains
-the best configuration for the full budget (evaluated at least at its end) and exports it.
+--tune first searches hyperparameters with KerasTuner (components.tuner) in <run>/tuner/. It
+prints an estimate of its cost, trains the untuned configuration of the flags (the default) with
+two seeds, then --max-trials - 2 tuned trials; each training sees --trial-images images from
+scratch and scores the mean swd_avg of its last --score-last evaluations on the eval split; a
+trial that diverges or crashes is recorded as failed and the search goes on. The best trial is
+chosen only if it beats the default's mean by more than the noise (how far its two seeds
+differ); otherwise the default is. It writes <run>/tuner/trials.json, the HParams dashboard
+<run>/tuner/logs/ and <run>/best_hyperparameters.json, prints the table and the choice, then
+trains the chosen configuration for the full budget (evaluated at least at its end) and exports it.
 Re-running the same command resumes the search without redoing finished trials. --tune-only
 stops after the search; --hparams FILE trains from a saved best file without searching. A
 distributed search runs the same command in several processes with KERASTUNER_ORACLE_IP,
@@ -52,7 +57,7 @@ any other id (tuner1, tuner2, ...) asks it for trials and trains them.
 examples:
   python -m pipeline.train --data tfrecords/anime --epochs 10
   python -m pipeline.train --data tfrecords/anime --images 200000 --eval-every 20000
-  python -m pipeline.train --data tfrecords/anime --tune --max-trials 8 --trial-images 20000 --epochs 30
+  python -m pipeline.train --data tfrecords/anime --tune --max-trials 8 --trial-images 20000 --trial-image-size 32 --epochs 30
   python -m pipeline.train --data tfrecords/anime --tune-only --tuner hyperband --search g_filters=32,64
   python -m pipeline.train --data tfrecords/anime --run artifacts/final --hparams artifacts/anime/best_hyperparameters.json"""
 
@@ -174,41 +179,6 @@ def _recipe_note(name: str) -> str:
     return f" (default recipe: {default!r}; seed: {seed_value!r})"
 
 
-def add_search_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of the KerasTuner search (components.tuner); the model/training flags are its base."""
-    search = parser.add_argument_group("hyperparameter search (KerasTuner, objective swd_avg on the eval split)")
-    mode = search.add_mutually_exclusive_group()
-    mode.add_argument("--tune", action="store_true", help="search, then train the best configuration for the budget above")
-    mode.add_argument("--tune-only", action="store_true", help="search and write best_hyperparameters.json, train nothing more")
-    mode.add_argument("--hparams", type=Path, metavar="FILE", help="train with the tuned values of a best_hyperparameters.json (no search)")
-    search.add_argument(
-        "--tuner", choices=("bayesian", "random", "hyperband"), default="bayesian",
-        help="KerasTuner oracle: bayesian (Gaussian process, needs scikit-learn; a third of the trials explore at random "
-        "first), random, or hyperband (many short trials, the best continued from their checkpoints)",
-    )  # fmt: skip
-    search.add_argument("--max-trials", type=int, metavar="N", default=10, help="trials to run in total (may grow when resuming; caps hyperband too)")
-    search.add_argument("--trial-images", type=int, metavar="N", default=20_000, help="images seen by one trial (hyperband: by its longest)")
-    search.add_argument(
-        "--executions-per-trial", type=int, default=1, metavar="N",
-        help="trainings per trial (seeds --seed, --seed+1, ...), swd_avg averaged; --seed also seeds the oracle",
-    )  # fmt: skip
-    search.add_argument("--hyperband-max-epochs", type=int, metavar="N", default=9, help="hyperband: its longest trial in epochs of trial-images / this images")
-    search.add_argument("--hyperband-factor", type=int, metavar="N", default=3, help="hyperband: reduction factor between rounds and brackets")
-    search.add_argument(
-        "--search", action="append", default=[], metavar="NAME=SPEC",
-        help="override one search dimension, NAME being a model or training flag in snake_case: choices "
-        "(g_filters=16,32,64), a range (g_lr=5e-5..1e-3:log; sampling linear, log or reverse_log) or a fixed value "
-        "(beta_1=0.5); repeatable, applied after --search-file. Default space: g_filters=16,32,64 d_filters=32,64,128 "
-        "g_lr=5e-5..1e-3:log d_lr=5e-5..1e-3:log beta_1=0.0,0.5,0.9; other fields keep the flags' values",
-    )  # fmt: skip
-    search.add_argument(
-        "--search-file", type=Path, metavar="FILE",
-        help='JSON object of NAME: SPEC overriding the default space, e.g. {"g_filters": [16, 32], '
-        '"g_lr": {"min": 1e-4, "max": 1e-3, "sampling": "log"}, "beta_1": 0.5}',
-    )  # fmt: skip
-    search.add_argument("--new-search", action="store_true", help="discard an earlier search in <run>/tuner/ instead of resuming it")
-
-
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The --recipe with every flag given on the command line (or with its own default) applied."""
     model_names = {field.name for field in dataclasses.fields(ModelConfig)} - {"image_size"}
@@ -303,62 +273,6 @@ def export(run_dir: Path, checkpoint: str, *, quiet: bool) -> Path:
         state = f"{checkpoint} checkpoint" if exported else f"already holds the {checkpoint} checkpoint"
         print(f"  export:       {version} ({state})")
     return version
-
-
-def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator) -> TrainConfig | None:
-    """Run (or resume) the search; the best configuration to train next, or None when this
-    process is done (--tune-only, or a worker of a distributed search)."""
-    from components.distribute import cluster_spec_from_env
-    from components.search_report import format_table
-    from components.search_space import SearchSettings, load_space_file, make_space, parse_space_override, search_role
-    from components.tuner import run_search
-
-    if cluster_spec_from_env() is not None:
-        raise PipelineError("--tune does not run under TF_CONFIG; distribute a search with the KERASTUNER_* variables.")
-    settings = SearchSettings(
-        tuner=args.tuner,
-        max_trials=args.max_trials,
-        trial_images=args.trial_images,
-        executions_per_trial=args.executions_per_trial,
-        seed=args.seed,
-        hyperband_max_epochs=args.hyperband_max_epochs,
-        hyperband_factor=args.hyperband_factor,
-        eval_every=args.eval_every or None,
-    )
-    file_space = load_space_file(args.search_file) if args.search_file else None
-    space = make_space(base, file_space, [parse_space_override(entry) for entry in args.search])
-    role = search_role()
-    result = run_search(
-        base, space, args.data, run_dir, settings,
-        evaluate_fn=None if role == "chief" else evaluator(),  # the chief serves the oracle, trains no trial
-        evaluation={"num": args.eval_num, "seed": args.seed, "split": "eval"},
-        train_options={"precision": args.precision, "jit": args.jit, "log_every": args.log_every, "sample_every": args.sample_every},
-        new_search=args.new_search,
-        verbose=not args.quiet,
-    )  # fmt: skip
-    if result is None:
-        if not args.quiet:
-            print(f"worker done: the chief has no more trials; it writes the results to {RunPaths(run_dir).tuner}")
-        return None
-    if not args.quiet:
-        print(format_table(result.rows, result.best["trial_id"] if result.best else None))
-    if result.best is None:
-        raise PipelineError(f"no trial of the search completed; see {result.table_path} for the reasons.")
-    if not args.quiet:
-        print(f"best: trial {result.best['trial_id']}, swd_avg {result.best['swd_avg']:.4g} -> {result.best_path}")
-    if args.tune_only:
-        return None
-    return config_from_best_file(base, result.best_path, quiet=args.quiet)
-
-
-def config_from_best_file(base: TrainConfig, path: Path, *, quiet: bool) -> TrainConfig:
-    from components.search_report import config_from_best
-
-    config, notes = config_from_best(base, path)
-    if not quiet:
-        for note in notes:
-            print(f"note: {note}")
-    return config
 
 
 def _summary(result) -> str:

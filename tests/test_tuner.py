@@ -1,7 +1,8 @@
 """The KerasTuner search (components.tuner and `python -m pipeline.train --tune`).
 
 Every search here is tiny: 32x32 images, 4/8 filters, 64-128 images per trial, float32 (exact
-and repeatable); a trial takes about two seconds.
+and repeatable); a trial takes about two seconds. Every search first trains the default
+configuration (`BASE`, the same tiny networks) with two seeds: its row comes first in the table.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from components.search_space import (
 )
 from components.tuner import run_search
 
-BASE = TrainConfig(model=ModelConfig(latent_dim=16), batch_size=32)
+BASE = TrainConfig(model=ModelConfig(latent_dim=16, g_filters=4, d_filters=8), batch_size=32)
 TINY = ["g_filters=4", "d_filters=8", "d_lr=2e-4", "beta_1=0.5"]  # everything fixed but what a test adds
 TRAIN_OPTIONS = {"precision": "float32"}
 ABSURD_LR = "1e30"  # Adam moves every weight by ~lr per step: NaN within two steps
@@ -63,10 +64,11 @@ def search(data, run, space, settings, evaluate, **kwargs):
 
 @pytest.fixture(scope="module")
 def diverging_search(tmp_path_factory, tiny_records, evaluate):
-    """A random search over g_lr in {2e-4, absurd}: the space holds two points, so two trials."""
+    """A random search over g_lr in {2e-4, absurd}: the space holds two points, so two trials
+    (after the default's two trainings)."""
     run = tmp_path_factory.mktemp("search") / "run"
     space = tiny_space(f"g_lr=2e-4,{ABSURD_LR}")
-    settings = SearchSettings(tuner="random", max_trials=3, trial_images=64)
+    settings = SearchSettings(tuner="random", max_trials=5, trial_images=64)
     result = search(tiny_records, run, space, settings, evaluate)
     return run, space, settings, result
 
@@ -144,9 +146,11 @@ def test_tiny_search_writes_best_file_and_table_matching_the_trials(diverging_se
     paths = RunPaths(run)
     rows = result.rows
     assert read_json(paths.tuner / "trials.json") == rows
-    assert sorted(row["status"] for row in rows) == ["COMPLETED", "FAILED"]
-    good = next(row for row in rows if row["status"] == "COMPLETED")
-    bad = next(row for row in rows if row["status"] == "FAILED")
+    default, trials = rows[0], rows[1:]
+    assert default["trial_id"] == "default" and default["status"] == "COMPLETED" and len(default["executions"]) == 2
+    assert sorted(row["status"] for row in trials) == ["COMPLETED", "FAILED"]
+    good = next(row for row in trials if row["status"] == "COMPLETED")
+    bad = next(row for row in trials if row["status"] == "FAILED")
 
     # The table's numbers are KerasTuner's (trial.json) and the trial's own result.
     trial_json = read_json(paths.tuner / f"trial_{good['trial_id']}" / "trial.json")
@@ -154,8 +158,8 @@ def test_tiny_search_writes_best_file_and_table_matching_the_trials(diverging_se
     assert good["swd_avg"] == pytest.approx(read_json(paths.tuner / f"trial_{good['trial_id']}" / "result.json")["swd_avg"])
     assert good["hyperparameters"] == {"g_filters": 4, "d_filters": 8, "g_lr": 2e-4, "d_lr": 2e-4, "beta_1": 0.5}
     assert good["images"] == 64 and good["seconds"] > 0
-    last_eval = [r for r in read_jsonl(paths.tuner / f"trial_{good['trial_id']}" / "execution-0" / "metrics.jsonl") if r["kind"] == "eval"][-1]
-    assert last_eval["images_seen"] == 64 and last_eval["swd_avg"] == pytest.approx(good["swd_avg"])
+    evals = [r for r in read_jsonl(paths.tuner / f"trial_{good['trial_id']}" / "execution-0" / "metrics.jsonl") if r["kind"] == "eval"]
+    assert evals[-1]["images_seen"] == 64 and good["swd_avg"] == pytest.approx(sum(r["swd_avg"] for r in evals[-2:]) / len(evals[-2:]))
     grid = Image.open(good["grid"])
     assert grid.size == (8 * 34 + 2, 8 * 34 + 2)  # 64 images of 32 px, 2 px apart
 
@@ -167,13 +171,15 @@ def test_tiny_search_writes_best_file_and_table_matching_the_trials(diverging_se
 
     best = read_json(paths.best_hyperparameters)
     assert best == result.best
-    assert best["trial_id"] == good["trial_id"] and best["swd_avg"] == good["swd_avg"]
-    expected = apply_values(BASE, good["hyperparameters"])
+    assert best["best_trial"]["trial_id"] == good["trial_id"] and best["best_trial"]["swd_avg"] == good["swd_avg"]
+    chosen = good if best["chosen"] == "trial" else default
+    assert best["trial_id"] == chosen["trial_id"] and best["swd_avg"] == chosen["swd_avg"]
+    expected = apply_values(BASE, best["hyperparameters"])
     assert best["config"] == dataclasses.replace(expected, model=dataclasses.replace(expected.model, image_size=None)).to_dict()
 
     table = format_table(rows, best["trial_id"]).splitlines()
     assert table[0].split()[:5] == ["trial", "status", "swd_avg", "seconds", "images"]
-    assert any(line.startswith(f"*{good['trial_id']} ") and "COMPLETED" in line for line in table)
+    assert any(line.startswith(f"*{chosen['trial_id']} ") and "COMPLETED" in line for line in table)
     assert any(line.startswith(f"trial {bad['trial_id']} failed: training diverged") for line in table)
 
 
@@ -194,18 +200,18 @@ def test_a_changed_search_is_refused_and_new_search_starts_over(diverging_search
 
     fresh = tmp_path / "run"
     fixed = tiny_space("g_lr=2e-4")
-    search(tiny_records, fresh, fixed, SearchSettings(tuner="random", max_trials=1, trial_images=32), evaluate)
-    result = search(tiny_records, fresh, fixed, SearchSettings(tuner="random", max_trials=1, trial_images=64), evaluate, new_search=True)
-    assert [row["images"] for row in result.rows] == [64]
+    search(tiny_records, fresh, fixed, SearchSettings(tuner="random", max_trials=3, trial_images=32), evaluate)
+    result = search(tiny_records, fresh, fixed, SearchSettings(tuner="random", max_trials=3, trial_images=64), evaluate, new_search=True)
+    assert [row["images"] for row in result.rows] == [64, 64]
     assert not (fresh / "tuner" / "trial_0" / "execution-0" / "checkpoints" / "ckpt-1.index").exists()  # the 32-image run is gone
 
 
 def test_an_interrupted_search_resumes_without_redoing_finished_trials(tiny_records, evaluate, tmp_path):
     run = tmp_path / "run"
     space = tiny_space("g_lr=1e-4,2e-4,3e-4")
-    settings = SearchSettings(tuner="bayesian", max_trials=3, trial_images=64, seed=3)
-    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during the second trial's evaluation
-        search(tiny_records, run, space, settings, Evaluator(evaluate, interrupt_at=2))
+    settings = SearchSettings(tuner="bayesian", max_trials=5, trial_images=64, seed=3)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during the second trial's evaluation (after the default's two)
+        search(tiny_records, run, space, settings, Evaluator(evaluate, interrupt_at=4))
     tuner = RunPaths(run).tuner
     first = tuner / "trial_0" / "result.json"
     finished = first.read_bytes()
@@ -214,19 +220,19 @@ def test_an_interrupted_search_resumes_without_redoing_finished_trials(tiny_reco
 
     counting = Evaluator(evaluate)
     result = search(tiny_records, run, space, settings, counting)
-    assert counting.calls == 2  # trial 1 again, trial 2; not trial 0
+    assert counting.calls == 2  # trial 1 again, trial 2; not trial 0, nor the default's row
     assert first.read_bytes() == finished
-    assert [row["trial_id"] for row in result.rows] == ["0", "1", "2"]
+    assert [row["trial_id"] for row in result.rows] == ["default", "0", "1", "2"]
     assert all(row["status"] == "COMPLETED" for row in result.rows)
-    assert result.rows[1]["hyperparameters"] == interrupted  # the same trial was run again
+    assert result.rows[2]["hyperparameters"] == interrupted  # the same trial was run again
 
 
 def test_hyperband_continues_the_better_trial_from_its_checkpoint(tiny_records, evaluate, tmp_path):
     run = tmp_path / "run"
     space = tiny_space("g_lr=1e-4,5e-4,1e-3")
     # max_epochs 2, factor 2: two trials of 1 epoch (64 images), then the better one goes on to 2.
-    settings = SearchSettings(tuner="hyperband", max_trials=3, trial_images=128, hyperband_max_epochs=2, hyperband_factor=2)
-    rows = search(tiny_records, run, space, settings, evaluate).rows
+    settings = SearchSettings(tuner="hyperband", max_trials=5, trial_images=128, hyperband_max_epochs=2, hyperband_factor=2)
+    rows = search(tiny_records, run, space, settings, evaluate).rows[1:]  # the default's row: 128 images
     assert [row["images"] for row in rows] == [64, 64, 128]
     better = min(rows[:2], key=lambda row: row["swd_avg"])
     assert rows[2]["continues"] == better["trial_id"]
@@ -244,12 +250,14 @@ def test_best_file_gives_back_the_best_configuration(diverging_search, tmp_path)
     run, _, _, result = diverging_search
     path = RunPaths(run).best_hyperparameters
     config, notes = config_from_best(BASE, path)
-    assert config == apply_values(BASE, result.best["hyperparameters"]) and notes == []
+    chose_default = ["the search chose its default configuration"] if result.best["chosen"] == "default" else []
+    assert config == apply_values(BASE, result.best["hyperparameters"])
+    assert [note.split(" (")[0] for note in notes] == chose_default
 
     other = dataclasses.replace(BASE, batch_size=64)
     config, notes = config_from_best(other, path)
-    assert config.batch_size == 64 and config.g_lr == result.best["hyperparameters"]["g_lr"]
-    assert notes == ["batch_size is 64 here but 32 in the search's best configuration"]
+    assert config.batch_size == 64 and config.g_lr == result.best["config"]["g_lr"]
+    assert notes[len(chose_default) :] == ["batch_size is 64 here but 32 in the search's best configuration"]
 
     (tmp_path / "bad.json").write_text('{"hyperparameters": {"colour": 1}}')
     with pytest.raises(PipelineError, match="bad.json sets unknown hyperparameter"):
@@ -263,13 +271,22 @@ def test_best_file_gives_back_the_best_configuration(diverging_search, tmp_path)
 
 def tune_args(data, run, *extra: str) -> list[str]:
     return [
-        "--data", str(data), "--run", str(run), "--tuner", "random", "--max-trials", "2", "--trial-images", "64",
+        "--data", str(data), "--run", str(run), "--tuner", "random", "--max-trials", "4", "--trial-images", "64",
         *[arg for entry in [*TINY, "g_lr=1e-4,2e-4"] for arg in ("--search", entry)],
-        "--latent-dim", "16", "--batch-size", "32", "--eval-num", "16", "--precision", "float32", *extra,
+        "--latent-dim", "16", "--g-filters", "4", "--d-filters", "8", "--batch-size", "32", "--eval-num", "16",
+        "--precision", "float32", *extra,
     ]  # fmt: skip
 
 
-def test_cli_tune_trains_the_best_exports_it_and_a_rerun_redoes_nothing(tiny_records, tmp_path, capsys):
+@pytest.fixture
+def fake_speed(monkeypatch):
+    """The cost estimate's speed probe, faked: 1,000 img/s."""
+    import components.search_cost
+
+    monkeypatch.setattr(components.search_cost, "measure_speed", lambda config, size, **_: 1000.0)
+
+
+def test_cli_tune_trains_the_best_exports_it_and_a_rerun_redoes_nothing(tiny_records, tmp_path, capsys, fake_speed):
     from pipeline.train import main
 
     run = tmp_path / "run"
@@ -277,12 +294,14 @@ def test_cli_tune_trains_the_best_exports_it_and_a_rerun_redoes_nothing(tiny_rec
     out = capsys.readouterr().out
     paths = RunPaths(run)
     best = read_json(paths.best_hyperparameters)
-    assert f"best: trial {best['trial_id']}, swd_avg {best['swd_avg']:.4g}" in out
-    assert len(read_json(paths.tuner / "trials.json")) == 2
+    assert "estimate: the search trains 2 default + 2 tuned = 4 times 64 images at ~1,000 img/s: about 0 s" in out
+    assert "estimate: then the final training, 96 images at ~1,000 img/s" in out
+    assert best["reason"] in out and "search: " in out and "s wall time here" in out and "gain over the default: swd_avg x" in out
+    assert [row["trial_id"] for row in read_json(paths.tuner / "trials.json")] == ["default", "0", "1"]
 
-    # The best configuration trained for the full budget, evaluated at its end, exported.
+    # The chosen configuration trained for the full budget, evaluated at its end, exported.
     trained = read_json(paths.hparams)["hparams"]
-    assert trained["g_lr"] == best["hyperparameters"]["g_lr"] and trained["model"]["g_filters"] == 4
+    assert trained["g_lr"] == best["config"]["g_lr"] and trained["model"]["g_filters"] == 4
     assert "done: 3 steps, 96 images seen" in out
     card = read_json(paths.export / "1" / "model_card.json")
     assert card["checkpoint"] == "best" and card["images_seen"] == 96 and card["metrics"]["swd_avg"] > 0
@@ -290,10 +309,11 @@ def test_cli_tune_trains_the_best_exports_it_and_a_rerun_redoes_nothing(tiny_rec
     assert main(tune_args(tiny_records, run, "--tune", "--images", "96")) == 0
     out = capsys.readouterr().out
     assert "Running Trial" not in out and "already trained" in out and "already holds the best checkpoint" in out
+    assert "estimate:" not in out  # a resumed search is not estimated again
     assert sorted(path.name for path in paths.export.iterdir()) == ["1"]
 
 
-def test_cli_tune_only_stops_after_the_search_and_bad_space_is_refused_up_front(tiny_records, tmp_path, capsys):
+def test_cli_tune_only_stops_after_the_search_and_bad_space_is_refused_up_front(tiny_records, tmp_path, capsys, fake_speed):
     from pipeline.train import main
 
     run = tmp_path / "run"
@@ -304,7 +324,7 @@ def test_cli_tune_only_stops_after_the_search_and_bad_space_is_refused_up_front(
     assert main(tune_args(tiny_records, run, "--tune-only", "--tuner", "hyperband", "--hyperband-max-epochs", "2",
                           "--hyperband-factor", "2")) == 0  # fmt: skip
     rows = read_json(RunPaths(run).tuner / "trials.json")
-    assert [row["images"] for row in rows] == [32, 32]  # hyperband's first round: 1 of 2 epochs of 64 images
+    assert [row["images"] for row in rows] == [64, 32, 32]  # the default's row; hyperband's first round: 1 of 2 epochs of 64 images
     assert RunPaths(run).best_hyperparameters.is_file()
     assert not RunPaths(run).checkpoints.exists() and not RunPaths(run).export.exists()
 

@@ -1,0 +1,187 @@
+"""The `--tune` part of `python -m pipeline.train`: its flags, the search, what it prints.
+
+Before the search: an estimate of its cost (components.search_cost). After it: the table with the
+default configuration's row, the search's time, the choice (a tuned trial only if it beats the
+default by more than the noise) and its gain over the default. `--hparams FILE` reads a best
+file back through `config_from_best_file`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+from components.artifacts import RunPaths
+from components.config import TrainConfig
+from components.errors import PipelineError
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the KerasTuner search (components.tuner); the model/training flags are its base."""
+    search = parser.add_argument_group("hyperparameter search (KerasTuner, objective swd_avg on the eval split)")
+    mode = search.add_mutually_exclusive_group()
+    mode.add_argument("--tune", action="store_true", help="search, then train the chosen configuration (the best trial if it beats the default by more than the noise, else the default) for the budget above")
+    mode.add_argument("--tune-only", action="store_true", help="search and write best_hyperparameters.json, train nothing more")
+    mode.add_argument("--hparams", type=Path, metavar="FILE", help="train with the tuned values of a best_hyperparameters.json (no search; none if it chose the default)")
+    search.add_argument(
+        "--tuner", choices=("bayesian", "random", "hyperband"), default="bayesian",
+        help="KerasTuner oracle: bayesian (Gaussian process, needs scikit-learn; a third of the trials explore at random "
+        "first), random, or hyperband (many short trials, the best continued from their checkpoints)",
+    )  # fmt: skip
+    search.add_argument(
+        "--max-trials", type=int, metavar="N", default=10,
+        help="the search's budget in trials: the default configuration's 2 trainings (seeds --seed and --seed+1, which "
+        "also measure the noise) + N-2 tuned trials; at least 3 (may grow when resuming; caps hyperband too)",
+    )  # fmt: skip
+    search.add_argument("--trial-images", type=int, metavar="N", default=20_000, help="images seen by one trial (hyperband: by its longest)")
+    search.add_argument(
+        "--trial-image-size", type=int, metavar="PIXELS",
+        help="train and score the trials (and the default's row) at this divisor of the data's image size, on images "
+        "downscaled by area averaging (e.g. 32 for 64x64 data: a quarter of the pixels); the final training uses the data's size",
+    )  # fmt: skip
+    search.add_argument(
+        "--score-last", type=int, metavar="K", default=2,
+        help="a trial's score is the mean swd_avg of its last K evaluations, evenly spaced over its second half (2: at 3/4 and at the end)",
+    )  # fmt: skip
+    search.add_argument(
+        "--executions-per-trial", type=int, default=1, metavar="N",
+        help="trainings per tuned trial (seeds --seed, --seed+1, ...), swd_avg averaged; --seed also seeds the oracle",
+    )  # fmt: skip
+    search.add_argument("--hyperband-max-epochs", type=int, metavar="N", default=9, help="hyperband: its longest trial in epochs of trial-images / this images")
+    search.add_argument("--hyperband-factor", type=int, metavar="N", default=3, help="hyperband: reduction factor between rounds and brackets")
+    search.add_argument(
+        "--search", action="append", default=[], metavar="NAME=SPEC",
+        help="override one search dimension, NAME being a model or training flag in snake_case: choices "
+        "(g_filters=16,32,64), a range (g_lr=5e-5..1e-3:log; sampling linear, log or reverse_log) or a fixed value "
+        "(beta_1=0.5); repeatable, applied after --search-file. Default space: g_filters=16,32,64 d_filters=32,64,128 "
+        "g_lr=5e-5..1e-3:log d_lr=5e-5..1e-3:log beta_1=0.0,0.5,0.9; other fields keep the flags' values",
+    )  # fmt: skip
+    search.add_argument(
+        "--search-file", type=Path, metavar="FILE",
+        help='JSON object of NAME: SPEC overriding the default space, e.g. {"g_filters": [16, 32], '
+        '"g_lr": {"min": 1e-4, "max": 1e-3, "sampling": "log"}, "beta_1": 0.5}',
+    )  # fmt: skip
+    search.add_argument("--new-search", action="store_true", help="discard an earlier search in <run>/tuner/ instead of resuming it")
+
+
+def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator) -> TrainConfig | None:
+    """Run (or resume) the search; the chosen configuration to train next, or None when this
+    process is done (--tune-only, or a worker of a distributed search)."""
+    from components.distribute import cluster_spec_from_env
+    from components.search_report import format_table
+    from components.search_space import SearchSettings, load_space_file, make_space, parse_space_override, search_role
+    from components.tuner import check_trial_image_size, run_search
+
+    if cluster_spec_from_env() is not None:
+        raise PipelineError("--tune does not run under TF_CONFIG; distribute a search with the KERASTUNER_* variables.")
+    settings = SearchSettings(
+        tuner=args.tuner,
+        max_trials=args.max_trials,
+        trial_images=args.trial_images,
+        executions_per_trial=args.executions_per_trial,
+        seed=args.seed,
+        hyperband_max_epochs=args.hyperband_max_epochs,
+        hyperband_factor=args.hyperband_factor,
+        score_last=args.score_last,
+        trial_image_size=args.trial_image_size,
+    )
+    file_space = load_space_file(args.search_file) if args.search_file else None
+    space = make_space(base, file_space, [parse_space_override(entry) for entry in args.search])
+    role = search_role()
+    check_trial_image_size(args.data, settings.trial_image_size)
+    train_options = {"precision": args.precision, "jit": args.jit, "log_every": args.log_every, "sample_every": args.sample_every}
+    fresh = args.new_search or not (RunPaths(run_dir).tuner / "search.json").is_file()  # a resumed search has paid in part
+    if role == "single" and fresh and not args.quiet:
+        print(_cost_estimate(args, base, settings))
+    load = evaluator if settings.trial_image_size is None else functools.cache(lambda: trial_evaluator(args, settings.trial_image_size))
+    result = run_search(
+        base, space, args.data, run_dir, settings,
+        evaluate_fn=_LoadedAtFirstUse(load) if role == "chief" else load(),
+        evaluation={"num": args.eval_num, "seed": args.seed, "split": "eval"},
+        train_options=train_options, new_search=args.new_search, verbose=not args.quiet,
+    )  # fmt: skip
+    if result is None:
+        if not args.quiet:
+            print(f"worker done: the chief has no more trials; it writes the results to {RunPaths(run_dir).tuner}")
+        return None
+    best = result.best
+    if not args.quiet:
+        print(format_table(result.rows, best["trial_id"] if best else None))
+    if best is None:
+        raise PipelineError(f"no trial of the search completed; see {result.table_path} for the reasons.")
+    if not args.quiet:
+        print(_search_summary(result, tune_only=args.tune_only))
+    if args.tune_only:
+        return None
+    return config_from_best_file(base, result.best_path, quiet=args.quiet)
+
+
+class _LoadedAtFirstUse:
+    """An evaluator loaded when it first scores: a chief scores only the default's row, after its
+    workers are done, and must mark the run folder as a search's before they write into it
+    (loading the eval split first would give them a head start)."""
+
+    def __init__(self, load: Callable[[], Any]):
+        self.load = load
+
+    def __call__(self, generator) -> dict[str, float]:
+        return self.load()(generator)
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return self.load().request
+
+
+def trial_evaluator(args: argparse.Namespace, image_size: int):
+    """The evaluator of the trials at --trial-image-size: the eval split downscaled as they train."""
+    from components.evaluator import TrainingEvaluator
+
+    return TrainingEvaluator(args.data, num=args.eval_num, seed=args.seed, image_size=image_size)
+
+
+def _cost_estimate(args: argparse.Namespace, base: TrainConfig, settings) -> str:
+    """What the search and the final training will take: speed probes of the base configuration
+    at the trial and the data's image size (components.search_cost)."""
+    from components.records import read_manifest
+    from components.search_cost import estimate_cost, measure_speed
+
+    manifest = read_manifest(args.data)
+    size = int(manifest["image_size"])
+    trial_size = settings.trial_image_size or size
+    trial_speed = measure_speed(base, trial_size, precision=args.precision, jit=args.jit)
+    final_images = None if args.tune_only else args.images or round(args.epochs * int(manifest["splits"]["train"]["count"]))
+    final_speed = None
+    if final_images is not None:
+        final_speed = trial_speed if trial_size == size else measure_speed(base, size, precision=args.precision, jit=args.jit)
+    return estimate_cost(settings, trial_speed, final_images, final_speed).describe(settings)
+
+
+def _search_summary(result, *, tune_only: bool) -> str:
+    """After the table: the search's time, what was chosen and why, the gain over the default."""
+    best = result.best
+    trainings = sum(row["seconds"] or 0 for row in result.rows)
+    lines = [f"search: {result.wall_seconds:.0f} s wall time here ({trainings:.0f} s of trainings over all its runs)"]
+    if best["chosen"] == "default":
+        lines.append(f"{best['reason']}; {'keeping' if tune_only else 'training'} the default configuration")
+    else:
+        lines.append(f"chosen: {best['reason']}")
+    if best["best_trial"] is not None and best["default"]["swd_avg"]:
+        trial_ratio = best["best_trial"]["swd_avg"] / best["default"]["swd_avg"]
+        lines.append(
+            f"gain over the default: swd_avg x{best['ratio_to_default']:.3f} for the chosen configuration, "
+            f"x{trial_ratio:.3f} for the best trial (lower is better)"
+        )
+    lines.append(f"best file: {result.best_path}")
+    return "\n".join(lines)
+
+
+def config_from_best_file(base: TrainConfig, path: Path, *, quiet: bool) -> TrainConfig:
+    from components.search_report import config_from_best
+
+    config, notes = config_from_best(base, path)
+    if not quiet:
+        for note in notes:
+            print(f"note: {note}")
+    return config

@@ -1,0 +1,223 @@
+"""A search that pays for itself (issue 16): the default measured with two seeds, the noise rule,
+trials scored by their last evaluations, trials at a smaller image size, the cost estimate and
+the HParams dashboard.
+
+The searches here train tiny networks (4 filters, latent 8, batch 8) for 64 images, evaluated
+after 48 and 64 images; a scripted evaluator hands out fixed scores in call order, so which
+configuration wins is decided by the test, not by chance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from components.artifacts import RunPaths, read_json, read_jsonl
+from components.config import TrainConfig
+from components.errors import PipelineError
+from components.model import ModelConfig
+from components.search_cost import estimate_cost
+from components.search_report import choose, config_from_best, format_table
+from components.search_space import SearchSettings, make_space, parse_space_override
+from components.tuner import check_trial_image_size, run_search
+
+BASE = TrainConfig(model=ModelConfig(latent_dim=8, g_filters=4, d_filters=4), batch_size=8)
+SPACE = ["g_filters=4", "d_filters=4", "d_lr=2e-4", "beta_1=0.5", "g_lr=1e-4,3e-4,5e-4"]
+# Steps of 2 between the loop's turns, so a 64-image run is evaluated at 48 and 64 images.
+TRAIN_OPTIONS = {"precision": "float32", "log_every": 2, "sample_every": 4}
+SETTINGS = SearchSettings(tuner="random", max_trials=4, trial_images=64, seed=1)
+DEFAULT_SCORES = [10.0, 10.0, 12.0, 12.0]  # seed 0: 10 at 48 and 64 images; seed 1: 12 and 12 -> mean 11, noise 2
+
+
+class ScriptedEvaluator:
+    """Returns the next score of `scores` at each call (a KeyboardInterrupt at call `interrupt_at`)."""
+
+    def __init__(self, scores: list[float], interrupt_at: int | None = None):
+        self.scores, self.interrupt_at, self.calls = list(scores), interrupt_at, 0
+
+    def __call__(self, generator) -> dict[str, float]:
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        return {"swd_avg": self.scores.pop(0), "swd_avg_floor": 1.0, "msssim": 0.25}
+
+
+def search(data, run, evaluate, settings=SETTINGS, **kwargs):
+    space = make_space(BASE, None, [parse_space_override(entry) for entry in SPACE])
+    return run_search(BASE, space, data, run, settings, evaluate_fn=evaluate, train_options=TRAIN_OPTIONS, verbose=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def kept_default(tmp_path_factory, tiny_records):
+    """A search interrupted during the default's second seed, then resumed: its trials (9.5 and
+    10.5) come no more than the noise (2) under the default's 11, so the default is kept."""
+    run = tmp_path_factory.mktemp("payoff") / "run"
+    with pytest.raises(KeyboardInterrupt):
+        search(tiny_records, run, ScriptedEvaluator(DEFAULT_SCORES, interrupt_at=3))
+    resumed = ScriptedEvaluator(DEFAULT_SCORES[2:] + [9.0, 10.0, 10.0, 11.0])
+    return run, search(tiny_records, run, resumed), resumed
+
+
+def test_the_default_trains_with_two_seeds_resumes_and_leads_the_table(kept_default):
+    run, result, resumed = kept_default
+    assert resumed.calls == 6  # seed 1 of the default again (seed 0 had finished), then two trials
+    baseline = RunPaths(run).tuner / "baseline"
+    assert [read_json(baseline / f"execution-{k}" / "hparams.json")["hparams"]["seed"] for k in (0, 1)] == [0, 1]
+    default, *trials = result.rows
+    assert default["trial_id"] == "default" and default["status"] == "COMPLETED"
+    assert default["executions"] == [10.0, 12.0] and default["swd_avg"] == 11.0
+    assert default["hyperparameters"] == {"g_filters": 4, "d_filters": 4, "d_lr": 4e-4, "beta_1": 0.5, "g_lr": 2e-4}  # BASE's
+    assert [row["swd_avg"] for row in trials] == [9.5, 10.5]  # the mean of each trial's last two evaluations
+    evals = [r for r in read_jsonl(RunPaths(run).tuner / "trial_0" / "execution-0" / "metrics.jsonl") if r["kind"] == "eval"]
+    assert [r["images_seen"] for r in evals] == [48, 64]
+
+    table = format_table(result.rows, result.best["trial_id"])
+    assert table.splitlines()[1].startswith("*default  COMPLETED  11")
+    assert "default: swd_avg 10 and 12 with its two seeds, noise 2" in table
+
+
+def test_no_trial_beyond_the_noise_keeps_the_default_and_hparams_trains_it(kept_default, tiny_records, tmp_path, capsys):
+    run, result, _ = kept_default
+    best = read_json(RunPaths(run).best_hyperparameters)
+    assert best == result.best
+    assert best["chosen"] == "default" and best["trial_id"] == "default" and best["hyperparameters"] == {}
+    assert best["reason"] == "no configuration beat the default by more than the noise (best trial 0: swd_avg 9.5 vs default 11 ± noise 2)"
+    assert best["default"] == {"swd_avg": 11.0, "executions": [10.0, 12.0], "noise": 2.0, "seed": 0}
+    assert best["best_trial"]["trial_id"] == "0" and best["best_trial"]["swd_avg"] == 9.5
+    assert best["ratio_to_default"] == 1.0 and best["search"]["score_last"] == 2
+
+    config, notes = config_from_best(BASE, RunPaths(run).best_hyperparameters)
+    assert config == BASE and notes[0].startswith("the search chose its default configuration (no configuration beat")
+
+    from pipeline.train import main
+
+    final = tmp_path / "final"
+    flags = ["--latent-dim", "8", "--g-filters", "4", "--d-filters", "4", "--batch-size", "8", "--precision", "float32"]
+    assert main(["--data", str(tiny_records), "--run", str(final), "--hparams", str(RunPaths(run).best_hyperparameters),
+                 "--images", "16", "--no-export", *flags]) == 0  # fmt: skip
+    assert "note: the search chose its default configuration" in capsys.readouterr().out
+    assert read_json(RunPaths(final).hparams)["hparams"] == BASE.with_image_size(32).to_dict()
+
+
+def test_the_hparams_dashboard_has_the_experiment_and_one_run_per_row(kept_default):
+    import tensorflow as tf
+
+    run, result, _ = kept_default
+    logs = RunPaths(run).tuner / "logs"
+
+    def summaries(folder):
+        found = {}
+        for path in folder.glob("events.out.tfevents.*"):
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                for value in event.summary.value:
+                    found[value.tag] = (value.metadata.plugin_data.plugin_name, value)
+        return found
+
+    assert summaries(logs)["_hparams_/experiment"][0] == "hparams"
+    assert {"0", "1", "default"} <= {path.name for path in logs.iterdir() if path.is_dir()}
+    default = summaries(logs / "default")
+    assert default["_hparams_/session_start_info"][0] == "hparams"
+    assert tf.make_ndarray(default["swd_avg"][1].tensor) == pytest.approx(11.0)
+    assert {"swd_avg", "swd_avg_floor", "msssim"} <= set(summaries(logs / "0"))
+
+
+def test_a_trial_beyond_the_noise_is_chosen_and_the_default_is_not_trained_again(kept_default, tiny_records):
+    run, _, _ = kept_default
+    counting = ScriptedEvaluator([5.0, 6.0])  # a third trial, far ahead of the default
+    result = search(tiny_records, run, counting, settings=SearchSettings(tuner="random", max_trials=5, trial_images=64, seed=1))
+    assert counting.calls == 2  # only the new trial: not the default's row, not the earlier trials
+    best = result.best
+    assert best["chosen"] == "trial" and best["trial_id"] == "2" and best["swd_avg"] == 5.5
+    assert best["reason"] == "trial 2 beat the default by more than the noise (best trial 2: swd_avg 5.5 vs default 11 ± noise 2)"
+    assert best["hyperparameters"] == result.rows[-1]["hyperparameters"] and best["ratio_to_default"] == pytest.approx(0.5)
+
+
+def test_choose_with_a_failed_default_or_no_completed_trial():
+    def row(row_id, status, score=None, executions=None):
+        return {"trial_id": row_id, "status": status, "swd_avg": score, "executions": executions, "reason": "diverged"}
+
+    default = row("default", "COMPLETED", 11.0, [10.0, 12.0])
+    assert choose([default, row("0", "FAILED")]) == (default, "no tuned trial completed; the default configuration is chosen")
+    trial = row("0", "COMPLETED", 10.99)
+    assert choose([default, trial])[0] is default
+    assert choose([row("default", "COMPLETED", 11.0, [11.0, 11.0]), trial])[0] is trial  # no noise: any gain wins
+    chosen, reason = choose([row("default", "FAILED"), trial])
+    assert chosen is trial and reason == "the default configuration failed (diverged); best trial 0 chosen"
+    assert choose([row("default", "FAILED"), row("0", "FAILED")])[0] is None
+
+
+# -- trials at a smaller image size -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def records_64(tmp_path_factory):
+    """A 64x64 data folder of 24 train and 8 eval random images (4x4 blocks of one colour plus noise)."""
+    from tests.conftest import write_tiny_records
+
+    rng = np.random.default_rng(1)
+    images = np.repeat(np.repeat(rng.integers(0, 256, (32, 16, 16, 3)), 4, axis=1), 4, axis=2)
+    images = np.clip(images + rng.integers(-20, 21, images.shape), 0, 255).astype(np.uint8)
+    return write_tiny_records(tmp_path_factory.mktemp("records64"), images[:24], images[24:])
+
+
+def test_downscaled_images_are_the_same_for_training_and_the_evaluator(records_64):
+    from components.evaluator import TrainingEvaluator
+    from components.records import downscale_images, load_images, make_dataset
+
+    full = load_images(records_64, "train")
+    small = load_images(records_64, "train", image_size=32)
+    assert small.shape == (24, 32, 32, 3) and small.dtype == np.uint8
+    assert np.array_equal(small, downscale_images(full, 2))
+    assert small[0, 0, 0, 0] == (full[0, :2, :2, 0].astype(int).sum() + 2) // 4  # 2x2 area mean, rounded
+
+    batches = make_dataset(records_64, "train", batch_size=8, image_size=32, shuffle=False, repeat=False)
+    trained_on = np.concatenate([np.rint((batch.numpy() + 1.0) * 127.5).astype(np.uint8) for batch in batches])
+    assert np.array_equal(trained_on, small)  # byte for byte what the evaluator compares with
+
+    assert TrainingEvaluator(records_64, num=4, seed=0, image_size=32).evaluator.image_shape == (32, 32, 3)
+    with pytest.raises(PipelineError, match="a smaller size must divide 64"):
+        make_dataset(records_64, image_size=24)
+    with pytest.raises(PipelineError, match="one of the models' sizes"):
+        check_trial_image_size(records_64, 16)  # 64 / 4, but no model is built for 16x16
+
+
+def test_a_search_at_a_smaller_trial_image_size_trains_and_scores_at_that_size(records_64, tmp_path):
+    from components.evaluator import TrainingEvaluator
+
+    sizes = []
+    evaluate = TrainingEvaluator(records_64, num=4, seed=0, image_size=32, train_limit=0)
+
+    def recording(generator):
+        sizes.append(int(generator.output_shape[1]))
+        return evaluate(generator)
+
+    settings = SearchSettings(tuner="random", max_trials=3, trial_images=16, trial_image_size=32, score_last=1)
+    result = search(records_64, tmp_path / "run", recording, settings=settings)
+    assert sizes == [32, 32, 32] and [row["status"] for row in result.rows] == ["COMPLETED"] * 2
+    record = read_json(RunPaths(tmp_path / "run").tuner / "trial_0" / "execution-0" / "hparams.json")
+    assert record["hparams"]["model"]["image_size"] == 32 and record["data"]["image_size"] == 64
+    assert read_json(RunPaths(tmp_path / "run").tuner / "search.json")["settings"]["trial_image_size"] == 32
+
+
+# -- settings and the cost estimate -----------------------------------------------------------------
+
+
+def test_score_points_lie_in_the_second_half_and_the_budget_counts_the_default():
+    assert SearchSettings(score_last=2).score_points(64) == [48, 64]
+    assert SearchSettings(score_last=1).score_points(64) == [64]
+    assert SearchSettings(score_last=4).score_points(800) == [500, 600, 700, 800]
+    assert SearchSettings(max_trials=10).tuned_trials == 8
+    with pytest.raises(PipelineError, match="max-trials must be at least 3"):
+        SearchSettings(max_trials=2)
+
+
+def test_the_cost_estimate_is_trainings_times_images_over_the_measured_speed():
+    settings = SearchSettings(max_trials=10, trial_images=20_000, executions_per_trial=2)
+    estimate = estimate_cost(settings, trial_images_per_sec=400.0, final_images=100_000, final_images_per_sec=100.0)
+    assert estimate.trainings == 2 + 8 * 2
+    assert estimate.search_seconds == pytest.approx(18 * 20_000 / 400) and estimate.final_seconds == pytest.approx(1000)
+    first, second = estimate.describe(settings).splitlines()
+    assert first == "estimate: the search trains 2 default + 16 tuned = 18 times 20,000 images at ~400 img/s: about 15 min"
+    assert second == "estimate: then the final training, 100,000 images at ~100 img/s: about 17 min (evaluations not counted)"
+    assert estimate_cost(settings, 400.0).final_seconds is None
+    assert "at most (hyperband)" in estimate_cost(SearchSettings(tuner="hyperband"), 400.0).describe(SearchSettings(tuner="hyperband"))
