@@ -6,14 +6,19 @@ images (the input pipeline has its own benchmark), through `keras.Model.train_on
 - seed: the tutorial's `train_step` (`--train-step seed`: two rounds of D-on-fakes, D-on-reals and
   G, each its own tape) in float32, as the tutorial ran; each round counts as one update, so one
   step is two updates of `batch` images;
-- ours: the default recipe (`TrainConfig()`): the default step (one D update on reals and fakes in
-  one pass, one G update on the same fakes, the EMA) at `--precision auto` (bfloat16 mixed on CPUs
-  with bf16 instructions), with the recipe's networks (k4 up-sampling, spectral norm, no dropout, ...);
+- ours: the default recipe (`TrainConfig()`) at batch 128: the default step (one D update on reals
+  and fakes in one pass, one G update on the same fakes, the EMA) at `--precision auto` (bfloat16
+  mixed on CPUs with bf16 instructions), with the recipe's networks (k4 up-sampling, minibatch
+  standard deviation, no dropout, ...);
 - ours_seed_recipe: the same step and precision on the seed recipe's networks and losses (the
   trainer's default before issue 8), which shows what the default recipe costs or saves;
 - ours_d_kernel_4: the default recipe with `--d-kernel 4` (the DCGAN paper's discriminator kernel
   instead of the seed's 5): faster on this CPU, but worse at equal images seen (README, Results),
   so it is not the default; it shows what the kernel alone is worth.
+- default_as_trained / previous_default_as_trained: the default recipe at its own batch (16, no
+  spectral norm) against the default before issue 15 at its own (32, spectral norm): what a user
+  of `pipeline.train` gets in images/s from the change (smaller batches cost per image, the
+  missing spectral norm saves a little).
 
 Each side runs in its own child process so that peak memory (RSS) is its own; `--rounds` repeats
 the pair and keeps each side's best round, which damps noise from other work on the machine.
@@ -34,11 +39,14 @@ import time
 from bench.common import emit, peak_rss_mb
 
 SIDES = {
-    # side: (recipe, train_step variant, precision, updates per step, model overrides)
+    # side: (recipe, train_step variant, precision, updates per step, TrainConfig overrides;
+    # without a batch_size override a side trains at --batch-size)
     "seed": ("seed", "seed", "float32", 2, {}),
     "ours": ("default", "dcgan", "auto", 1, {}),
     "ours_seed_recipe": ("seed", "dcgan", "auto", 1, {}),
-    "ours_d_kernel_4": ("default", "dcgan", "auto", 1, {"d_kernel": 4}),
+    "ours_d_kernel_4": ("default", "dcgan", "auto", 1, {"model": {"d_kernel": 4}}),
+    "default_as_trained": ("default", "dcgan", "auto", 1, {"batch_size": 16}),
+    "previous_default_as_trained": ("default", "dcgan", "auto", 1, {"batch_size": 32, "model": {"d_spectral_norm": True}}),
 }
 
 
@@ -51,8 +59,10 @@ def measure(side: str, batch_size: int, image_size: int, steps: int, warmup: int
     from components.precision import resolve_precision
     from components.trainer import build_gan, compile_gan
 
-    recipe, variant, precision, updates_per_step, model = SIDES[side]
-    config = recipe_config(recipe, model={"image_size": image_size, **model}, batch_size=batch_size, train_step=variant)
+    recipe, variant, precision, updates_per_step, overrides = SIDES[side]
+    model = {"image_size": image_size, **overrides.get("model", {})}
+    config = recipe_config(recipe, **{"batch_size": batch_size, **overrides, "model": model, "train_step": variant})
+    batch_size = config.batch_size
     policy = resolve_precision(precision)
     gan = build_gan(config, policy)
     compile_gan(gan, config, policy)
@@ -126,6 +136,11 @@ def main() -> None:
             # the default recipe against the trainer's previous default (the seed recipe, same step)
             "recipe_speed_ratio_per_cpu_sec": best["ours"]["images_per_cpu_sec"] / best["ours_seed_recipe"]["images_per_cpu_sec"],
             "speedup_d_kernel_4_images_per_sec": best["ours_d_kernel_4"]["images_per_sec"] / best["seed"]["images_per_sec"],
+            # issue 15: the default as trained (batch 16) against the previous default as trained (batch 32)
+            "default_vs_previous_default_images_per_cpu_sec": best["default_as_trained"]["images_per_cpu_sec"]
+            / best["previous_default_as_trained"]["images_per_cpu_sec"],
+            "default_vs_previous_default_images_per_sec": best["default_as_trained"]["images_per_sec"]
+            / best["previous_default_as_trained"]["images_per_sec"],
             "target_speedup": 2.5,
         },
     )

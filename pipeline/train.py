@@ -152,7 +152,7 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--batch-size", type=int, help="global batch size (split over replicas)" + _recipe_note("batch_size"))
     training.add_argument("--g-lr", type=_cli.finite_float, help="generator Adam learning rate" + _recipe_note("g_lr"))
     training.add_argument("--d-lr", type=_cli.finite_float, help="discriminator Adam learning rate" + _recipe_note("d_lr"))
-    training.add_argument("--beta-1", type=_cli.finite_float, default=_TRAIN_DEFAULTS.beta_1, help="Adam beta_1 of both optimisers")
+    training.add_argument("--beta-1", type=_cli.finite_float, help="Adam beta_1 (momentum) of both optimisers" + _recipe_note("beta_1"))
     training.add_argument("--loss", choices=LOSSES, help="adversarial loss: bce (non-saturating) or hinge" + _recipe_note("loss"))
     training.add_argument("--label-smoothing", type=_cli.finite_float, help="BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)" + _recipe_note("label_smoothing"))
     training.add_argument("--ema-decay", type=_cli.finite_float, help="decay of the generator's weight EMA used for samples and export (0: no averaging)" + _recipe_note("ema_decay"))

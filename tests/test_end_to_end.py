@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from components.config import TrainConfig
 from tests.helpers import write_synthetic_faces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,11 +26,12 @@ def run_pipeline(*argv: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    """`pipeline.run` on 40 drawn faces at 32x32, 3 training steps of the default batch of 32; run twice."""
+    """`pipeline.run` on 40 drawn faces at 32x32, 3 training steps of the default batch; run twice."""
     root = tmp_path_factory.mktemp("e2e")
     write_synthetic_faces(root / "faces", 40, size=32)
+    batch = TrainConfig().batch_size
     argv = ["--input", str(root / "faces"), "--data", str(root / "data"), "--run", str(root / "run"),
-            "--image-size", "32", "--eval-fraction", "0.25", "--images", "96", "--eval-every", "64",
+            "--image-size", "32", "--eval-fraction", "0.25", "--images", str(3 * batch), "--eval-every", str(2 * batch),
             "--eval-num", "8", "--num-samples", "6", "--quiet"]
     first = run_pipeline(*argv)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -63,7 +65,7 @@ def test_one_savedmodel_with_card_and_evaluation_even_after_a_rerun(chain):
     versions = sorted(p.name for p in export.iterdir() if p.name.isdigit())
     assert versions == ["1"]  # the second run found everything up to date
     card = json.loads((export / "1" / "model_card.json").read_text())
-    assert card["image_shape"] == [32, 32, 3] and card["images_seen"] == 96
+    assert card["image_shape"] == [32, 32, 3] and card["images_seen"] == 3 * TrainConfig().batch_size
     metrics = json.loads((export / "1" / "eval.json").read_text())["metrics"]
     assert np.isfinite(metrics["swd_avg"]) and np.isfinite(metrics["swd_avg_floor"])
 
