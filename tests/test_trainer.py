@@ -256,30 +256,6 @@ def test_config_round_trip_and_validation():
         config.with_image_size(32)
 
 
-def test_cli_tune_searches_then_trains_the_best_and_hparams_reuses_it(tiny_records, tmp_path):
-    run = tmp_path / "tuned"
-    searched = cli(
-        "--data", str(tiny_records), "--run", str(run), "--tune", "--tuner", "random", "--max-trials", "2",
-        "--trial-images", "32", "--search", "g_lr=1e-4,4e-4", "--search", "g_filters=4", "--search", "d_filters=4",
-        "--search", "d_lr=2e-4", "--search", "beta_1=0.5", "--latent-dim", "8", "--batch-size", "8",
-        "--eval-num", "8", "--precision", "float32", "--images", "48", timeout=300,
-    )  # fmt: skip
-    assert searched.returncode == 0, searched.stderr[-3000:]
-    best = read_json(RunPaths(run).best_hyperparameters)
-    assert "swd_avg" in searched.stdout and f"best: trial {best['trial_id']}" in searched.stdout
-    trained = read_json(RunPaths(run).hparams)["hparams"]
-    assert trained["g_lr"] == best["hyperparameters"]["g_lr"] and trained["model"]["g_filters"] == 4
-    assert "done: 6 steps, 48 images seen" in searched.stdout
-
-    again = tmp_path / "again"
-    reused = cli(
-        "--data", str(tiny_records), "--run", str(again), "--hparams", str(RunPaths(run).best_hyperparameters),
-        "--latent-dim", "8", "--batch-size", "8", "--precision", "float32", "--images", "16", timeout=300,
-    )  # fmt: skip
-    assert reused.returncode == 0, reused.stderr[-3000:]
-    assert read_json(RunPaths(again).hparams)["hparams"] == trained
-
-
 def test_the_gpu_code_paths_run_on_cpu_float16_with_loss_scaling_and_xla(tiny_records, tmp_path):
     """float16 mixed precision (with dynamic loss scaling) and XLA are the GPU defaults; no GPU runs
     here, so they are forced on the CPU: training, resuming, and compiling the step."""
