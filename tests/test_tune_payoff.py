@@ -66,7 +66,7 @@ def test_the_default_trains_with_two_seeds_resumes_and_leads_the_table(kept_defa
     default, *trials = result.rows
     assert default["trial_id"] == "default" and default["status"] == "COMPLETED"
     assert default["executions"] == [10.0, 12.0] and default["swd_avg"] == 11.0
-    assert default["hyperparameters"] == {"g_filters": 4, "d_filters": 4, "d_lr": 4e-4, "beta_1": 0.5, "g_lr": 2e-4}  # BASE's
+    assert default["hyperparameters"] == {"g_filters": 4, "d_filters": 4, "d_lr": 4e-4, "beta_1": BASE.beta_1, "g_lr": 2e-4}  # BASE's
     assert [row["swd_avg"] for row in trials] == [9.5, 10.5]  # the mean of each trial's last two evaluations
     evals = [r for r in read_jsonl(RunPaths(run).tuner / "trial_0" / "execution-0" / "metrics.jsonl") if r["kind"] == "eval"]
     assert [r["images_seen"] for r in evals] == [48, 64]
