@@ -16,9 +16,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from bench.common import ANIME_2K, OUT_DIR
 from components.artifacts import atomic_write_json, atomic_write_text

@@ -16,8 +16,9 @@ import shutil
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path, PurePath, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 MANIFEST = "manifest.json"
 

@@ -94,14 +94,14 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """A config from `to_dict()` output; absent fields (older files) take the seed recipe's values."""
         seed = RECIPES["seed"]
         values = {**{k: v for k, v in seed.items() if k != "model"}, **values}
         model = ModelConfig.from_dict({**seed["model"], **values.pop("model", {})})
         return cls(model=model, **check_fields(cls, values, "training"))
 
-    def with_image_size(self, image_size: int) -> "TrainConfig":
+    def with_image_size(self, image_size: int) -> TrainConfig:
         """This config for data of `image_size` pixels; a different size already set is an error."""
         if self.model.image_size not in (None, image_size):
             raise PipelineError(

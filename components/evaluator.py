@@ -26,8 +26,9 @@ set of weights gets one set of figures whichever way it is evaluated.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -16,7 +16,7 @@ import os
 import secrets
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 TOKEN_VARIABLE = "ANIMEGAN_INGEST_RUN"
 

@@ -15,8 +15,8 @@ import itertools
 import os
 import re
 import struct
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import google_crc32c
 import numpy as np

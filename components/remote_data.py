@@ -16,8 +16,8 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from components import beamfs
 from components.artifacts import MANIFEST, atomic_write_bytes
@@ -41,7 +41,7 @@ def local_data(data: str, fs_flags: Sequence[str] = (), say: Callable[[str], Non
     try:
         manifest_bytes = beamfs.read_bytes(beamfs.join(uri, MANIFEST))
         manifest = json.loads(manifest_bytes)
-    except Exception as err:  # noqa: BLE001 - absent, unreadable, torn, no credentials...
+    except Exception as err:
         raise PipelineError(f"cannot read {uri}/{MANIFEST} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
                             "is it an ingest output, and are the file system's options (after --) right?") from err
     problem = manifest_problem(manifest)

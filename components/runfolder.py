@@ -234,7 +234,7 @@ def _missing_named(directory: Path) -> list[str]:
     state = directory / "checkpoint"
     if not state.is_file():
         return []
-    named = re.findall(r'^(?:all_)?model_checkpoint_paths?: "([^"]+)"', state.read_text(errors="replace"), flags=re.M)
+    named = re.findall(r'^(?:all_)?model_checkpoint_paths?: "([^"]+)"', state.read_text(errors="replace"), flags=re.MULTILINE)
     present = {prefix.name for prefix in checkpoint_prefixes(directory, complete=False)}
     names = {Path(name).name for name in named}
     return sorted((name for name in names if name not in present and re.fullmatch(r"\w+-\d+", name)), key=lambda n: -int(n.rsplit("-", 1)[1]))

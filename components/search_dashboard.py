@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from components.artifacts import atomic_directory
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE

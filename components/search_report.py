@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from components.artifacts import RunPaths, atomic_write_json, flatten_dict, read_json
 from components.config import TrainConfig

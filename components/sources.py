@@ -53,7 +53,7 @@ class FolderSource:
             return images.read_file(Path(self.root) / name)
         try:
             data = beamfs.read_bytes(beamfs.join(self.root, name))
-        except Exception as err:  # noqa: BLE001 - each file system raises its own kinds
+        except Exception as err:
             raise images.Rejected(images.UNREADABLE, str(err).splitlines()[0] if str(err) else type(err).__name__) from err
         if not data:
             raise images.Rejected(images.EMPTY, "the file has zero bytes")
@@ -88,7 +88,7 @@ class FolderSource:
         prefix = self.root.rstrip("/") + "/"
         try:
             listing = beamfs.list_files(prefix)
-        except Exception as err:  # noqa: BLE001 - a missing bucket, no credentials, no such scheme...
+        except Exception as err:
             raise PipelineError(f"cannot list --input {self.root}: {str(err).splitlines()[0]}") from err
         files = []
         for path, size in listing.items():

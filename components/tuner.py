@@ -50,8 +50,9 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import keras_tuner
 

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 import tempfile
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 # TensorFlow prints a screenful of C++ info lines at import; keep warnings and errors (level 1).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -172,7 +172,7 @@ def run_main(
     except KeyboardInterrupt:
         print("\ninterrupted: re-run the same command to resume", file=sys.stderr)
         code = EXIT_INTERRUPTED
-    except Exception as err:  # noqa: BLE001 - sorted below: the machine's failure, or our bug
+    except Exception as err:
         line = environment_failure(err)
         if line is None:
             raise

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from components.artifacts import RunPaths
 from components.config import TrainConfig

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pipeline._cli import make_parser, resolve_data, run_main, seed, split_beam_args  # first: quiets TensorFlow before it loads
-
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from components.errors import PipelineError
 from components.evaluator import DEFAULT_TRAIN_LIMIT
+from pipeline._cli import make_parser, resolve_data, run_main, seed, split_beam_args  # first: quiets TensorFlow before it loads
 
 DESCRIPTION = """\
 Score a generator SavedModel against the real images of an ingested data folder and write

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pipeline._cli import make_parser, run_main  # first: quiets TensorFlow before it loads
-
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+
+from pipeline._cli import make_parser, run_main  # first: quiets TensorFlow before it loads
 
 DESCRIPTION = """\
 Export the EMA generator of a training run as a TensorFlow SavedModel, in the TF Serving layout:

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from pipeline._cli import data_name, file_descriptor_2_to, finite_float, make_parser, run_main, seed, split_beam_args  # first: quiets TensorFlow before it loads
-
 import argparse
 import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from tqdm import tqdm
 
 from components.errors import PipelineError
 from components.images import RESIZE_MODES
+from pipeline._cli import (  # first: quiets TensorFlow before it loads
+    data_name,
+    file_descriptor_2_to,
+    finite_float,
+    make_parser,
+    run_main,
+    seed,
+    split_beam_args,
+)
 
 if TYPE_CHECKING:
     from components.ingester import IngestReport
@@ -141,7 +149,7 @@ class ProgressBar:
             self.bar = tqdm(total=total, desc="ingest", unit="img", file=self.stream, disable=self.disabled, dynamic_ncols=True)
         self.bar.update(done - self.bar.n)
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pipeline import _cli  # noqa: F401  (first: quiets TensorFlow before it loads)
-
 import argparse
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+
+from pipeline import _cli
 
 DESCRIPTION = """\
 Run ingest -> [tune] -> train (with evaluation and export) -> evaluate -> sample, in order. Each

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pipeline._cli import finite_float, make_parser, run_main, seed  # first: quiets TensorFlow before it loads
-
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from components.sampler import FORMATS
+from pipeline._cli import finite_float, make_parser, run_main, seed  # first: quiets TensorFlow before it loads
 
 DESCRIPTION = """\
 Generate images with an exported generator (a TF SavedModel; no training code is used).

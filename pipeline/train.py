@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from pipeline import _cli  # noqa: F401  (first: quiets TensorFlow before it loads)
-
 import argparse
 import dataclasses
 import functools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from components.artifacts import RunPaths, check_apart
-from components.errors import PipelineError
 from components.augment import AUGMENTS
+from components.config import LOSSES, RECIPES, TRAIN_STEPS, TrainConfig, recipe_config
+from components.errors import PipelineError
 from components.model import D_KERNELS, UPSAMPLES, ModelConfig
 from components.precision import PRECISIONS
-from components.config import LOSSES, RECIPES, TRAIN_STEPS, TrainConfig, recipe_config
+from pipeline import _cli
 from pipeline._search import add_search_arguments, config_from_best_file, search
 
 DESCRIPTION = """\

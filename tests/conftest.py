@@ -28,7 +28,7 @@ def write_tiny_records(out_dir: Path, train: np.ndarray, eval_: np.ndarray, shar
         for index, chunk in enumerate(chunks):
             records = (serialize_example(images[i], f"{split}/{i}.png", f"{i:064x}") for i in chunk)
             entries.append(write_shard(out_dir / shard_name(split, index, len(chunks)), records))
-        splits[split] = {"count": int(len(images)), "shards": entries}
+        splits[split] = {"count": len(images), "shards": entries}
     manifest = {"image_size": int(train.shape[1]), "channels": 3, "splits": splits, "fingerprint": "test"}
     atomic_write_json(out_dir / "manifest.json", manifest)
     return out_dir

@@ -16,13 +16,13 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from components.config import TrainConfig  # noqa: E402
-from components.gan import DCGAN  # noqa: E402
-from components.model import ModelConfig  # noqa: E402
-from components.trainer import train  # noqa: E402
+from components.config import TrainConfig
+from components.gan import DCGAN
+from components.model import ModelConfig
+from components.trainer import train
 
 
 def main(data_dir: str, run_dir: str) -> None:

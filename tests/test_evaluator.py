@@ -46,7 +46,7 @@ def blur(images: np.ndarray, passes: int) -> np.ndarray:
     for _ in range(passes):
         for axis in (1, 2):
             padded = np.pad(x, [(1, 1) if a == axis else (0, 0) for a in range(4)], mode="edge")
-            x = (np.take(padded, range(0, x.shape[axis]), axis) + 2 * np.take(padded, range(1, x.shape[axis] + 1), axis)
+            x = (np.take(padded, range(x.shape[axis]), axis) + 2 * np.take(padded, range(1, x.shape[axis] + 1), axis)
                  + np.take(padded, range(2, x.shape[axis] + 2), axis)) / 4
     return to_pixels(x)
 

@@ -118,7 +118,7 @@ def test_a_killed_ingest_reruns_to_the_same_records_and_leaves_no_staging_or_wor
     argv = ["--input", str(faces), "--image-size", "32", "--eval-fraction", "0.25", "--quiet"]
     for round_ in rounds:
         out = tmp_path / f"out{round_}"
-        staged = lambda: any(tmp_path.glob(f".out{round_}.staging-*"))  # noqa: E731
+        staged = lambda: any(tmp_path.glob(f".out{round_}.staging-*"))
         kill_during("ingest", [*argv, "--output", str(out)], staged, rng)
         time.sleep(1.0)  # the watchdog's poll
         workers = subprocess.run(["pgrep", "-f", "sdk_worker_main"], capture_output=True, text=True).stdout.split()
@@ -149,7 +149,7 @@ def test_killed_training_even_mid_checkpoint_resumes_to_the_counts_of_an_uninter
     for round_ in rounds:
         run = tmp_path / f"run{round_}"
         argv = ["--data", str(data), "--run", str(run), "--images", "800", *TINY, "--no-export", "--checkpoint-every", "1", "--log-every", "1"]
-        checkpointing = lambda: any((run / "checkpoints").glob("ckpt-*"))  # noqa: E731
+        checkpointing = lambda: any((run / "checkpoints").glob("ckpt-*"))
         for _ in range(2):  # killed twice: checkpoints are written every step, so kills land inside writes too
             kill_during("train", argv, checkpointing, rng, within=2.0)
         again = cli("train", *argv)
@@ -198,7 +198,7 @@ def test_a_killed_tuner_trial_resumes_the_search_without_redoing_finished_trials
               "--search", "g_lr=1e-4,3e-4", *[f"--search={name}=4" for name in ("g_filters", "d_filters")], *TINY]  # fmt: skip
     for round_ in rounds:
         run = tmp_path / f"run{round_}"
-        trial = lambda: any((run / "tuner").glob("trial_*/execution-0/checkpoints"))  # noqa: E731
+        trial = lambda: any((run / "tuner").glob("trial_*/execution-0/checkpoints"))
         kill_during("train", ["--data", str(data), "--run", str(run), *search], trial, rng, within=3.0)
         again = cli("train", "--data", str(data), "--run", str(run), *search)
         assert again.returncode == 0, again.stderr[-2000:]

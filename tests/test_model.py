@@ -41,7 +41,7 @@ def seed_build_discriminator():
     f = [2**i for i in range(4)]
     image_input = Input(shape=(64, 64, 3))
     x = image_input
-    for i in range(0, 4):
+    for i in range(4):
         x = Conv2D(f[i] * 64, 5, kernel_initializer=w_init, padding="same", strides=2)(x)
         x = LeakyReLU(0.2)(x)
         x = Dropout(0.3)(x)

@@ -14,7 +14,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def code_blocks(text: str) -> list[str]:
-    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
 
 
 def pipeline_commands() -> list[str]:
@@ -35,7 +35,7 @@ def test_quick_start_is_install_and_demo_then_the_ci_test_command():
     assert second.strip() == "python -m pytest -q"
     ci = (ROOT / ".ci" / "run").read_text()
     assert 'pip install --quiet -e ".[cpu,test]"' in ci  # the same install as the README's
-    assert re.search(r"^python3? -m pytest -q$", ci, flags=re.M), "CI must run the README's test command"
+    assert re.search(r"^python3? -m pytest -q$", ci, flags=re.MULTILINE), "CI must run the README's test command"
 
 
 @pytest.mark.parametrize("command", pipeline_commands())

@@ -12,8 +12,8 @@ Keras ImageNet weights, so our FID ranks models correctly but is not comparable 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
