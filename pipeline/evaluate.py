@@ -12,7 +12,7 @@ import numpy as np
 
 from components.errors import PipelineError
 from components.evaluator import DEFAULT_TRAIN_LIMIT
-from pipeline._cli import make_parser, resolve_data, run_main, seed, split_beam_args  # first: quiets TensorFlow before it loads
+from pipeline._cli import make_parser, resolve_data, run_main, seed, split_beam_args  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
 
 DESCRIPTION = """\
 Score a generator SavedModel against the real images of an ingested data folder and write

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline._cli import make_parser, run_main  # first: quiets TensorFlow before it loads
+from pipeline._cli import make_parser, run_main  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
 
 DESCRIPTION = """\
 Export the EMA generator of a training run as a TensorFlow SavedModel, in the TF Serving layout:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from components.errors import PipelineError
 from components.images import RESIZE_MODES
-from pipeline._cli import (  # first: quiets TensorFlow before it loads
+from pipeline._cli import (  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
     data_name,
     file_descriptor_2_to,
     finite_float,

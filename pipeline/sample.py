@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from components.sampler import FORMATS
-from pipeline._cli import finite_float, make_parser, run_main, seed  # first: quiets TensorFlow before it loads
+from pipeline._cli import finite_float, make_parser, run_main, seed  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
 
 DESCRIPTION = """\
 Generate images with an exported generator (a TF SavedModel; no training code is used).

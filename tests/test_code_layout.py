@@ -59,3 +59,21 @@ def test_module_level_imports_have_no_cycle():
 def test_only_public_keras_tuner_api_is_used():
     for path in project_modules().values():
         assert "keras_tuner.src" not in path.read_text(), path
+
+
+def test_no_command_line_module_loads_tensorflow_when_imported():
+    """`pipeline._cli` sets TF_CPP_MIN_LOG_LEVEL when imported; that only quiets TensorFlow's start-up
+    if nothing a CLI imports at module level has loaded TensorFlow before, whatever the import order."""
+    import subprocess
+    import sys
+
+    names = sorted(path.stem for path in (ROOT / "pipeline").glob("[!_]*.py"))
+    code = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module('pipeline.' + name)\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    assert names  # the CLIs were found
