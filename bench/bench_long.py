@@ -31,10 +31,10 @@ import numpy as np
 
 from bench.common import ANIME_MLDS_10K, OUT_DIR, ROOT, add_data_arguments, emit, ingested_data
 
-RUNS = {  # name -> (pipeline.train flags, the batch size they train at)
-    "default": ([], 16),
-    "seed_step": (["--recipe", "seed", "--train-step", "seed"], 128),
-    "previous_default": (["--batch-size", "32", "--d-spectral-norm", "--beta-1", "0.5"], 32),  # before issue 15
+RUNS = {  # name -> pipeline.train flags
+    "default": [],
+    "seed_step": ["--recipe", "seed", "--train-step", "seed"],
+    "previous_default": ["--batch-size", "32", "--d-spectral-norm", "--beta-1", "0.5"],  # before issue 15
 }
 COLOURS = {"default": (31, 119, 180), "seed_step": (214, 39, 40), "previous_default": (255, 127, 14)}
 PLOT_SIZE, MARGIN = (720, 420), 60
@@ -60,7 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def train_run(name: str, data: Path, args: argparse.Namespace) -> None:
     """Train (or resume) one run through the real CLI, a grid at every evaluation."""
-    flags, batch = RUNS[name]
+    from pipeline.train import build_parser, config_from_args
+
+    flags = RUNS[name]
+    batch = config_from_args(build_parser().parse_args(["--data", str(data), *flags])).batch_size  # as the CLI will train
     command = [
         sys.executable, "-m", "pipeline.train", "--data", str(data), "--run", str(args.work / name), *flags,
         "--images", str(args.train_images), "--eval-every", str(args.eval_every), "--eval-num", str(args.eval_num),
@@ -170,11 +173,12 @@ def main(argv=None) -> None:
         data = ingested_data(args)
         for name in names:
             train_run(name, data, args)
-    runs = {name: args.work / name for name in RUNS if evaluations(args.work / name)}
-    if not runs:
+    evals = {name: found for name in RUNS if (found := evaluations(args.work / name))}
+    if not evals:
         sys.exit(f"error: no run in {args.work} has an evaluation yet.")
-    curves = {name: [(r["images_seen"], r["swd_avg"]) for r in evaluations(run)] for name, run in runs.items()}
-    floor = evaluations(next(iter(runs.values())))[-1]["swd_avg_floor"]
+    runs = {name: args.work / name for name in evals}
+    curves = {name: [(r["images_seen"], r["swd_avg"]) for r in records] for name, records in evals.items()}
+    floor = next(iter(evals.values()))[-1]["swd_avg_floor"]
     suffix = "_quick" if args.quick else ""
     plot_path, grids_path = OUT_DIR / f"bench_long{suffix}_curves.png", OUT_DIR / f"bench_long{suffix}_grids.png"
     plot_curves(plot_path, curves, floor)
@@ -185,7 +189,7 @@ def main(argv=None) -> None:
             "config": {"train_images": args.train_images, "eval_every": args.eval_every, "eval_num": args.eval_num, "seed": args.seed},
             "swd_avg_floor": floor,
             "curves": {name: [{"images_seen": x, "swd_avg": y} for x, y in points] for name, points in curves.items()},
-            **{name: summary(evaluations(run)) for name, run in runs.items()},
+            **{name: summary(records) for name, records in evals.items()},
             "curves_png": str(plot_path),
             "grids_png": str(grids_path),
             "grids": shown,
