@@ -7,7 +7,7 @@ same num and seed): SWD (avg and per level) beside its real-vs-real floor, MS-SS
 beside the real figure, the copy fraction. The runs:
 
 - default: the default recipe (`recipe_config("default")`);
-- previous_default: the default before issue 15 (batch 32, spectral norm on D);
+- previous_default: the default before issue 15 (batch 32, spectral norm on D, Adam beta_1 0.5);
 - seed_fused: the seed tutorial's recipe through our fused step (one D and one G update per batch);
 - seed_step: the seed recipe through the tutorial's own step (`--train-step seed`: two rounds of
   D and G updates per batch, as the tutorial trained), the fair seed baseline.
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import ANIME_MLDS_10K, OUT_DIR, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
+from bench.common import ANIME_MLDS_10K, OUT_DIR, PREVIOUS_DEFAULT, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
 
 GAP = 8  # pixels between the two grids
 
@@ -92,7 +92,7 @@ def variants(ablation: bool, only: str) -> dict[str, object]:
     if not ablation:
         runs = {
             "default": recipe_config("default"),
-            "previous_default": recipe_config("default", batch_size=32, model={"d_spectral_norm": True}),
+            "previous_default": recipe_config("default", **PREVIOUS_DEFAULT),
             "seed_fused": recipe_config("seed"),
             "seed_step": recipe_config("seed", train_step="seed"),
         }

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import emit, peak_rss_mb
+from bench.common import PREVIOUS_DEFAULT, emit, peak_rss_mb
 
 SIDES = {
     # side: (recipe, train_step variant, precision, updates per step, TrainConfig overrides;
@@ -46,7 +46,7 @@ SIDES = {
     "ours_seed_recipe": ("seed", "dcgan", "auto", 1, {}),
     "ours_d_kernel_4": ("default", "dcgan", "auto", 1, {"model": {"d_kernel": 4}}),
     "default_as_trained": ("default", "dcgan", "auto", 1, {"batch_size": 16}),
-    "previous_default_as_trained": ("default", "dcgan", "auto", 1, {"batch_size": 32, "model": {"d_spectral_norm": True}}),
+    "previous_default_as_trained": ("default", "dcgan", "auto", 1, PREVIOUS_DEFAULT),
 }
 
 
