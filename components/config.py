@@ -27,6 +27,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "g_lr": 2e-4,
         "d_lr": 2e-4,
         "beta_1": 0.5,
+        "lr_hold": 1.0,
         "loss": "bce",
         "label_smoothing": 0.1,
         "ema_decay": 0.999,
@@ -52,12 +53,15 @@ class TrainConfig:
     g_lr: float = 2e-4
     d_lr: float = 4e-4
     beta_1: float = 0.0  # Adam's momentum off (as SAGAN and BigGAN train): 27 vs 40 at 16,000 images (README)
+    # Learning rates stay at g_lr / d_lr for this fraction of the run's steps, then fall linearly to
+    # zero at its last step (1.0: constant). Without it, long runs of the default oscillate (README).
+    lr_hold: float = 0.5
     loss: str = "hinge"  # "bce": non-saturating with label smoothing (seed); "hinge"
     label_smoothing: float = 0.0
     ema_decay: float = 0.999
     ema_warmup: float = 10.0  # EMA decay = min(ema_decay, (1 + n) / (ema_warmup + n)) at G update n
     augment: str = ""  # DiffAugment policy for D's inputs, e.g. "color,translation,cutout"
-    r1_gamma: float = 0.0  # R1 penalty weight on reals (0: off)
+    r1_gamma: float = 0.1  # R1 penalty weight on reals (0: off): damps D in long runs (README)
     r1_every: int = 16  # lazy R1: applied every this many D updates
     seed: int = 0
     train_step: str = "dcgan"  # "seed": the tutorial's two-round loop (for the benchmark)
@@ -75,6 +79,8 @@ class TrainConfig:
         for name in ("beta_1", "label_smoothing", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise PipelineError(f"{name} must be in [0, 1), got {getattr(self, name)!r}.")
+        if not (isinstance(self.lr_hold, (int, float)) and 0.0 <= self.lr_hold <= 1.0):
+            raise PipelineError(f"lr_hold must be in [0, 1], got {self.lr_hold!r}.")
         if not (isinstance(self.r1_gamma, (int, float)) and math.isfinite(self.r1_gamma) and self.r1_gamma >= 0):
             raise PipelineError(f"r1_gamma must be a number >= 0, got {self.r1_gamma!r}.")
         if self.loss not in LOSSES:

@@ -143,7 +143,9 @@ def train(
     dtype_policy = resolve_precision(precision)
     with strategy.scope():
         gan = build_gan(config, dtype_policy, sync_batchnorm=strategy.num_replicas_in_sync > 1)
-        compile_gan(gan, config, dtype_policy, jit_compile=resolve_jit(jit), steps_per_execution=intervals.execution)
+        compile_gan(
+            gan, config, dtype_policy, jit_compile=resolve_jit(jit), steps_per_execution=intervals.execution, total_steps=total_steps
+        )
         state = CheckpointState(gan, paths, intervals.keep_checkpoints, checkpoint_write_dir(strategy, paths.checkpoints), chief)
     resumed_from = state.restore(say)
     if resumed_from is not None:
@@ -202,18 +204,50 @@ def build_gan(config: TrainConfig, dtype_policy: str = "float32", sync_batchnorm
     )
 
 
-def compile_gan(gan, config: TrainConfig, dtype_policy: str = "float32", jit_compile: bool = False, steps_per_execution: int = 1) -> None:
+def compile_gan(
+    gan,
+    config: TrainConfig,
+    dtype_policy: str = "float32",
+    jit_compile: bool = False,
+    steps_per_execution: int = 1,
+    total_steps: int | None = None,
+) -> None:
     """Compile `gan` with the config's two Adam optimisers (loss-scaled under float16) and BCE
-    (the DCGAN uses it when `config.loss` is "bce")."""
+    (the DCGAN uses it when `config.loss` is "bce"). With `total_steps`, the learning rates follow
+    `config.lr_hold` over a run of that many steps; None keeps them constant (one-step tests,
+    speed measurements)."""
     import keras
 
     from components.precision import with_loss_scaling
 
     def adam(learning_rate: float):
+        if total_steps is not None and config.lr_hold < 1.0:
+            learning_rate = hold_then_linear_decay(learning_rate, gan.step, config.lr_hold, total_steps)
         return with_loss_scaling(keras.optimizers.Adam(learning_rate, beta_1=config.beta_1), dtype_policy)
 
     bce = keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
     gan.compile(adam(config.d_lr), adam(config.g_lr), bce, jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+
+
+def hold_then_linear_decay(base: float, step, hold: float, total_steps: int):
+    """A learning rate for Keras' optimisers (a callable read at every update): `base` for the first
+    `hold` fraction of `total_steps` training steps, then falling linearly to zero at the last one.
+
+    It reads the DCGAN's own `step` counter rather than the optimiser's update count, because the
+    seed's step updates D four times and G twice per batch; a resumed run restores that counter,
+    so it continues the schedule where it stopped. The run's budget (`--images`) sets
+    `total_steps`: resuming with a larger budget recomputes the schedule for the new length, so
+    the learning rate rises again from where the shorter run had brought it.
+    """
+    import tensorflow as tf
+
+    decay_steps = total_steps * (1.0 - hold)
+
+    def learning_rate():
+        left = (float(total_steps) - tf.cast(step, tf.float32)) / decay_steps
+        return base * tf.clip_by_value(left, 0.0, 1.0)
+
+    return learning_rate
 
 
 def _total_steps(images: int | None, epochs: float | None, train_count: int, batch_size: int) -> int:

@@ -152,6 +152,11 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--g-lr", type=_cli.finite_float, help="generator Adam learning rate" + _recipe_note("g_lr"))
     training.add_argument("--d-lr", type=_cli.finite_float, help="discriminator Adam learning rate" + _recipe_note("d_lr"))
     training.add_argument("--beta-1", type=_cli.finite_float, help="Adam beta_1 (momentum) of both optimisers" + _recipe_note("beta_1"))
+    training.add_argument(
+        "--lr-hold", type=_cli.finite_float, metavar="FRACTION",
+        help="fraction of the run's steps at full learning rates; after it both fall linearly to zero at the "
+        "last step (1: constant; a resume with a larger budget recomputes the schedule)" + _recipe_note("lr_hold"),
+    )  # fmt: skip
     training.add_argument("--loss", choices=LOSSES, help="adversarial loss: bce (non-saturating) or hinge" + _recipe_note("loss"))
     training.add_argument("--label-smoothing", type=_cli.finite_float, help="BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)" + _recipe_note("label_smoothing"))
     training.add_argument("--ema-decay", type=_cli.finite_float, help="decay of the generator's weight EMA used for samples and export (0: no averaging)" + _recipe_note("ema_decay"))

@@ -151,6 +151,36 @@ def test_r1_penalty_value_scales_with_gamma_and_the_lazy_interval():
     assert float(gan._r1_penalty(reals)) == pytest.approx(0.5 * 2.0 * 4 * squared, rel=1e-3)
 
 
+def test_learning_rates_hold_then_fall_linearly_to_zero_at_the_last_step():
+    config = recipe_config("default", model=TINY, batch_size=8, lr_hold=0.5, g_lr=1e-3, d_lr=4e-3)
+    gan = build_gan(config, "float32")
+    compile_gan(gan, config, "float32", total_steps=10)
+    rates = []
+    for step in (0, 5, 6, 9, 10):
+        gan.step.assign(step)
+        rates.append((float(gan.g_optimizer.learning_rate), float(gan.d_optimizer.learning_rate)))
+    np.testing.assert_allclose(rates, [(1e-3, 4e-3), (1e-3, 4e-3), (8e-4, 3.2e-3), (2e-4, 8e-4), (0, 0)], rtol=1e-5, atol=1e-9)
+    gan.train_on_batch(images(), return_dict=True)  # the schedule runs inside the compiled step
+    assert int(gan.step) == 11 and float(gan.g_optimizer.learning_rate) == 0.0
+
+
+def test_learning_rates_are_constant_without_a_budget_or_with_lr_hold_1():
+    for total_steps, hold in ((None, 0.5), (10, 1.0)):
+        config = recipe_config("default", model=TINY, batch_size=8, lr_hold=hold)
+        gan = build_gan(config, "float32")
+        compile_gan(gan, config, "float32", total_steps=total_steps)
+        gan.step.assign(9)
+        assert float(gan.g_optimizer.learning_rate) == pytest.approx(config.g_lr)
+
+
+def test_a_resumed_run_continues_the_learning_rate_schedule(tiny_records, tmp_path):
+    config = recipe_config("default", model={"latent_dim": 8, "g_filters": 4, "d_filters": 4}, batch_size=16, lr_hold=0.0)
+    train(config, tiny_records, tmp_path / "run", images=48, checkpoint_every=1, verbose=False)
+    result = train(config, tiny_records, tmp_path / "run", images=64, checkpoint_every=1, verbose=False)
+    assert result.resumed_from == 3 and result.steps == 4
+    assert float(result.gan.g_optimizer.learning_rate) == 0.0  # step 4 of 4: the end of the decay
+
+
 def test_seed_recipe_is_the_old_default_and_the_new_default_differs():
     old_defaults = {
         "model": {"image_size": None, "latent_dim": 128, "g_filters": 32, "d_filters": 64, "d_dropout": 0.3, "init_stddev": 0.02},
