@@ -34,7 +34,7 @@ from bench.common import ANIME_MLDS_10K, OUT_DIR, ROOT, add_data_arguments, emit
 RUNS = {  # name -> pipeline.train flags
     "default": [],
     "seed_step": ["--recipe", "seed", "--train-step", "seed"],
-    "previous_default": ["--batch-size", "32", "--d-spectral-norm", "--beta-1", "0.5"],  # common.PREVIOUS_DEFAULT
+    "previous_default": ["--batch-size", "32", "--d-spectral-norm", "--beta-1", "0.5", "--lr-hold", "1", "--r1-gamma", "0"],  # common.PREVIOUS_DEFAULT
 }
 COLOURS = {"default": (31, 119, 180), "seed_step": (214, 39, 40), "previous_default": (255, 127, 14)}
 PLOT_SIZE, MARGIN = (720, 420), 60

@@ -231,3 +231,14 @@ def test_a_run_from_before_the_recipes_still_restores(tiny_records, tmp_path):
     assert info["step"] == 1 and generator.output_shape == (None, 32, 32, 3)
     result = train(config, tiny_records, tmp_path / "run", images=32, verbose=False)  # resumes: same settings
     assert result.resumed_from == 1 and result.steps == 2
+
+
+def test_the_benchmarks_previous_default_is_one_recipe_as_flags_and_as_overrides(tmp_path):
+    """bench_long trains it through the CLI, bench_quality and bench_train through TrainConfig."""
+    from bench.bench_long import RUNS
+    from bench.common import PREVIOUS_DEFAULT
+    from pipeline.train import build_parser, config_from_args
+
+    as_flags = config_from_args(build_parser().parse_args(["--data", str(tmp_path), *RUNS["previous_default"]]))
+    assert as_flags == recipe_config("default", **PREVIOUS_DEFAULT)
+    assert (as_flags.lr_hold, as_flags.r1_gamma, as_flags.batch_size) == (1.0, 0.0, 32) != (TrainConfig().lr_hold, TrainConfig().r1_gamma, 16)
