@@ -125,12 +125,32 @@ class DCGAN(keras.Model):
             logits = self.discriminator(seen, training=True)
             real_logits, fake_logits = logits[:batch], logits[batch:]
             d_loss = self._discriminator_loss(real_logits, fake_logits)
-            if self.r1_gamma:
-                due = tf.equal(self.d_optimizer.iterations % self.r1_every, 0)
-                d_loss += tf.cond(due, lambda: self._r1_penalty(seen[:batch]), lambda: tf.constant(0.0))
             scaled_d_loss = self._scale_loss(self.d_optimizer, d_loss)
-        self._apply(self.d_optimizer, tape.gradient(scaled_d_loss, self.discriminator.trainable_weights), self.discriminator)
+        gradients = tape.gradient(scaled_d_loss, self.discriminator.trainable_weights)
+        if self.r1_gamma:
+            penalty, r1_gradients = self._lazy_r1(seen[:batch])
+            d_loss += penalty
+            gradients = [g + r for g, r in zip(gradients, r1_gradients)]
+        self._apply(self.d_optimizer, gradients, self.discriminator)
         return d_loss, real_logits, fake_logits
+
+    def _lazy_r1(self, real_images):
+        """The R1 penalty and its (loss-scaled) gradients for D on steps where it is due, zeros on
+        the others. The branch returns gradients instead of adding the penalty to D's loss: a
+        gradient taken through the `tf.cond` of a second-order gradient fails to compile under XLA."""
+        weights = self.discriminator.trainable_weights
+
+        def due():
+            with tf.GradientTape() as tape:
+                penalty = self._r1_penalty(real_images)
+                scaled = self._scale_loss(self.d_optimizer, penalty)
+            gradients = tape.gradient(scaled, weights)  # None for biases D's input gradient ignores
+            return penalty, [tf.zeros(w.shape, w.dtype) if g is None else g for g, w in zip(gradients, weights)]
+
+        def not_due():
+            return tf.constant(0.0), [tf.zeros(w.shape, w.dtype) for w in weights]
+
+        return tf.cond(tf.equal(self.d_optimizer.iterations % self.r1_every, 0), due, not_due)
 
     def _discriminator_loss(self, real_logits, fake_logits):
         """BCE: reals labelled 1, fakes 0 (with label smoothing); hinge: max(0, 1 - D(x)) on reals,

@@ -44,7 +44,7 @@ def test_two_workers_train_in_step_and_end_with_identical_weights(tiny_records, 
         for process in processes:
             process.kill()
     for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
+        assert process.returncode == 0, "\n=====\n".join(o[-3000:] for o in outputs)
 
     chief, other = (np.load(tmp_path / f"worker{index}.npz") for index in range(2))
     assert int(chief["steps"]) == int(other["steps"]) == 6 and int(chief["images_seen"]) == 48

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -208,17 +209,25 @@ def test_sigkilled_run_resumes_to_the_same_counts_as_an_uninterrupted_one(tiny_r
 
 
 def test_steps_per_execution_and_a_resumption_change_no_weight(tiny_records, tmp_path):
-    def weights(run: str, images: int, steps_per_execution: int) -> list[np.ndarray]:
-        keras.utils.set_random_seed(TINY.seed)
-        result = train(TINY, tiny_records, tmp_path / run, images=images, steps_per_execution=steps_per_execution,
+    def weights(run: str, images: int, steps_per_execution: int, config: TrainConfig = TINY) -> list[np.ndarray]:
+        keras.utils.set_random_seed(config.seed)
+        result = train(config, tiny_records, tmp_path / run, images=images, steps_per_execution=steps_per_execution,
                        log_every=4, checkpoint_every=4, sample_every=4, **QUIET)  # fmt: skip
         gan = result.gan
         return [w.numpy() for w in [*gan.generator.weights, *gan.discriminator.weights, *gan.ema_generator.weights]]
 
-    step_by_step = weights("one", 200, 1)
-    for together in (weights("four", 200, 4), (weights("resumed", 96, 4), weights("resumed", 200, 4))[1]):
-        for a, b in zip(step_by_step, together):
+    def assert_same(first: list[np.ndarray], second: list[np.ndarray]) -> None:
+        for a, b in zip(first, second):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+    # The default's learning-rate schedule and lazy R1 run inside the multi-step graph call, per step.
+    assert TINY.lr_hold < 1 and TINY.r1_gamma > 0
+    assert_same(weights("one", 200, 1), weights("four", 200, 4))
+    # A run extended from 96 to 200 images equals a 200-image run when the rates are constant (a
+    # schedule spans the budget it was given, so extending a run changes it: README, Train).
+    constant = dataclasses.replace(TINY, lr_hold=1.0)
+    whole = weights("constant", 200, 1, constant)
+    assert_same(whole, (weights("resumed", 96, 4, constant), weights("resumed", 200, 4, constant))[1])
 
 
 def test_cli_reports_user_errors_without_traceback(tmp_path):
