@@ -128,27 +128,26 @@ class DCGAN(keras.Model):
             scaled_d_loss = self._scale_loss(self.d_optimizer, d_loss)
         gradients = tape.gradient(scaled_d_loss, self.discriminator.trainable_weights)
         if self.r1_gamma:
-            penalty, r1_gradients = self._lazy_r1(seen[:batch])
+            penalty, gradients = self._add_lazy_r1(gradients, seen[:batch])
             d_loss += penalty
-            gradients = [g + r for g, r in zip(gradients, r1_gradients)]
         self._apply(self.d_optimizer, gradients, self.discriminator)
         return d_loss, real_logits, fake_logits
 
-    def _lazy_r1(self, real_images):
-        """The R1 penalty and its (loss-scaled) gradients for D on steps where it is due, zeros on
-        the others. The branch returns gradients instead of adding the penalty to D's loss: a
-        gradient taken through the `tf.cond` of a second-order gradient fails to compile under XLA."""
-        weights = self.discriminator.trainable_weights
+    def _add_lazy_r1(self, gradients, real_images):
+        """D's `gradients` plus the R1 penalty's (loss-scaled) on steps where it is due, unchanged on
+        the others; and the penalty (0 when not due). The branch returns gradients instead of adding
+        the penalty to D's loss: a gradient taken through the `tf.cond` of a second-order gradient
+        fails to compile under XLA."""
 
         def due():
             with tf.GradientTape() as tape:
                 penalty = self._r1_penalty(real_images)
                 scaled = self._scale_loss(self.d_optimizer, penalty)
-            gradients = tape.gradient(scaled, weights)  # None for biases D's input gradient ignores
-            return penalty, [tf.zeros(w.shape, w.dtype) if g is None else g for g, w in zip(gradients, weights)]
+            r1 = tape.gradient(scaled, self.discriminator.trainable_weights)  # None: biases D's input gradient ignores
+            return penalty, [g if r is None else g + r for g, r in zip(gradients, r1)]
 
         def not_due():
-            return tf.constant(0.0), [tf.zeros(w.shape, w.dtype) for w in weights]
+            return tf.constant(0.0), list(gradients)
 
         return tf.cond(tf.equal(self.d_optimizer.iterations % self.r1_every, 0), due, not_due)
 
