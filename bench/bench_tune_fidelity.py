@@ -16,6 +16,11 @@ the full budget, and the seed-to-seed noise (mean over configurations of the spr
 seeds' scores, the search's own noise measure; also relative to the mean score); per
 configuration, every score and the seconds spent.
 
+The study is resumable: every finished run's score and seconds go to `<work>/ledger.json` as it
+ends, and a re-run with the same flags trains only the runs missing there (a run killed half-way
+resumes from its last checkpoint; its seconds then count the resumed part only). `--fresh`
+starts over.
+
     python -m bench.bench_tune_fidelity                # full: ../shared/data/anime-faces-mlds-10k at 64x64,
                                                        # 4 configs x 2 seeds, 100,000 images vs 20000@32 and 20000
     python -m bench.bench_tune_fidelity --configs my.json --fidelities 10000@32,20000@32,40000
@@ -31,12 +36,15 @@ from pathlib import Path
 
 from bench.bench_tune import add_shared_arguments, parse_shared
 from bench.common import ANIME_MLDS_10K, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
+from components.artifacts import atomic_write_json, read_json
 
 CONFIGS = [
-    {},  # the default recipe: g_filters 32, d_filters 64, g_lr 2e-4, d_lr 4e-4
-    {"model": {"g_filters": 16, "d_filters": 32}},
-    {"g_lr": 1e-4, "d_lr": 2e-4},
-    {"g_lr": 4e-4, "d_lr": 8e-4},
+    {},  # the default recipe: g_filters 32, d_filters 64, g_lr 2e-4, d_lr 4e-4, batch 16, R1 0.1
+    {"g_lr": 1e-4, "d_lr": 2e-4},  # learning rates x0.5
+    {"g_lr": 4e-4, "d_lr": 8e-4},  # learning rates x2
+    {"batch_size": 32},
+    {"augment": "color,translation,cutout"},  # DiffAugment
+    {"r1_gamma": 1.0},
 ]
 QUICK_CONFIGS = [{}, {"model": {"g_filters": 4, "d_filters": 8}}, {"g_lr": 1e-3, "d_lr": 1e-3}]
 QUICK_MODEL = {"batch_size": 16, "model": {"latent_dim": 32, "g_filters": 8, "d_filters": 16}}
@@ -49,6 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--full-images", type=int, default=100_000, help="the full budget, at the data's size")
     parser.add_argument("--fidelities", default="20000@32,20000", help="comma-separated IMAGES or IMAGES@SIZE of the cheap trials")
     add_shared_arguments(parser, "bench_tune_fidelity_work", quick="3 tiny configs, 128 images vs 64@32 and 64")
+    parser.add_argument("--fresh", action="store_true", help="start over: forget the finished runs of --work")
     args = parse_shared(parser, argv)
     if args.quick:
         args.full_images, args.fidelities, args.eval_num = 128, "64@32,64", 64
@@ -75,7 +84,8 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def score_runs(args, data: Path, configs: list, images: int, size: int | None, evaluators: dict) -> list[dict]:
-    """Every configuration at one budget, once per seed, each scored as a search trial is."""
+    """Every configuration at one budget, once per seed, each scored as a search trial is; runs the
+    ledger already holds are taken from it."""
     from components.config import recipe_config
     from components.search_space import SearchSettings
     from components.tuner import DCGANHyperModel
@@ -95,11 +105,24 @@ def score_runs(args, data: Path, configs: list, images: int, size: int | None, e
         for seed in args.seeds:
             config = recipe_config("default", **{**shrink, **overrides, "model": model, "seed": seed})
             run = args.work / "runs" / fidelity_name(images, size) / f"config-{index}" / f"seed-{seed}"
-            with timer() as t:
-                scores.append(hypermodel.fit(None, config, run_dir=run, images=images, verbose=False)["swd_avg"])
-            seconds += t["seconds"]
+            ledger = read_ledger(args.work)
+            entry = ledger.get(str(run.relative_to(args.work)))
+            if entry is None or entry["config"] != config.to_dict():
+                with timer() as t:
+                    score = hypermodel.fit(None, config, run_dir=run, images=images, verbose=False)["swd_avg"]
+                entry = {"config": config.to_dict(), "swd_avg": score, "seconds": t["seconds"]}
+                atomic_write_json(args.work / "ledger.json", {**read_ledger(args.work), str(run.relative_to(args.work)): entry})
+                print(f"{run.relative_to(args.work)}: swd_avg {score:.2f} in {t['seconds']:.0f} s", flush=True)
+            scores.append(entry["swd_avg"])
+            seconds += entry["seconds"]
         results.append({"config": overrides, "scores": scores, "mean": sum(scores) / len(scores), "spread": max(scores) - min(scores), "seconds": seconds})
     return results
+
+
+def read_ledger(work: Path) -> dict:
+    """The finished runs of the study in `work`: run folder (relative) -> config, swd_avg, seconds."""
+    path = work / "ledger.json"
+    return read_json(path) if path.is_file() else {}
 
 
 def summary(results: list[dict], full: list[dict] | None) -> dict:
@@ -115,7 +138,9 @@ def summary(results: list[dict], full: list[dict] | None) -> dict:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    shutil.rmtree(args.work / "runs", ignore_errors=True)
+    if args.fresh:
+        shutil.rmtree(args.work / "runs", ignore_errors=True)
+        (args.work / "ledger.json").unlink(missing_ok=True)
     data = ingested_data(args)
     evaluators: dict = {}
     full = score_runs(args, data, args.config_list, args.full_images, None, evaluators)
