@@ -18,11 +18,17 @@ its own BatchNorm statistics, for the exporter, the evaluator and the tuner.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import math
+import os
 import re
 import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,7 @@ from components.artifacts import (
     read_json,
     read_jsonl,
     remove_stale_temporaries,
+    temporary_prefix,
 )
 from components.config import TrainConfig
 from components.errors import PipelineError
@@ -197,12 +204,13 @@ def checkpoint_prefixes(directory: Path, *, complete: bool = True) -> list[Path]
     return [prefix for _, prefix in sorted(numbered, reverse=True)]
 
 
-def restore_newest_intact(checkpoint, directory: Path, say=print, *, partial: bool = False) -> Path | None:
+def restore_newest_intact(checkpoint, directory: Path, say=print, *, partial: bool = False, shown_as: Path | None = None) -> Path | None:
     """Restore `checkpoint` (a `tf.train.Checkpoint`) from the newest intact checkpoint in `directory`.
 
     Returns its prefix, or None when the folder holds no checkpoint at all. A damaged newer
     checkpoint is skipped with a note saying why; if every checkpoint is damaged, `PipelineError`.
     `partial`: `checkpoint` holds only some of the saved objects (e.g. the EMA generator alone).
+    `shown_as`: the folder to name in messages when `directory` is a view of it (`pinned_checkpoints`).
     """
     skipped = [(directory / name, "TensorFlow's checkpoint file names it, but its files are gone") for name in _missing_named(directory)]
     for prefix in checkpoint_prefixes(directory, complete=False):
@@ -216,6 +224,7 @@ def restore_newest_intact(checkpoint, directory: Path, say=print, *, partial: bo
             status.assert_existing_objects_matched()
         except Exception as err:  # noqa: BLE001 - TensorFlow raises many kinds on a damaged file
             skipped.append((prefix, _first_line(err)))
+            _quiet_unrestored_values()
             continue
         for bad, why in skipped:
             if _number(bad) > _number(prefix):
@@ -223,10 +232,76 @@ def restore_newest_intact(checkpoint, directory: Path, say=print, *, partial: bo
         return prefix
     if skipped:
         raise PipelineError(
-            f"every checkpoint in {directory} is damaged (newest {skipped[0][0].name}: {skipped[0][1]}); "
+            f"every checkpoint in {shown_as or directory} is damaged (newest {skipped[0][0].name}: {skipped[0][1]}); "
             "pass --new-run to start over."
         )
     return None
+
+
+@contextlib.contextmanager
+def pinned_checkpoints(directory: Path, beside: Path) -> Iterator[Path]:
+    """A view of the checkpoints in `directory` that no training changes while it is read: a
+    temporary folder in `beside` (on the same disk) with hard links to every checkpoint's files,
+    or copies where the file system has no hard links.
+
+    A training deletes its older checkpoints as it saves new ones; a reader that listed them and
+    then opened one could find it gone half-way. A hard link keeps a file's contents whatever
+    happens to its name, and checkpoint files never change once written, so the view holds whole
+    checkpoints. One that disappears while the view is made is left out. Where nothing can be
+    written beside the checkpoints (a read-only copy of a run), no training rotates them either:
+    the view is the folder itself. The view is deleted on leaving; one left by a killed process is
+    removed by the next training in the run folder (`remove_stale_temporaries`).
+    """
+    try:
+        view = Path(tempfile.mkdtemp(prefix=temporary_prefix(directory.name), suffix=".tmp", dir=beside))
+    except OSError:
+        yield directory
+        return
+    try:
+        for prefix in checkpoint_prefixes(directory, complete=False):  # torn ones too: the reader says why it skips them
+            files = list(directory.glob(f"{prefix.name}.*"))
+            try:
+                for source in files:
+                    _link_or_copy(source, view / source.name)
+            except FileNotFoundError:  # rotated away by a training just now: not damaged, just gone
+                for source in files:
+                    (view / source.name).unlink(missing_ok=True)
+        yield view
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def checkpoint_fingerprint(prefix: str | Path) -> str:
+    """Identifies a checkpoint's contents: its .index file lists every tensor with a checksum."""
+    return hashlib.sha256(Path(f"{prefix}.index").read_bytes()).hexdigest()[:16]
+
+
+class _UnrestoredValues(logging.Filter):
+    """Drops TensorFlow's warnings about checkpoint values that were not restored."""
+
+    MESSAGES = ("being deleted with unrestored values", "Value in checkpoint could not be found in the restored object")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(message in record.getMessage() for message in self.MESSAGES)
+
+
+def _quiet_unrestored_values() -> None:
+    """After a failed restore, TensorFlow keeps its half-done restoration attached to the objects and,
+    when they are deleted (often at exit), logs a warning per value it did not restore: dozens of
+    lines about a checkpoint whose one note already said why it was skipped. Restores that succeed
+    match every object they fill, so these warnings only ever concern skipped checkpoints."""
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(existing, _UnrestoredValues) for existing in logger.filters):
+        logger.addFilter(_UnrestoredValues())
 
 
 def _missing_named(directory: Path) -> list[str]:
@@ -363,8 +438,8 @@ def restore_generator(run_dir: str | Path, checkpoint: str = "latest"):
     in [-1, 1] whatever precision it trained in, with the BatchNorm statistics of its own weights
     (`components.model.use_standing_statistics`), exactly as the trainer's sample grids and
     evaluations saw it. `info` has `hparams`, `step`, `images_seen`, `image_size`, `latent_dim`,
-    `data_dir`, `data_fingerprint`, `data_counts`, `checkpoint` (the file prefix) and
-    `evaluation` (the metrics.jsonl line of the last evaluation at or before that step, {} if
+    `data_dir`, `data_fingerprint`, `data_counts`, `checkpoint` (the file prefix),
+    `checkpoint_fingerprint` (`checkpoint_fingerprint` of what was read) and `evaluation` (the metrics.jsonl line of the last evaluation at or before that step, {} if
     none). `checkpoint` is "latest" or "best" (the lowest `swd_avg`, present when an evaluator ran).
     """
     import tensorflow as tf
@@ -384,7 +459,10 @@ def restore_generator(run_dir: str | Path, checkpoint: str = "latest"):
     step = tf.Variable(0, dtype=tf.int64)
     images_seen = tf.Variable(0, dtype=tf.int64)
     reader = tf.train.Checkpoint(ema_generator=generator, step=step, images_seen=images_seen)
-    prefix = restore_newest_intact(reader, directory, say=lambda text: print(text, file=sys.stderr), partial=True)
+    with pinned_checkpoints(directory, paths.root) as view:
+        pinned = restore_newest_intact(reader, view, say=lambda text: print(text, file=sys.stderr), partial=True, shown_as=directory)
+        fingerprint = checkpoint_fingerprint(pinned) if pinned is not None else None
+    prefix = directory / pinned.name if pinned is not None else None
     if prefix is None:
         hint = " (a best checkpoint exists only when training ran with an evaluator)" if checkpoint == BEST else ""
         raise PipelineError(f"{paths.root} has no {checkpoint} checkpoint in {directory}{hint}; train it first.")
@@ -400,6 +478,7 @@ def restore_generator(run_dir: str | Path, checkpoint: str = "latest"):
         "data_fingerprint": data["fingerprint"],
         "data_counts": data["counts"],
         "checkpoint": str(prefix),
+        "checkpoint_fingerprint": fingerprint,
         "evaluation": last_record(paths.metrics, "eval", int(step.numpy())),
     }
     return generator, info

@@ -8,8 +8,10 @@ import errno
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 # TensorFlow prints a screenful of C++ info lines at import; keep warnings and errors (level 1).
@@ -24,6 +26,32 @@ _STARTUP_NOISE = re.compile(
 EXIT_ENVIRONMENT = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM: what a shell reports for a process SIGTERM ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a job scheduler, `docker stop`), raised where Ctrl-C raises
+    KeyboardInterrupt: the command stops the same way (unfinished atomic writes abandoned, the last
+    checkpoint kept, locks released) and the same code that handles Ctrl-C handles it."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM raises `Terminated` in the main thread. A second SIGTERM
+    during the clean-up ends the process at once (the default action)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -157,18 +185,22 @@ def run_main(
 
     `PipelineError` is the user's mistake: print it without a traceback, exit 2. A failure of the
     machine (full disk, read-only or forbidden folder, no TensorFlow) prints one line and exits 1;
-    every write is atomic, so nothing half-written is left. Ctrl-C exits 130 with a note that
-    re-running resumes. Anything else is our bug and keeps its traceback.
+    every write is atomic, so nothing half-written is left. Ctrl-C exits 130 and SIGTERM 143, each
+    with a note that re-running resumes. Anything else is our bug and keeps its traceback.
     """
     from components.errors import PipelineError
 
     try:
-        if tensorflow:
-            import_tensorflow_quietly()
-        code = main(argv)
+        with sigterm_as_interrupt():
+            if tensorflow:
+                import_tensorflow_quietly()
+            code = main(argv)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         code = EXIT_USER_ERROR
+    except Terminated:
+        print("\nterminated (SIGTERM): re-run the same command to resume", file=sys.stderr)
+        code = EXIT_TERMINATED
     except KeyboardInterrupt:
         print("\ninterrupted: re-run the same command to resume", file=sys.stderr)
         code = EXIT_INTERRUPTED
