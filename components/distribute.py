@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from components.errors import PipelineError
@@ -76,6 +77,41 @@ def checkpoint_write_dir(strategy, directory: Path) -> Path:
         return directory
     task_type, task_id = task_of(strategy)
     return directory / f".{task_type}-{task_id}"
+
+
+def chief_first(strategy, work: Callable[[], None]) -> None:
+    """Run `work` (preparing the run folder) on the chief, then on every other worker once the chief
+    has finished it.
+
+    All workers leave the cluster's start-up barrier at the same moment; a worker that looked at
+    the run folder while the chief was writing it would see the chief's half-written files
+    (hparams.json's temporary sibling) as someone else's and stop, and the chief would then wait
+    in its first collective until the coordination service reported that worker as no longer
+    sending heartbeats. A one-number all-reduce is the barrier: it completes only when every
+    worker has reached it, and fails on the others when the chief stopped before it.
+    """
+    if task_of(strategy)[0] is None:
+        work()
+        return
+    import tensorflow as tf
+
+    if is_chief(strategy):
+        work()
+        _all_reach(strategy)
+        return
+    try:
+        _all_reach(strategy)
+    except tf.errors.OpError as err:
+        raise PipelineError("the chief stopped before it had prepared the run folder; its output says why.") from err
+    work()
+
+
+def _all_reach(strategy) -> None:
+    """Return once every worker of the cluster has called this."""
+    import tensorflow as tf
+
+    one = strategy.run(tf.function(lambda: tf.constant(1.0)))
+    strategy.reduce(tf.distribute.ReduceOp.SUM, one, axis=None)
 
 
 def discard_worker_checkpoints(strategy, directory: Path) -> None:

@@ -112,7 +112,7 @@ def train(
     tuner's cheaper trials; `hparams.json` records it as the model's image size.
     `strategy` defaults to `components.distribute.choose_strategy()` (TF_CONFIG, GPUs).
     """
-    from components.distribute import checkpoint_write_dir, choose_strategy, discard_worker_checkpoints, is_chief
+    from components.distribute import checkpoint_write_dir, chief_first, choose_strategy, discard_worker_checkpoints, is_chief
     from components.precision import resolve_jit, resolve_precision
     from components.records import downscale_factor, read_manifest
 
@@ -138,7 +138,8 @@ def train(
         # placeholder tensor ..."; tests/test_multiworker.py), so replicas sync every step.
         intervals = dataclasses.replace(intervals, steps_per_execution=1)
     paths = RunPaths(run_dir)
-    prepare_run_folder(paths, run_record(config, data_dir, manifest), new_run=new_run, write=chief)
+    record = run_record(config, data_dir, manifest)
+    chief_first(strategy, lambda: prepare_run_folder(paths, record, new_run=new_run, write=chief))
     say = print if verbose and chief else (lambda *_: None)
     dtype_policy = resolve_precision(precision)
     with strategy.scope():
