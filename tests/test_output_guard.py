@@ -1,0 +1,213 @@
+"""Every path a command writes goes through one guard (components.guard): a file or folder is written
+only when it is absent or provably ours; links, paths under files, folders where files are expected
+and outputs inside inputs are one `error:` line (exit 2), and nothing on disk changes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components import guard
+from components.data_folder import remove_leftovers
+from components.errors import PipelineError
+from tests.helpers import write_synthetic_faces
+from tests.test_fault_injection import TINY, cli, no_traceback, snapshot
+
+
+def refused(result, *words: str) -> None:
+    """Exit 2 with one `error:` line that says each of `words`, and no traceback."""
+    no_traceback(result)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert all(word in errors[0] for word in words), errors[0]
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("user") / "faces"
+    write_synthetic_faces(folder, 24, size=32)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(faces, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tfrecords") / "faces"
+    result = cli("ingest", "--input", str(faces), "--output", str(out), "--image-size", "32", "--eval-fraction", "0.25", "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory) -> Path:
+    """A tiny trained run with its export (the model of `pipeline.sample` and `pipeline.evaluate`)."""
+    run = tmp_path_factory.mktemp("artifacts") / "run"
+    result = cli("train", "--data", str(data), "--run", str(run), "--images", "16", *TINY, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run
+
+
+# -- the guard itself ------------------------------------------------------------------------------
+
+
+def never_ours(path: Path) -> bool:
+    return False
+
+
+def test_links_paths_under_files_and_wrong_kinds_are_refused_and_nothing_changes(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone" / "x.json")
+    (tmp_path / "broken-parent").symlink_to(tmp_path / "gone")
+    before = snapshot(tmp_path)
+    cases = [
+        (guard.output_file, "link", "symbolic link"),
+        (guard.output_file, "dangling", "does not exist"),
+        (guard.output_file, "file/eval.json", "is a file, not a folder"),
+        (guard.output_file, "broken-parent/eval.json", "broken symbolic link"),
+        (guard.output_file, "folder", "is a folder"),
+        (guard.output_file, "file", "not a thing of ours"),
+        (guard.output_folder, "link", "symbolic link"),
+        (guard.output_folder, "file", "is a file, not a folder"),
+        (guard.output_folder, "file/deeper/run", "file is a file"),
+    ]
+    for check, name, words in cases:
+        kwargs = {"ours": never_ours, "what": "a thing of ours"} if check is guard.output_file else {}
+        with pytest.raises(PipelineError, match=words):
+            check("--out", tmp_path / name, **kwargs)
+    with pytest.raises(PipelineError, match="not a regular file"):
+        guard.output_file("--out", "/dev/null", ours=never_ours, what="a thing of ours")
+    assert snapshot(tmp_path) == before and os.readlink(tmp_path / "dangling") == str(tmp_path / "gone" / "x.json")
+    guard.output_file("--out", tmp_path / "new" / "eval.json", ours=never_ours, what="-")  # absent: may be written
+    guard.output_file("--out", tmp_path / "file", ours=lambda path: path.read_text() == "mine", what="-")  # ours
+    guard.output_folder("--out", tmp_path / "folder")
+    guard.output_folder("--out", "s3://bucket/out")
+
+
+def test_an_output_inside_an_input_is_refused_and_check_apart_keeps_its_rules(tmp_path):
+    inputs = [("--data", tmp_path / "data"), ("--model", None)]
+    with pytest.raises(PipelineError, match="lies inside --data"):
+        guard.output_file("--out", tmp_path / "data" / "manifest.json", ours=never_ours, what="-", inputs=inputs)
+    for output in (tmp_path / "data", tmp_path / "data" / "run", tmp_path):
+        with pytest.raises(PipelineError, match="must be separate folders"):
+            guard.output_folder("--run", output, inputs=inputs)
+    with pytest.raises(PipelineError, match="are the same folder"):
+        guard.check_apart("--input", "s3://b/faces/", "--output", "s3://b/faces")
+    guard.check_apart("--input", tmp_path / "a", "--output", tmp_path / "ab")
+
+
+def test_a_png_we_mark_stays_a_valid_png_and_is_told_from_others(tmp_path):
+    from components.grid import encode_png
+
+    ours, theirs = tmp_path / "ours.png", tmp_path / "theirs.png"
+    ours.write_bytes(guard.mark_png(encode_png(np.full((3, 5, 3), 7, np.uint8))))
+    theirs.write_bytes(encode_png(np.full((3, 5, 3), 7, np.uint8)))
+    with Image.open(ours) as image:
+        assert image.size == (5, 3) and np.asarray(image).max() == 7
+    assert guard.is_marked_png(ours) and not guard.is_marked_png(theirs) and not guard.is_marked_png(tmp_path / "none.png")
+
+
+# -- every command ---------------------------------------------------------------------------------
+
+
+def test_a_grid_we_did_not_write_is_kept_and_one_we_wrote_is_replaced(run, tmp_path):
+    theirs = tmp_path / "p.png"
+    theirs.write_bytes(b"a user's picture")
+    refused(cli("sample", "--model", str(run), "--grid", str(theirs)), "--grid", "not a contact sheet")
+    assert theirs.read_bytes() == b"a user's picture"
+
+    ours = tmp_path / "grid.png"
+    for count in ("4", "9"):
+        result = cli("sample", "--model", str(run), "--grid", str(ours), "--grid-count", count)
+        assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(ours) as image:
+        assert image.size == (3 * 34 + 2, 3 * 34 + 2)  # the second sheet, of 9 images
+
+
+def test_evaluate_out_replaces_only_an_evaluation_of_ours(run, data, tmp_path):
+    before = snapshot(data)
+    note, dangling = tmp_path / "note.txt", tmp_path / "eval.json"
+    note.write_text("mine")
+    dangling.symlink_to(tmp_path / "elsewhere" / "eval.json")
+    evaluate = ("evaluate", "--model", str(run), "--data", str(data), "--num", "4", "--train-limit", "0")
+    refused(cli(*evaluate, "--out", str(data / "manifest.json")), "lies inside --data")
+    refused(cli(*evaluate, "--out", str(note)), "not an evaluation")
+    refused(cli(*evaluate, "--out", str(tmp_path)), "is a folder")
+    refused(cli(*evaluate, "--out", str(dangling)), "symbolic link")
+    assert snapshot(data) == before and note.read_text() == "mine" and not (tmp_path / "elsewhere").exists()
+
+    ours = tmp_path / "ours.json"
+    for _ in range(2):  # the second run replaces the first's eval.json
+        result = cli(*evaluate, "--out", str(ours))
+        assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_outputs_in_or_as_the_model_are_refused(run, data, tmp_path):
+    version = max((run / "export" / "generator").iterdir(), key=lambda path: int(path.name))
+    before = snapshot(run)
+    refused(cli("sample", "--model", str(run), "--grid", str(version / "grid.png")), "lies inside --model")
+    refused(cli("sample", "--model", str(run), "--out", str(run), "--num", "2"), "must be separate folders")
+    refused(cli("sample", "--model", str(run), "--out", str(data), "--num", "2"), "not written by pipeline.sample")
+    refused(cli("evaluate", "--model", str(run), "--data", str(data), "--out", str(version)), "is a folder")
+    assert snapshot(run) == before
+
+
+def test_a_users_file_in_the_data_cache_stops_an_overwrite_and_nothing_is_deleted(data, faces, tmp_path):
+    copy = Path(shutil.copytree(data, tmp_path / "data"))
+    (copy / "cache").mkdir(exist_ok=True)
+    (copy / "cache" / "notes.txt").write_text("mine")
+    before = snapshot(copy)
+    result = cli("ingest", "--input", str(faces), "--output", str(copy), "--image-size", "32", "--overwrite", "--quiet")
+    refused(result, "cache/notes.txt")
+    assert snapshot(copy) == before
+
+
+def test_a_run_folder_inside_the_data_s_image_folder_is_refused(data, faces):
+    before = snapshot(faces)
+    train = cli("train", "--data", str(data), "--run", str(faces / "run"), "--images", "8", *TINY)
+    refused(train, "--data's input folder", "must be separate folders")
+    whole = cli("run", "--input", str(faces), "--run", str(faces / "run"), "--image-size", "32")
+    refused(whole, "--input", "must be separate folders")
+    assert snapshot(faces) == before and not (faces / "run").exists()
+
+
+def test_a_linked_output_is_refused_and_a_leftover_link_does_not_stop_a_rebuild(data, faces, tmp_path):
+    link = tmp_path / "linked"
+    link.symlink_to(data)
+    before = snapshot(data)
+    ingest = ("ingest", "--input", str(faces), "--image-size", "32", "--eval-fraction", "0.25", "--quiet")
+    refused(cli(*ingest, "--output", str(link), "--overwrite"), "symbolic link")
+    assert link.is_symlink() and snapshot(data) == before
+
+    leftover = tmp_path / ".out.old-0badc0de"  # what a rebuild through a link used to leave beside the output
+    leftover.symlink_to(data)
+    assert remove_leftovers(str(tmp_path / "out")) == []
+    assert leftover.is_symlink() and snapshot(data) == before
+
+
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        ("train", ["--data", "{data}", "--run", "{file}/run", "--images", "8"]),
+        ("ingest", ["--input", "{faces}", "--output", "{file}/out"]),
+        ("evaluate", ["--model", "{run}", "--data", "{data}", "--out", "{file}/eval.json"]),
+        ("sample", ["--model", "{run}", "--grid", "{file}/grid.png"]),
+        ("sample", ["--model", "{run}", "--out", "{file}/samples"]),
+        ("run", ["--demo", "--data", "{file}/data"]),
+        ("run", ["--demo", "--run", "{file}/run"]),
+        ("export", ["--run", "{copy}"]),
+    ],
+)
+def test_every_output_under_a_file_is_one_error_line(module, argv, data, faces, run, tmp_path):
+    file = tmp_path / "file"
+    file.write_text("mine")
+    copy = Path(shutil.copytree(run, tmp_path / "copy", ignore=shutil.ignore_patterns("export")))
+    (copy / "export").write_text("mine")  # the export target's parent
+    names = {"data": data, "faces": faces, "run": run, "file": file, "copy": copy}
+    refused(cli(module, *(arg.format(**names) for arg in argv)), "is a file, not a folder")
+    assert file.read_text() == "mine" and (copy / "export").read_text() == "mine"
