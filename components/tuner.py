@@ -305,7 +305,9 @@ def run_search(
     hypermodel = DCGANHyperModel(
         base, space, data_dir, evaluate_fn, settings, train_options={**(train_options or {}), "keep_checkpoints": 1},
     )  # fmt: skip
-    tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, verbose=verbose)
+    # KerasTuner prints "Reloading Tuner from ..." when it resumes a search (no option silences it).
+    with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+        tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, verbose=verbose)
     if role == "single":
         tuner.train_default()
     if role == "chief" and verbose:
