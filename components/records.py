@@ -212,7 +212,8 @@ def shard_paths(data_dir: str | os.PathLike, split: str, verify: bool = True, li
     if entries is None:
         raise PipelineError(f"{data_dir} has no '{split}' split (it has: {', '.join(manifest['splits'])}).")
     if not entries:
-        raise PipelineError(f"split '{split}' of {data_dir} is empty; ingest more images or lower --eval-fraction.")
+        more = "a larger" if split == "eval" else "a smaller"
+        raise PipelineError(f"split '{split}' of {data_dir} is empty; ingest again with more images or {more} --eval-fraction.")
     if limit is not None:
         needed = 1 + sum(1 for total in itertools.accumulate(entry["count"] for entry in entries) if total < limit)
         entries = entries[:needed]
