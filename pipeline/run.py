@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag(name: str, value: object) -> str:
+    """One `--name=value` argument: a value that starts with `-` (a folder named `-faces`) stays the
+    flag's value instead of being read as another flag."""
+    return f"{name}={value}"
+
+
 @dataclass
 class Stage:
     name: str
@@ -73,10 +80,10 @@ def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], s
     if args.demo:
         args.image_size, args.images = DEMO_IMAGE_SIZE, DEMO_IMAGES
         data = args.data or str(Path("tfrecords", "demo"))
-        source = ["--synthetic", str(DEMO_FACES), "--seed", str(args.seed)]
+        source = [flag("--synthetic", DEMO_FACES), flag("--seed", args.seed)]
     else:
         data = args.data or str(Path("tfrecords", _cli.data_name(args.input)))
-        source = ["--input", str(args.input)]
+        source = [flag("--input", args.input)]
         check_apart("--input", args.input, "--data", data)
         check_apart("--input", args.input, "--run", args.run or Path("artifacts", _cli.data_name(data)))
     run = args.run or Path("artifacts", _cli.data_name(data))
@@ -84,20 +91,20 @@ def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], s
     fs_flags = ["--", *beam_args] if "://" in data else []
     quiet = ["--quiet"] if args.quiet else []
     eval_every = args.eval_every or max(args.images // 5, 1)
-    training = ["--data", str(data), "--run", str(run), "--images", str(args.images), "--seed", str(args.seed),
-                "--eval-every", str(eval_every), "--eval-num", str(args.eval_num), *quiet]
+    training = [flag("--data", data), flag("--run", run), flag("--images", args.images), flag("--seed", args.seed),
+                flag("--eval-every", eval_every), flag("--eval-num", args.eval_num), *quiet]
     if args.tune:
-        training += ["--tune", "--max-trials", str(args.max_trials), "--trial-images", str(args.trial_images)]
-        training += ["--trial-image-size", str(args.trial_image_size)] if args.trial_image_size else []
+        training += ["--tune", flag("--max-trials", args.max_trials), flag("--trial-images", args.trial_images)]
+        training += [flag("--trial-image-size", args.trial_image_size)] if args.trial_image_size else []
     training += fs_flags
     stages = [
-        Stage("ingest", ingest.main, [*source, "--output", str(data), "--image-size", str(args.image_size),
-                                      "--eval-fraction", str(args.eval_fraction), *quiet, "--", *beam_args]),
+        Stage("ingest", ingest.main, [*source, flag("--output", data), flag("--image-size", args.image_size),
+                                      flag("--eval-fraction", args.eval_fraction), *quiet, "--", *beam_args]),
         Stage("train" + (" (after a search)" if args.tune else ""), train.main, training),
-        Stage("evaluate", evaluate.main, ["--model", str(run), "--data", str(data), "--num", str(args.eval_num),
-                                          "--seed", str(args.seed), "--skip-if-done", *fs_flags]),
-        Stage("sample", sample.main, ["--model", str(run), "--num", str(args.num_samples), "--seed", str(args.seed),
-                                      "--out", str(run / "export" / "samples"), "--grid", str(run / "export" / "grid.png"), *quiet]),
+        Stage("evaluate", evaluate.main, [flag("--model", run), flag("--data", data), flag("--num", args.eval_num),
+                                          flag("--seed", args.seed), "--skip-if-done", *fs_flags]),
+        Stage("sample", sample.main, [flag("--model", run), flag("--num", args.num_samples), flag("--seed", args.seed),
+                                      flag("--out", run / "export" / "samples"), flag("--grid", run / "export" / "grid.png"), *quiet]),
     ]
     return stages, data, run
 
@@ -112,8 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages, data, run = plan(args, beam_args)
     started = time.perf_counter()
     for number, stage in enumerate(stages, 1):
-        print(f"\n[{number}/{len(stages)}] {stage.name}: python -m pipeline.{stage.main.__module__.split('.')[-1]} "
-              f"{' '.join(stage.argv)}", flush=True)
+        command = shlex.join(["python", "-m", stage.main.__module__, *stage.argv])
+        print(f"\n[{number}/{len(stages)}] {stage.name}: {command}", flush=True)
         stage_started = time.perf_counter()
         stage.main(stage.argv)
         print(f"[{number}/{len(stages)}] {stage.name} done in {time.perf_counter() - stage_started:.0f} s", flush=True)
