@@ -219,13 +219,69 @@ def _write_cache(path: Path, baseline: dict[str, float], real_nn: np.ndarray | N
         pass  # a read-only data folder: the figures are computed again next time
 
 
-def evaluation_request(data_dir: str | os.PathLike, split: str, num: int, seed: int, image_size: int | None = None) -> dict[str, Any]:
-    """What identifies an evaluation's figures: the data, the split, the images asked for, the
-    seed (and a downscaled size). `pipeline.evaluate --skip-if-done` compares it with the one on file."""
+def evaluation_request(
+    data_dir: str | os.PathLike, split: str, num: int, seed: int, image_size: int | None = None, *,
+    train_limit: int = DEFAULT_TRAIN_LIMIT, inception_weights: str | os.PathLike | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """What identifies an evaluation's figures, but for the model: the data, the split, the images
+    asked for, the seed, the training images searched for copies, the Inception weights (by
+    content) and a downscaled size. `evaluation_is_current` compares it with the one on file."""
+    import hashlib
+
     from components.records import read_manifest
 
-    request = {"data_fingerprint": read_manifest(data_dir).get("fingerprint"), "split": split, "num_requested": num, "seed": seed}
+    weights = hashlib.sha256(Path(inception_weights).read_bytes()).hexdigest()[:16] if inception_weights else None
+    request = {
+        "data_fingerprint": read_manifest(data_dir).get("fingerprint"), "split": split, "num_requested": num, "seed": seed,
+        "train_limit": train_limit, "inception_fingerprint": weights,
+    }  # fmt: skip
     return {**request, "image_size": image_size} if image_size else request
+
+
+EVAL_KEYS = ("data_fingerprint", "split", "num_requested", "seed")  # what every eval.json of ours records
+
+
+def eval_file_problem(content: Any) -> str | None:
+    """What makes `content` not an eval.json of ours (pipeline.evaluate's, or the export's copy of
+    the trainer's figures), or None: figures that are numbers, and what they were computed on."""
+    if not isinstance(content, dict):
+        return f"it holds a {type(content).__name__}, not an object"
+    metrics = content.get("metrics")
+    if not isinstance(metrics, dict) or "num_images" not in metrics:
+        return "it holds no metrics with their num_images"
+    wrong = sorted(name for name, value in metrics.items() if not isinstance(value, (int, float)) or isinstance(value, bool))
+    if wrong:
+        return f"metric {wrong[0]} is {metrics[wrong[0]]!r}, not a number"
+    missing = [key for key in EVAL_KEYS if key not in content]
+    return f"it does not say what was evaluated (no {missing[0]})" if missing else None
+
+
+def read_evaluation(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The eval.json at `path` if it is one of ours; None when there is none, or it is torn or
+    foreign (what to do with such a file is the caller's choice: an output is not overwritten blindly)."""
+    from components.artifacts import read_json
+
+    try:
+        content = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return content if eval_file_problem(content) is None else None
+
+
+def evaluation_is_current(done: dict[str, Any], request: dict[str, Any], path: str | os.PathLike, model_dir: str | os.PathLike) -> bool:
+    """True when `done` (an eval.json of ours, at `path`) holds the figures of `request` (with the
+    model's `model_fingerprint`, `SavedModelGenerator.fingerprint`) for the model in `model_dir`.
+
+    The model is known by its fingerprint; an eval.json without one is taken as this model's only
+    when the export wrote it (its `source`) inside this very version folder, with the model.
+    Anything else is evaluated again: figures of another model, data or setting are never reported.
+    """
+    settings = {key: value for key, value in request.items() if key != "model_fingerprint"}
+    if not settings.items() <= done.items():
+        return False
+    if "model_fingerprint" in done:
+        return done["model_fingerprint"] == request["model_fingerprint"]
+    return "source" in done and Path(path).resolve().parent == Path(model_dir).resolve()
 
 
 class TrainingEvaluator:
@@ -257,7 +313,7 @@ class TrainingEvaluator:
         cache = baseline_cache(data_dir, split, num, seed, train_limit, inception_weights, image_size)
         self.evaluator = Evaluator(real, train, num=num, seed=seed, inception=inception, cache=cache)
         self.seed, self.batch_size = seed, batch_size
-        self.request = evaluation_request(data_dir, split, num, seed, image_size)
+        self.request = evaluation_request(data_dir, split, num, seed, image_size, train_limit=train_limit, inception_weights=inception_weights)
         self._latents: dict[int, np.ndarray] = {}
 
     def __call__(self, generator) -> dict[str, float]:

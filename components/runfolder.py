@@ -37,7 +37,6 @@ from components.artifacts import (
     atomic_write_json,
     atomic_write_text,
     changed_settings,
-    jsonl_is_damaged,
     read_json,
     read_jsonl,
     remove_stale_temporaries,
@@ -73,10 +72,37 @@ def read_run_record(paths: RunPaths) -> dict | None:
         return None
     try:
         record = read_json(paths.hparams)
-        TrainConfig.from_dict(record["hparams"]), record["data"]["fingerprint"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise PipelineError(f"{paths.hparams} is not a valid run record ({err}); pass --new-run to start over.") from err
+    except (OSError, ValueError) as err:
+        problem = f"it cannot be read as JSON ({err})"
+    else:
+        problem = run_record_problem(record)
+    if problem:
+        raise PipelineError(f"{paths.hparams} is not a valid run record: {problem}; pass --new-run to start over.")
     return record
+
+
+def run_record_problem(record: Any) -> str | None:
+    """What makes `record` not a usable hparams.json, or None: hyperparameters `TrainConfig` accepts
+    (types and ranges), and the data they trained on as `run_record` writes it."""
+    if not isinstance(record, dict) or not isinstance(record.get("hparams"), dict) or not isinstance(record.get("data"), dict):
+        return "it needs an 'hparams' and a 'data' object"
+    try:
+        TrainConfig.from_dict(record["hparams"])
+    except PipelineError as err:
+        return str(err).rstrip(".")
+    except (ValueError, TypeError) as err:
+        return f"its hyperparameters do not make a configuration ({err})"
+    data = record["data"]
+    if not isinstance(data.get("dir"), str) or not isinstance(data.get("fingerprint"), (str, type(None))):
+        return "its data needs a dir and a fingerprint"
+    counts = data.get("counts")
+    if not isinstance(counts, dict) or not all(_whole(count) for count in counts.values()):
+        return "its data counts must be whole numbers"
+    return None
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def prepare_run_folder(paths: RunPaths, record: dict, *, new_run: bool, write: bool) -> None:
@@ -166,18 +192,48 @@ def _check_same_run(paths: RunPaths, saved: dict, record: dict) -> None:
 # -- metrics.jsonl ----------------------------------------------------------------------------------
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The lines of a metrics.jsonl that are metrics lines (`metrics_line_problem`); a torn or
+    garbled one is skipped with a note, as `read_jsonl` does, so no reader trips on it."""
+    records = []
+    for record in read_jsonl(path):
+        problem = metrics_line_problem(record)
+        if problem is None:
+            records.append(record)
+        else:
+            print(f"note: a line of {path} is damaged ({problem}); it is skipped", file=sys.stderr)
+    return records
+
+
+def metrics_line_problem(record: dict[str, Any]) -> str | None:
+    """What makes one metrics.jsonl line unusable, or None: a kind, whole step and images-seen
+    counts, a time, numeric figures and (evaluations) an object saying what was scored."""
+    if record.get("kind") not in ("train", "eval"):
+        return f"kind is {record.get('kind')!r}"
+    if not all(_whole(record.get(key)) for key in ("step", "images_seen")):
+        return f"step {record.get('step')!r} and images_seen {record.get('images_seen')!r} must be whole numbers"
+    if not isinstance(record.get("time"), (int, float)) or isinstance(record.get("time"), bool):
+        return f"time is {record.get('time')!r}, not a number"
+    if not isinstance(record.get("evaluation", {}), dict):
+        return "evaluation is not an object"
+    for name, value in metric_values(record).items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"{name} is {value!r}, not a number"
+    return None
+
+
 def drop_metrics_after(path: Path, step: int) -> None:
     """Forget metric lines a killed run wrote after its last checkpoint (they will be redone), and
-    repair lines a crash tore."""
-    records = read_jsonl(path)
-    kept = [record for record in records if isinstance(record.get("step"), int) and record["step"] <= step]
-    if len(kept) != len(records) or jsonl_is_damaged(path):
-        atomic_write_text(path, "".join(json.dumps(record, sort_keys=True) + "\n" for record in kept))
+    repair lines a crash tore or that damage garbled: the file is rewritten when what is kept is not
+    what it holds (lines are written as `json.dumps(line, sort_keys=True)`, so an intact file is)."""
+    kept = "".join(json.dumps(record, sort_keys=True) + "\n" for record in read_metrics(path) if record["step"] <= step)
+    if path.is_file() and path.read_text(encoding="utf-8", errors="replace") != kept:
+        atomic_write_text(path, kept)
 
 
 def last_record(path: Path, kind: str, step: int) -> dict[str, Any]:
     """The last metrics.jsonl line of `kind` ("train" or "eval") at or before `step`, {} if none."""
-    records = [record for record in read_jsonl(path) if record.get("kind") == kind and record.get("step", step + 1) <= step]
+    records = [record for record in read_metrics(path) if record["kind"] == kind and record["step"] <= step]
     return records[-1] if records else {}
 
 

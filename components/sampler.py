@@ -223,11 +223,14 @@ def claim_output_folder(out_dir: Path, settings: dict) -> None:
     if marker.is_file():
         try:
             previous = read_json(marker)
-        except ValueError as err:
+            problem = None if isinstance(previous, dict) else f"it holds a {type(previous).__name__}, not an object"
+        except (OSError, ValueError) as err:
+            problem = str(err)
+        if problem:
             raise PipelineError(
-                f"{marker} is damaged ({err}), so what {out_dir} holds is unknown; delete that folder to sample again, "
+                f"{marker} is damaged ({problem}), so what {out_dir} holds is unknown; delete that folder to sample again, "
                 "or pick another --out."
-            ) from err
+            )
         changed = [key for key in ("model", "seed", "truncation", "format") if previous.get(key) != settings[key]]
         if changed:
             details = ", ".join(f"{key} {previous.get(key)!r} -> {settings[key]!r}" for key in changed)

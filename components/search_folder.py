@@ -18,6 +18,7 @@ from typing import Any
 
 from components.artifacts import RunPaths, atomic_write_json, changed_settings, read_json, remove_stale_temporaries
 from components.errors import PipelineError
+from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
 from components.runfolder import check_run_folder_is_ours
 
 SEARCH_RECORD = "search.json"
@@ -38,27 +39,57 @@ def prepare_search_folder(paths: RunPaths, record: dict[str, Any], new_search: b
 
 
 def read_result(path: Path) -> dict[str, Any] | None:
-    """A row's result.json, or None if it is missing or torn (the row is then trained again, which
-    resumes its finished runs from their checkpoints and rescores them from metrics.jsonl)."""
+    """A row's result.json, or None if it is missing, torn or garbled (`result_problem`): the row is
+    then trained again, which resumes its finished runs from their checkpoints and rescores them
+    from metrics.jsonl."""
     try:
-        return read_json(path)
+        result = read_json(path)
     except (OSError, ValueError):
         return None
+    return result if result_problem(result) is None else None
+
+
+def result_problem(result: Any) -> str | None:
+    """What makes a row's result.json unusable, or None: a status, the images and seconds it took,
+    and for a completed row its numeric score and each execution's scores."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not isinstance(result, dict) or result.get("status") not in ("COMPLETED", "FAILED"):
+        return "it has no status COMPLETED or FAILED"
+    if not number(result.get("seconds")) or not number(result.get("images")):
+        return "it does not say how many images and seconds the row took"
+    if result["status"] == "FAILED":
+        return None if isinstance(result.get("reason"), str) else "a failed row needs its reason"
+    executions = result.get("executions")
+    if not number(result.get(OBJECTIVE)) or not isinstance(executions, list) or not executions:
+        return f"a completed row needs its {OBJECTIVE} and executions"
+    if not all(isinstance(score, dict) and all(map(number, score.values())) and OBJECTIVE in score for score in executions):
+        return "an execution's scores are not numbers"
+    return None
+
+
+# What KerasTuner's state files must hold for it to reload them: a JSON object with these keys.
+_TUNER_STATE_KEYS = {"oracle.json": ("ongoing_trials", "tried_so_far"), "trial.json": ("trial_id", "hyperparameters", "status")}
 
 
 def _check_tuner_state(tuner_dir: Path) -> None:
-    """KerasTuner's own state files (it writes them in place, not atomically) must parse, or
-    reloading them would fail deep inside KerasTuner: name a damaged one instead."""
+    """KerasTuner's own state files (it writes them in place, not atomically) must parse to what it
+    reloads, or reloading them would fail deep inside KerasTuner: name a damaged one instead."""
     for path in [tuner_dir / "oracle.json", *tuner_dir.glob("tuner*.json"), *tuner_dir.glob("trial_*/trial.json")]:
         if not path.is_file():
             continue
         try:
-            json.loads(path.read_text())
-        except ValueError as err:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            problem = None if isinstance(state, dict) else f"it holds a {type(state).__name__}, not an object"
+        except (OSError, ValueError) as err:
+            problem = f"{err}"
+        missing = [key for key in _TUNER_STATE_KEYS.get(path.name, ()) if problem is None and key not in state]
+        if problem or missing:
             raise PipelineError(
-                f"{path}, KerasTuner's record of the search, is damaged (a write cut short by a crash?): {err}. "
-                "Pass --new-search to start the search again."
-            ) from err
+                f"{path}, KerasTuner's record of the search, is damaged (a write cut short by a crash?): "
+                f"{problem or 'no ' + missing[0]}. Pass --new-search to start the search again."
+            )
 
 
 def _check_same_search(paths: RunPaths, record: dict, new_search: bool) -> None:
@@ -72,8 +103,11 @@ def _check_same_search(paths: RunPaths, record: dict, new_search: bool) -> None:
         return
     try:
         saved = read_json(path)
-    except ValueError as err:
-        raise PipelineError(f"{path} is damaged ({err}); pass --new-search to start the search again.") from err
+        problem = None if isinstance(saved, dict) else f"it holds a {type(saved).__name__}, not an object"
+    except (OSError, ValueError) as err:
+        problem = str(err)
+    if problem:
+        raise PipelineError(f"{path} is damaged ({problem}); pass --new-search to start the search again.")
     changes = changed_settings(saved, json.loads(json.dumps(record)))  # the record as JSON sees it
     if changes:
         raise PipelineError(

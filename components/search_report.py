@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -233,17 +234,37 @@ def load_best_hyperparameters(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     try:
         saved = read_json(path)
-        values = saved["hyperparameters"]
-        if not isinstance(values, dict):
-            raise TypeError("'hyperparameters' is not an object")
     except FileNotFoundError as err:
         raise PipelineError(f"hyperparameters file {path} does not exist (a search writes <run>/best_hyperparameters.json).") from err
-    except (ValueError, KeyError, TypeError) as err:
-        raise PipelineError(f"{path} is not a best_hyperparameters.json file ({err!r}).") from err
-    unknown = sorted(set(values) - set(tunable_fields()))
+    except IsADirectoryError as err:
+        raise PipelineError(f"hyperparameters file {path} is a folder; pass the best_hyperparameters.json inside a run.") from err
+    except ValueError as err:
+        raise PipelineError(f"{path} is not a best_hyperparameters.json file: it is not JSON ({err}).") from err
+    problem = best_file_problem(saved)
+    if problem:
+        raise PipelineError(f"{path} is not a best_hyperparameters.json file: {problem}.")
+    return saved["hyperparameters"]
+
+
+def best_file_problem(content: Any) -> str | None:
+    """What makes `content` not a usable best_hyperparameters.json, or None: its `hyperparameters`
+    must be an object of tunable fields, each of its field's type (a JSON `true` is no batch size,
+    a string no learning rate); the ranges are `TrainConfig`'s to check."""
+    if not isinstance(content, dict) or not isinstance(content.get("hyperparameters"), dict):
+        return "it holds no 'hyperparameters' object"
+    fields = tunable_fields()
+    unknown = sorted(set(content["hyperparameters"]) - set(fields))
     if unknown:
-        raise PipelineError(f"{path} sets unknown hyperparameter(s) {', '.join(unknown)}.")
-    return values
+        return f"it sets unknown hyperparameter(s) {', '.join(unknown)}"
+    for name, value in content["hyperparameters"].items():
+        kind = fields[name]
+        if kind is float:
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if not fits:
+            return f"{name} is {value!r}, not {'a finite number' if kind is float else 'of type ' + kind.__name__}"
+    return None
 
 
 def config_from_best(base: TrainConfig, path: str | os.PathLike) -> tuple[TrainConfig, list[str]]:

@@ -114,7 +114,7 @@ def train(
     """
     from components.distribute import checkpoint_write_dir, chief_first, choose_strategy, discard_worker_checkpoints, is_chief
     from components.precision import resolve_jit, resolve_precision
-    from components.records import downscale_factor, read_manifest
+    from components.records import downscale_factor, read_errors_named, read_manifest
 
     intervals = Intervals(checkpoint_every, keep_checkpoints, sample_every, log_every, steps_per_execution)
     strategy = strategy or choose_strategy()  # first: multi-worker set-up must precede other TF work
@@ -162,7 +162,8 @@ def train(
     try:
         if remaining > 0:
             dataset = _training_dataset(data_dir, config, start=state.images_seen_now).take(remaining)
-            gan.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[execution_callback(loop)])
+            with read_errors_named(data_dir, "train"):  # the last checkpoint stays as it was
+                gan.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[execution_callback(loop)])
             if loop.diverged is not None:
                 raise loop.diverged
             loop.finish()

@@ -56,10 +56,11 @@ from typing import Any
 
 import keras_tuner
 
-from components.artifacts import RunPaths, atomic_directory, atomic_write_bytes, atomic_write_json, read_jsonl
+from components.artifacts import RunPaths, atomic_directory, atomic_write_bytes, atomic_write_json
 from components.config import TrainConfig
 from components.errors import PipelineError
-from components.runfolder import BEST
+from components.records import DamagedData
+from components.runfolder import BEST, read_metrics
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
 from components.search_folder import DEFAULT_DIR, prepare_search_folder, read_result
 from components.search_report import TRIAL_GRID, TRIAL_RESULT, SearchResult, write_search_results
@@ -122,7 +123,7 @@ def run_score(run_dir: Path, last: int) -> dict[str, float]:
     the last single one, which is what makes trials (and the default's row) comparable. A
     Hyperband trial that continues an earlier one counts that trial's evaluations as its own.
     """
-    evaluations = [record for record in read_jsonl(RunPaths(run_dir).metrics) if record.get("kind") == "eval"][-last:]
+    evaluations = [record for record in read_metrics(RunPaths(run_dir).metrics) if record["kind"] == "eval"][-last:]
     if not evaluations or not all(math.isfinite(record.get(OBJECTIVE, math.nan)) for record in evaluations):
         raise PipelineError(f"the evaluator gave no finite {OBJECTIVE} for {run_dir}.")
     scores = {
@@ -207,6 +208,8 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
                     self._continue_from(continues, run_dir)
                 seeded = dataclasses.replace(config, seed=config.seed + execution)
                 scores.append(self.hypermodel.fit(None, seeded, run_dir=run_dir, images=images, verbose=self.verbose))
+        except DamagedData as err:
+            raise DataStopsSearch(str(err)) from err  # nothing is recorded: the row trains once the data is mended
         except Exception as err:  # noqa: BLE001 - any crash fails this row, not the search
             result = {
                 "status": "FAILED", "reason": _reason(err), "images": images, "seconds": time.perf_counter() - started,
@@ -249,6 +252,11 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
 
     def load_model(self, trial):
         raise NotImplementedError("trained trials live in <run>/tuner/trial_<id>/execution-<k>/ (components.trainer.restore_generator)")
+
+
+class DataStopsSearch(PipelineError, keras_tuner.errors.FatalError):
+    """Damaged data ends the search with one error: KerasTuner lets a `FatalError` through, where
+    any other failure would fail this trial and the next ones for the same reason."""
 
 
 def _reason(err: Exception) -> str:
@@ -306,8 +314,14 @@ def run_search(
         base, space, data_dir, evaluate_fn, settings, train_options={**(train_options or {}), "keep_checkpoints": 1},
     )  # fmt: skip
     # KerasTuner prints "Reloading Tuner from ..." when it resumes a search (no option silences it).
-    with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
-        tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, verbose=verbose)
+    try:  # reloads KerasTuner's state files when resuming
+        with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+            tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, verbose=verbose)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise PipelineError(
+            f"KerasTuner cannot reload its record of the search in {paths.tuner} ({type(err).__name__}: {err}); "
+            "a file there is damaged. Pass --new-search to start the search again."
+        ) from err
     if role == "single":
         tuner.train_default()
     if role == "chief" and verbose:

@@ -124,33 +124,34 @@ def skipped_notes(args: argparse.Namespace, searching_train: bool) -> list[str]:
     return notes
 
 
-def previous_evaluation(path: Path) -> dict | None:
-    """An earlier eval.json at `path`, or None when there is none or it is damaged (then redone)."""
-    from components.artifacts import read_json
-
-    try:
-        previous = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return previous if isinstance(previous, dict) and isinstance(previous.get("metrics"), dict) else None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
 
     from tqdm import tqdm
 
     from components.artifacts import atomic_write_json, tool_versions
-    from components.evaluator import Evaluator, baseline_cache, evaluation_request, generate_images, load_evaluation_images
+    from components.evaluator import (
+        Evaluator,
+        baseline_cache,
+        evaluation_is_current,
+        evaluation_request,
+        generate_images,
+        load_evaluation_images,
+        read_evaluation,
+    )
     from components.metrics.inception import load_inception
 
     started = time.perf_counter()
     generator = load_generator_for(args.model, args.data)
     print(f"model: {generator.describe()}", file=sys.stderr)
     out = args.out or generator.path / "eval.json"
-    request = evaluation_request(args.data, args.split, args.num, args.seed)
-    done = previous_evaluation(out)
-    if args.skip_if_done and done is not None and request.items() <= done.items():
+    request = {
+        **evaluation_request(args.data, args.split, args.num, args.seed, train_limit=args.train_limit,
+                             inception_weights=args.inception_weights),
+        "model_fingerprint": generator.fingerprint(),
+    }  # fmt: skip
+    done = read_evaluation(out) if args.skip_if_done else None
+    if done is not None and evaluation_is_current(done, request, out, generator.path):
         print(format_report(done["metrics"]))
         print(f"{out} is up to date; nothing to do.", file=sys.stderr)
         return 0
