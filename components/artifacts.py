@@ -17,7 +17,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
@@ -46,6 +46,11 @@ _TEMPORARY = re.compile(r"\..+\.([0-9a-f]{8})-(\d+)\.[^.]+\.tmp")
 def temporary_prefix(name: str) -> str:
     """The prefix of this process's temporary sibling of `name` (see `remove_stale_temporaries`)."""
     return f".{name}.{_HOST}-{os.getpid()}."
+
+
+def is_temporary(name: str) -> bool:
+    """True for the name of a temporary sibling any process of this project writes (see `temporary_prefix`)."""
+    return _TEMPORARY.fullmatch(name) is not None
 
 
 def process_alive(pid: int) -> bool:
@@ -171,38 +176,6 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def check_apart(first_flag: str, first: str | os.PathLike, second_flag: str, second: str | os.PathLike) -> None:
-    """Refuse two folders that are the same or where one lies inside the other.
-
-    Each stage writes and replaces its own folder: an output inside an input would become input,
-    a run folder equal to a data folder would be wiped by the next ingest. Local paths are
-    compared after resolving links and `..`; URIs as written.
-    """
-    from components.errors import PipelineError
-
-    a, b = _comparable(first), _comparable(second)
-    if a == b:
-        relation = "are the same folder"
-    elif b in a.parents:
-        relation = f"lie one inside the other ({first_flag} is inside {second_flag})"
-    elif a in b.parents:
-        relation = f"lie one inside the other ({second_flag} is inside {first_flag})"
-    else:
-        return
-    raise PipelineError(
-        f"{first_flag} {first} and {second_flag} {second} {relation}; they must be separate folders, neither "
-        "inside the other (nothing was written). Choose another folder for one of them."
-    )
-
-
-def _comparable(path: str | os.PathLike) -> PurePath:
-    text = str(path)
-    if "://" in text:
-        scheme, rest = text.split("://", 1)
-        return PurePosixPath("/", scheme, *[part for part in rest.split("/") if part])
-    return Path(text).resolve()
 
 
 def fingerprint(obj: Any) -> str:

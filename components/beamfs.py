@@ -47,9 +47,10 @@ def split(path: str) -> tuple[str, str]:
     return FileSystems.split(str(path).rstrip("/"))
 
 
-def read_bytes(path: str) -> bytes:
+def read_bytes(path: str, limit: int = -1) -> bytes:
+    """The bytes of a file; at most `limit` of them when it is not -1."""
     with FileSystems.open(str(path), compression_type=_RAW) as handle:
-        return handle.read()
+        return handle.read(limit)
 
 
 def write_bytes(path: str, data: bytes) -> None:

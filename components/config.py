@@ -18,6 +18,29 @@ from components.model import ModelConfig, check_fields
 TRAIN_STEPS = ("dcgan", "seed")
 LOSSES = ("bce", "hinge")  # the DCGAN's adversarial losses (components.gan)
 
+# Limits of the fields below, shared with the command line's flags (pipeline._cli.bounded_int).
+# NumPy's global seeding takes 32 bits, and a search trains seeds seed+1, seed+2...: 31 bits
+# leave room for those, and TensorFlow's int64 seeds and Philox keys take any of them.
+MAX_SEED = 2**31 - 1
+# A batch of 4,096 128x128 images is 0.8 GB of float32 before any activation: beyond every GPU.
+MAX_BATCH_SIZE = 4096
+MAX_IMAGES = 10**12  # a training budget in images seen: years of training on any machine
+MAX_STEPS = 10**9  # any interval counted in steps (checkpoints, logs, lazy R1)
+
+# The search (components.search_space.SearchSettings). The default configuration's row is its
+# two trainings (seeds seed and seed+1), counted as trials. The (lowest, highest) of each
+# whole-number setting: a thousand trials, or ten executions of each, take weeks on any machine.
+DEFAULT_TRAININGS = 2
+SEARCH_LIMITS = {
+    "max_trials": (DEFAULT_TRAININGS + 1, 1000),
+    "trial_images": (1, MAX_IMAGES),
+    "executions_per_trial": (1, 10),
+    "hyperband_max_epochs": (1, 1000),
+    "hyperband_factor": (2, 100),
+    "score_last": (1, 100),
+    "seed": (0, MAX_SEED),
+}
+
 # Named recipes: every field that differs from the dataclass defaults ("default" is the defaults).
 # "seed" is the tutorial's networks, losses and optimisers (plus the EMA generator every run has).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -69,9 +92,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from components.augment import parse_policy
 
-        for name in ("batch_size", "r1_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise PipelineError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        for name, high in (("batch_size", MAX_BATCH_SIZE), ("r1_every", MAX_STEPS)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+                raise PipelineError(f"{name} must be a whole number from 1 to {high:,}, got {value!r}.")
         for name in ("g_lr", "d_lr", "ema_warmup"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -93,8 +117,8 @@ class TrainConfig:
             raise PipelineError(f"train_step must be one of {', '.join(TRAIN_STEPS)}, got {self.train_step!r}.")
         if self.train_step == "seed" and (self.loss != "bce" or self.augment or self.r1_gamma):
             raise PipelineError("train_step seed trains with loss bce only, without augment or r1_gamma.")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise PipelineError(f"seed must be an integer from 0 up, got {self.seed!r}.")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise PipelineError(f"seed must be a whole number from 0 to {MAX_SEED:,}, got {self.seed!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

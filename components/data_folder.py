@@ -1,8 +1,9 @@
 """An ingest output folder: what makes it ours, and how a new one replaces an old one safely.
 
 A data folder is ours when it holds a valid `manifest.json`; its own files are the manifest,
-`rejects.jsonl`, the shards the manifest lists and `cache/`. The ingest replaces only such a
-folder, and only when it holds nothing else: a user's file beside our shards is never deleted.
+`rejects.jsonl`, the shards the manifest lists and the cache files in `cache/`. The ingest
+replaces only such a folder, and only when it holds nothing else: a user's file beside our
+shards, or in `cache/`, is never deleted.
 
 A new output is built in a staging folder beside the output (`.<name>.staging-<token>`, marked
 by `_staging.json` with the process that owns it) and then published:
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -28,12 +30,13 @@ import time
 from pathlib import Path
 
 from components import beamfs
-from components.artifacts import MANIFEST, process_alive
+from components.artifacts import MANIFEST, is_temporary, process_alive
 from components.errors import PipelineError
 
 REJECTS = "rejects.jsonl"
 CACHE = "cache"
 MARKER = "_staging.json"
+_CACHE_FILE = re.compile(r"eval-[0-9a-f]+\.json|verified-shards\.json")
 
 
 def read_output_manifest(output: str) -> dict | None:
@@ -55,24 +58,35 @@ def own_files(manifest: dict) -> set[str]:
 
 
 def foreign_entries(output: str, manifest: dict | None) -> list[str]:
-    """Entries of `output` this project did not write (everything, when there is no manifest)."""
+    """Entries of `output` this project did not write (everything but `cache/`, when there is no
+    manifest), named relative to `output`: the files in `cache/` are looked at one by one, as a
+    replaced output takes its cache with it."""
     ours = own_files(manifest) if manifest else set()
     if beamfs.is_uri(output):
         prefix = output.rstrip("/") + "/"
         names = [path[len(prefix) :] for path in beamfs.list_files(prefix)]
-        return sorted(name for name in names if name not in ours and not name.startswith(f"{CACHE}/"))
-    folder = Path(output)
-    return sorted(entry.name for entry in folder.iterdir() if entry.name not in ours and not (entry.name == CACHE and entry.is_dir()))
+    else:
+        names = []
+        for entry in Path(output).iterdir():
+            if entry.name == CACHE and entry.is_dir() and not entry.is_symlink():
+                names += [f"{CACHE}/{inner.name}" for inner in entry.iterdir()]
+            else:
+                names.append(entry.name)
+    return sorted(name for name in names if name not in ours and not _is_cache_file(name))
+
+
+def _is_cache_file(name: str) -> bool:
+    """True for `cache/<file>` of ours: the evaluator's real-side figures (components.evaluator.baseline_cache),
+    the shard verification record older versions wrote, and their temporaries."""
+    folder, _, file = name.partition("/")
+    return folder == CACHE and (_CACHE_FILE.fullmatch(file) is not None or is_temporary(file))
 
 
 def check_replaceable(output: str, manifest: dict | None, overwrite: bool) -> None:
     """Refuse to write into `output` unless it is absent, empty, or an output of ours with nothing else
     in it (and then only with `overwrite`, or when its inputs or options changed)."""
-    if not beamfs.is_uri(output):
-        if Path(output).exists() and not Path(output).is_dir():
-            raise PipelineError(f"--output {output} is a file, not a folder.")
-        if not Path(output).exists():
-            return
+    if not beamfs.is_uri(output) and not Path(output).exists():  # a file or a link there: components.guard refused it
+        return
     foreign = foreign_entries(output, manifest)
     if manifest is None and foreign:
         raise PipelineError(
@@ -119,6 +133,8 @@ def remove_leftovers(output: str) -> list[str]:
             removed.append(staging)
     if not beamfs.is_uri(output):
         for old in Path(parent).glob(f".{name}.old-*"):
+            if old.is_symlink() or not old.is_dir():  # not an output we set aside: not ours to delete
+                continue
             manifest = read_output_manifest(str(old))
             if manifest is not None and not foreign_entries(str(old), manifest):
                 shutil.rmtree(old)

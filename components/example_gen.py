@@ -71,16 +71,14 @@ class IngestOptions:
 
     def validate(self) -> None:
         """Raise `PipelineError` for options that make no sense, before any work starts."""
-        if not 4 <= self.image_size <= 4096:
-            raise PipelineError(f"--image-size must be between 4 and 4096, got {self.image_size}.")
+        for name, (low, high) in images.OPTION_LIMITS.items():
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and low <= value <= high):
+                raise PipelineError(f"--{name.replace('_', '-')} must be between {low:,} and {high:,}, got {value}.")
         if self.resize not in images.RESIZE_MODES:
             raise PipelineError(f"--resize must be one of {', '.join(images.RESIZE_MODES)}, got {self.resize!r}.")
-        if self.min_size is not None and self.min_size < 1:
-            raise PipelineError(f"--min-size must be at least 1, got {self.min_size}.")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise PipelineError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}.")
-        if self.shards is not None and self.shards < 1:
-            raise PipelineError(f"--shards must be at least 1, got {self.shards}.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,9 +149,8 @@ def write_chunk(spec: ChunkSpec, source: ImageSource, options: IngestOptions, st
     every = _PROGRESS_EVERY if not beamfs.is_uri(staging) else len(spec.names)  # remote writes cost ~0.2 s
     for done, name in enumerate(spec.names, 1):
         try:
-            prepared = images.prepare_image(
-                source.read(name), options.image_size, options.resize, options.effective_min_size, options.max_pixels
-            )
+            data = source.read(name, images.max_file_bytes(options.max_pixels))
+            prepared = images.prepare_image(data, options.image_size, options.resize, options.effective_min_size, options.max_pixels)
         except images.Rejected as rejected:
             result.rejects.append({"source": name, "reason": rejected.reason, "detail": rejected.detail})
         else:
@@ -231,11 +228,16 @@ def finalize_chunk(result: ChunkResult, drops: list[dict], staging: str, fs_flag
     return summary
 
 
-def finalize_joined(keyed: tuple[str, dict], staging: str, fs_flags: Sequence[str]) -> dict:
-    """`finalize_chunk` for one chunk's CoGroupByKey output: (key, {result: [it], drops: [...]})."""
-    _, joined = keyed
+def finalize_joined(keyed: tuple[str, dict], staging: str, fs_flags: Sequence[str]) -> str:
+    """`finalize_chunk` for one chunk's CoGroupByKey output: (key, {result: [it], drops: [...]}).
+
+    Returns the chunk's key, not its summary: the summary goes to its file, and the runner
+    encodes what a transform returns, which text holding a non-UTF-8 file name cannot pass.
+    """
+    key, joined = keyed
     (result,) = joined["result"]
-    return finalize_chunk(result, list(joined["drops"]), staging, fs_flags)
+    finalize_chunk(result, list(joined["drops"]), staging, fs_flags)
+    return key
 
 
 def _chunk_key(result: ChunkResult) -> tuple[str, ChunkResult]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components import guard, locks
 from components.artifacts import (
     RunPaths,
     atomic_directory,
@@ -42,6 +43,7 @@ MODEL_CARD = "model_card.json"
 EVAL_FILE = "eval.json"  # written by pipeline.evaluate, or here from the trainer's own evaluation
 MAX_GREY_LEVEL_DIFFERENCE = 1
 CHECK_SEED = 20240601  # latents used to compare the export with the in-memory generator
+EXPORT_WAIT_SECONDS = 600  # how long an export waits for another one into the same folder to finish
 
 
 def export_generator(
@@ -52,9 +54,16 @@ def export_generator(
     `model_card` holds what only the caller knows (hyperparameters, data, images seen, metrics);
     the exporter adds shapes, signatures, version, tool versions, export time and the check result.
     `extra_files` ({name: JSON object}) are written beside it. Returns the new version folder.
+    Exports into one folder take turns (components.locks): each gets its own version number.
     """
+    with locks.writing(export_root, "export folder", wait=EXPORT_WAIT_SECONDS):
+        return _export_next_version(generator, Path(export_root), model_card, check_count, extra_files)
+
+
+def _export_next_version(generator, export_root: Path, model_card: dict, check_count: int, extra_files: dict[str, dict] | None) -> Path:
     latent_dim, image_shape = _generator_shapes(generator)
     export_root = Path(export_root)
+    guard.output_folder("export folder", export_root)
     remove_stale_temporaries(export_root)  # the temp folders of exports that were killed
     version = next_version(export_root)
     final = export_root / str(version)
@@ -157,24 +166,21 @@ def export_run(run_dir: str | os.PathLike, checkpoint: str = "latest", *, if_cha
     When the trainer evaluated exactly this checkpoint, its figures go into `eval.json` beside the
     model (what `pipeline.evaluate` would write), so they are not computed a second time.
     """
-    from components.runfolder import BEST, checkpoint_prefixes, restore_generator
+    from components.runfolder import BEST, checkpoint_fingerprint, checkpoint_prefixes, restore_generator
 
     paths = RunPaths(run_dir)
-    if if_changed:
-        newest = checkpoint_prefixes(paths.checkpoints / BEST if checkpoint == BEST else paths.checkpoints)
-        current = _export_of(paths, checkpoint_fingerprint(newest[0])) if newest else None
-        if current is not None:
-            return current, False
-    generator, info = restore_generator(paths.root, checkpoint)
-    card = run_model_card(paths, info, checkpoint)
-    return export_generator(generator, paths.export, card, extra_files=_trainer_evaluation(info, paths)), True
-
-
-def checkpoint_fingerprint(prefix: str | os.PathLike) -> str:
-    """Identifies a checkpoint's contents: its .index file lists every tensor with a checksum."""
-    import hashlib
-
-    return hashlib.sha256(Path(f"{prefix}.index").read_bytes()).hexdigest()[:16]
+    with locks.writing(paths.export, "export folder", wait=EXPORT_WAIT_SECONDS):  # the check and the export as one
+        if if_changed:
+            newest = checkpoint_prefixes(paths.checkpoints / BEST if checkpoint == BEST else paths.checkpoints)
+            try:
+                current = _export_of(paths, checkpoint_fingerprint(newest[0])) if newest else None
+            except FileNotFoundError:  # rotated away by a training just now: export what is there
+                current = None
+            if current is not None:
+                return current, False
+        generator, info = restore_generator(paths.root, checkpoint)
+        card = run_model_card(paths, info, checkpoint)
+        return export_generator(generator, paths.export, card, extra_files=_trainer_evaluation(info, paths)), True
 
 
 def _export_of(paths: RunPaths, fingerprint: str) -> Path | None:
@@ -199,7 +205,7 @@ def run_model_card(paths: RunPaths, info: dict, checkpoint: str) -> dict:
         "run": str(paths.root.resolve()),
         "checkpoint": checkpoint,
         "checkpoint_path": info["checkpoint"],
-        "checkpoint_fingerprint": checkpoint_fingerprint(info["checkpoint"]),
+        "checkpoint_fingerprint": info["checkpoint_fingerprint"],
         "step": info["step"],
         "images_seen": info["images_seen"],
         "hyperparameters": info["hparams"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -27,6 +28,14 @@ RESIZE_MODES = ("center-crop", "pad", "stretch")
 # 64 Mpx (8192 x 8192) is far beyond any face crop, and small enough that one bomb cannot eat the
 # memory of a worker. Pillow warns at 89 Mpx and refuses at 179 Mpx by default.
 MAX_PIXELS = 64 * 1024 * 1024
+PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # above this Pillow refuses an image, whatever we allow
+# A file may hold 4 bytes per allowed pixel (8-bit RGBA, uncompressed) and 16 MB of metadata: no
+# image within the pixel limit needs more. Reading stops there, so a 100 GB file costs nothing.
+BYTES_PER_PIXEL = 4
+METADATA_BYTES = 16 * 1024 * 1024
+# (lowest, highest) of the whole-number ingest options, checked by IngestOptions.validate before
+# any work. 65,535 is the longest side a JPEG can have.
+OPTION_LIMITS = {"image_size": (4, 4096), "min_size": (1, 65_535), "shards": (1, 10_000), "max_pixels": (1, PILLOW_MAX_PIXELS)}
 PAD_COLOUR = (255, 255, 255)  # white, like the background transparent images are composited on
 _RESAMPLE = Image.Resampling.LANCZOS  # antialiased when shrinking (tf.image.resize is not)
 
@@ -42,7 +51,10 @@ BOMB = "decompression-bomb"
 TRUNCATED = "truncated"
 CORRUPT = "corrupt"
 TOO_SMALL = "too-small"
-REASONS = (EMPTY, UNREADABLE, NOT_AN_IMAGE, UNSUPPORTED, BOMB, TRUNCATED, CORRUPT, TOO_SMALL)
+TOO_LARGE = "too-large"  # more bytes than any image within the pixel limit needs
+NOT_A_FILE = "not-a-file"  # a pipe, socket or device: reading it could block forever
+REPEATED_FOLDER = "repeated-folder"  # a link to a folder that is read already (a loop, or a second way in)
+REASONS = (EMPTY, UNREADABLE, NOT_AN_IMAGE, UNSUPPORTED, BOMB, TRUNCATED, CORRUPT, TOO_SMALL, TOO_LARGE, NOT_A_FILE, REPEATED_FOLDER)
 
 
 class Rejected(Exception):
@@ -63,15 +75,45 @@ class PreparedImage:
     sha256: str  # of the file's bytes, for provenance
 
 
-def read_file(path: str | os.PathLike) -> bytes:
-    """The bytes of a file, or `Rejected` if it cannot be read or is empty."""
+def max_file_bytes(max_pixels: int = MAX_PIXELS) -> int:
+    """The most bytes an image file within `max_pixels` may hold (see BYTES_PER_PIXEL)."""
+    return BYTES_PER_PIXEL * max_pixels + METADATA_BYTES
+
+
+def read_file(path: str | os.PathLike, max_bytes: int = max_file_bytes()) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, or `Rejected`.
+
+    The file is opened without blocking and checked through the open handle, as it may have been
+    replaced since it was listed: a pipe would block the read forever. At most `max_bytes` + 1
+    bytes are read, whatever size the file claims or grows to.
+    """
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as err:
         raise Rejected(UNREADABLE, err.strerror or str(err)) from err
+    try:
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):
+            raise Rejected(UNREADABLE, "Is a directory")  # what reading it says, where it can be opened at all
+        if not stat.S_ISREG(info.st_mode):
+            raise Rejected(NOT_A_FILE, "not a regular file (a pipe, socket or device): reading it could block forever")
+        if info.st_size > max_bytes:
+            raise Rejected(TOO_LARGE, f"{info.st_size:,} bytes; the limit is {max_bytes:,} (raise --max-pixels to allow more)")
+        with open(descriptor, "rb", closefd=False) as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as err:
+        raise Rejected(UNREADABLE, err.strerror or str(err)) from err
+    finally:
+        os.close(descriptor)
+    return check_size(data, max_bytes)
+
+
+def check_size(data: bytes, max_bytes: int) -> bytes:
+    """`data` if it holds 1 to `max_bytes` bytes, else `Rejected` (empty, or too large)."""
     if not data:
         raise Rejected(EMPTY, "the file has zero bytes")
+    if len(data) > max_bytes:
+        raise Rejected(TOO_LARGE, f"more than {max_bytes:,} bytes (raise --max-pixels to allow more)")
     return data
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from components import beamfs
-from components.artifacts import check_apart, fingerprint, tool_versions
+from components import beamfs, guard, locks
+from components.artifacts import fingerprint, tool_versions
 from components.data_folder import check_replaceable, delete_folder, new_staging, publish, read_output_manifest, remove_leftovers
 from components.errors import PipelineError
 from components.example_gen import PROGRESS, SUMMARIES, IngestOptions, beam_options, build_pipeline, plan_chunks
@@ -75,8 +75,21 @@ def ingest(
     options.validate()
     output = _normal(output)
     beamfs.configure(beam_args)
-    if isinstance(source, FolderSource):
-        check_apart("--input", source.root, "--output", output)
+    guard.output_folder("--output", output, inputs=[("--input", source.root if isinstance(source, FolderSource) else None)])
+    # One ingest at a time per output, and none while a training or an evaluation reads it
+    # (components.locks); object stores have no such locks.
+    with contextlib.nullcontext() if beamfs.is_uri(output) else locks.writing(output, "--output"):
+        return _ingest(source, output, options, beam_args, overwrite, on_progress)
+
+
+def _ingest(
+    source: ImageSource,
+    output: str,
+    options: IngestOptions,
+    beam_args: Sequence[str],
+    overwrite: bool,
+    on_progress: Callable[[int, int], None] | None,
+) -> IngestReport:
     started = time.perf_counter()
     scan = source.scan()
     digest = ingest_fingerprint(scan.identity, options)

@@ -54,6 +54,11 @@ KERNEL = 5
 UPSAMPLES = ("transpose5", "transpose4", "resize")
 D_KERNELS = (3, 4, 5)
 MINIBATCH_STD_GROUP = 4  # images per standard-deviation group (ProGAN / StyleGAN)
+# Limits shared with the command line's flags. StyleGAN's latents are 512 wide; 256 filters
+# double to 8,192 at G's 4x4 end for 128x128 images: some 2 GB of weights in its first
+# convolution alone, about what a large GPU holds beside the rest.
+MAX_LATENT_DIM = 1024
+MAX_FILTERS = 256
 
 
 @dataclass(frozen=True)
@@ -82,9 +87,10 @@ class ModelConfig:
                 f"image size {self.image_size} is not supported; the models are built for {', '.join(map(str, IMAGE_SIZES))} "
                 "pixels (re-run the ingest with --image-size set to one of these)."
             )
-        for name in ("latent_dim", "g_filters", "d_filters"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise PipelineError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        for name, high in (("latent_dim", MAX_LATENT_DIM), ("g_filters", MAX_FILTERS), ("d_filters", MAX_FILTERS)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+                raise PipelineError(f"{name} must be a whole number from 1 to {high:,}, got {value!r}.")
         if not 0.0 <= self.d_dropout < 1.0:
             raise PipelineError(f"d_dropout must be in [0, 1), got {self.d_dropout!r}.")
         if not (isinstance(self.init_stddev, (int, float)) and math.isfinite(self.init_stddev) and self.init_stddev > 0):

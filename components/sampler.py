@@ -1,8 +1,5 @@
-"""Batch sampling from an exported generator SavedModel alone: latents, loading, writing files.
-
-Nothing here imports the Keras model code: the SavedModel's `serving_default` signature turns
-latents into uint8 images, so a model exported today samples the same way after the project's
-model code has changed.
+"""Batch sampling from an exported generator SavedModel alone (components.saved_generator loads
+and checks it): which images go to which files, streamed, in bounded memory and disk.
 
 Image `i` of a seed always has the same latent (components.latents), so files are named by index: two
 runs with one seed write byte-identical files, whatever the batch size, and a re-run only
@@ -15,105 +12,39 @@ import collections
 import concurrent.futures
 import contextlib
 import hashlib
+import math
 import os
 import re
+import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from components.artifacts import (
-    atomic_write_json,
-    check_apart,
-    read_json,
-    remove_stale_temporaries,
-    resolve_saved_model,
-    temporary_prefix,
-)
+from components import guard, locks
+from components.artifacts import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temporaries, temporary_prefix
 from components.errors import PipelineError
-from components.grid import encode_png, save_grid
+from components.grid import encode_png, make_grid
+from components.latents import RECALIBRATION_FIRST_INDEX
 from components.latents import RECIPE as LATENTS_RECIPE
-from components.latents import latent_array
+from components.saved_generator import (
+    MAX_BATCH_SIZE,
+    SERVING_SIGNATURE,  # noqa: F401 (imported from here by the exporter)
+    SavedModelGenerator,
+)
 
-SERVING_SIGNATURE = "serving_default"
 MARKER = "samples.json"
 CHUNK_SIZE = 1000  # images per .npz / .tfrecord file
-
-
-class SavedModelGenerator:
-    """An exported generator loaded with `tf.saved_model.load`, checked once, ready to sample.
-
-    `path` may be a SavedModel folder, its parent (newest version) or a run folder.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        import tensorflow as tf
-
-        self.path = resolve_saved_model(path)
-        try:
-            module = tf.saved_model.load(str(self.path))
-        except Exception as err:  # TF raises many types for a corrupt or foreign folder
-            raise PipelineError(f"{self.path} is not a loadable SavedModel: {str(err).splitlines()[0]}") from err
-        self._serve, self.latent_dim, self.image_shape = _check_serving_signature(module, self.path)
-        self._module = module  # keeps the signature's variables alive
-
-    def images(self, indices: np.ndarray, seed: int, truncation: float | None = None) -> np.ndarray:
-        """uint8 [n, H, W, 3] images for `indices`; `truncation` clips every latent to +-truncation."""
-        import tensorflow as tf
-
-        z = latent_array(indices, self.latent_dim, seed)
-        if truncation is not None:
-            z = np.clip(z, -truncation, truncation)
-        return self._serve(z=tf.constant(z))["images"].numpy()
-
-    def describe(self) -> str:
-        """What was loaded, for the user to check: a SavedModel is a program (its graph can read and
-        write files through TensorFlow ops when run), so its path, signature and fingerprint are shown."""
-        shape = "x".join(map(str, self.image_shape))
-        return (
-            f"{self.path} (signature {SERVING_SIGNATURE}: z float32[None, {self.latent_dim}] -> images uint8[None, {shape}]; "
-            f"fingerprint {self.fingerprint()})"
-        )
-
-    def fingerprint(self) -> str:
-        """Identifies the exported graph and weights (weights via the checksums in variables.index)."""
-        digest = hashlib.sha256()
-        for name in ("saved_model.pb", "variables/variables.index"):
-            with contextlib.suppress(FileNotFoundError):
-                digest.update((self.path / name).read_bytes())
-        return digest.hexdigest()[:16]
-
-
-def _check_serving_signature(module, path: Path):
-    """Return the serving function, latent size and image shape, or say what the model lacks."""
-    import tensorflow as tf
-
-    signature = module.signatures.get(SERVING_SIGNATURE)
-    if signature is None:
-        raise PipelineError(
-            f"{path} has no '{SERVING_SIGNATURE}' signature (it has: {', '.join(module.signatures) or 'none'}); "
-            "it was not exported by `python -m pipeline.export`."
-        )
-    inputs = signature.structured_input_signature[1]
-    outputs = signature.structured_outputs
-    z, images = inputs.get("z"), outputs.get("images") if isinstance(outputs, dict) else None
-    if (
-        z is None
-        or z.dtype != tf.float32
-        or z.shape.rank != 2
-        or z.shape[1] is None
-        or images is None
-        or images.dtype != tf.uint8
-        or images.shape.rank != 4
-    ):
-        raise PipelineError(
-            f"{path}: signature '{SERVING_SIGNATURE}' maps {inputs} to {outputs}; a generator export maps "
-            "z: float32[None, latent_dim] to images: uint8[None, H, W, 3]. Export it with `python -m pipeline.export`."
-        )
-    return signature, int(z.shape[1]), tuple(int(d) for d in images.shape[1:])
+# Limits of the sampling flags. Indices stay below the latents kept for BatchNorm statistics
+# (components.latents), so no sample is an image the statistics were measured on.
+MAX_NUM = RECALIBRATION_FIRST_INDEX
+DEFAULT_BATCH_SIZE = 256
+MAX_GRID_COUNT = 1024  # a 32x32 contact sheet: 4,000 pixels a side at 128x128
+MAX_TRUNCATION = 100.0  # latents are N(0, 1): beyond 6 a clip changes fewer than one value in 10^8
+DISK_BLOCK = 4096  # every file takes whole blocks of the file system
 
 
 # --- output formats: every file holds a fixed range of image indices ---------------------------------
@@ -126,6 +57,7 @@ class OutputFormat:
     name: str
     unit: int
     write: Callable[[Path, np.ndarray, np.ndarray, int], None]  # (path, indices, images, seed)
+    overhead: int = 0  # bytes a file holds per image beyond its pixels, at most
 
     def file_name(self, start: int, stop: int) -> str:
         if self.unit == 1:
@@ -143,11 +75,29 @@ class OutputFormat:
         Such files are left by an earlier run with another --num: a PNG past the end, or a last
         chunk cut at another point.
         """
+        start = self.file_start(name)
+        if start is None:
+            return False
+        return start >= num or start % self.unit != 0 or name != self.file_name(start, min(start + self.unit, num))
+
+    def file_start(self, name: str) -> int | None:
+        """The first index of the file `name` if it is named as this format names files, else None."""
         match = re.fullmatch(rf"(\d{{6,}})(?:-(\d{{6,}}))?\.{self.name}", name)
         if not match or (match.group(2) is None) != (self.unit == 1):
-            return False
-        start = int(match.group(1))
-        return start >= num or start % self.unit != 0 or name != self.file_name(start, min(start + self.unit, num))
+            return None
+        return int(match.group(1))
+
+    def images_in(self, names: Iterable[str], num: int) -> int:
+        """How many of the images of a folder of `num` the files `names` already hold: counted
+        from the names on disk, so a huge --num costs nothing before the first image."""
+        starts = (self.file_start(name) for name in names if not self.is_stale(name, num))
+        return sum(min(start + self.unit, num) - start for start in starts if start is not None)
+
+    def estimated_bytes(self, count: int, image_shape: Sequence[int]) -> int:
+        """The disk space `count` images take in this format, at most: their raw pixels (generated
+        images compress little) and overhead, every file rounded up to whole blocks."""
+        per_file = self.unit * (math.prod(image_shape) + self.overhead)
+        return -(-count // self.unit) * -(-per_file // DISK_BLOCK) * DISK_BLOCK
 
 
 def _replace_into(path: Path, write: Callable[[str], None]) -> None:
@@ -202,9 +152,9 @@ def _write_tfrecord(path: Path, indices: np.ndarray, images: np.ndarray, seed: i
 
 
 FORMATS = {
-    "png": OutputFormat("png", 1, _write_png),
-    "npz": OutputFormat("npz", CHUNK_SIZE, _write_npz),
-    "tfrecord": OutputFormat("tfrecord", CHUNK_SIZE, _write_tfrecord),
+    "png": OutputFormat("png", 1, _write_png, overhead=100),  # PNG signature and chunks, a deflate block per row
+    "npz": OutputFormat("npz", CHUNK_SIZE, _write_npz, overhead=8),  # its int64 index
+    "tfrecord": OutputFormat("tfrecord", CHUNK_SIZE, _write_tfrecord, overhead=200),  # source, sha256, framing
 }
 
 
@@ -218,8 +168,6 @@ def claim_output_folder(out_dir: Path, settings: dict) -> None:
     between runs (the folder grows or shrinks to match).
     """
     marker = out_dir / MARKER
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PipelineError(f"--out {out_dir} is a file, not a folder.")
     if marker.is_file():
         try:
             previous = read_json(marker)
@@ -283,12 +231,10 @@ def sample_to_folder(
     files; at most a few batches wait for the writers, so memory stays flat however large `num`
     is. Every file is written atomically: a killed run leaves whole files, and re-running resumes.
     """
-    from tqdm import tqdm
-
-    if num <= 0:
-        raise PipelineError(f"--num must be at least 1, got {num}.")
-    if batch_size <= 0:
-        raise PipelineError(f"--batch-size must be at least 1, got {batch_size}.")
+    if not 1 <= num <= MAX_NUM:
+        raise PipelineError(f"--num must be at least 1 and at most {MAX_NUM:,}, got {num}.")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise PipelineError(f"--batch-size must be at least 1 and at most {MAX_BATCH_SIZE:,}, got {batch_size}.")
     fmt = FORMATS[output_format]
     out_dir = Path(out_dir)
     settings = {
@@ -302,12 +248,22 @@ def sample_to_folder(
         "image_shape": list(generator.image_shape),
         "latents": LATENTS_RECIPE,
     }
-    check_apart("--model", generator.path, "--out", out_dir)
+    check_outputs(generator.path, out_dir, None)
+    # One sampling per folder at a time: two with other settings could both claim it before either marked it.
+    with locks.writing(out_dir, "--out"):
+        return _sample_into(generator, out_dir, num, fmt, settings, seed=seed, batch_size=batch_size, truncation=truncation,
+                            workers=workers, progress=progress)  # fmt: skip
+
+
+def _sample_into(generator, out_dir: Path, num: int, fmt, settings: dict, *, seed, batch_size, truncation, workers, progress) -> SampleSummary:
+    from tqdm import tqdm
+
+    skipped = fmt.images_in(os.listdir(out_dir) if out_dir.is_dir() else (), num)
+    check_free_space(out_dir, fmt.estimated_bytes(num - skipped, generator.image_shape), f"{num - skipped:,} {settings['format']} images")
     claim_output_folder(out_dir, settings)
     remove_stale_temporaries(out_dir)  # files a killed run was writing
     existing = {entry.name for entry in out_dir.iterdir()}
     _remove_stale_files(out_dir, existing, fmt, num)
-    skipped = sum(stop - start for start, stop in fmt.units(num) if fmt.file_name(start, stop) in existing)
     todo = ((start, stop) for start, stop in fmt.units(num) if fmt.file_name(start, stop) not in existing)
 
     bar = tqdm(total=num, initial=skipped, unit="img", desc="sampling", disable=not progress, smoothing=0.1)
@@ -366,9 +322,51 @@ def _write_files(out_dir: Path, fmt: OutputFormat, files: list, seed: int) -> No
         fmt.write(out_dir / fmt.file_name(start, stop), indices, images, seed)
 
 
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse to start writing `needed` bytes into `folder` (or the disk it would be made on) when
+    the disk has less free: a full disk midway is a long run lost."""
+    disk = folder
+    while not disk.exists() and disk != disk.parent:
+        disk = disk.parent
+    free = shutil.disk_usage(disk).free
+    if needed > free:
+        raise PipelineError(
+            f"{what} need about {_human_bytes(needed)} but the disk of {disk} has {_human_bytes(free)} free; "
+            "lower --num, or free space, or pick an --out on a larger disk."
+        )
+
+
+def _human_bytes(count: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if count < 1000:
+            return f"{count:.3g} {unit}"
+        count /= 1000
+    return f"{count:,.1f} PB"
+
+
 def save_first_grid(
-    generator: SavedModelGenerator, path: str | os.PathLike, count: int, seed: int, truncation: float | None = None
+    generator: SavedModelGenerator,
+    path: str | os.PathLike,
+    count: int,
+    seed: int,
+    truncation: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> None:
     """A contact sheet of images 0..count-1 of `seed`: the same images as the first sampled files."""
-    save_grid(path, generator.images(np.arange(count), seed, truncation))
+    if not 1 <= count <= MAX_GRID_COUNT:
+        raise PipelineError(f"--grid-count must be at least 1 and at most {MAX_GRID_COUNT:,}, got {count}.")
+    check_outputs(generator.path, None, Path(path))
+    sheet = make_grid(generator.images(np.arange(count), seed, truncation, batch_size))
+    atomic_write_bytes(path, guard.mark_png(encode_png(sheet)))  # marked: a later run may replace it, and only it
+
+
+def check_outputs(model: Path, out_dir: Path | None, grid: Path | None) -> None:
+    """Refuse an --out folder or a --grid file that may not be written (components.guard), before any
+    image is made: neither may be or lie inside the SavedModel, and an existing --grid is replaced
+    only if it is a contact sheet of ours."""
+    if out_dir is not None:
+        guard.output_folder("--out", out_dir, inputs=[("--model", model)])
+    if grid is not None:
+        what = "a contact sheet written by pipeline.sample"
+        guard.output_file("--grid", grid, ours=guard.is_marked_png, what=what, inputs=[("--model", model)])
 

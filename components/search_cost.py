@@ -25,7 +25,7 @@ class CostEstimate:
     trainings: int
     images_per_training: int
     trial_images_per_sec: float
-    final_images: int | None  # None: no final training (--tune-only)
+    final_images: int | None  # None: no final training to estimate
     final_images_per_sec: float | None
 
     @property
@@ -36,15 +36,28 @@ class CostEstimate:
     def final_seconds(self) -> float | None:
         return None if self.final_images is None else self.final_images / self.final_images_per_sec
 
-    def describe(self, settings: SearchSettings) -> str:
-        """Two lines: the search, then the final training (if any)."""
+    def describe(self, settings: SearchSettings, final: bool = True) -> str:
+        """Two lines: the search (within its budget in time, if it has one), then the final training
+        (unless `final` is False: --tune-only trains none)."""
         tuned = settings.tuned_trials * settings.executions_per_trial
-        lines = [
-            f"estimate: the search trains {DEFAULT_TRAININGS} default + {tuned} tuned = {self.trainings} times "
-            f"{self.images_per_training:,} images at ~{self.trial_images_per_sec:,.0f} img/s: about {_duration(self.search_seconds)}"
-            + (" at most (hyperband)" if settings.tuner == "hyperband" else "")
-        ]
-        if self.final_images is not None:
+        per_training = self.images_per_training / self.trial_images_per_sec
+        if settings.budget_seconds is not None:
+            fit = max(0, int((settings.budget_seconds - DEFAULT_TRAININGS * per_training) // (per_training * settings.executions_per_trial)))
+            lines = [
+                f"estimate: the search trains the default {DEFAULT_TRAININGS} times, then tuned trials, each "
+                f"{self.images_per_training:,} images at ~{self.trial_images_per_sec:,.0f} img/s (about {_duration(per_training)}), "
+                f"until its budget of {_duration(settings.budget_seconds)}"
+                + (f" ({settings.budget_seconds / self.final_seconds:.3g} x the final training)" if self.final_seconds else "")
+                + f": about {min(fit, settings.tuned_trials)} tuned trial(s)"
+                + (" or more (hyperband's first trials are shorter)" if settings.tuner == "hyperband" else "")
+            ]
+        else:
+            lines = [
+                f"estimate: the search trains {DEFAULT_TRAININGS} default + {tuned} tuned = {self.trainings} times "
+                f"{self.images_per_training:,} images at ~{self.trial_images_per_sec:,.0f} img/s: about {_duration(self.search_seconds)}"
+                + (" at most (hyperband)" if settings.tuner == "hyperband" else "")
+            ]
+        if final and self.final_images is not None:
             lines.append(
                 f"estimate: then the final training, {self.final_images:,} images at ~{self.final_images_per_sec:,.0f} img/s: "
                 f"about {_duration(self.final_seconds)} (evaluations not counted)"
@@ -62,9 +75,11 @@ def estimate_cost(
 
 
 def measure_speed(config: TrainConfig, image_size: int, *, precision: str = "auto", jit: bool | None = None, steps: int = 20, warmup: int = 3) -> float:
-    """Images per second of `config`'s training step at `image_size` on this machine: the median
-    of `steps` timed steps on one in-memory batch, after `warmup` untimed ones (tracing). The
-    input pipeline is left out: it reads several times faster than a step trains."""
+    """Images per second of `config`'s training step at `image_size` on this machine, from the mean
+    of timed steps on one in-memory batch after `warmup` untimed ones (tracing). The timed steps
+    are `steps`, or two periods of lazy R1 when that is more: R1's slower steps belong to the
+    cost, and a median would skip them. The input pipeline is left out: it reads several times
+    faster than a step trains."""
     import time
 
     import keras
@@ -79,12 +94,14 @@ def measure_speed(config: TrainConfig, image_size: int, *, precision: str = "aut
     gan = build_gan(sized, policy)
     compile_gan(gan, sized, policy, jit_compile=resolve_jit(jit))
     images = np.random.default_rng(0).uniform(-1, 1, (config.batch_size, image_size, image_size, 3)).astype("float32")
-    seconds = []
-    for step in range(warmup + steps):
-        started = time.perf_counter()
+    if config.r1_gamma > 0:
+        steps = max(steps, 2 * config.r1_every)
+    for _ in range(warmup):
         gan.train_on_batch(images)  # returns host values: the step has finished
-        seconds.append(time.perf_counter() - started)
-    return config.batch_size / float(np.median(seconds[warmup:]))
+    started = time.perf_counter()
+    for _ in range(steps):
+        gan.train_on_batch(images)
+    return config.batch_size * steps / (time.perf_counter() - started)
 
 
 def _duration(seconds: float) -> str:

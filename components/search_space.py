@@ -2,10 +2,11 @@
 
 A space maps names of `TrainConfig` / `ModelConfig` fields to KerasTuner hyperparameters:
 a list is a choice, `{"min", "max", "sampling"}` a range, a single value is fixed.
-`DEFAULT_SPACE` searches the generator's and discriminator's base filters, both learning rates
-(log scale) and Adam's beta_1; a JSON file (`load_space_file`) or `NAME=SPEC` strings from the
-command line (`parse_space_override`) override it name by name (`make_space`), and every choice
-and both ends of every range are checked to make a valid `TrainConfig` before a trial starts.
+`default_space(base)` is centred on the configuration being tuned: filters, learning rates, batch
+size, spectral norm, R1, Adam's beta_1 and DiffAugment, each around the base's own value; a JSON
+file (`load_space_file`) or `NAME=SPEC` strings from the command line (`parse_space_override`)
+override it name by name (`make_space`), and every choice and both ends of every range are
+checked to make a valid `TrainConfig` before a trial starts.
 
 `SearchSettings` say how to search (oracle, trials, images per trial, Hyperband's schedule) and
 `make_oracle` builds KerasTuner's oracle from them; `search_role` reads KerasTuner's chief/worker
@@ -25,21 +26,43 @@ from typing import Any
 import keras_tuner
 
 from components.artifacts import read_json
-from components.config import TrainConfig
+from components.config import DEFAULT_TRAININGS, SEARCH_LIMITS, TrainConfig
 from components.errors import PipelineError
-from components.model import ModelConfig
+from components.model import IMAGE_SIZES, ModelConfig
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
 
 TUNERS = ("bayesian", "random", "hyperband")
 
-# Choices are lists, ranges are {"min", "max", "sampling"}, a single value is fixed.
-DEFAULT_SPACE: dict[str, Any] = {
-    "g_filters": [16, 32, 64],
-    "d_filters": [32, 64, 128],
-    "g_lr": {"min": 5e-5, "max": 1e-3, "sampling": "log"},
-    "d_lr": {"min": 5e-5, "max": 1e-3, "sampling": "log"},
-    "beta_1": [0.0, 0.5, 0.9],
-}
+DIFF_AUGMENT = "color,translation,cutout"  # the DiffAugment policy a search tries against the base's
+
+
+def default_space(base: TrainConfig) -> dict[str, Any]:
+    """The space searched unless told otherwise, centred on `base` (the default recipe, or what the
+    flags made of it), in the knobs measured to matter for a new data set.
+
+    Every dimension holds base's own value and moves a short way from it: filters halved or
+    doubled, learning rates from half to twice base's (log scale), batch size halved or doubled,
+    spectral norm on D toggled, R1 off or ten times stronger, beta_1 0 or 0.5, DiffAugment on or
+    off. Wide ranges drawn at random spend a search's few trials on models far from the region a
+    tuned default already sits in; short steps around it are what a small budget can test.
+    Choices are lists, ranges are {"min", "max", "sampling"}.
+    """
+    model, r1 = base.model, base.r1_gamma or 0.1
+    space = {
+        "g_filters": sorted({max(1, model.g_filters // 2), model.g_filters, model.g_filters * 2}),
+        "d_filters": sorted({max(1, model.d_filters // 2), model.d_filters, model.d_filters * 2}),
+        "g_lr": {"min": base.g_lr / 2, "max": base.g_lr * 2, "sampling": "log"},
+        "d_lr": {"min": base.d_lr / 2, "max": base.d_lr * 2, "sampling": "log"},
+        "batch_size": sorted({max(1, base.batch_size // 2), base.batch_size, base.batch_size * 2}),
+        "d_spectral_norm": [model.d_spectral_norm, not model.d_spectral_norm],
+        "r1_gamma": sorted({0.0, base.r1_gamma, r1 * 10}),
+        "beta_1": sorted({0.0, 0.5, base.beta_1}),
+        "augment": [base.augment, "" if base.augment else DIFF_AUGMENT],
+    }
+    if base.train_step == "seed":  # the tutorial's step trains without R1 or augmentation
+        del space["r1_gamma"], space["augment"]
+    return space
+
 SAMPLINGS = ("linear", "log", "reverse_log")
 UNTUNABLE = ("model", "seed", "image_size")  # seed: executions vary it; image size: the data's
 
@@ -57,12 +80,17 @@ def tunable_fields() -> dict[str, type]:
 def parse_space_override(text: str) -> tuple[str, Any]:
     """`NAME=SPEC` from the command line: `16,32,64` (choices), `5e-5..1e-3:log` (a range with its
     sampling: linear, log or reverse_log; linear if omitted), or `0.5` (fixed). Booleans are
-    true/false; a string choice containing commas (an augment policy) needs the JSON file."""
+    true/false; `augment=` fixes a text setting empty; a string choice containing commas (an
+    augment policy) needs the JSON file."""
     name, sep, spec = text.partition("=")
     name, spec = name.strip().replace("-", "_"), spec.strip()
-    if not sep or not name or not spec:
+    if not sep or not name:
         raise PipelineError(f"search space entry {text!r} is not NAME=SPEC (e.g. g_lr=5e-5..1e-3:log or g_filters=16,32,64).")
     kind = _field_type(name, f"search space entry {text!r}")
+    if not spec:
+        if kind is not str:
+            raise PipelineError(f"search space entry {text!r} has no value (e.g. g_lr=5e-5..1e-3:log or g_filters=16,32,64).")
+        return name, ""  # a text setting fixed empty: augment= searches without augmentation
     if ".." in spec:
         bounds, _, sampling = spec.partition(":")
         low, _, high = bounds.partition("..")
@@ -88,9 +116,9 @@ def load_space_file(path: str | os.PathLike) -> dict[str, Any]:
 def make_space(
     base: TrainConfig, file_space: Mapping[str, Any] | None = None, overrides: Sequence[tuple[str, Any]] = ()
 ) -> dict[str, Any]:
-    """`DEFAULT_SPACE` updated by the file's entries, then by the command line's; normalised and
-    checked: every choice and both ends of every range make a valid `TrainConfig` from `base`."""
-    space = dict(DEFAULT_SPACE)
+    """`default_space(base)` updated by the file's entries, then by the command line's; normalised
+    and checked: every choice and both ends of every range make a valid `TrainConfig` from `base`."""
+    space = default_space(base)
     space.update(file_space or {})
     space.update(dict(overrides))
     normalised = {name: _normalise_spec(name, spec) for name, spec in space.items()}
@@ -199,7 +227,6 @@ def _number(name: str, value: Any, kind: type):
 # -- settings and roles ---------------------------------------------------------------------------
 
 
-DEFAULT_TRAININGS = 2  # the default configuration's row: seeds seed and seed+1, counted as two trials
 
 
 @dataclass(frozen=True)
@@ -224,24 +251,26 @@ class SearchSettings:
     hyperband_factor: int = 3
     score_last: int = 2  # a trial scores the mean swd_avg of its last this many evaluations
     trial_image_size: int | None = None  # None: the data's size; else a divisor of it
+    budget_seconds: float | None = None  # the search stops itself before a trial would cross it (None: trials only)
 
     def __post_init__(self) -> None:
         if self.tuner not in TUNERS:
             raise PipelineError(f"tuner must be one of {', '.join(TUNERS)}, got {self.tuner!r}.")
-        for name in ("max_trials", "trial_images", "executions_per_trial", "hyperband_max_epochs", "score_last"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise PipelineError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)!r}.")
-        if self.max_trials <= DEFAULT_TRAININGS:
+        if isinstance(self.max_trials, int) and self.max_trials <= DEFAULT_TRAININGS:  # the reason, before the bare limits
             raise PipelineError(
                 f"max-trials must be at least {DEFAULT_TRAININGS + 1}: the default configuration's {DEFAULT_TRAININGS} "
                 f"trainings count as trials, then one tuned trial at least; got {self.max_trials}."
             )
-        if self.hyperband_factor < 2:
-            raise PipelineError(f"hyperband-factor must be at least 2, got {self.hyperband_factor!r}.")
-        if self.seed < 0:
-            raise PipelineError(f"seed must be 0 or more, got {self.seed!r}.")
-        if self.trial_image_size is not None and (not isinstance(self.trial_image_size, int) or self.trial_image_size < 1):
-            raise PipelineError(f"trial-image-size must be a positive integer, got {self.trial_image_size!r}.")
+        for name, (low, high) in SEARCH_LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise PipelineError(f"{name.replace('_', '-')} must be a whole number from {low:,} to {high:,}, got {value!r}.")
+        if self.trial_image_size is not None and self.trial_image_size not in IMAGE_SIZES:
+            raise PipelineError(
+                f"trial-image-size must be one of the models' sizes ({', '.join(map(str, IMAGE_SIZES))}), got {self.trial_image_size!r}."
+            )
+        if self.budget_seconds is not None and not (math.isfinite(self.budget_seconds) and self.budget_seconds > 0):
+            raise PipelineError(f"the search's budget must be a positive number of seconds, got {self.budget_seconds!r}.")
 
     @property
     def tuned_trials(self) -> int:
@@ -262,9 +291,10 @@ class SearchSettings:
         return [math.ceil(budget * (last + k) / (2 * last)) for k in range(1, last + 1)]
 
     def record(self) -> dict[str, Any]:
-        """What a resumed search must share with the original (all but max_trials)."""
+        """What a resumed search must share with the original (all but its budget: max_trials and
+        budget_seconds may change between runs)."""
         record = dataclasses.asdict(self)
-        del record["max_trials"]
+        del record["max_trials"], record["budget_seconds"]
         if self.tuner != "hyperband":
             del record["hyperband_max_epochs"], record["hyperband_factor"]
         return record

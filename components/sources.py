@@ -48,16 +48,15 @@ class FolderSource:
         identity = {"kind": "folder", "root": root, "files": fingerprint(sorted(files)), "unlisted": unlisted}
         return Scan(sorted(name for name, _ in files), identity, unlisted)
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, max_bytes: int) -> bytes:
+        """The bytes of input `name`, or `images.Rejected` (among others when over `max_bytes`)."""
         if not beamfs.is_uri(self.root):
-            return images.read_file(Path(self.root) / name)
+            return images.read_file(Path(self.root) / name, max_bytes)
         try:
-            data = beamfs.read_bytes(beamfs.join(self.root, name))
+            data = beamfs.read_bytes(beamfs.join(self.root, name), max_bytes + 1)
         except Exception as err:
             raise images.Rejected(images.UNREADABLE, str(err).splitlines()[0] if str(err) else type(err).__name__) from err
-        if not data:
-            raise images.Rejected(images.EMPTY, "the file has zero bytes")
-        return data
+        return images.check_size(data, max_bytes)
 
     def _local_files(self) -> tuple[list[tuple[str, list[int]]], list[dict]]:
         root = Path(self.root)
@@ -65,12 +64,25 @@ class FolderSource:
             raise PipelineError(_no_images_message(f"{root} does not exist or is not a folder."))
         files, unlisted = [], []
 
-        def unreadable(err: OSError) -> None:  # a sub-folder we may not list: a reject, not a silent skip
-            folder = Path(err.filename).relative_to(root).as_posix() + "/"
-            unlisted.append({"source": folder, "reason": images.UNREADABLE, "detail": f"cannot list the folder: {err.strerror}"})
+        def reject(path: str | os.PathLike, reason: str, detail: str, folder: bool = False) -> None:
+            unlisted.append({"source": Path(path).relative_to(root).as_posix() + ("/" if folder else ""), "reason": reason, "detail": detail})
 
-        for folder, dirs, names in os.walk(root, onerror=unreadable):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .git, .ipynb_checkpoints...
+        def unreadable(err: OSError) -> None:  # a sub-folder we may not list: a reject, not a silent skip
+            reject(err.filename, images.UNREADABLE, f"cannot list the folder: {err.strerror}", folder=True)
+
+        # Links are followed, to files and to folders alike; a folder read already (through
+        # another link, or a link to a folder above it) is a reject, so a loop ends. Real
+        # sub-folders go before links, so a folder is read under its own name where it can be.
+        read_folders: dict[str, str] = {}  # real path -> the name it was read under
+        for folder, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in read_folders:
+                reject(folder, images.REPEATED_FOLDER, f"the same folder as {read_folders[real]} (through a link), read already", folder=True)
+                dirs[:] = []
+                continue
+            label = Path(folder).relative_to(root).as_posix()
+            read_folders[real] = "the input folder" if label == "." else f"{label}/"
+            dirs[:] = sorted((d for d in dirs if not d.startswith(".")), key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
             for name in names:
                 if name.startswith("."):  # .DS_Store and friends are not inputs
                     continue
@@ -80,8 +92,10 @@ class FolderSource:
                 except OSError:  # a dangling link: listed, so that it is rejected as unreadable
                     files.append((path.relative_to(root).as_posix(), [-1, 0]))
                     continue
-                if stat.S_ISREG(info.st_mode):  # skip pipes and sockets, which would block a read
+                if stat.S_ISREG(info.st_mode):
                     files.append((path.relative_to(root).as_posix(), [info.st_size, info.st_mtime_ns]))
+                else:  # never read: a pipe or a socket would block the read
+                    reject(path, images.NOT_A_FILE, "not a regular file (a pipe, socket or device)")
         return files, sorted(unlisted, key=lambda reject: reject["source"])
 
     def _remote_files(self) -> tuple[list[tuple[str, list[int]]], list[dict]]:
@@ -110,7 +124,8 @@ class SyntheticSource:
         names = [synthetic.face_filename(index) for index in range(self.count)]
         return Scan(names, {"kind": "synthetic", "count": self.count, "seed": self.seed, "size": self.size, "version": synthetic.VERSION})
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, max_bytes: int) -> bytes:
+        """The PNG bytes of face `name` (a few kB: never near `max_bytes`)."""
         index = int(name.removeprefix("face-").removesuffix(".png"))
         buffer = io.BytesIO()
         synthetic.synthetic_face(self.seed, index, self.size).save(buffer, format="PNG", compress_level=1)

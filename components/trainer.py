@@ -22,6 +22,7 @@ stops the run with `components.training_loop.TrainingDiverged` before anything i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components import locks
 from components.artifacts import RunPaths
 from components.config import TrainConfig
 from components.errors import PipelineError
@@ -119,69 +121,71 @@ def train(
     intervals = Intervals(checkpoint_every, keep_checkpoints, sample_every, log_every, steps_per_execution)
     strategy = strategy or choose_strategy()  # first: multi-worker set-up must precede other TF work
     chief = is_chief(strategy)
-    started = time.perf_counter()
-    manifest = read_manifest(data_dir)
-    downscale_factor(data_dir, int(manifest["image_size"]), image_size or int(manifest["image_size"]))
-    config = config.with_image_size(image_size or int(manifest["image_size"]))
-    total_steps = _total_steps(images, epochs, int(manifest["splits"]["train"]["count"]), config.batch_size)
-    if eval_every is not None and eval_every < 1:
-        raise PipelineError("eval_every must be a positive number of images.")
-    if (eval_every is not None or eval_at) and evaluate_fn is None:
-        raise PipelineError("eval_every and eval_at need an evaluate_fn.")
-    if config.batch_size % strategy.num_replicas_in_sync:
-        raise PipelineError(
-            f"batch size {config.batch_size} does not split evenly over {strategy.num_replicas_in_sync} replicas."
-        )
+    # The run folder has one writer (the chief) and the data folder no writer while this trains (components.locks).
+    with locks.reading(data_dir, "--data"), locks.writing(run_dir, "--run") if chief else contextlib.nullcontext():
+        started = time.perf_counter()
+        manifest = read_manifest(data_dir)
+        downscale_factor(data_dir, int(manifest["image_size"]), image_size or int(manifest["image_size"]))
+        config = config.with_image_size(image_size or int(manifest["image_size"]))
+        total_steps = _total_steps(images, epochs, int(manifest["splits"]["train"]["count"]), config.batch_size)
+        if eval_every is not None and eval_every < 1:
+            raise PipelineError("eval_every must be a positive number of images.")
+        if (eval_every is not None or eval_at) and evaluate_fn is None:
+            raise PipelineError("eval_every and eval_at need an evaluate_fn.")
+        if config.batch_size % strategy.num_replicas_in_sync:
+            raise PipelineError(
+                f"batch size {config.batch_size} does not split evenly over {strategy.num_replicas_in_sync} replicas."
+            )
 
-    if strategy.num_replicas_in_sync > 1 and intervals.execution > 1:
-        # Keras 3.15's multi-step loop fails under MirroredStrategy ("You must feed a value for
-        # placeholder tensor ..."; tests/test_multiworker.py), so replicas sync every step.
-        intervals = dataclasses.replace(intervals, steps_per_execution=1)
-    paths = RunPaths(run_dir)
-    record = run_record(config, data_dir, manifest)
-    chief_first(strategy, lambda: prepare_run_folder(paths, record, new_run=new_run, write=chief))
-    say = print if verbose and chief else (lambda *_: None)
-    dtype_policy = resolve_precision(precision)
-    with strategy.scope():
-        gan = build_gan(config, dtype_policy, sync_batchnorm=strategy.num_replicas_in_sync > 1)
-        compile_gan(
-            gan, config, dtype_policy, jit_compile=resolve_jit(jit), steps_per_execution=intervals.execution, total_steps=total_steps
-        )
-        state = CheckpointState(gan, paths, intervals.keep_checkpoints, checkpoint_write_dir(strategy, paths.checkpoints), chief)
-    resumed_from = state.restore(say)
-    if resumed_from is not None:
-        say(f"resumed from step {resumed_from} ({state.images_seen_now} images seen) in {paths.checkpoints}")
-    if chief:
-        drop_metrics_after(paths.metrics, resumed_from or 0)
+        if strategy.num_replicas_in_sync > 1 and intervals.execution > 1:
+            # Keras 3.15's multi-step loop fails under MirroredStrategy ("You must feed a value for
+            # placeholder tensor ..."; tests/test_multiworker.py), so replicas sync every step.
+            intervals = dataclasses.replace(intervals, steps_per_execution=1)
+        paths = RunPaths(run_dir)
+        record = run_record(config, data_dir, manifest)
+        chief_first(strategy, lambda: prepare_run_folder(paths, record, new_run=new_run, write=chief))
+        say = print if verbose and chief else (lambda *_: None)
+        dtype_policy = resolve_precision(precision)
+        with strategy.scope():
+            gan = build_gan(config, dtype_policy, sync_batchnorm=strategy.num_replicas_in_sync > 1)
+            compile_gan(
+                gan, config, dtype_policy, jit_compile=resolve_jit(jit), steps_per_execution=intervals.execution, total_steps=total_steps
+            )
+            state = CheckpointState(gan, paths, intervals.keep_checkpoints, checkpoint_write_dir(strategy, paths.checkpoints), chief)
+        resumed_from = state.restore(say)
+        if resumed_from is not None:
+            say(f"resumed from step {resumed_from} ({state.images_seen_now} images seen) in {paths.checkpoints}")
+        if chief:
+            drop_metrics_after(paths.metrics, resumed_from or 0)
 
-    loop = TrainingLoop(
-        gan=gan, state=state, paths=paths, config=config, chief=chief, total_steps=total_steps, intervals=intervals,
-        evaluate_fn=evaluate_fn, eval_every=eval_every, eval_at=tuple(eval_at), show_progress=verbose and chief,
-    )  # fmt: skip
-    remaining = total_steps - state.step_now
-    try:
-        if remaining > 0:
-            dataset = _training_dataset(data_dir, config, start=state.images_seen_now).take(remaining)
-            with read_errors_named(data_dir, "train"):  # the last checkpoint stays as it was
-                gan.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[execution_callback(loop)])
-            if loop.diverged is not None:
-                raise loop.diverged
-            loop.finish()
-        else:
-            say(f"{paths.root} already trained for {state.step_now} steps ({state.images_seen_now} images); nothing to do.")
-    finally:
-        loop.close()
-    discard_worker_checkpoints(strategy, paths.checkpoints)
-    return TrainResult(
-        run_dir=paths.root,
-        steps=state.step_now,
-        images_seen=state.images_seen_now,
-        metrics=loop.last_metrics(),
-        resumed_from=resumed_from,
-        best_swd=state.best_swd_now,
-        seconds=time.perf_counter() - started,
-        gan=gan,
-    )
+        loop = TrainingLoop(
+            gan=gan, state=state, paths=paths, config=config, chief=chief, total_steps=total_steps, intervals=intervals,
+            evaluate_fn=evaluate_fn, eval_every=eval_every, eval_at=tuple(eval_at), show_progress=verbose and chief,
+        )  # fmt: skip
+        remaining = total_steps - state.step_now
+        try:
+            if remaining > 0:
+                dataset = _training_dataset(data_dir, config, start=state.images_seen_now).take(remaining)
+                with read_errors_named(data_dir, "train"):  # the last checkpoint stays as it was
+                    gan.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[execution_callback(loop)])
+                if loop.diverged is not None:
+                    raise loop.diverged
+                loop.finish()
+            else:
+                say(f"{paths.root} already trained for {state.step_now} steps ({state.images_seen_now} images); nothing to do.")
+        finally:
+            loop.close()
+        discard_worker_checkpoints(strategy, paths.checkpoints)
+        return TrainResult(
+            run_dir=paths.root,
+            steps=state.step_now,
+            images_seen=state.images_seen_now,
+            metrics=loop.last_metrics(),
+            resumed_from=resumed_from,
+            best_swd=state.best_swd_now,
+            seconds=time.perf_counter() - started,
+            gan=gan,
+        )
 
 
 def build_gan(config: TrainConfig, dtype_policy: str = "float32", sync_batchnorm: bool = False):

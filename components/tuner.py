@@ -50,7 +50,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,34 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             print(f"{self.tuner_id}: trial {trial.trial_id} done in {result['seconds']:.0f} s, {OBJECTIVE} {result[OBJECTIVE]:.4g}")
         return [{**score, "seconds": result["seconds"]} for score in result["executions"]]
 
+    def pre_create_trial(self) -> None:
+        """End the search before a trial that would take it past its budget (`over_budget`):
+        KerasTuner's oracle stops once it holds `max_trials` trials, so lowering that to the trials
+        it has is how its public API ends a search early (`run_search` does not start a search
+        whose default's row spent the budget: a `max_trials` of 0 means no cap)."""
+        if self.settings.budget_seconds is not None and self.oracle.trials and self.over_budget():  # a worker's oracle is a client
+            self.oracle.max_trials = len(self.oracle.trials)
+
+    def over_budget(self) -> bool:
+        """True (and says so) when the next trial would take the search past `settings.budget_seconds`.
+
+        The next trial's cost is its images (Hyperband: its longest) at the seconds per image the
+        search's finished trainings took here; what has been spent comes from the rows'
+        result.json files, so a resumed search counts what its earlier runs paid.
+        """
+        if self.settings.budget_seconds is None:
+            return False
+        spent = search_spending(Path(self.project_dir), [self.get_trial_dir(trial_id) for trial_id in self.oracle.trials])
+        next_cost = self.settings.trial_images * self.settings.executions_per_trial * spent.seconds_per_image
+        if spent.seconds + next_cost <= self.settings.budget_seconds:
+            return False
+        if self.verbose:
+            print(
+                f"budget: {spent.seconds:.0f} s of {self.settings.budget_seconds:.0f} s spent and the next trial would take "
+                f"~{next_cost:.0f} s: the search stops after {len(self.oracle.trials)} tuned trial(s)"
+            )
+        return True
+
     def train_default(self) -> dict[str, Any]:
         """The default configuration's row: `base` with seeds seed and seed+1 at the trial budget,
         the same way as a trial (`_train_row`), in `tuner/baseline/`; its result.
@@ -254,6 +282,29 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         raise NotImplementedError("trained trials live in <run>/tuner/trial_<id>/execution-<k>/ (components.trainer.restore_generator)")
 
 
+@dataclasses.dataclass(frozen=True)
+class Spending:
+    """What a search has cost so far: seconds of all its rows, and seconds per image trained."""
+
+    seconds: float
+    seconds_per_image: float
+
+
+def search_spending(project_dir: Path, trial_dirs: Sequence[str | os.PathLike]) -> Spending:
+    """The seconds recorded in the result.json of the default's row and of `trial_dirs` (failed rows
+    count: their time is spent), and the seconds per image of the completed ones."""
+    seconds = images = completed_seconds = 0.0
+    for row_dir in [project_dir / DEFAULT_DIR, *map(Path, trial_dirs)]:
+        result = read_result(row_dir / TRIAL_RESULT)
+        if not isinstance(result, dict) or not isinstance(result.get("seconds"), (int, float)):
+            continue
+        seconds += result["seconds"]
+        if result.get("status") == "COMPLETED":
+            completed_seconds += result["seconds"]
+            images += result["images"] * len(result["executions"])
+    return Spending(seconds, completed_seconds / images if images else 0.0)
+
+
 class DataStopsSearch(PipelineError, keras_tuner.errors.FatalError):
     """Damaged data ends the search with one error: KerasTuner lets a `FatalError` through, where
     any other failure would fail this trial and the next ones for the same reason."""
@@ -331,7 +382,8 @@ def run_search(
         )
     try:
         with _quiet_trial_failures():
-            tuner.search(verbose=1 if verbose else 0)
+            if role != "single" or not tuner.over_budget():
+                tuner.search(verbose=1 if verbose else 0)
     except RuntimeError as err:
         if "consecutive failures" not in str(err):
             raise

@@ -14,6 +14,8 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
+from components.config import MAX_SEED
+
 # TensorFlow prints a screenful of C++ info lines at import; keep warnings and errors (level 1).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
@@ -69,18 +71,58 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def finite_float(text: str) -> float:
     """An argparse type: a float that is a real number (`inf` and `nan` are refused by name)."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
 
 
-def seed(text: str) -> int:
-    """An argparse type: a seed is a whole number from 0 up."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`, both included.
+
+    Every count, size and seed flag has one, so a value no machine could honour (a batch of a
+    million images, a seed NumPy refuses) is one `error:` line before any work starts. Where a
+    dataclass checks the same field, both use one constant.
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low:,} to {high:,}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:,}, got {value:,}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, got {value:,}")
+        return value
+
+    parse.__name__ = f"integer from {low} to {high}"
+    return parse
+
+
+def bounded_float(low: float, high: float, *, low_included: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite number from `low` (excluded unless `low_included`) to `high`."""
+
+    def parse(text: str) -> float:
+        value = finite_float(text)
+        if not (low <= value if low_included else low < value) or value > high:
+            interval = f"{'[' if low_included else '('}{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+# Argparse types shared by several CLIs. A seed: what every user of it accepts (components.config).
+seed = bounded_int(0, MAX_SEED)
+# The generated (and as many real) images of one evaluation. Fewer than 4 leave
+# no pairs to measure diversity; 100,000 generated 128x128 images are 5 GB in memory, and the
+# evaluator uses at most half of the real split anyway.
+eval_num = bounded_int(4, 100_000)
 
 
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:

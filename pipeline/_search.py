@@ -9,14 +9,21 @@ file back through `config_from_best_file`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from components.artifacts import RunPaths
-from components.config import TrainConfig
+from components.config import SEARCH_LIMITS, TrainConfig
 from components.errors import PipelineError
+from components.model import IMAGE_SIZES
+from pipeline._cli import bounded_int, finite_float
+
+DEFAULT_MAX_TRIALS = 10
+MAX_BUDGET_MULTIPLE = 100.0  # a search a hundred times the final training's time is weeks of a run of days
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,32 +39,43 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         "first), random, or hyperband (many short trials, the best continued from their checkpoints)",
     )  # fmt: skip
     search.add_argument(
-        "--max-trials", type=int, metavar="N", default=10,
+        "--max-trials", type=_limited("max_trials"), metavar="N",
         help="the search's budget in trials: the default configuration's 2 trainings (seeds --seed and --seed+1, which "
-        "also measure the noise) + N-2 tuned trials; at least 3 (may grow when resuming; caps hyperband too)",
+        "also measure the noise) + N-2 tuned trials; at least 3 (may grow when resuming; caps hyperband too); "
+        f"default {DEFAULT_MAX_TRIALS}, or no cap but --tune-budget's when that is given",
     )  # fmt: skip
-    search.add_argument("--trial-images", type=int, metavar="N", default=20_000, help="images seen by one trial (hyperband: by its longest)")
     search.add_argument(
-        "--trial-image-size", type=int, metavar="PIXELS",
+        "--tune-budget", type=_budget_multiple, metavar="X",
+        help="the search's budget in time, as a multiple of the final training's (1.0: the search, the default's row "
+        "included, may take as long as the final training); estimated from a speed probe before the search, which stops "
+        "itself before a trial would cross it; the time spent is printed after",
+    )  # fmt: skip
+    search.add_argument("--trial-images", type=_limited("trial_images"), metavar="N", default=20_000, help="images seen by one trial (hyperband: by its longest)")
+    search.add_argument(
+        "--trial-image-size", type=int, choices=IMAGE_SIZES, metavar="PIXELS",
         help="train and score the trials (and the default's row) at this divisor of the data's image size, on images "
         "downscaled by area averaging (e.g. 32 for 64x64 data: a quarter of the pixels); the final training uses the data's size",
     )  # fmt: skip
     search.add_argument(
-        "--score-last", type=int, metavar="K", default=2,
+        "--score-last", type=_limited("score_last"), metavar="K", default=2,
         help="a trial's score is the mean swd_avg of its last K evaluations, evenly spaced over its second half (2: at 3/4 and at the end)",
     )  # fmt: skip
     search.add_argument(
-        "--executions-per-trial", type=int, default=1, metavar="N",
+        "--executions-per-trial", type=_limited("executions_per_trial"), default=1, metavar="N",
         help="trainings per tuned trial (seeds --seed, --seed+1, ...), swd_avg averaged; --seed also seeds the oracle",
     )  # fmt: skip
-    search.add_argument("--hyperband-max-epochs", type=int, metavar="N", default=9, help="hyperband: its longest trial in epochs of trial-images / this images")
-    search.add_argument("--hyperband-factor", type=int, metavar="N", default=3, help="hyperband: reduction factor between rounds and brackets")
+    search.add_argument("--hyperband-max-epochs", type=_limited("hyperband_max_epochs"), metavar="N", default=9, help="hyperband: its longest trial in epochs of trial-images / this images")
+    search.add_argument("--hyperband-factor", type=_limited("hyperband_factor"), metavar="N", default=3, help="hyperband: reduction factor between rounds and brackets")
     search.add_argument(
         "--search", action="append", default=[], metavar="NAME=SPEC",
         help="override one search dimension, NAME being a model or training flag in snake_case: choices "
         "(g_filters=16,32,64), a range (g_lr=5e-5..1e-3:log; sampling linear, log or reverse_log) or a fixed value "
-        "(beta_1=0.5); repeatable, applied after --search-file. Default space: g_filters=16,32,64 d_filters=32,64,128 "
-        "g_lr=5e-5..1e-3:log d_lr=5e-5..1e-3:log beta_1=0.0,0.5,0.9; other fields keep the flags' values",
+        "(beta_1=0.5); repeatable, applied after --search-file. The default space is centred on the configuration the "
+        "other flags give: filters halved and doubled, learning rates from half to twice theirs, batch size halved and "
+        "doubled, spectral norm on and off, R1 off or x10, beta_1 0 or 0.5, DiffAugment (color,translation,cutout) on "
+        "and off; for the default recipe: g_filters=16,32,64 d_filters=32,64,128 g_lr=1e-4..4e-4:log "
+        "d_lr=2e-4..8e-4:log batch_size=8,16,32 d_spectral_norm=false,true r1_gamma=0,0.1,1 beta_1=0,0.5; "
+        "other fields keep the flags' values",
     )  # fmt: skip
     search.add_argument(
         "--search-file", type=Path, metavar="FILE",
@@ -65,6 +83,19 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         '"g_lr": {"min": 1e-4, "max": 1e-3, "sampling": "log"}, "beta_1": 0.5}',
     )  # fmt: skip
     search.add_argument("--new-search", action="store_true", help="discard an earlier search in <run>/tuner/ instead of resuming it")
+
+
+def _budget_multiple(text: str) -> float:
+    """The argparse type of --tune-budget: a finite multiple above 0 and at most `MAX_BUDGET_MULTIPLE`."""
+    value = finite_float(text)
+    if not 0 < value <= MAX_BUDGET_MULTIPLE:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most {MAX_BUDGET_MULTIPLE:g}, got {text}")
+    return value
+
+
+def _limited(name: str):
+    """The argparse type of a whole-number search setting: the limits `SearchSettings` checks."""
+    return bounded_int(*SEARCH_LIMITS[name])
 
 
 def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator) -> TrainConfig | None:
@@ -79,7 +110,7 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
         raise PipelineError("--tune does not run under TF_CONFIG; distribute a search with the KERASTUNER_* variables.")
     settings = SearchSettings(
         tuner=args.tuner,
-        max_trials=args.max_trials,
+        max_trials=args.max_trials or (SEARCH_LIMITS["max_trials"][1] if args.tune_budget else DEFAULT_MAX_TRIALS),
         trial_images=args.trial_images,
         executions_per_trial=args.executions_per_trial,
         seed=args.seed,
@@ -91,11 +122,17 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
     file_space = load_space_file(args.search_file) if args.search_file else None
     space = make_space(base, file_space, [parse_space_override(entry) for entry in args.search])
     role = search_role()
+    if args.tune_budget is not None and role != "single":
+        raise PipelineError("--tune-budget needs a search on one machine; cap a distributed search with --max-trials.")
     check_trial_image_size(args.data, settings.trial_image_size)
     train_options = {"precision": args.precision, "jit": args.jit, "log_every": args.log_every, "sample_every": args.sample_every}
     fresh = args.new_search or not (RunPaths(run_dir).tuner / "search.json").is_file()  # a resumed search has paid in part
-    if role == "single" and fresh and not args.quiet:
-        print(_cost_estimate(args, base, settings))
+    if args.tune_budget is not None or (role == "single" and fresh and not args.quiet):
+        estimate = _cost_estimate(args, base, settings)
+        if args.tune_budget is not None:
+            settings = dataclasses.replace(settings, budget_seconds=args.tune_budget * estimate.final_seconds)
+        if fresh and not args.quiet:
+            print(estimate.describe(settings, final=not args.tune_only))
     load = evaluator if settings.trial_image_size is None else functools.cache(lambda: trial_evaluator(args, settings.trial_image_size))
     result = run_search(
         base, space, args.data, run_dir, settings,
@@ -113,7 +150,7 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
     if best is None:
         raise PipelineError(f"no trial of the search completed; see {result.table_path} for the reasons.")
     if not args.quiet:
-        print(_search_summary(result, tune_only=args.tune_only))
+        print(_search_summary(result, tune_only=args.tune_only, budget_seconds=settings.budget_seconds))
     if args.tune_only:
         return None
     return config_from_best_file(base, result.best_path, quiet=args.quiet)
@@ -142,9 +179,10 @@ def trial_evaluator(args: argparse.Namespace, image_size: int):
     return TrainingEvaluator(args.data, num=args.eval_num, seed=args.seed, image_size=image_size)
 
 
-def _cost_estimate(args: argparse.Namespace, base: TrainConfig, settings) -> str:
-    """What the search and the final training will take: speed probes of the base configuration
-    at the trial and the data's image size (components.search_cost)."""
+def _cost_estimate(args: argparse.Namespace, base: TrainConfig, settings):
+    """What the search and the final training will take (a `components.search_cost.CostEstimate`):
+    speed probes of the base configuration at the trial and the data's image size. With
+    --tune-only the final training is the one --images / --epochs describe, trained later."""
     from components.records import read_manifest
     from components.search_cost import estimate_cost, measure_speed
 
@@ -152,18 +190,24 @@ def _cost_estimate(args: argparse.Namespace, base: TrainConfig, settings) -> str
     size = int(manifest["image_size"])
     trial_size = settings.trial_image_size or size
     trial_speed = measure_speed(base, trial_size, precision=args.precision, jit=args.jit)
-    final_images = None if args.tune_only else args.images or round(args.epochs * int(manifest["splits"]["train"]["count"]))
-    final_speed = None
-    if final_images is not None:
-        final_speed = trial_speed if trial_size == size else measure_speed(base, size, precision=args.precision, jit=args.jit)
-    return estimate_cost(settings, trial_speed, final_images, final_speed).describe(settings)
+    final_images = args.images or round(args.epochs * int(manifest["splits"]["train"]["count"]))
+    final_speed = trial_speed if trial_size == size else measure_speed(base, size, precision=args.precision, jit=args.jit)
+    return estimate_cost(settings, trial_speed, final_images, final_speed)
 
 
-def _search_summary(result, *, tune_only: bool) -> str:
+def search_cost_line(search_seconds: float, final_seconds: float, budget_multiple: float | None) -> str:
+    """After the final training: what the search cost, measured, against that training (and its budget)."""
+    ratio = search_seconds / final_seconds if final_seconds > 0 else math.inf
+    budget = f" (budget {budget_multiple:g} x)" if budget_multiple is not None else ""
+    return f"search {search_seconds:.0f} s, final training {final_seconds:.0f} s: the search cost {ratio:.2f} x the final training{budget}"
+
+
+def _search_summary(result, *, tune_only: bool, budget_seconds: float | None = None) -> str:
     """After the table: the search's time, what was chosen and why, the gain over the default."""
     best = result.best
     trainings = sum(row["seconds"] or 0 for row in result.rows)
-    lines = [f"search: {result.wall_seconds:.0f} s wall time here ({trainings:.0f} s of trainings over all its runs)"]
+    budget = f" of a budget of {budget_seconds:.0f} s" if budget_seconds is not None else ""
+    lines = [f"search: {result.wall_seconds:.0f} s wall time here ({trainings:.0f} s of trainings over all its runs{budget})"]
     if best["chosen"] == "default":
         lines.append(f"{best['reason']}; {'keeping' if tune_only else 'training'} the default configuration")
     else:

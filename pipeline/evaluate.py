@@ -12,7 +12,18 @@ import numpy as np
 
 from components.errors import PipelineError
 from components.evaluator import DEFAULT_TRAIN_LIMIT
-from pipeline._cli import make_parser, resolve_data, run_main, seed, split_beam_args  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
+from components.saved_generator import MAX_BATCH_SIZE
+from pipeline._cli import (  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
+    bounded_int,
+    eval_num,
+    make_parser,
+    resolve_data,
+    run_main,
+    seed,
+    split_beam_args,
+)
+
+MAX_TRAIN_LIMIT = 100_000  # training images held in memory to search for copies: 4.9 GB at 128x128
 
 DESCRIPTION = """\
 Score a generator SavedModel against the real images of an ingested data folder and write
@@ -39,11 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an ingested data folder (tfrecords/<name>), or its URI on a Beam file system (options after --)")
     parser.add_argument("--split", default="eval", choices=("eval", "train"),
                         help="the real images to compare with; use the held-out eval split")
-    parser.add_argument("--num", type=int, default=4096,
+    parser.add_argument("--num", type=eval_num, default=4096,
                         help="generated images; capped at half the split (the other half gives the floor)")
     parser.add_argument("--seed", type=seed, default=0, help="fixes the latents, the real halves and all sampling")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per generator call")
-    parser.add_argument("--train-limit", type=int, default=DEFAULT_TRAIN_LIMIT,
+    parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=256, help="images per generator call")
+    parser.add_argument("--train-limit", type=bounded_int(0, MAX_TRAIN_LIMIT), default=DEFAULT_TRAIN_LIMIT,
                         help="training images searched for copies (the first ones of the train split); 0 skips memorisation")
     parser.add_argument("--inception-weights", type=Path, default=None, metavar="FILE",
                         help="local Keras InceptionV3 weights file (.h5 / .weights.h5) to add FID and KID")
@@ -59,11 +70,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line, with every value checked before TensorFlow loads; `--data` made local."""
     ours, fs_flags = split_beam_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(ours)
-    for flag in ("num", "batch_size"):
-        if getattr(args, flag) <= 0:
-            raise PipelineError(f"--{flag.replace('_', '-')} must be a positive number, got {getattr(args, flag)}.")
-    if args.train_limit < 0:
-        raise PipelineError(f"--train-limit must be 0 or more, got {args.train_limit}.")
     if args.inception_weights is not None and not args.inception_weights.is_file():
         raise PipelineError(f"--inception-weights {args.inception_weights} does not exist (it is never downloaded).")
     args.data = resolve_data(args.data, fs_flags)
@@ -129,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
+    from components import guard
     from components.artifacts import atomic_write_json, tool_versions
     from components.evaluator import (
         Evaluator,
@@ -144,7 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     generator = load_generator_for(args.model, args.data)
     print(f"model: {generator.describe()}", file=sys.stderr)
-    out = args.out or generator.path / "eval.json"
+    own = generator.path / "eval.json"  # the model's own, in its version folder: replaced even when a crash tore it
+    out = args.out or own
+    guard.output_file("--out", out, ours=lambda path: path.resolve() == own.resolve() or read_evaluation(path) is not None,
+                      what="an evaluation written by this project", inputs=guard.data_inputs("--data", args.data))  # fmt: skip
     request = {
         **evaluation_request(args.data, args.split, args.num, args.seed, train_limit=args.train_limit,
                              inception_weights=args.inception_weights),

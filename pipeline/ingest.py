@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, TextIO
 from tqdm import tqdm
 
 from components.errors import PipelineError
-from components.images import RESIZE_MODES
+from components.images import BYTES_PER_PIXEL, MAX_PIXELS, METADATA_BYTES, PILLOW_MAX_PIXELS, RESIZE_MODES
 from pipeline._cli import (  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
+    bounded_int,
     data_name,
     file_descriptor_2_to,
     finite_float,
@@ -28,6 +29,8 @@ from pipeline._cli import (  # sets TensorFlow's log level before it loads (test
 if TYPE_CHECKING:
     from components.ingester import IngestReport
 
+MAX_SYNTHETIC = 1_000_000  # built-in faces: their names are listed in memory, and they draw at ~100/s a core
+
 DESCRIPTION = """\
 Read every image under --input (recursively; JPEG, PNG, WebP, BMP, GIF first frame), turn each
 into a square RGB image of --image-size pixels, and write them as tf.train.Examples into sharded
@@ -35,10 +38,12 @@ TFRecords: OUTPUT/{train,eval}-SSSSS-of-NNNNN.tfrecord, OUTPUT/manifest.json (co
 options, fingerprint, tool versions) and OUTPUT/rejects.jsonl (every file not written, and why).
 
 EXIF rotation is applied, transparency composited on white, exact duplicates (same decoded
-pixels) kept once. Broken, empty, non-image, too small or oversized files are listed in
-rejects.jsonl; they never stop the job. The train/eval split is a hash of each file's path, so
-it is stable across runs. The output appears atomically; re-running with the same inputs and
-options does nothing, changed inputs or options rebuild it.
+pixels) kept once. Broken, empty, non-image, too small or oversized files (see --max-pixels),
+pipes and other non-files are listed in rejects.jsonl; they never stop the job. Links to files
+and folders are followed; a folder reached a second time (a link loop) is a reject too. The
+train/eval split is a hash of each file's path, so it is stable across runs. The output appears
+atomically; re-running with the same inputs and options does nothing, changed inputs or options
+rebuild it.
 
 Apache Beam runs the job: the DirectRunner on every core by default. Options after `--` go to
 Beam unchanged: another runner (e.g. --runner=apache_beam.runners.dask.dask_runner.DaskRunner
@@ -60,13 +65,6 @@ def no_default(text: str) -> str:
     return text + "%(default).0s"
 
 
-def count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("python -m pipeline.ingest", DESCRIPTION)
     source = parser.add_mutually_exclusive_group()
@@ -76,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     source.add_argument(
         "--synthetic",
-        type=count,
+        type=bounded_int(1, MAX_SYNTHETIC),
         metavar="N",
         help=no_default("ingest N built-in procedural anime faces instead of a folder (no download needed)"),
     )
@@ -100,8 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--eval-fraction", type=finite_float, default=0.05, help="share of images held out in the eval split")
     parser.add_argument(
-        "--shards", type=count, help=no_default("shards per split (default: as many as make shards of about 32 MB)")
+        "--shards", type=int, help=no_default("shards per split (default: as many as make shards of about 32 MB)")
     )
+    parser.add_argument(
+        "--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+        help=f"reject images of more pixels (decompression bombs; the default is 8192x8192), and files of more than "
+        f"{BYTES_PER_PIXEL} bytes a pixel plus {METADATA_BYTES // 2**20} MB (read no further); at most {PILLOW_MAX_PIXELS:,}, "
+        "Pillow's own limit",
+    )  # fmt: skip
     parser.add_argument("--no-dedupe", action="store_true", help="keep exact duplicate images instead of writing one copy")
     parser.add_argument("--overwrite", action="store_true", help="rebuild the output even if it is up to date")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -125,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_fraction=args.eval_fraction,
             dedupe=not args.no_dedupe,
             shards=args.shards,
+            max_pixels=args.max_pixels,
         )
         options.validate()
         if args.synthetic:

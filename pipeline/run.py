@@ -9,6 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from components import locks
+from components.config import MAX_IMAGES, SEARCH_LIMITS
+from components.model import IMAGE_SIZES
+from components.sampler import MAX_NUM
 from pipeline import _cli
 
 DESCRIPTION = """\
@@ -38,17 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"use {DEMO_FACES:,} built-in faces at {DEMO_IMAGE_SIZE}px and a {DEMO_IMAGES:,}-image budget")
     parser.add_argument("--data", help="TFRecords folder, a path or a URI (default: tfrecords/<input name>, or tfrecords/demo)")
     parser.add_argument("--run", type=Path, help="run folder (default: artifacts/<data folder name>)")
-    parser.add_argument("--image-size", type=int, default=64, help="training image size: 32, 64 or 128")
+    parser.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=64, help="training image size")
     parser.add_argument("--eval-fraction", type=_cli.finite_float, default=0.1, help="share of the images held out for evaluation")
-    parser.add_argument("--images", type=int, default=400_000, help="training budget: real images seen")
-    parser.add_argument("--eval-every", type=int, default=None, metavar="IMAGES",
+    parser.add_argument("--images", type=_cli.bounded_int(1, MAX_IMAGES), default=400_000, help="training budget: real images seen")
+    parser.add_argument("--eval-every", type=_cli.bounded_int(1, MAX_IMAGES), default=None, metavar="IMAGES",
                         help="evaluate (SWD) and keep the best checkpoint every this many images (default: budget / 5)")
-    parser.add_argument("--eval-num", type=int, default=1024, help="images per evaluation")
+    parser.add_argument("--eval-num", type=_cli.eval_num, default=1024, help="images per evaluation")
     parser.add_argument("--tune", action="store_true", help="search hyperparameters with KerasTuner before training")
-    parser.add_argument("--max-trials", type=int, default=8, help="with --tune: the search's budget, 2 default trainings + N-2 tuned trials")
-    parser.add_argument("--trial-images", type=int, default=20_000, help="with --tune: images seen by one trial")
-    parser.add_argument("--trial-image-size", type=int, help="with --tune: train the trials at this divisor of --image-size")
-    parser.add_argument("--num-samples", type=int, default=64, help="images to sample from the exported SavedModel")
+    parser.add_argument("--max-trials", type=_cli.bounded_int(*SEARCH_LIMITS["max_trials"]), default=8, help="with --tune: the search's budget, 2 default trainings + N-2 tuned trials")
+    parser.add_argument("--trial-images", type=_cli.bounded_int(*SEARCH_LIMITS["trial_images"]), default=20_000, help="with --tune: images seen by one trial")
+    parser.add_argument("--trial-image-size", type=int, choices=IMAGE_SIZES, help="with --tune: train the trials at this divisor of --image-size")
+    parser.add_argument("--num-samples", type=_cli.bounded_int(1, MAX_NUM), default=64, help="images to sample from the exported SavedModel")
     parser.add_argument("--seed", type=_cli.seed, default=0, help="seed of training, evaluation and sampling")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only stage headers and the summary")
     parser.epilog = ("Beam options: everything after `--` goes to the ingest's pipeline and, when --data is a URI, configures "
@@ -72,9 +76,10 @@ class Stage:
 def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], str, Path]:
     """The stages to run, as the argument lists of their CLIs; and the data and run folders.
 
-    The folders are checked up front: no two of input, data and run may be one inside another.
+    The folders are checked up front (components.guard): no two of input, data and run may be one
+    inside another, and neither output may be a link, a file or under a file.
     """
-    from components.artifacts import check_apart
+    from components import guard
     from pipeline import evaluate, ingest, sample, train
 
     if args.demo:
@@ -84,10 +89,10 @@ def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], s
     else:
         data = args.data or str(Path("tfrecords", _cli.data_name(args.input)))
         source = [flag("--input", args.input)]
-        check_apart("--input", args.input, "--data", data)
-        check_apart("--input", args.input, "--run", args.run or Path("artifacts", _cli.data_name(data)))
     run = args.run or Path("artifacts", _cli.data_name(data))
-    check_apart("--data", data, "--run", run)
+    images = None if args.demo else args.input
+    guard.output_folder("--data", data, inputs=[("--input", images)])
+    guard.output_folder("--run", run, inputs=[("--input", images), ("--data", data)])
     fs_flags = ["--", *beam_args] if "://" in data else []
     quiet = ["--quiet"] if args.quiet else []
     eval_every = args.eval_every or max(args.images // 5, 1)
@@ -118,12 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(ours)
     stages, data, run = plan(args, beam_args)
     started = time.perf_counter()
-    for number, stage in enumerate(stages, 1):
-        command = shlex.join(["python", "-m", stage.main.__module__, *stage.argv])
-        print(f"\n[{number}/{len(stages)}] {stage.name}: {command}", flush=True)
-        stage_started = time.perf_counter()
-        stage.main(stage.argv)
-        print(f"[{number}/{len(stages)}] {stage.name} done in {time.perf_counter() - stage_started:.0f} s", flush=True)
+    with locks.writing(run, "--run"):  # from the start: a second pipeline.run on this run stops before it ingests
+        for number, stage in enumerate(stages, 1):
+            command = shlex.join(["python", "-m", stage.main.__module__, *stage.argv])
+            print(f"\n[{number}/{len(stages)}] {stage.name}: {command}", flush=True)
+            stage_started = time.perf_counter()
+            stage.main(stage.argv)
+            print(f"[{number}/{len(stages)}] {stage.name} done in {time.perf_counter() - stage_started:.0f} s", flush=True)
     print(final_summary(data, run, time.perf_counter() - started))
     return 0
 

@@ -6,8 +6,14 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from components.sampler import FORMATS
-from pipeline._cli import finite_float, make_parser, run_main, seed  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
+from components.sampler import FORMATS, MAX_BATCH_SIZE, MAX_GRID_COUNT, MAX_NUM, MAX_TRUNCATION
+from pipeline._cli import (  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
+    bounded_float,
+    bounded_int,
+    make_parser,
+    run_main,
+    seed,
+)
 
 DESCRIPTION = """\
 Generate images with an exported generator (a TF SavedModel; no training code is used).
@@ -23,20 +29,6 @@ examples:
 """
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = finite_float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("python -m pipeline.sample", DESCRIPTION)
     parser.add_argument(
@@ -46,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a SavedModel version folder, the folder of versions above it (newest is used), or a run folder "
         "(its export/generator/, newest version)",
     )
-    parser.add_argument("--num", type=positive_int, default=64, help="number of images (indices 0..N-1)")
+    parser.add_argument(
+        "--num", type=bounded_int(1, MAX_NUM), default=64,
+        help="number of images (indices 0..N-1); refused when the disk has not room for them",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="folder for the image files (created; resumable)")
     parser.add_argument(
         "--format",
@@ -56,16 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
         "tfrecord: Examples in the ingest schema",
     )
     parser.add_argument("--seed", type=seed, default=0, help="the seed: same seed, same images")
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="images generated per call")
+    parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=256, help="images generated per call")
     parser.add_argument(
         "--truncation",
-        type=positive_float,
+        type=bounded_float(0, MAX_TRUNCATION, low_included=False),
         default=None,
         help="clip every latent value to [-T, T] (smaller: more typical, less varied faces); unset: no clipping",
     )
     parser.add_argument("--grid", type=Path, help="also write a PNG contact sheet of the first --grid-count images")
-    parser.add_argument("--grid-count", type=positive_int, default=64, help="images on the --grid contact sheet")
-    parser.add_argument("--workers", type=positive_int, default=2, help="threads encoding and writing files")
+    parser.add_argument("--grid-count", type=bounded_int(1, MAX_GRID_COUNT), default=64, help="images on the --grid contact sheet")
+    parser.add_argument("--workers", type=bounded_int(1, 64), default=2, help="threads encoding and writing files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -78,8 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.grid is not None and args.grid.suffix.lower() != ".png":
         parser.error(f"--grid must name a .png file, got {args.grid}")
 
-    from components.sampler import SavedModelGenerator, sample_to_folder, save_first_grid
+    from components.artifacts import resolve_saved_model
+    from components.sampler import SavedModelGenerator, check_outputs, sample_to_folder, save_first_grid
 
+    check_outputs(resolve_saved_model(args.model), args.out, args.grid)  # before anything loads or is generated
     generator = SavedModelGenerator(args.model)
     print(f"model: {generator.describe()}")
     if args.out is not None:
@@ -100,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.grid is not None:
         count = min(args.grid_count, args.num) if args.out is not None else args.grid_count
-        save_first_grid(generator, args.grid, count, args.seed, args.truncation)
+        save_first_grid(generator, args.grid, count, args.seed, args.truncation, args.batch_size)
         print(f"{args.grid}: contact sheet of images 0..{count - 1}")
     return 0
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from components.artifacts import RunPaths, check_apart
+from components import guard, locks
+from components.artifacts import RunPaths
 from components.augment import AUGMENTS
-from components.config import LOSSES, RECIPES, TRAIN_STEPS, TrainConfig, recipe_config
+from components.config import LOSSES, MAX_BATCH_SIZE, MAX_IMAGES, MAX_STEPS, RECIPES, TRAIN_STEPS, TrainConfig, recipe_config
 from components.errors import PipelineError
-from components.model import D_KERNELS, UPSAMPLES, ModelConfig
+from components.model import D_KERNELS, MAX_FILTERS, MAX_LATENT_DIM, UPSAMPLES, ModelConfig
 from components.precision import PRECISIONS
 from pipeline import _cli
-from pipeline._search import add_search_arguments, config_from_best_file, search
+from pipeline._search import add_search_arguments, config_from_best_file, search, search_cost_line
 
 DESCRIPTION = """\
 Train the DCGAN (the measured default recipe; --recipe seed for the seed tutorial's) on a data
@@ -61,6 +64,8 @@ examples:
   python -m pipeline.train --data tfrecords/anime --run artifacts/final --hparams artifacts/anime/best_hyperparameters.json"""
 
 _MODEL_DEFAULTS = ModelConfig()
+_STEPS = _cli.bounded_int(1, MAX_STEPS)  # an interval counted in training steps
+MAX_EPOCHS = 10**6  # passes over the train split; --images is capped alike (components.config.MAX_IMAGES)
 _TRAIN_DEFAULTS = TrainConfig()
 
 
@@ -75,18 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     budget = parser.add_argument_group("budget (one of; default --epochs 60, the seed's)")
     exclusive = budget.add_mutually_exclusive_group()
-    exclusive.add_argument("--epochs", type=_cli.finite_float, help="passes over the train split (fractions allowed)")
-    exclusive.add_argument("--images", type=int, help="real images to train on; steps = ceil(images / batch size)")
+    exclusive.add_argument("--epochs", type=_cli.bounded_float(0, MAX_EPOCHS, low_included=False), help="passes over the train split (fractions allowed)")
+    exclusive.add_argument("--images", type=_cli.bounded_int(1, MAX_IMAGES), help="real images to train on; steps = ceil(images / batch size)")
     add_hparam_arguments(parser)
 
     evaluation = parser.add_argument_group("evaluation (components.evaluator, on the data's eval split)")
     evaluation.add_argument(
-        "--eval-every", type=int, default=0, metavar="IMAGES",
+        "--eval-every", type=_cli.bounded_int(0, MAX_IMAGES), default=0, metavar="IMAGES",
         help="score the EMA generator (SWD beside its real-vs-real floor, diversity, ...) every this many "
         "images seen and at the end, log it, and keep the lowest-swd_avg checkpoint in checkpoints/best/ (0: off; "
         "with --tune every trial and the final training are scored at their end anyway)",
     )  # fmt: skip
-    evaluation.add_argument("--eval-num", type=int, default=1024, metavar="N", help="generated and real images per evaluation")
+    evaluation.add_argument("--eval-num", type=_cli.eval_num, default=1024, metavar="N", help="generated and real images per evaluation")
 
     add_search_arguments(parser)
 
@@ -99,12 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--jit", action=argparse.BooleanOptionalAction, default=None,
         help="compile steps with XLA (default: on with a GPU, off on CPU, where XLA is much slower)",
     )  # fmt: skip
-    runtime.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS", help="save a checkpoint every this many steps (and at the end)")
-    runtime.add_argument("--keep-checkpoints", type=int, default=3, metavar="N", help="how many periodic checkpoints to keep")
-    runtime.add_argument("--sample-every", type=int, default=500, metavar="STEPS", help="write a sample grid every this many steps (and at the end)")
-    runtime.add_argument("--log-every", type=int, default=50, metavar="STEPS", help="average metrics over and log every this many steps")
+    runtime.add_argument("--checkpoint-every", type=_STEPS, default=200, metavar="STEPS", help="save a checkpoint every this many steps (and at the end)")
+    runtime.add_argument("--keep-checkpoints", type=_cli.bounded_int(1, 1000), default=3, metavar="N", help="how many periodic checkpoints to keep")
+    runtime.add_argument("--sample-every", type=_STEPS, default=500, metavar="STEPS", help="write a sample grid every this many steps (and at the end)")
+    runtime.add_argument("--log-every", type=_STEPS, default=50, metavar="STEPS", help="average metrics over and log every this many steps")
     runtime.add_argument(
-        "--steps-per-execution", type=int, metavar="STEPS",
+        "--steps-per-execution", type=_STEPS, metavar="STEPS",
         help="training steps per call into the TensorFlow graph, between which the host reads counters and "
         "metrics (default: the gcd of --log-every, --sample-every and --checkpoint-every; 1 syncs every step)",
     )  # fmt: skip
@@ -123,9 +128,9 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
         "as the trainer had it before (dropout D, k5 transposed convs, BCE, 2e-4/2e-4). Flags below override it",
     )  # fmt: skip
     model = parser.add_argument_group("model (image size comes from the data's manifest)")
-    model.add_argument("--latent-dim", type=int, default=_MODEL_DEFAULTS.latent_dim, help="size of the generator's input noise z")
-    model.add_argument("--g-filters", type=int, default=_MODEL_DEFAULTS.g_filters, help="filters of the generator's last block; doubled per block towards the input")
-    model.add_argument("--d-filters", type=int, default=_MODEL_DEFAULTS.d_filters, help="filters of the discriminator's first block; doubled per block")
+    model.add_argument("--latent-dim", type=_cli.bounded_int(1, MAX_LATENT_DIM), default=_MODEL_DEFAULTS.latent_dim, help="size of the generator's input noise z")
+    model.add_argument("--g-filters", type=_cli.bounded_int(1, MAX_FILTERS), default=_MODEL_DEFAULTS.g_filters, help="filters of the generator's last block; doubled per block towards the input")
+    model.add_argument("--d-filters", type=_cli.bounded_int(1, MAX_FILTERS), default=_MODEL_DEFAULTS.d_filters, help="filters of the discriminator's first block; doubled per block")
     model.add_argument("--d-dropout", type=_cli.finite_float, help="dropout rate after each discriminator block (0: none)" + _recipe_note("d_dropout"))
     model.add_argument("--init-stddev", type=_cli.finite_float, default=_MODEL_DEFAULTS.init_stddev, help="std of the N(0, s) initialiser of the convolutions")
     model.add_argument(
@@ -148,7 +153,7 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
     training = parser.add_argument_group("training")
-    training.add_argument("--batch-size", type=int, help="global batch size (split over replicas)" + _recipe_note("batch_size"))
+    training.add_argument("--batch-size", type=_cli.bounded_int(1, MAX_BATCH_SIZE), help="global batch size (split over replicas)" + _recipe_note("batch_size"))
     training.add_argument("--g-lr", type=_cli.finite_float, help="generator Adam learning rate" + _recipe_note("g_lr"))
     training.add_argument("--d-lr", type=_cli.finite_float, help="discriminator Adam learning rate" + _recipe_note("d_lr"))
     training.add_argument("--beta-1", type=_cli.finite_float, help="Adam beta_1 (momentum) of both optimisers" + _recipe_note("beta_1"))
@@ -167,7 +172,7 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
         f"{','.join(AUGMENTS)}, or '' for none" + _recipe_note("augment"),
     )  # fmt: skip
     training.add_argument("--r1-gamma", type=_cli.finite_float, help="weight of the R1 gradient penalty on real images (0: off)" + _recipe_note("r1_gamma"))
-    training.add_argument("--r1-every", type=int, default=_TRAIN_DEFAULTS.r1_every, help="lazy R1: apply the penalty every this many D updates")
+    training.add_argument("--r1-every", type=_STEPS, default=_TRAIN_DEFAULTS.r1_every, help="lazy R1: apply the penalty every this many D updates")
     training.add_argument("--seed", type=_cli.seed, default=_TRAIN_DEFAULTS.seed, help="seed of the latents, the fixed sample grid, the evaluator and the search's oracle")
     training.add_argument(
         "--train-step", choices=TRAIN_STEPS, default=_TRAIN_DEFAULTS.train_step,
@@ -198,29 +203,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args)  # validates every hyperparameter before TensorFlow loads
     if args.epochs is None and args.images is None:
         args.epochs = 60.0
-    if args.eval_every < 0 or args.eval_num < 4:
-        raise PipelineError("--eval-every must be >= 0 and --eval-num >= 4.")
     if "://" in str(args.run or ""):
         raise PipelineError(f"--run {args.run}: run folders are local paths (or a mounted file system); only --data may be a URI.")
     run_dir = args.run or Path("artifacts") / _cli.data_name(args.data)
     args.data = _cli.resolve_data(args.data, fs_flags, quiet=args.quiet)
-    check_apart("--data", args.data, "--run", run_dir)
+    guard.output_folder("--run", run_dir, inputs=guard.data_inputs("--data", args.data))
 
     _cli.import_tensorflow_quietly()  # only now: --help and option errors stay instant
-    evaluator = functools.cache(lambda: make_evaluator(args))  # loaded once, shared by search and training
-    tuned = args.tune or args.tune_only
-    if tuned:
-        config = search(args, config, run_dir, evaluator)
-        if config is None:
-            return 0
-    elif args.hparams:
-        config = config_from_best_file(config, args.hparams, quiet=args.quiet)
-    result, evaluated, chief = train_run(args, config, run_dir, evaluator, evaluate=bool(args.eval_every) or tuned)
-    if not args.quiet:
-        print(_summary(result))
-    if chief and not args.no_export:
-        export(run_dir, "best" if evaluated else "latest", quiet=args.quiet)
+    with locks.reading(args.data, "--data"), _run_folder_lock(run_dir):
+        evaluator = functools.cache(lambda: make_evaluator(args))  # loaded once, shared by search and training
+        tuned = args.tune or args.tune_only
+        if tuned:
+            started = time.perf_counter()
+            config = search(args, config, run_dir, evaluator)
+            search_seconds = time.perf_counter() - started
+            if config is None:
+                return 0
+        elif args.hparams:
+            config = config_from_best_file(config, args.hparams, quiet=args.quiet)
+        started = time.perf_counter()
+        result, evaluated, chief = train_run(args, config, run_dir, evaluator, evaluate=bool(args.eval_every) or tuned)
+        if not args.quiet:
+            print(_summary(result))
+            if tuned:
+                print(search_cost_line(search_seconds, time.perf_counter() - started, args.tune_budget))
+        if chief and not args.no_export:
+            export(run_dir, "best" if evaluated else "latest", quiet=args.quiet)
     return 0
+
+
+def _run_folder_lock(run_dir: Path):
+    """The run folder's lock for the whole command (search, training, export) in the one process that
+    writes all of it. Not in a distributed search's workers, which share the folder with their chief
+    and each lock only their trials' folders, nor under TF_CONFIG, where the trainer locks it in the
+    chief alone (components.trainer)."""
+    from components.distribute import cluster_spec_from_env
+    from components.search_space import search_role
+
+    if cluster_spec_from_env() is not None or search_role() == "worker":
+        return contextlib.nullcontext()
+    return locks.writing(run_dir, "--run")
 
 
 def make_evaluator(args: argparse.Namespace):

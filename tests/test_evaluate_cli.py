@@ -105,8 +105,6 @@ def test_user_mistakes_are_clear_errors(run_dir, tiny_records, tmp_path):
         (["--model", str(empty)] + data, "holds no SavedModel"),
         (["--model", str(corrupt)] + data, "not a loadable SavedModel"),
         (["--model", str(run_dir), "--data", str(tmp_path)], "not an ingested data folder"),
-        (["--model", str(run_dir), "--num", "0"] + data, "--num must be a positive"),
-        (["--model", str(run_dir), "--batch-size", "-1"] + data, "--batch-size must be a positive"),
         (["--model", str(run_dir), "--inception-weights", str(tmp_path / "none.h5")] + data, "never downloaded"),
     ]
     for argv, message in cases:

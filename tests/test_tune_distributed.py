@@ -34,7 +34,8 @@ def tune_command(data: Path, run: Path) -> list[str]:
         sys.executable, "-m", "pipeline.train", "--data", str(data), "--run", str(run),
         "--tune-only", "--tuner", "random", "--max-trials", "4", "--trial-images", "64",
         "--search", "g_filters=4", "--search", "d_filters=8", "--search", "g_lr=1e-4,2e-4",
-        "--search", "d_lr=2e-4", "--search", "beta_1=0.5",
+        "--search", "d_lr=2e-4", "--search", "beta_1=0.5", "--search", "batch_size=32", "--search", "d_spectral_norm=false",
+        "--search", "r1_gamma=0.1", "--search", "augment=",
         "--latent-dim", "16", "--g-filters", "4", "--d-filters", "8", "--batch-size", "32", "--eval-num", "16", "--precision", "float32",
     ]  # fmt: skip
 

@@ -9,6 +9,8 @@ configuration wins is decided by the test, not by chance.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -22,7 +24,8 @@ from components.search_space import SearchSettings, make_space, parse_space_over
 from components.tuner import check_trial_image_size, run_search
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=8, g_filters=4, d_filters=4), batch_size=8)
-SPACE = ["g_filters=4", "d_filters=4", "d_lr=2e-4", "beta_1=0.5", "g_lr=1e-4,3e-4,5e-4"]
+SPACE = ["g_filters=4", "d_filters=4", "d_lr=2e-4", "beta_1=0.5", "g_lr=1e-4,3e-4,5e-4", "batch_size=8", "d_spectral_norm=false",
+         "r1_gamma=0.1", "augment="]
 # Steps of 2 between the loop's turns, so a 64-image run is evaluated at 48 and 64 images.
 TRAIN_OPTIONS = {"precision": "float32", "log_every": 2, "sample_every": 4}
 SETTINGS = SearchSettings(tuner="random", max_trials=4, trial_images=64, seed=1)
@@ -66,7 +69,10 @@ def test_the_default_trains_with_two_seeds_resumes_and_leads_the_table(kept_defa
     default, *trials = result.rows
     assert default["trial_id"] == "default" and default["status"] == "COMPLETED"
     assert default["executions"] == [10.0, 12.0] and default["swd_avg"] == 11.0
-    assert default["hyperparameters"] == {"g_filters": 4, "d_filters": 4, "d_lr": 4e-4, "beta_1": BASE.beta_1, "g_lr": 2e-4}  # BASE's
+    assert default["hyperparameters"] == {
+        "g_filters": 4, "d_filters": 4, "d_lr": 4e-4, "beta_1": BASE.beta_1, "g_lr": 2e-4, "batch_size": 8, "d_spectral_norm": False,
+        "r1_gamma": 0.1, "augment": "",
+    }  # BASE's, fmt: skip
     assert [row["swd_avg"] for row in trials] == [9.5, 10.5]  # the mean of each trial's last two evaluations
     evals = [r for r in read_jsonl(RunPaths(run).tuner / "trial_0" / "execution-0" / "metrics.jsonl") if r["kind"] == "eval"]
     assert [r["images_seen"] for r in evals] == [48, 64]
@@ -221,3 +227,81 @@ def test_the_cost_estimate_is_trainings_times_images_over_the_measured_speed():
     assert second == "estimate: then the final training, 100,000 images at ~100 img/s: about 17 min (evaluations not counted)"
     assert estimate_cost(settings, 400.0).final_seconds is None
     assert "at most (hyperband)" in estimate_cost(SearchSettings(tuner="hyperband"), 400.0).describe(SearchSettings(tuner="hyperband"))
+
+
+# -- a budget in time and a space centred on the default ------------------------------------------
+
+
+def test_a_budget_estimate_says_how_many_trials_fit_and_what_multiple_of_the_final_training_it_is():
+    settings = SearchSettings(max_trials=1000, trial_images=20_000, budget_seconds=2000.0)
+    estimate = estimate_cost(settings, trial_images_per_sec=400.0, final_images=100_000, final_images_per_sec=100.0)
+    first, second = estimate.describe(settings).splitlines()
+    # 50 s a training: the default's two take 100 s, then 38 tuned trials fit in the remaining 1,900 s.
+    assert first == (
+        "estimate: the search trains the default 2 times, then tuned trials, each 20,000 images at ~400 img/s (about 50 s), "
+        "until its budget of 33 min (2 x the final training): about 38 tuned trial(s)"
+    )
+    assert second.startswith("estimate: then the final training, 100,000 images")
+    assert len(estimate.describe(settings, final=False).splitlines()) == 1  # --tune-only trains no final model
+    with pytest.raises(PipelineError, match="budget must be a positive number of seconds"):
+        SearchSettings(budget_seconds=0.0)
+
+
+def test_the_search_stops_itself_at_its_budget_and_counts_what_a_resumed_search_spent(tiny_records, tmp_path):
+    from components.tuner import search_spending
+
+    settings = dataclasses.replace(SETTINGS, max_trials=1000, budget_seconds=1e-6)
+    result = search(tiny_records, tmp_path / "run", ScriptedEvaluator(DEFAULT_SCORES), settings=settings)
+    assert [row["trial_id"] for row in result.rows] == ["default"]  # the default's row alone spent the budget
+    assert result.best["chosen"] == "default" and "no tuned trial completed" in result.best["reason"]
+
+    tuner_dir = RunPaths(tmp_path / "run").tuner
+    spent = search_spending(tuner_dir, [])
+    default = read_json(tuner_dir / "baseline" / "result.json")
+    assert spent.seconds == pytest.approx(default["seconds"]) and spent.seconds_per_image == pytest.approx(default["seconds"] / (2 * 64))
+
+    # Resumed with a budget that buys trials: it goes on from the default's row and stops at max_trials.
+    roomy = dataclasses.replace(SETTINGS, budget_seconds=1e6)
+    resumed = search(tiny_records, tmp_path / "run", ScriptedEvaluator([9.0, 9.0, 12.0, 12.0]), settings=roomy)
+    assert [row["trial_id"] for row in resumed.rows] == ["default", "0", "1"]
+    trial_dirs = [tuner_dir / f"trial_{trial_id}" for trial_id in ("0", "1")]
+    assert search_spending(tuner_dir, trial_dirs).seconds == pytest.approx(
+        sum(read_json(path / "result.json")["seconds"] for path in [tuner_dir / "baseline", *trial_dirs])
+    )
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        TrainConfig(),
+        TrainConfig(model=ModelConfig(g_filters=64, d_filters=16, d_spectral_norm=True), batch_size=32, g_lr=1e-3, r1_gamma=0.0,
+                    beta_1=0.9, augment="translation"),
+    ],
+)
+def test_the_default_space_is_centred_on_the_configuration_being_tuned(base):
+    from components.search_space import apply_values, default_space
+
+    space = make_space(base)
+    assert set(space) == {"g_filters", "d_filters", "g_lr", "d_lr", "batch_size", "d_spectral_norm", "r1_gamma", "beta_1", "augment"}
+    assert space["g_lr"] == {"min": base.g_lr / 2, "max": base.g_lr * 2, "sampling": "log"}
+    assert space["d_lr"] == {"min": base.d_lr / 2, "max": base.d_lr * 2, "sampling": "log"}
+    assert space["g_filters"] == [base.model.g_filters // 2, base.model.g_filters, base.model.g_filters * 2]
+    assert space["batch_size"] == [base.batch_size // 2, base.batch_size, base.batch_size * 2]
+    assert sorted(space["d_spectral_norm"]) == [False, True] and len(space["augment"]) == 2
+    # The base itself is a point of the space: every choice holds its value.
+    at_base = {name: spec[0] if isinstance(spec, list) else base.g_lr for name, spec in space.items()}
+    for name, spec in space.items():
+        if isinstance(spec, list):
+            value = getattr(base.model, name) if hasattr(base.model, name) else getattr(base, name)
+            assert value in spec, name
+            at_base[name] = value
+    at_base["d_lr"] = base.d_lr
+    assert apply_values(base, at_base) == base
+    seed = dataclasses.replace(base, train_step="seed", loss="bce", r1_gamma=0.0, augment="")
+    assert "r1_gamma" not in default_space(seed) and "augment" not in default_space(seed)
+
+
+def test_a_text_setting_can_be_fixed_empty_from_the_command_line():
+    assert parse_space_override("augment=") == ("augment", "")
+    with pytest.raises(PipelineError, match="has no value"):
+        parse_space_override("g_lr=")

@@ -8,17 +8,18 @@ configuration (`BASE`, the same tiny networks) with two seeds: its row comes fir
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 from PIL import Image
 
 from components.artifacts import RunPaths, read_json, read_jsonl
-from components.config import TrainConfig
+from components.config import TrainConfig, recipe_config
 from components.errors import PipelineError
 from components.model import ModelConfig
 from components.search_report import config_from_best, format_table
 from components.search_space import (
-    DEFAULT_SPACE,
+    DIFF_AUGMENT,
     SearchSettings,
     apply_values,
     load_space_file,
@@ -29,7 +30,8 @@ from components.search_space import (
 from components.tuner import run_search
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=16, g_filters=4, d_filters=8), batch_size=32)
-TINY = ["g_filters=4", "d_filters=8", "d_lr=2e-4", "beta_1=0.5"]  # everything fixed but what a test adds
+TINY = ["g_filters=4", "d_filters=8", "d_lr=2e-4", "beta_1=0.5", "batch_size=32", "d_spectral_norm=false", "r1_gamma=0.1", "augment="]
+# ^ everything fixed but what a test adds
 TRAIN_OPTIONS = {"precision": "float32"}
 ABSURD_LR = "1e30"  # Adam moves every weight by ~lr per step: NaN within two steps
 
@@ -105,7 +107,7 @@ def test_make_space_layers_defaults_file_and_command_line(tmp_path):
     assert space["beta_1"] == [0.5]  # a single value is fixed
     assert space["label_smoothing"] == {"min": 0.0, "max": 0.2, "sampling": "linear"}
     assert space["augment"] == ["", "color,translation"] and space["d_spectral_norm"] == [True, False]
-    assert space["d_filters"] == DEFAULT_SPACE["d_filters"] and space["g_lr"] == DEFAULT_SPACE["g_lr"]
+    assert space["d_filters"] == [4, 8, 16] and space["g_lr"] == {"min": BASE.g_lr / 2, "max": BASE.g_lr * 2, "sampling": "log"}
 
     for entries, message in [
         ([("beta_1", 1.5)], "beta_1: 1.5 is not a valid value"),
@@ -156,7 +158,10 @@ def test_tiny_search_writes_best_file_and_table_matching_the_trials(diverging_se
     trial_json = read_json(paths.tuner / f"trial_{good['trial_id']}" / "trial.json")
     assert good["swd_avg"] == pytest.approx(trial_json["score"])
     assert good["swd_avg"] == pytest.approx(read_json(paths.tuner / f"trial_{good['trial_id']}" / "result.json")["swd_avg"])
-    assert good["hyperparameters"] == {"g_filters": 4, "d_filters": 8, "g_lr": 2e-4, "d_lr": 2e-4, "beta_1": 0.5}
+    assert good["hyperparameters"] == {
+        "g_filters": 4, "d_filters": 8, "g_lr": 2e-4, "d_lr": 2e-4, "beta_1": 0.5, "batch_size": 32, "d_spectral_norm": False,
+        "r1_gamma": 0.1, "augment": "",
+    }  # fmt: skip
     assert good["images"] == 64 and good["seconds"] > 0
     evals = [r for r in read_jsonl(paths.tuner / f"trial_{good['trial_id']}" / "execution-0" / "metrics.jsonl") if r["kind"] == "eval"]
     assert evals[-1]["images_seen"] == 64 and good["swd_avg"] == pytest.approx(sum(r["swd_avg"] for r in evals[-2:]) / len(evals[-2:]))
@@ -298,6 +303,7 @@ def test_cli_tune_trains_the_best_exports_it_and_a_rerun_redoes_nothing(tiny_rec
     assert "estimate: then the final training, 96 images at ~1,000 img/s" in out
     assert best["reason"] in out and "search: " in out and "s wall time here" in out and "gain over the default: swd_avg x" in out
     assert [row["trial_id"] for row in read_json(paths.tuner / "trials.json")] == ["default", "0", "1"]
+    assert re.search(r"search \d+ s, final training \d+ s: the search cost [\d.]+ x the final training\n", out)
 
     # The chosen configuration trained for the full budget, evaluated at its end, exported.
     trained = read_json(paths.hparams)["hparams"]
@@ -311,6 +317,26 @@ def test_cli_tune_trains_the_best_exports_it_and_a_rerun_redoes_nothing(tiny_rec
     assert "Running Trial" not in out and "already trained" in out and "already holds the best checkpoint" in out
     assert "estimate:" not in out  # a resumed search is not estimated again
     assert sorted(path.name for path in paths.export.iterdir()) == ["1"]
+
+
+def test_cli_tune_budget_is_said_before_kept_by_the_search_and_measured_after(tiny_records, tmp_path, capsys, fake_speed):
+    from pipeline.train import main
+
+    run = tmp_path / "run"
+    # 96 final images at 1,000 img/s: 0.096 s; a budget of a thousandth of that is spent by the default's row.
+    assert main(tune_args(tiny_records, run, "--tune", "--images", "96", "--tune-budget", "0.001")) == 0
+    out = capsys.readouterr().out
+    assert "until its budget of 0 s (0.001 x the final training): about 0 tuned trial(s)" in out
+    assert re.search(r"budget: \d+ s of 0 s spent and the next trial would take ~\d+ s: the search stops after 0 tuned trial", out)
+    assert [row["trial_id"] for row in read_json(RunPaths(run).tuner / "trials.json")] == ["default"]
+    assert read_json(RunPaths(run).best_hyperparameters)["chosen"] == "default"
+    assert re.search(r"the search cost [\d.]+ x the final training \(budget 0.001 x\)", out)
+
+    for bad in ("0", "-1", "inf", "nan", "101", "lots"):
+        with pytest.raises(SystemExit) as exit_:
+            main(tune_args(tiny_records, tmp_path / "bad", "--tune", "--tune-budget", bad))
+        assert exit_.value.code == 2
+    assert "--tune-budget" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_cli_tune_only_stops_after_the_search_and_bad_space_is_refused_up_front(tiny_records, tmp_path, capsys, fake_speed):
@@ -330,10 +356,11 @@ def test_cli_tune_only_stops_after_the_search_and_bad_space_is_refused_up_front(
 
 
 def test_help_states_the_default_space():
-    import re
-
     from pipeline.train import build_parser
 
     text = next(action.help for action in build_parser()._actions if action.dest == "search")
-    stated = re.search(r"Default space: (.*?);", text).group(1).split()
-    assert make_space(BASE, None, [parse_space_override(entry) for entry in stated]) == make_space(BASE)
+    stated = re.search(r"for the default recipe: (.*?);", text).group(1).split()
+    default = recipe_config("default")
+    space = make_space(default)
+    assert space.pop("augment") == ["", DIFF_AUGMENT] and f"DiffAugment ({DIFF_AUGMENT})" in text
+    assert make_space(default, None, [parse_space_override(entry) for entry in stated]) == {**space, "augment": ["", DIFF_AUGMENT]}
