@@ -26,6 +26,14 @@ MAX_SEED = 2**31 - 1
 MAX_BATCH_SIZE = 4096
 MAX_IMAGES = 10**12  # a training budget in images seen: years of training on any machine
 MAX_STEPS = 10**9  # any interval counted in steps (checkpoints, logs, lazy R1)
+# The highest of each of the training loop's intervals (components.trainer.Intervals; the lowest is 1).
+INTERVAL_LIMITS = {
+    "checkpoint_every": MAX_STEPS,
+    "keep_checkpoints": 1000,
+    "sample_every": MAX_STEPS,
+    "log_every": MAX_STEPS,
+    "steps_per_execution": MAX_STEPS,
+}
 
 # The search (components.search_space.SearchSettings). The default configuration's row is its
 # two trainings (seeds seed and seed+1), counted as trials. The (lowest, highest) of each

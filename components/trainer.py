@@ -32,7 +32,7 @@ from typing import Any
 
 from components import locks
 from components.artifacts import RunPaths
-from components.config import TrainConfig
+from components.config import INTERVAL_LIMITS, MAX_IMAGES, TrainConfig
 from components.errors import PipelineError
 from components.runfolder import CheckpointState, drop_metrics_after, prepare_run_folder, run_record
 from components.training_loop import EvaluateFn, TrainingLoop, execution_callback
@@ -63,12 +63,12 @@ class Intervals:
     steps_per_execution: int | None = None  # None: gcd of the three step intervals
 
     def __post_init__(self) -> None:
-        for name in ("checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
+        for name, high in INTERVAL_LIMITS.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise PipelineError(f"{name} must be a positive integer, got {value!r}.")
-        if self.steps_per_execution is not None and (not isinstance(self.steps_per_execution, int) or self.steps_per_execution < 1):
-            raise PipelineError(f"steps_per_execution must be a positive integer, got {self.steps_per_execution!r}.")
+            if name == "steps_per_execution" and value is None:  # the gcd of the others
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+                raise PipelineError(f"{name} must be a whole number from 1 to {high:,}, got {value!r}.")
 
     @property
     def execution(self) -> int:
@@ -128,8 +128,8 @@ def train(
         downscale_factor(data_dir, int(manifest["image_size"]), image_size or int(manifest["image_size"]))
         config = config.with_image_size(image_size or int(manifest["image_size"]))
         total_steps = _total_steps(images, epochs, int(manifest["splits"]["train"]["count"]), config.batch_size)
-        if eval_every is not None and eval_every < 1:
-            raise PipelineError("eval_every must be a positive number of images.")
+        if eval_every is not None and not 1 <= eval_every <= MAX_IMAGES:
+            raise PipelineError(f"eval_every must be from 1 to {MAX_IMAGES:,} images, got {eval_every}.")
         if (eval_every is not None or eval_at) and evaluate_fn is None:
             raise PipelineError("eval_every and eval_at need an evaluate_fn.")
         if config.batch_size % strategy.num_replicas_in_sync:

@@ -14,7 +14,17 @@ from pathlib import Path
 from components import guard, locks
 from components.artifacts import RunPaths
 from components.augment import AUGMENTS
-from components.config import LOSSES, MAX_BATCH_SIZE, MAX_IMAGES, MAX_STEPS, RECIPES, TRAIN_STEPS, TrainConfig, recipe_config
+from components.config import (
+    INTERVAL_LIMITS,
+    LOSSES,
+    MAX_BATCH_SIZE,
+    MAX_IMAGES,
+    MAX_STEPS,
+    RECIPES,
+    TRAIN_STEPS,
+    TrainConfig,
+    recipe_config,
+)
 from components.errors import PipelineError
 from components.model import D_KERNELS, MAX_FILTERS, MAX_LATENT_DIM, UPSAMPLES, ModelConfig
 from components.precision import PRECISIONS
@@ -64,7 +74,6 @@ examples:
   python -m pipeline.train --data tfrecords/anime --run artifacts/final --hparams artifacts/anime/best_hyperparameters.json"""
 
 _MODEL_DEFAULTS = ModelConfig()
-_STEPS = _cli.bounded_int(1, MAX_STEPS)  # an interval counted in training steps
 MAX_EPOCHS = 10**6  # passes over the train split; --images is capped alike (components.config.MAX_IMAGES)
 _TRAIN_DEFAULTS = TrainConfig()
 
@@ -104,12 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--jit", action=argparse.BooleanOptionalAction, default=None,
         help="compile steps with XLA (default: on with a GPU, off on CPU, where XLA is much slower)",
     )  # fmt: skip
-    runtime.add_argument("--checkpoint-every", type=_STEPS, default=200, metavar="STEPS", help="save a checkpoint every this many steps (and at the end)")
-    runtime.add_argument("--keep-checkpoints", type=_cli.bounded_int(1, 1000), default=3, metavar="N", help="how many periodic checkpoints to keep")
-    runtime.add_argument("--sample-every", type=_STEPS, default=500, metavar="STEPS", help="write a sample grid every this many steps (and at the end)")
-    runtime.add_argument("--log-every", type=_STEPS, default=50, metavar="STEPS", help="average metrics over and log every this many steps")
+    runtime.add_argument("--checkpoint-every", type=_interval("checkpoint_every"), default=200, metavar="STEPS", help="save a checkpoint every this many steps (and at the end)")
+    runtime.add_argument("--keep-checkpoints", type=_interval("keep_checkpoints"), default=3, metavar="N", help="how many periodic checkpoints to keep")
+    runtime.add_argument("--sample-every", type=_interval("sample_every"), default=500, metavar="STEPS", help="write a sample grid every this many steps (and at the end)")
+    runtime.add_argument("--log-every", type=_interval("log_every"), default=50, metavar="STEPS", help="average metrics over and log every this many steps")
     runtime.add_argument(
-        "--steps-per-execution", type=_STEPS, metavar="STEPS",
+        "--steps-per-execution", type=_interval("steps_per_execution"), metavar="STEPS",
         help="training steps per call into the TensorFlow graph, between which the host reads counters and "
         "metrics (default: the gcd of --log-every, --sample-every and --checkpoint-every; 1 syncs every step)",
     )  # fmt: skip
@@ -117,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--no-export", action="store_true", help="do not export the trained generator as a SavedModel at the end")
     runtime.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
     return parser
+
+
+def _interval(name: str):
+    """The argparse type of one of the training loop's intervals: the limits `Intervals` checks."""
+    return _cli.bounded_int(1, INTERVAL_LIMITS[name])
 
 
 def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,7 +186,7 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
         f"{','.join(AUGMENTS)}, or '' for none" + _recipe_note("augment"),
     )  # fmt: skip
     training.add_argument("--r1-gamma", type=_cli.finite_float, help="weight of the R1 gradient penalty on real images (0: off)" + _recipe_note("r1_gamma"))
-    training.add_argument("--r1-every", type=_STEPS, default=_TRAIN_DEFAULTS.r1_every, help="lazy R1: apply the penalty every this many D updates")
+    training.add_argument("--r1-every", type=_cli.bounded_int(1, MAX_STEPS), default=_TRAIN_DEFAULTS.r1_every, help="lazy R1: apply the penalty every this many D updates")
     training.add_argument("--seed", type=_cli.seed, default=_TRAIN_DEFAULTS.seed, help="seed of the latents, the fixed sample grid, the evaluator and the search's oracle")
     training.add_argument(
         "--train-step", choices=TRAIN_STEPS, default=_TRAIN_DEFAULTS.train_step,
