@@ -153,23 +153,25 @@ def with_flag(argv: list[str], flag: str, value: str) -> list[str]:
     return [arg for arg in argv if arg.split("=", 1)[0] not in drop] + [f"{flag}={value}"]
 
 
+BAD_VALUE = st.one_of(st.sampled_from(BAD_SCALARS), st.sampled_from(PATHS))
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_every_flag_given_a_bad_value_is_one_error_line_or_success_and_touches_no_user_file(module, tmp_path):
     flags = value_flags(module)
 
-    @fuzz_settings(24)
-    @given(flag=st.sampled_from(flags), value=st.one_of(st.sampled_from(BAD_SCALARS), st.sampled_from(PATHS)))
-    def check(flag, value):
+    @fuzz_settings(3 if module in ("ingest", "run") else 6)  # a folder given as --input starts a (short) Beam job
+    @given(values=st.fixed_dictionaries({flag: BAD_VALUE for flag in flags}))
+    def check(values):
         scratch = Path(tempfile.mkdtemp(dir=tmp_path))
         user = user_files(scratch)
-        if value in PATHS:
-            value = str(user / value)
         before, pointing = snapshot(user), links(user)
-        with time_limit(SECONDS_PER_EXAMPLE):
-            result = cli(module, *with_flag(base_argv(module, scratch), flag, value))
-        assert_clean(result)
-        assert_kept(before, snapshot(user))
-        assert links(user) == pointing
+        for flag, value in values.items():
+            argv = with_flag(base_argv(module, scratch), flag, str(user / value) if value in PATHS else value)
+            with time_limit(SECONDS_PER_EXAMPLE):
+                assert_clean(cli(module, *argv))
+            assert_kept(before, snapshot(user))
+            assert links(user) == pointing, argv
 
     check()
 
@@ -394,6 +396,11 @@ def test_hparams_json(made, tmp_path):
     fuzz_reader(tmp_path, made.run, "hparams.json", call(lambda run: read_run_record(RunPaths(run))))
 
 
+@pytest.mark.parametrize("name", ["hparams.json", "metrics.jsonl"])
+def test_run_files_read_by_export(made, tmp_path, name):
+    fuzz_reader(tmp_path, made.run, name, lambda run: cli("export", "--run", str(run)), lines=name.endswith(".jsonl"), examples=4)
+
+
 def test_metrics_jsonl(made, tmp_path):
     from components.runfolder import last_record, read_metrics
 
@@ -412,13 +419,13 @@ def test_eval_json_read_by_evaluate_skip_if_done(made, tmp_path):
     def evaluate(run: Path) -> Result:
         return cli("evaluate", "--model", str(run / version), "--data", str(made.data), "--num", "8", "--skip-if-done")
 
-    fuzz_reader(tmp_path, made.run, f"{version}/eval.json", evaluate, ours_may_be_rewritten=True, examples=10)
+    fuzz_reader(tmp_path, made.run, f"{version}/eval.json", evaluate, ours_may_be_rewritten=True, examples=6)
 
 
 def test_model_card_json_read_by_export(made, tmp_path):
     """pipeline.export reads the newest version's card to tell whether its checkpoint is exported."""
     version = made.version.relative_to(made.run)
-    fuzz_reader(tmp_path, made.run, f"{version}/model_card.json", lambda run: cli("export", "--run", str(run)), examples=10)
+    fuzz_reader(tmp_path, made.run, f"{version}/model_card.json", lambda run: cli("export", "--run", str(run)), examples=4)
 
 
 def test_samples_json(made, tmp_path):
