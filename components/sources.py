@@ -33,8 +33,10 @@ class FolderSource:
     """Every file under a folder (recursively), named by its path relative to the folder.
 
     `root` is a local folder or any URI Beam's file systems read (gs://, s3://, hdfs://, ...).
-    Hidden files and folders (a leading dot) are not inputs. Names may be in any encoding: a
-    name that is not UTF-8 travels with its undecodable bytes escaped (Python's surrogateescape).
+    Hidden files and folders (a leading dot) are not inputs. Links to files and folders are
+    followed; a folder reached twice, a pipe or a socket is a reject, never read. Names may be in
+    any encoding: a name that is not UTF-8 travels with its undecodable bytes escaped (Python's
+    surrogateescape).
     """
 
     root: str

@@ -201,6 +201,16 @@ def test_a_folder_of_links_only_is_listed_through_them_never_silently_empty(tmp_
     assert scan.names == [] and [r["reason"] for r in scan.unlisted] == [images.REPEATED_FOLDER]
 
 
+def test_an_input_that_is_a_file_or_a_pipe_is_one_error_line(tmp_path):
+    (tmp_path / "photo.png").write_bytes(b"not a folder")
+    os.mkfifo(tmp_path / "pipe")
+    for name in ("photo.png", "pipe"):
+        result = cli("ingest", "--input", str(tmp_path / name), "--output", str(tmp_path / "out"), "--quiet")
+        assert result.returncode == 2 and result.stderr.count("error:") == 1 and "is not a folder" in result.stderr
+        no_traceback(result)
+    assert not (tmp_path / "out").exists() and (tmp_path / "photo.png").read_bytes() == b"not a folder"
+
+
 def test_a_file_that_changes_after_the_listing_is_read_within_bounds_or_rejected(tmp_path):
     """Between listing and reading a file may grow, vanish or become a pipe: never a hang, never
     more than the limit read."""
