@@ -72,6 +72,19 @@ def output_folder(flag: str, path: str | os.PathLike, *, inputs: Inputs = ()) ->
     _check_apart_from(flag, path, inputs)
 
 
+def check_layout(flag: str, *, folders: Iterable[Path] = (), files: Iterable[Path] = ()) -> None:
+    """Refuse a folder of ours whose known entries are of the wrong kind: a file where it keeps a
+    folder (`checkpoints/`), a folder where it writes a file (`metrics.jsonl`), or a link there (a
+    write would replace it). Each would otherwise stop the command midway."""
+    for folder in folders:
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise PipelineError(f"{flag}: {folder} is not a folder, but a folder of ours goes there; move it away (nothing was written).")
+    for file in files:
+        if file.is_symlink() or file.is_dir():
+            kind = "a symbolic link" if file.is_symlink() else "a folder"
+            raise PipelineError(f"{flag}: {file} is {kind}, but a file of ours goes there; move it away (nothing was written).")
+
+
 def check_apart(first_flag: str, first: str | os.PathLike, second_flag: str, second: str | os.PathLike) -> None:
     """Refuse two folders that are the same or where one lies inside the other.
 

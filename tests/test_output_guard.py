@@ -211,3 +211,19 @@ def test_every_output_under_a_file_is_one_error_line(module, argv, data, faces, 
     names = {"data": data, "faces": faces, "run": run, "file": file, "copy": copy}
     refused(cli(module, *(arg.format(**names) for arg in argv)), "is a file, not a folder")
     assert file.read_text() == "mine" and (copy / "export").read_text() == "mine"
+
+
+@pytest.mark.parametrize("entry, kind", [("samples", "file"), ("checkpoints", "file"), ("metrics.jsonl", "folder"), ("hparams.json", "link")])
+def test_a_run_folder_with_an_entry_of_the_wrong_kind_is_one_error_line(data, run, tmp_path, entry, kind):
+    copy = Path(shutil.copytree(run, tmp_path / "run"))
+    path = copy / entry
+    shutil.rmtree(path) if path.is_dir() else path.rename(tmp_path / "moved")
+    if kind == "file":
+        path.write_text("mine")
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.symlink_to(tmp_path / "moved")
+    before = snapshot(copy)
+    refused(cli("train", "--data", str(data), "--run", str(copy), "--images", "32", *TINY), str(path), "of ours goes there")
+    assert snapshot(copy) == before
