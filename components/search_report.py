@@ -242,7 +242,7 @@ def load_best_hyperparameters(path: str | os.PathLike) -> dict[str, Any]:
         raise PipelineError(f"{path} is not a best_hyperparameters.json file: it is not JSON ({err}).") from err
     problem = best_file_problem(saved)
     if problem:
-        raise PipelineError(f"{path} is not a best_hyperparameters.json file: {problem}.")
+        raise PipelineError(f"{path} {problem}: it is not a usable best_hyperparameters.json file.")
     return saved["hyperparameters"]
 
 
@@ -251,11 +251,11 @@ def best_file_problem(content: Any) -> str | None:
     must be an object of tunable fields, each of its field's type (a JSON `true` is no batch size,
     a string no learning rate); the ranges are `TrainConfig`'s to check."""
     if not isinstance(content, dict) or not isinstance(content.get("hyperparameters"), dict):
-        return "it holds no 'hyperparameters' object"
+        return "holds no 'hyperparameters' object"
     fields = tunable_fields()
     unknown = sorted(set(content["hyperparameters"]) - set(fields))
     if unknown:
-        return f"it sets unknown hyperparameter(s) {', '.join(unknown)}"
+        return f"sets unknown hyperparameter(s) {', '.join(unknown)}"
     for name, value in content["hyperparameters"].items():
         kind = fields[name]
         if kind is float:
@@ -263,7 +263,7 @@ def best_file_problem(content: Any) -> str | None:
         else:
             fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
         if not fits:
-            return f"{name} is {value!r}, not {'a finite number' if kind is float else 'of type ' + kind.__name__}"
+            return f"sets {name} to {value!r}, not {'a finite number' if kind is float else 'of type ' + kind.__name__}"
     return None
 
 
