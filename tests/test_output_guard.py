@@ -227,3 +227,11 @@ def test_a_run_folder_with_an_entry_of_the_wrong_kind_is_one_error_line(data, ru
     before = snapshot(copy)
     refused(cli("train", "--data", str(data), "--run", str(copy), "--images", "32", *TINY), str(path), "of ours goes there")
     assert snapshot(copy) == before
+
+
+def test_pipeline_run_refuses_a_grid_it_did_not_write_before_any_stage(tmp_path):
+    grid = tmp_path / "run" / "export" / "grid.png"
+    grid.parent.mkdir(parents=True)
+    grid.write_bytes(b"a user's picture")
+    refused(cli("run", "--demo", "--data", str(tmp_path / "data"), "--run", str(tmp_path / "run")), "not a contact sheet")
+    assert grid.read_bytes() == b"a user's picture" and not (tmp_path / "data").exists()
