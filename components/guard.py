@@ -13,7 +13,11 @@ anything is written. They refuse, each with one `PipelineError` that names the f
 - an existing file that is not provably ours: only a file in one of our formats (`ours`) is
   replaced. An existing folder is written only when the check of its own marker agrees, which
   the caller runs next (components.runfolder, components.data_folder, components.sampler): each
-  kind of folder knows which of its contents are ours.
+  kind of folder knows which of its contents are ours; `check_layout` refuses one whose known
+  entries are of the wrong kind (a file named like a folder of ours, a link named like a file).
+
+`data_inputs` names the inputs behind a data folder (the image folder it was ingested from), and
+`mark_png` / `is_marked_png` are how a contact sheet of ours is told from a user's picture.
 
 Object-store URIs are only checked against the inputs: they have no links, files-as-folders or
 parents of their own.
