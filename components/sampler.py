@@ -331,7 +331,7 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(disk).free
     if needed > free:
         raise PipelineError(
-            f"{what} need about {_human_bytes(needed)} but the disk of {disk} has {_human_bytes(free)} free; "
+            f"{what} need about {_human_bytes(needed)} but the disk of {disk.resolve()} has {_human_bytes(free)} free; "
             "lower --num, or free space, or pick an --out on a larger disk."
         )
 
