@@ -1,7 +1,7 @@
 """Benchmark: the Beam ingest job vs a plain single-process Python loop doing the same work.
 
 Both read the same JPEG files, decode, validate, resize (components.images), hash pixels for
-deduplication, serialize (records.serialize_example) and write ~32 MB shards split train/eval.
+deduplication, serialize (shards.serialize_example) and write ~32 MB shards split train/eval.
 The Beam side is the whole job as `python -m pipeline.ingest` runs it (listing, planning, Beam
 start-up, dedupe stage, manifest), on the DirectRunner with one worker per core. Claim (issue 2):
 at 100,000 images Beam reaches at least 1.0x the loop's images/s.
@@ -104,7 +104,7 @@ def plain_loop(folder: Path, output: Path, options) -> int:
     """The baseline: one process, one file after another, the same per-image work; images written."""
     from components.example_gen import EXAMPLE_OVERHEAD_BYTES, TARGET_SHARD_BYTES, split_of
     from components.images import Rejected, prepare_image, read_file
-    from components.records import serialize_example, write_shard
+    from components.shards import serialize_example, write_shard
 
     output.mkdir(parents=True)
     per_shard = TARGET_SHARD_BYTES // (options.image_size**2 * 3 + EXAMPLE_OVERHEAD_BYTES)

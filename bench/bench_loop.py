@@ -37,7 +37,7 @@ def write_random_records(folder: Path, count: int, size: int) -> Path:
     import numpy as np
 
     from components.artifacts import atomic_write_json
-    from components.records import serialize_example, shard_name, write_shard
+    from components.shards import serialize_example, shard_name, write_shard
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -38,7 +38,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from components import beamfs, images
 from components.errors import PipelineError
-from components.records import frame_records, framed_size, serialize_example, shard_name
+from components.shards import frame_records, framed_size, serialize_example, shard_name
 from components.sources import ImageSource
 
 TARGET_SHARD_BYTES = 32 * 1024 * 1024

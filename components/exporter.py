@@ -166,7 +166,8 @@ def export_run(run_dir: str | os.PathLike, checkpoint: str = "latest", *, if_cha
     When the trainer evaluated exactly this checkpoint, its figures go into `eval.json` beside the
     model (what `pipeline.evaluate` would write), so they are not computed a second time.
     """
-    from components.runfolder import BEST, checkpoint_fingerprint, checkpoint_prefixes, restore_generator
+    from components.checkpoints import BEST, checkpoint_fingerprint, checkpoint_prefixes
+    from components.runfolder import restore_generator
 
     paths = RunPaths(run_dir)
     with locks.writing(paths.export, "export folder", wait=EXPORT_WAIT_SECONDS):  # the check and the export as one

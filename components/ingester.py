@@ -30,7 +30,7 @@ from components.data_folder import check_replaceable, delete_folder, new_staging
 from components.errors import PipelineError
 from components.example_gen import PROGRESS, SUMMARIES, IngestOptions, beam_options, build_pipeline, plan_chunks
 from components.reaper import workers_die_with_this_process
-from components.records import shard_name
+from components.shards import shard_name
 from components.sources import FolderSource, ImageSource, Scan
 
 # Bump when the bytes ingest writes for the same inputs and options change: it invalidates

@@ -64,7 +64,7 @@ def _same_manifest(local: Path, manifest_bytes: bytes) -> bool:
 
 def _download(uri: str, manifest: dict, manifest_bytes: bytes, local: Path) -> None:
     """Copy every shard into a fresh folder beside `local`, verify it, then swap it into place."""
-    from components.records import verify_shard
+    from components.shards import verify_shard
 
     local.parent.mkdir(parents=True, exist_ok=True)
     staging = local.with_name(f".{local.name}.download-{secrets.token_hex(4)}")

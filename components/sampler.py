@@ -142,7 +142,7 @@ def _write_npz(path: Path, indices: np.ndarray, images: np.ndarray, seed: int) -
 def _write_tfrecord(path: Path, indices: np.ndarray, images: np.ndarray, seed: int) -> None:
     """Examples in the ingest schema (components.records): `source` is the image's would-be
     PNG name and `sha256` hashes its raw pixels, as there is no source file."""
-    from components.records import serialize_example, write_shard
+    from components.shards import serialize_example, write_shard
 
     records = (
         serialize_example(image, f"seed-{seed}/{index:06d}.png", hashlib.sha256(image.tobytes()).hexdigest())

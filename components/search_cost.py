@@ -1,4 +1,4 @@
-"""What a search will cost, said before it starts: trainings x images / measured images per second.
+"""What a search will cost, said before it starts, and what it has spent, counted as it goes.
 
 `--tune` prints `estimate_cost(...).describe()` before its first training, so a user sees the
 hour a search takes before spending it. The speeds come from `measure_speed`, a short probe of
@@ -8,13 +8,23 @@ by pixels would miss how a step's cost changes with the size). Trials of other f
 run slower or faster than the base configuration; evaluations, start-up and Hyperband's
 shorter trials are not counted (for Hyperband the figure is an upper bound: every trial at its
 longest).
+
+As it goes: `search_spending` adds up the seconds the rows' result.json files record (a resumed
+search counts what its earlier runs paid) and the seconds per image they took; the tuner stops a
+search before a trial that would take it past `--tune-budget` (components.tuner).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from components.config import TrainConfig
+from components.search_folder import DEFAULT_DIR, read_result
+from components.search_report import TRIAL_RESULT
 from components.search_space import DEFAULT_TRAININGS, SearchSettings
 
 
@@ -109,3 +119,26 @@ def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+@dataclasses.dataclass(frozen=True)
+class Spending:
+    """What a search has cost so far: seconds of all its rows, and seconds per image trained."""
+
+    seconds: float
+    seconds_per_image: float
+
+
+def search_spending(project_dir: Path, trial_dirs: Sequence[str | os.PathLike]) -> Spending:
+    """The seconds recorded in the result.json of the default's row and of `trial_dirs` (failed rows
+    count: their time is spent), and the seconds per image of the completed ones."""
+    seconds = images = completed_seconds = 0.0
+    for row_dir in [project_dir / DEFAULT_DIR, *map(Path, trial_dirs)]:
+        result = read_result(row_dir / TRIAL_RESULT)
+        if not isinstance(result, dict) or not isinstance(result.get("seconds"), (int, float)):
+            continue
+        seconds += result["seconds"]
+        if result.get("status") == "COMPLETED":
+            completed_seconds += result["seconds"]
+            images += result["images"] * len(result["executions"])
+    return Spending(seconds, completed_seconds / images if images else 0.0)

@@ -32,9 +32,10 @@ from typing import Any
 
 from components import locks
 from components.artifacts import RunPaths
+from components.checkpoints import CheckpointState
 from components.config import INTERVAL_LIMITS, MAX_IMAGES, TrainConfig
 from components.errors import PipelineError
-from components.runfolder import CheckpointState, drop_metrics_after, prepare_run_folder, run_record
+from components.runfolder import drop_metrics_after, prepare_run_folder, run_record
 from components.training_loop import EvaluateFn, TrainingLoop, execution_callback
 
 

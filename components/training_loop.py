@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.artifacts import RunPaths, append_jsonl
+from components.checkpoints import BEST, CheckpointState
 from components.config import TrainConfig
 from components.errors import PipelineError
-from components.runfolder import BEST, EVAL_OBJECTIVE, CheckpointState, last_record, metric_values
+from components.runfolder import EVAL_OBJECTIVE, last_record, metric_values
 
 if TYPE_CHECKING:
     from components.trainer import Intervals

@@ -47,24 +47,26 @@ import io
 import math
 import os
 import shutil
-import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import keras_tuner
 
 from components.artifacts import RunPaths, atomic_directory, atomic_write_bytes, atomic_write_json
+from components.checkpoints import BEST
 from components.config import TrainConfig
 from components.errors import PipelineError
-from components.records import DamagedData
-from components.runfolder import BEST, read_metrics
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
+from components.runfolder import read_metrics
+from components.search_console import quiet_trial_failures
+from components.search_cost import search_spending
 from components.search_folder import DEFAULT_DIR, prepare_search_folder, read_result
 from components.search_report import TRIAL_GRID, TRIAL_RESULT, SearchResult, write_search_results
 from components.search_space import DEFAULT_TRAININGS, SearchSettings, apply_values, declare, make_oracle, search_role
+from components.shards import DamagedData
 
 PROJECT_NAME = "tuner"  # KerasTuner's project folder: <run>/tuner (RunPaths.tuner)
 
@@ -282,29 +284,6 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         raise NotImplementedError("trained trials live in <run>/tuner/trial_<id>/execution-<k>/ (components.trainer.restore_generator)")
 
 
-@dataclasses.dataclass(frozen=True)
-class Spending:
-    """What a search has cost so far: seconds of all its rows, and seconds per image trained."""
-
-    seconds: float
-    seconds_per_image: float
-
-
-def search_spending(project_dir: Path, trial_dirs: Sequence[str | os.PathLike]) -> Spending:
-    """The seconds recorded in the result.json of the default's row and of `trial_dirs` (failed rows
-    count: their time is spent), and the seconds per image of the completed ones."""
-    seconds = images = completed_seconds = 0.0
-    for row_dir in [project_dir / DEFAULT_DIR, *map(Path, trial_dirs)]:
-        result = read_result(row_dir / TRIAL_RESULT)
-        if not isinstance(result, dict) or not isinstance(result.get("seconds"), (int, float)):
-            continue
-        seconds += result["seconds"]
-        if result.get("status") == "COMPLETED":
-            completed_seconds += result["seconds"]
-            images += result["images"] * len(result["executions"])
-    return Spending(seconds, completed_seconds / images if images else 0.0)
-
-
 class DataStopsSearch(PipelineError, keras_tuner.errors.FatalError):
     """Damaged data ends the search with one error: KerasTuner lets a `FatalError` through, where
     any other failure would fail this trial and the next ones for the same reason."""
@@ -381,7 +360,7 @@ def run_search(
             "start workers with the same command and their own KERASTUNER_TUNER_ID"
         )
     try:
-        with _quiet_trial_failures():
+        with quiet_trial_failures():
             if role != "single" or not tuner.over_budget():
                 tuner.search(verbose=1 if verbose else 0)
     except RuntimeError as err:
@@ -408,41 +387,3 @@ def check_trial_image_size(data_dir: str | os.PathLike, trial_size: int | None) 
     if trial_size not in IMAGE_SIZES:
         raise PipelineError(f"trial-image-size must be one of the models' sizes ({', '.join(map(str, IMAGE_SIZES))}), got {trial_size}.")
     downscale_factor(data_dir, int(read_manifest(data_dir)["image_size"]), trial_size)
-
-
-@contextlib.contextmanager
-def _quiet_trial_failures() -> Iterator[None]:
-    """Keep KerasTuner from printing a traceback per failed trial (it prints every one to stderr):
-    a diverged trial is an expected outcome; `run_trial` prints one line and keeps the traceback
-    in the trial's result.json. Other output, and tracebacks of anything else, pass through."""
-    saved, sys.stderr = sys.stderr, _FailedTrialTracebackFilter(sys.stderr)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        sys.stderr = saved
-
-
-class _FailedTrialTracebackFilter(io.TextIOBase):
-    """A text stream that drops whole tracebacks ending in a `FailedTrialError` line."""
-
-    def __init__(self, stream):
-        self.stream, self.held = stream, ""
-
-    def write(self, text: str) -> int:
-        if not self.held and not text.startswith("Traceback (most recent call last):"):
-            return self.stream.write(text)
-        self.held += text
-        if self.held.endswith("\n"):
-            last = self.held.rstrip("\n").rsplit("\n", 1)[-1]
-            if last and not last[0].isspace() and not last.startswith("Traceback"):  # the exception line
-                if "FailedTrialError: " not in last:
-                    self.stream.write(self.held)
-                self.held = ""
-        return len(text)
-
-    def flush(self) -> None:
-        if self.held:
-            self.stream.write(self.held)
-            self.held = ""
-        self.stream.flush()

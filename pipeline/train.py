@@ -222,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = args.run or Path("artifacts") / _cli.data_name(args.data)
     args.data = _cli.resolve_data(args.data, fs_flags, quiet=args.quiet)
     guard.output_folder("--run", run_dir, inputs=guard.data_inputs("--data", args.data))
+    check_run_layout(RunPaths(run_dir))
 
     _cli.import_tensorflow_quietly()  # only now: --help and option errors stay instant
     with locks.reading(args.data, "--data"), _run_folder_lock(run_dir):
@@ -257,6 +258,14 @@ def _run_folder_lock(run_dir: Path):
     if cluster_spec_from_env() is not None or search_role() == "worker":
         return contextlib.nullcontext()
     return locks.writing(run_dir, "--run")
+
+
+def check_run_layout(paths: RunPaths) -> None:
+    """Refuse a run folder where one of the trainer's folders is a file, or one of its files a folder or a link."""
+    from components.checkpoints import BEST
+
+    folders = (paths.checkpoints, paths.checkpoints / BEST, paths.samples, paths.logs, paths.tuner)
+    guard.check_layout("--run", folders=folders, files=(paths.hparams, paths.metrics, paths.best_hyperparameters))
 
 
 def make_evaluator(args: argparse.Namespace):

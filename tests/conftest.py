@@ -18,7 +18,7 @@ def write_tiny_records(out_dir: Path, train: np.ndarray, eval_: np.ndarray, shar
     the Beam job itself.
     """
     from components.artifacts import atomic_write_json
-    from components.records import serialize_example, shard_name, write_shard
+    from components.shards import serialize_example, shard_name, write_shard
 
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = {}

@@ -22,7 +22,8 @@ from PIL import Image
 
 from components.errors import PipelineError
 from components.example_gen import IngestOptions, find_duplicates, plan_chunks, split_of
-from components.records import make_dataset, parse_examples, serialize_example, write_shard
+from components.records import make_dataset, parse_examples
+from components.shards import serialize_example, write_shard
 from components.synthetic import synthetic_face
 from pipeline._cli import run_main
 from pipeline.ingest import main

@@ -115,7 +115,7 @@ def test_a_manifest_whose_image_size_was_edited_is_refused(data, model, copy, si
 
 
 def test_verify_shard_reads_each_record_through_its_crcs(data, tmp_path):
-    from components.records import DamagedData, verify_shard
+    from components.shards import DamagedData, verify_shard
 
     shard = data / "train-00000-of-00002.tfrecord"
     verify_shard(shard, 24, image_size=32, every_record=True)

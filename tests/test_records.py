@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from components.errors import PipelineError
-from components.records import load_images, make_dataset, parse_examples, serialize_example
+from components.records import load_images, make_dataset, parse_examples
+from components.shards import serialize_example
 from tests.conftest import write_tiny_records
 
 

@@ -248,7 +248,7 @@ def test_a_budget_estimate_says_how_many_trials_fit_and_what_multiple_of_the_fin
 
 
 def test_the_search_stops_itself_at_its_budget_and_counts_what_a_resumed_search_spent(tiny_records, tmp_path):
-    from components.tuner import search_spending
+    from components.search_cost import search_spending
 
     settings = dataclasses.replace(SETTINGS, max_trials=1000, budget_seconds=1e-6)
     result = search(tiny_records, tmp_path / "run", ScriptedEvaluator(DEFAULT_SCORES), settings=settings)
