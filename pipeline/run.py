@@ -76,10 +76,13 @@ class Stage:
 def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], str, Path]:
     """The stages to run, as the argument lists of their CLIs; and the data and run folders.
 
-    The folders are checked up front (components.guard): no two of input, data and run may be one
-    inside another, and neither output may be a link, a file or under a file.
+    The outputs are checked up front (components.guard): no two of input, data and run may be one
+    inside another, no output may be a link, a file or under a file, and the sample stage's grid
+    must be absent or ours.
     """
     from components import guard
+    from components.artifacts import RunPaths
+    from components.sampler import check_outputs
     from pipeline import evaluate, ingest, sample, train
 
     if args.demo:
@@ -93,6 +96,8 @@ def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], s
     images = None if args.demo else args.input
     guard.output_folder("--data", data, inputs=[("--input", images)])
     guard.output_folder("--run", run, inputs=[("--input", images), ("--data", data)])
+    samples, grid = run / "export" / "samples", run / "export" / "grid.png"
+    check_outputs(RunPaths(run).export, samples, grid)  # the last stage's outputs: refused now, not after the training
     fs_flags = ["--", *beam_args] if "://" in data else []
     quiet = ["--quiet"] if args.quiet else []
     eval_every = args.eval_every or max(args.images // 5, 1)
@@ -109,7 +114,7 @@ def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], s
         Stage("evaluate", evaluate.main, [flag("--model", run), flag("--data", data), flag("--num", args.eval_num),
                                           flag("--seed", args.seed), "--skip-if-done", *fs_flags]),
         Stage("sample", sample.main, [flag("--model", run), flag("--num", args.num_samples), flag("--seed", args.seed),
-                                      flag("--out", run / "export" / "samples"), flag("--grid", run / "export" / "grid.png"), *quiet]),
+                                      flag("--out", samples), flag("--grid", grid), *quiet]),
     ]
     return stages, data, run
 
