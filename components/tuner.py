@@ -150,7 +150,9 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         *,
         verbose: bool = True,
     ):
-        super().__init__(oracle, hypermodel, directory=str(run_dir), project_name=PROJECT_NAME)
+        # KerasTuner prints "Reloading Tuner from ..." when it resumes a search (no option silences it).
+        with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+            super().__init__(oracle, hypermodel, directory=str(run_dir), project_name=PROJECT_NAME)
         self.settings, self.verbose = settings, verbose
         # Save at once: a search interrupted in its first trial then resumes instead of restarting.
         self.save()
@@ -343,10 +345,8 @@ def run_search(
     hypermodel = DCGANHyperModel(
         base, space, data_dir, evaluate_fn, settings, train_options={**(train_options or {}), "keep_checkpoints": 1},
     )  # fmt: skip
-    # KerasTuner prints "Reloading Tuner from ..." when it resumes a search (no option silences it).
     try:  # reloads KerasTuner's state files when resuming
-        with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
-            tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, verbose=verbose)
+        tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, verbose=verbose)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise PipelineError(
             f"KerasTuner cannot reload its record of the search in {paths.tuner} ({type(err).__name__}: {err}); "
