@@ -125,8 +125,18 @@ seed = bounded_int(0, MAX_SEED)
 eval_num = bounded_int(4, 100_000)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, less one quirk: `--flag=--` reaches a flag as an empty list without its type being
+    called (Python 3.11), so the flag's checks never see it; here it is a usage error."""
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]):
+        if action.option_strings and arg_strings == ["--"]:
+            raise argparse.ArgumentError(action, "'--' is not a value")
+        return super()._get_values(action, arg_strings)
+
+
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    return _Parser(prog=prog, description=description, formatter_class=HelpFormatter)
 
 
 @contextlib.contextmanager
@@ -227,7 +237,8 @@ def run_main(
 
     `PipelineError` is the user's mistake: print it without a traceback, exit 2. A failure of the
     machine (full disk, read-only or forbidden folder, no TensorFlow) prints one line and exits 1;
-    every write is atomic, so nothing half-written is left. Ctrl-C exits 130 and SIGTERM 143, each
+    every write is atomic, so nothing half-written is left; a path that cannot exist (too long, a
+    loop of links) is the user's mistake again. Ctrl-C exits 130 and SIGTERM 143, each
     with a note that re-running resumes. Anything else is our bug and keeps its traceback.
     """
     from components.errors import PipelineError
@@ -246,6 +257,8 @@ def run_main(
     except KeyboardInterrupt:
         print("\ninterrupted: re-run the same command to resume", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    except OSError as err:
+        code = _os_error(err)
     except Exception as err:
         line = environment_failure(err)
         if line is None:
@@ -253,3 +266,22 @@ def run_main(
         print(f"error: {line}", file=sys.stderr)
         code = EXIT_ENVIRONMENT
     sys.exit(code or 0)
+
+
+# A path the user gave that no file system can hold or follow: their mistake, not the machine's.
+_PATH_MISTAKES = {errno.ENAMETOOLONG, errno.ELOOP}
+
+
+def _os_error(err: OSError) -> int:
+    """One line and an exit code for an operating-system error that escaped the stages: a path
+    the user gave that cannot exist (too long, a loop of links) is a user error (2), a failure of
+    the machine one of environment (1); anything else is our bug and keeps its traceback."""
+    if err.errno in _PATH_MISTAKES:
+        name = f": {os.fsdecode(err.filename)[:200]}" if err.filename else ""
+        print(f"error: {err.strerror}{name}; give a shorter path, or one without a loop of links.", file=sys.stderr)
+        return EXIT_USER_ERROR
+    line = environment_failure(err)
+    if line is None:
+        raise err
+    print(f"error: {line}", file=sys.stderr)
+    return EXIT_ENVIRONMENT
