@@ -130,7 +130,7 @@ def test_training_and_evaluation_read_a_data_folder_on_s3_through_a_verified_loc
     manifest = json.loads(client.get_object(Bucket="records", Key="train/manifest.json")["Body"].read())
     manifest["created"] = "changed"  # another manifest: the local copy is stale and must be fetched again
     client.put_object(Bucket="records", Key="train/manifest.json", Body=json.dumps(manifest).encode())
-    with pytest.raises(PipelineError, match=f"s3://records/train/{shard} is corrupt"):
+    with pytest.raises(PipelineError, match=f"shard s3://records/train/{shard} is damaged"):
         train([*flags, "--", *s3_flags(url)])
     assert (copy / "manifest.json").is_file()
 
