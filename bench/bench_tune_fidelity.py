@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 from bench.bench_tune import add_shared_arguments, parse_shared
-from bench.common import ANIME_MLDS_10K, add_data_arguments, emit, ingested_data, peak_rss_mb, timer
-from components.artifacts import atomic_write_json, read_json
+from bench.common import ANIME_MLDS_10K, add_data_arguments, emit, forget_runs, ingested_data, ledgered, peak_rss_mb
 
 CONFIGS = [
     {},  # the default recipe: g_filters 32, d_filters 64, g_lr 2e-4, d_lr 4e-4, batch 16, R1 0.1
@@ -57,7 +55,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--full-images", type=int, default=100_000, help="the full budget, at the data's size")
     parser.add_argument("--fidelities", default="20000@32,20000", help="comma-separated IMAGES or IMAGES@SIZE of the cheap trials")
     add_shared_arguments(parser, "bench_tune_fidelity_work", quick="3 tiny configs, 128 images vs 64@32 and 64")
-    parser.add_argument("--fresh", action="store_true", help="start over: forget the finished runs of --work")
     args = parse_shared(parser, argv)
     if args.quick:
         args.full_images, args.fidelities, args.eval_num = 128, "64@32,64", 64
@@ -105,24 +102,14 @@ def score_runs(args, data: Path, configs: list, images: int, size: int | None, e
         for seed in args.seeds:
             config = recipe_config("default", **{**shrink, **overrides, "model": model, "seed": seed})
             run = args.work / "runs" / fidelity_name(images, size) / f"config-{index}" / f"seed-{seed}"
-            ledger = read_ledger(args.work)
-            entry = ledger.get(str(run.relative_to(args.work)))
-            if entry is None or entry["config"] != config.to_dict():
-                with timer() as t:
-                    score = hypermodel.fit(None, config, run_dir=run, images=images, verbose=False)["swd_avg"]
-                entry = {"config": config.to_dict(), "swd_avg": score, "seconds": t["seconds"]}
-                atomic_write_json(args.work / "ledger.json", {**read_ledger(args.work), str(run.relative_to(args.work)): entry})
-                print(f"{run.relative_to(args.work)}: swd_avg {score:.2f} in {t['seconds']:.0f} s", flush=True)
+            def fit(config=config, run=run) -> dict:
+                return {"swd_avg": hypermodel.fit(None, config, run_dir=run, images=images, verbose=False)["swd_avg"]}
+
+            entry = ledgered(args.work, run, config.to_dict(), fit)
             scores.append(entry["swd_avg"])
             seconds += entry["seconds"]
         results.append({"config": overrides, "scores": scores, "mean": sum(scores) / len(scores), "spread": max(scores) - min(scores), "seconds": seconds})
     return results
-
-
-def read_ledger(work: Path) -> dict:
-    """The finished runs of the study in `work`: run folder (relative) -> config, swd_avg, seconds."""
-    path = work / "ledger.json"
-    return read_json(path) if path.is_file() else {}
 
 
 def summary(results: list[dict], full: list[dict] | None) -> dict:
@@ -139,8 +126,7 @@ def summary(results: list[dict], full: list[dict] | None) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.fresh:
-        shutil.rmtree(args.work / "runs", ignore_errors=True)
-        (args.work / "ledger.json").unlink(missing_ok=True)
+        forget_runs(args.work)
     data = ingested_data(args)
     evaluators: dict = {}
     full = score_runs(args, data, args.config_list, args.full_images, None, evaluators)

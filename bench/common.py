@@ -9,11 +9,11 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from components.artifacts import flatten_dict
+from components.artifacts import atomic_write_json, flatten_dict, read_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -64,6 +64,38 @@ def timer() -> Iterator[dict]:
         yield result
     finally:
         result["seconds"] = time.perf_counter() - start
+
+
+def ledgered(work: Path, run: Path, config: dict, measure: Callable[[], dict]) -> dict:
+    """One run of a resumable study: what `<work>/ledger.json` holds for `run` if it was made with
+    `config`, else `measure()`'s figures, timed, written to the ledger as soon as they exist and
+    returned (with `config` and `seconds`). A study killed half-way and started again redoes only
+    the runs its ledger lacks (a run cut short resumes from its own checkpoints; its seconds then
+    count the resumed part only)."""
+    key = str(run.relative_to(work))
+    entry = read_ledger(work).get(key)
+    if entry is None or entry.get("config") != config:
+        with timer() as t:
+            figures = measure()
+        entry = {"config": config, **figures, "seconds": t["seconds"]}
+        atomic_write_json(work / "ledger.json", {**read_ledger(work), key: entry})
+        print(f"{key}: {', '.join(f'{name} {value:.4g}' for name, value in figures.items() if isinstance(value, float))} "
+              f"in {t['seconds']:.0f} s", flush=True)
+    return entry
+
+
+def read_ledger(work: Path) -> dict:
+    """The finished runs of the study in `work`: run folder (relative) -> config, figures, seconds."""
+    path = work / "ledger.json"
+    return read_json(path) if path.is_file() else {}
+
+
+def forget_runs(work: Path) -> None:
+    """Start a study over: its runs and its ledger go."""
+    import shutil
+
+    shutil.rmtree(work / "runs", ignore_errors=True)
+    (work / "ledger.json").unlink(missing_ok=True)
 
 
 def emit(name: str, results: dict, out: str | os.PathLike | None = None) -> Path:

@@ -161,8 +161,10 @@ def base_values(base: TrainConfig, names: Sequence[str]) -> dict[str, Any]:
 
 
 def tuned_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial's hyperparameter values without KerasTuner's bookkeeping entries (`tuner/...`)."""
-    return {name: value for name, value in values.items() if not name.startswith("tuner/")}
+    """A trial's hyperparameter values without KerasTuner's bookkeeping entries (`tuner/...`), each
+    as its field's type: KerasTuner hands a choice of booleans back as 0 or 1."""
+    fields = tunable_fields()
+    return {name: fields[name](value) if name in fields else value for name, value in values.items() if not name.startswith("tuner/")}
 
 
 def _field_type(name: str, where: str) -> type:

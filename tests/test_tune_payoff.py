@@ -305,3 +305,10 @@ def test_a_text_setting_can_be_fixed_empty_from_the_command_line():
     assert parse_space_override("augment=") == ("augment", "")
     with pytest.raises(PipelineError, match="has no value"):
         parse_space_override("g_lr=")
+
+
+def test_a_trials_values_come_back_as_their_fields_types():
+    from components.search_space import tuned_values
+
+    # KerasTuner hands a choice of booleans back as 0/1; the best file must say False/True to be read back.
+    assert tuned_values({"d_spectral_norm": 0, "batch_size": 16.0, "tuner/epochs": 2}) == {"d_spectral_norm": False, "batch_size": 16}
