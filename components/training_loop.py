@@ -22,6 +22,8 @@ from components.config import TrainConfig
 from components.errors import PipelineError
 from components.runfolder import EVAL_OBJECTIVE, last_record, metric_values
 
+IMAGES_SEEN_TAG = "by_images_seen"  # TensorBoard scalars whose x-axis ("step") is the images seen
+
 if TYPE_CHECKING:
     from components.trainer import Intervals
 
@@ -190,7 +192,9 @@ class TrainingLoop:
         return self.sampler
 
     def _record(self, kind: str, metrics: dict[str, float], evaluation: dict | None = None) -> None:
-        """One metrics.jsonl line and the TensorBoard scalars `<kind>/<name>`."""
+        """One metrics.jsonl line and the TensorBoard scalars `<kind>/<name>` against the step, and
+        again as `by_images_seen/<kind>/<name>` against the images seen: runs of different batch
+        sizes line up on those (a step of batch 32 sees twice the images of one of batch 16)."""
         if not self.chief:
             return
         import tensorflow as tf
@@ -202,6 +206,9 @@ class TrainingLoop:
         with self.writer.as_default(step=self.step):
             for name, value in metrics.items():
                 tf.summary.scalar(f"{kind}/{name}", value)
+        with self.writer.as_default(step=self.images):
+            for name, value in metrics.items():
+                tf.summary.scalar(f"{IMAGES_SEEN_TAG}/{kind}/{name}", value)
         self.writer.flush()
 
 

@@ -39,14 +39,16 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
-def tensorboard_tags(logs: Path) -> set[str]:
+def tensorboard_steps(logs: Path) -> dict[str, list[int]]:
+    """Every TensorBoard tag in `logs` with the steps it was written at."""
     import tensorflow as tf
 
-    tags = set()
+    steps: dict[str, list[int]] = {}
     for events in logs.glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(events)):
-            tags.update(value.tag for value in event.summary.value)
-    return tags
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return steps
 
 
 def test_a_run_writes_its_folder_and_restores_its_generators(tiny_records, tmp_path):
@@ -76,7 +78,11 @@ def test_a_run_writes_its_folder_and_restores_its_generators(tiny_records, tmp_p
     assert sorted(p.name for p in paths.samples.iterdir()) == ["best.png", "step-0000004.png", "step-0000008.png"]
     assert (paths.samples / "best.png").read_bytes() == (paths.samples / "step-0000004.png").read_bytes()  # the best step's grid
     assert Image.open(paths.samples / "step-0000008.png").size == (8 * 34 + 2, 8 * 34 + 2)  # 8x8 grid of 32 px
-    assert tensorboard_tags(paths.logs) >= {"train/d_loss", "train/g_loss", "train/d_real_logit", "train/d_fake_logit", "train/images_per_sec", "eval/swd_avg", "samples"}
+    steps = tensorboard_steps(paths.logs)
+    assert set(steps) >= {"train/d_loss", "train/g_loss", "train/d_real_logit", "train/d_fake_logit", "train/images_per_sec", "eval/swd_avg", "samples"}
+    # Every scalar again against the images seen (batch 8 here): runs of other batch sizes line up on those.
+    assert steps["train/d_loss"] == [2, 4, 6, 8] and steps["by_images_seen/train/d_loss"] == [16, 32, 48, 64]
+    assert steps["by_images_seen/eval/swd_avg"] == [16, 32, 48, 64]
 
     lines = read_jsonl(paths.metrics)
     assert [(r["kind"], r["step"]) for r in lines if r["kind"] == "train"] == [("train", s) for s in (2, 4, 6, 8)]
