@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +14,7 @@ import numpy as np
 from components.evaluator import Evaluator, generate_images
 from components.latents import first_latents
 from components.synthetic import face_filename, synthetic_face
+from pipeline._cli import run_main
 
 
 def write_synthetic_faces(folder: Path, count: int, size: int = 64, seed: int = 0) -> list[Path]:
@@ -32,3 +38,52 @@ def read_records(path: Path) -> list[bytes]:
     import tensorflow as tf
 
     return [record.numpy() for record in tf.data.TFRecordDataset(str(path))]
+
+
+# -- the commands, run in this process -------------------------------------------------------------
+
+TINY = ["--latent-dim", "8", "--g-filters", "4", "--d-filters", "4", "--batch-size", "8", "--precision", "float32"]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file below `folder` with the hash of its bytes: what 'untouched' is checked against."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@dataclasses.dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(module: str, *argv: str) -> Result:
+    """`python -m pipeline.<module> argv...` run in this process (no interpreter start-up per call):
+    the same `run_main` turns its outcome into an exit status and one `error:` line, and anything
+    else (our bug) raises here with its traceback."""
+    main = importlib.import_module(f"pipeline.{module}").main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run_main(main, list(argv), tensorflow=False)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def no_traceback(result: Result) -> None:
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def ingest_tiny(faces: Path, out: Path) -> Path:
+    """`pipeline.ingest` of an image folder at 32x32 with a quarter held out; the data folder."""
+    result = cli("ingest", "--input", str(faces), "--output", str(out), "--image-size", "32", "--eval-fraction", "0.25", "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def train_tiny(data: Path, run: Path, images: int) -> Path:
+    """`pipeline.train` of the tiny networks (`TINY`) for `images` images, exported at its end; the run folder."""
+    result = cli("train", "--data", str(data), "--run", str(run), "--images", str(images), *TINY, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run

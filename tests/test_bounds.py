@@ -21,8 +21,7 @@ from components.model import MAX_FILTERS, MAX_LATENT_DIM
 from components.search_space import SearchSettings
 from components.sources import FolderSource
 from components.trainer import Intervals
-from tests.helpers import write_synthetic_faces
-from tests.test_fault_injection import cli, no_traceback
+from tests.helpers import cli, no_traceback, write_synthetic_faces
 
 LATENT = 4
 SIZE = 8  # the mimic generators' image side

@@ -24,7 +24,8 @@ from components import locks
 from components.artifacts import RunPaths
 from components.errors import PipelineError
 from tests.conftest import write_tiny_records
-from tests.test_fault_injection import ROOT, TINY, cli, no_traceback, snapshot
+from tests.helpers import TINY, cli, no_traceback, snapshot, train_tiny
+from tests.test_fault_injection import ROOT
 
 HOLD = """
 import sys, time
@@ -70,10 +71,7 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory) -> Path:
     """A finished tiny run with one exported version."""
-    run = tmp_path_factory.mktemp("runs") / "run"
-    result = cli("train", "--data", str(data), "--run", str(run), "--images", "32", *TINY, "--quiet")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return run
+    return train_tiny(data, tmp_path_factory.mktemp("runs") / "run", images=32)
 
 
 # -- the lock itself ---------------------------------------------------------------------------------

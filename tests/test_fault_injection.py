@@ -10,11 +10,6 @@ each kill N times with other moments: the long randomized version, e.g.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import hashlib
-import importlib
-import io
 import json
 import os
 import random
@@ -29,39 +24,9 @@ import pytest
 
 from components.artifacts import RunPaths, read_jsonl
 from components.errors import PipelineError
-from pipeline._cli import run_main
-from tests.helpers import write_synthetic_faces
+from tests.helpers import TINY, Result, cli, ingest_tiny, no_traceback, snapshot, write_synthetic_faces
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--latent-dim", "8", "--g-filters", "4", "--d-filters", "4", "--batch-size", "8", "--precision", "float32"]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file below `folder` with the hash of its bytes: what 'untouched' is checked against."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@dataclasses.dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def cli(module: str, *argv: str) -> Result:
-    """`python -m pipeline.<module> argv...` run in this process (no interpreter start-up per call):
-    the same `run_main` turns its outcome into an exit status and one `error:` line, and anything
-    else (our bug) raises here with its traceback."""
-    main = importlib.import_module(f"pipeline.{module}").main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            run_main(main, list(argv), tensorflow=False)
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-    return Result(code, out.getvalue(), err.getvalue())
-
-
 def kill_during(module: str, argv: list[str], started, rng: random.Random, *, within: float = 1.5, timeout: float = 180) -> bool:
     """Start the CLI, wait until `started()` says its real work began, wait a random moment of up to
     `within` seconds more, and SIGKILL it. False if it finished before the kill landed."""
@@ -84,10 +49,6 @@ def kill_during(module: str, argv: list[str], started, rng: random.Random, *, wi
             process.wait(timeout=30)
 
 
-def no_traceback(result: Result) -> None:
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-
-
 @pytest.fixture
 def rounds(request) -> range:
     return range(request.config.getoption("--fault-rounds"))
@@ -104,10 +65,7 @@ def faces(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(faces, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tfrecords") / "faces"
-    result = cli("ingest", "--input", str(faces), "--output", str(out), "--image-size", "32", "--eval-fraction", "0.25", "--quiet")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return out
+    return ingest_tiny(faces, tmp_path_factory.mktemp("tfrecords") / "faces")
 
 
 # -- kills at random points of every stage --------------------------------------------------------

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from components.artifacts import RunPaths
 from pipeline._cli import run_main
-from tests.test_fault_injection import TINY, Result, cli, snapshot
+from tests.helpers import TINY, Result, cli, snapshot
 
 MODULES = ("ingest", "train", "export", "evaluate", "sample", "run")
 SECONDS_PER_EXAMPLE = 30  # a generated value that starts real work is a failure, not a hang

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import write_tiny_records
-from tests.test_fault_injection import TINY, cli, no_traceback, snapshot
+from tests.helpers import TINY, cli, no_traceback, snapshot
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ from PIL import Image
 from components import guard
 from components.data_folder import remove_leftovers
 from components.errors import PipelineError
-from tests.helpers import write_synthetic_faces
-from tests.test_fault_injection import TINY, cli, no_traceback, snapshot
+from tests.helpers import TINY, cli, ingest_tiny, no_traceback, snapshot, train_tiny, write_synthetic_faces
 
 
 def refused(result, *words: str) -> None:
@@ -36,19 +35,13 @@ def faces(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(faces, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tfrecords") / "faces"
-    result = cli("ingest", "--input", str(faces), "--output", str(out), "--image-size", "32", "--eval-fraction", "0.25", "--quiet")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return out
+    return ingest_tiny(faces, tmp_path_factory.mktemp("tfrecords") / "faces")
 
 
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory) -> Path:
     """A tiny trained run with its export (the model of `pipeline.sample` and `pipeline.evaluate`)."""
-    run = tmp_path_factory.mktemp("artifacts") / "run"
-    result = cli("train", "--data", str(data), "--run", str(run), "--images", "16", *TINY, "--quiet")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return run
+    return train_tiny(data, tmp_path_factory.mktemp("artifacts") / "run", images=16)
 
 
 # -- the guard itself ------------------------------------------------------------------------------
