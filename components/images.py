@@ -54,7 +54,9 @@ TOO_SMALL = "too-small"
 TOO_LARGE = "too-large"  # more bytes than any image within the pixel limit needs
 NOT_A_FILE = "not-a-file"  # a pipe, socket or device: reading it could block forever
 REPEATED_FOLDER = "repeated-folder"  # a link to a folder that is read already (a loop, or a second way in)
-REASONS = (EMPTY, UNREADABLE, NOT_AN_IMAGE, UNSUPPORTED, BOMB, TRUNCATED, CORRUPT, TOO_SMALL, TOO_LARGE, NOT_A_FILE, REPEATED_FOLDER)
+PROJECT_FOLDER = "project-folder"  # a run, data, sample or model folder of this project: its files are not faces
+REASONS = (EMPTY, UNREADABLE, NOT_AN_IMAGE, UNSUPPORTED, BOMB, TRUNCATED, CORRUPT, TOO_SMALL, TOO_LARGE, NOT_A_FILE, REPEATED_FOLDER,
+           PROJECT_FOLDER)  # fmt: skip
 
 
 class Rejected(Exception):

@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from components import guard, locks
-from components.artifacts import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temporaries, temporary_prefix
+from components.artifacts import (
+    _publish_mode,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    remove_stale_temporaries,
+    temporary_prefix,
+)
 from components.errors import PipelineError
 from components.grid import encode_png, make_grid
 from components.latents import RECALIBRATION_FIRST_INDEX
@@ -69,16 +76,14 @@ class OutputFormat:
         for start in range(0, num, self.unit):
             yield start, min(start + self.unit, num)
 
-    def is_stale(self, name: str, num: int) -> bool:
-        """True for a file this format wrote that does not belong to a folder of `num` images.
+    def holds(self, name: str, num: int) -> bool:
+        """True if `name` is one of the files of a folder of `num` images in this format.
 
-        Such files are left by an earlier run with another --num: a PNG past the end, or a last
-        chunk cut at another point.
+        A name of this format that is not is left by an earlier run with another --num (a PNG past
+        the end, a last chunk cut at another point), or is not ours at all.
         """
         start = self.file_start(name)
-        if start is None:
-            return False
-        return start >= num or start % self.unit != 0 or name != self.file_name(start, min(start + self.unit, num))
+        return start is not None and start < num and start % self.unit == 0 and name == self.file_name(start, min(start + self.unit, num))
 
     def file_start(self, name: str) -> int | None:
         """The first index of the file `name` if it is named as this format names files, else None."""
@@ -88,10 +93,10 @@ class OutputFormat:
         return int(match.group(1))
 
     def images_in(self, names: Iterable[str], num: int) -> int:
-        """How many of the images of a folder of `num` the files `names` already hold: counted
+        """How many of the images of a folder of `num` the regular files `names` already hold: counted
         from the names on disk, so a huge --num costs nothing before the first image."""
-        starts = (self.file_start(name) for name in names if not self.is_stale(name, num))
-        return sum(min(start + self.unit, num) - start for start in starts if start is not None)
+        starts = (self.file_start(name) for name in names if self.holds(name, num))
+        return sum(min(start + self.unit, num) - start for start in starts)
 
     def estimated_bytes(self, count: int, image_shape: Sequence[int]) -> int:
         """The disk space `count` images take in this format, at most: their raw pixels (generated
@@ -111,6 +116,7 @@ def _replace_into(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        _publish_mode(Path(tmp), directory=False)  # mkstemp makes it private; samples are shared like any file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -161,13 +167,17 @@ FORMATS = {
 # --- the output folder -------------------------------------------------------------------------------
 
 
-def claim_output_folder(out_dir: Path, settings: dict) -> None:
+def claim_output_folder(out_dir: Path, settings: dict, files: set[str]) -> None:
     """Make `out_dir` ours (a marker file records what it holds), or refuse with a clear reason.
 
     A folder holds the images of one model, seed, truncation and format; only --num may change
-    between runs (the folder grows or shrinks to match).
+    between runs. The folder shrinks to match: of the regular `files` in it, those the marker says
+    an earlier run wrote that a folder of the new --num does not hold are deleted, before the
+    marker is replaced (a killed run leaves them known), and nothing else is.
     """
     marker = out_dir / MARKER
+    guard.check_layout("--out", files=[marker])  # a linked marker would be read through, then replaced
+    previous = None
     if marker.is_file():
         try:
             previous = read_json(marker)
@@ -192,14 +202,38 @@ def claim_output_folder(out_dir: Path, settings: dict) -> None:
             "refusing to write into it. Pick a new or empty folder."
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    if previous is not None:
+        _remove_stale_files(out_dir, files, FORMATS[settings["format"]], settings["num"], previous.get("num"))
     atomic_write_json(marker, settings)
 
 
-def _remove_stale_files(out_dir: Path, names: set[str], output_format: OutputFormat, num: int) -> None:
-    for name in sorted(names):
-        if output_format.is_stale(name, num):
+def _remove_stale_files(out_dir: Path, files: set[str], output_format: OutputFormat, num: int, written: object) -> None:
+    """Delete the `files` a folder of `written` images holds and one of `num` does not."""
+    if type(written) is not int:  # a marker without a count: no file is known to be ours
+        return
+    for name in sorted(files):
+        if output_format.holds(name, written) and not output_format.holds(name, num):
             (out_dir / name).unlink()
-            names.discard(name)
+            files.discard(name)
+
+
+def _files_in(out_dir: Path, output_format: OutputFormat, num: int) -> set[str]:
+    """The names of the regular files in `out_dir`; anything else where an image of a folder of `num`
+    goes is refused, before anything is written (a folder or a link is never replaced nor counted)."""
+    if not out_dir.is_dir():
+        return set()
+    files = set()
+    with os.scandir(out_dir) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                files.add(entry.name)
+            elif output_format.holds(entry.name, num):
+                kind = "a symbolic link" if entry.is_symlink() else "a folder" if entry.is_dir() else "not a regular file"
+                raise PipelineError(
+                    f"--out: {entry.path} is {kind}, but an image file of ours goes there; move it away, or pick another --out "
+                    "(nothing was written)."
+                )
+    return files
 
 
 # --- the sampling loop -------------------------------------------------------------------------------
@@ -258,12 +292,11 @@ def sample_to_folder(
 def _sample_into(generator, out_dir: Path, num: int, fmt, settings: dict, *, seed, batch_size, truncation, workers, progress) -> SampleSummary:
     from tqdm import tqdm
 
-    skipped = fmt.images_in(os.listdir(out_dir) if out_dir.is_dir() else (), num)
+    existing = _files_in(out_dir, fmt, num)
+    skipped = fmt.images_in(existing, num)
     check_free_space(out_dir, fmt.estimated_bytes(num - skipped, generator.image_shape), f"{num - skipped:,} {settings['format']} images")
-    claim_output_folder(out_dir, settings)
+    claim_output_folder(out_dir, settings, existing)
     remove_stale_temporaries(out_dir)  # files a killed run was writing
-    existing = {entry.name for entry in out_dir.iterdir()}
-    _remove_stale_files(out_dir, existing, fmt, num)
     todo = ((start, stop) for start, stop in fmt.units(num) if fmt.file_name(start, stop) not in existing)
 
     bar = tqdm(total=num, initial=skipped, unit="img", desc="sampling", disable=not progress, smoothing=0.1)
@@ -363,9 +396,15 @@ def save_first_grid(
 def check_outputs(model: Path, out_dir: Path | None, grid: Path | None) -> None:
     """Refuse an --out folder or a --grid file that may not be written (components.guard), before any
     image is made: neither may be or lie inside the SavedModel, and an existing --grid is replaced
-    only if it is a contact sheet of ours."""
+    only if it is a contact sheet of ours. A --grid inside --out is refused: a later sampling into
+    that folder would count it as one of its images, or replace it with one."""
     if out_dir is not None:
         guard.output_folder("--out", out_dir, inputs=[("--model", model)])
+    if out_dir is not None and grid is not None and out_dir.resolve() in (grid.resolve(), *grid.resolve().parents):
+        raise PipelineError(
+            f"--grid {grid} lies inside --out {out_dir}, which holds only sample files (nothing was written). "
+            "Choose a --grid path outside that folder."
+        )
     if grid is not None:
         what = "a contact sheet written by pipeline.sample"
         guard.output_file("--grid", grid, ours=guard.is_marked_png, what=what, inputs=[("--model", model)])

@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components import beamfs, images, synthetic
-from components.artifacts import fingerprint
+from components.artifacts import MANIFEST, fingerprint
 from components.errors import PipelineError
+
+# Files only this project's folders hold: a run (hparams.json), a data folder (manifest.json), a
+# sample folder (samples.json), an exported model (saved_model.pb).
+PROJECT_MARKERS = frozenset({"hparams.json", MANIFEST, "samples.json", "saved_model.pb"})
 
 
 @dataclass
@@ -34,7 +38,9 @@ class FolderSource:
 
     `root` is a local folder or any URI Beam's file systems read (gs://, s3://, hdfs://, ...).
     Hidden files and folders (a leading dot) are not inputs. Links to files and folders are
-    followed; a folder reached twice, a pipe or a socket is a reject, never read. Names may be in
+    followed; a folder reached twice, a pipe or a socket is a reject, never read, and so is a folder
+    this project wrote (it holds one of PROJECT_MARKERS: a run folder reached through a link would
+    feed its contact sheets back as faces). Names may be in
     any encoding: a name that is not UTF-8 travels with its undecodable bytes escaped (Python's
     surrogateescape).
     """
@@ -84,6 +90,12 @@ class FolderSource:
                 continue
             label = Path(folder).relative_to(root).as_posix()
             read_folders[real] = "the input folder" if label == "." else f"{label}/"
+            markers = sorted(PROJECT_MARKERS.intersection(names))
+            if markers:
+                detail = f"holds {markers[0]}: a folder this project wrote (a run, data, sample or model folder), not faces"
+                reject(folder, images.PROJECT_FOLDER, detail, folder=True)
+                dirs[:] = []
+                continue
             dirs[:] = sorted((d for d in dirs if not d.startswith(".")), key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
             for name in names:
                 if name.startswith("."):  # .DS_Store and friends are not inputs

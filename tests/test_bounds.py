@@ -319,3 +319,75 @@ def test_what_is_on_disk_counts_from_the_names_there():
     assert png.images_in(["000000.png", "000003.png", "000009.png", "notes.txt", "0000001.png"], 5) == 2
     assert npz.images_in(["000000-000999.npz", "001000-001499.npz", "001000-001999.npz"], 1500) == 1500
     assert png.estimated_bytes(3, (64, 64, 3)) == 3 * 16384 and npz.estimated_bytes(1500, (8, 8, 3)) == 2 * 200704
+
+
+# -- the sample folder: only files of ours are counted, replaced or deleted ----------------------------
+
+
+def sample(model: Path, out: Path, num: int, *extra: str):
+    return cli("sample", "--model", str(model), "--num", str(num), "--out", str(out), "--quiet", *extra)
+
+
+def test_a_grid_inside_the_sample_folder_is_refused(models, tmp_path):
+    out = tmp_path / "out"
+    result = sample(models["good"], out, 8, "--grid", str(out / "000008.png"))
+    assert result.returncode == 2 and result.stderr.count("error:") == 1 and "lies inside --out" in result.stderr, result.stderr[-2000:]
+    no_traceback(result)
+    assert not out.exists()
+
+
+def test_only_files_a_sampling_wrote_are_deleted_and_only_regular_files_count(models, tmp_path):
+    out = tmp_path / "out"
+    assert sample(models["good"], out, 8).returncode == 0
+    (out / "000100.png").write_text("mine")  # past the end, never written by a sampling: the user's
+    (out / "000200.png").mkdir()
+    result = sample(models["good"], out, 4)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(path.name for path in out.glob("0000*.png")) == [f"{i:06d}.png" for i in range(4)]
+    assert (out / "000100.png").read_text() == "mine" and (out / "000200.png").is_dir()
+    assert (out / "000000.png").stat().st_mode & 0o777 == 0o666 & ~_umask()  # shared like any file, not private
+    for name, make, kind in (("000009.png", Path.mkdir, "a folder"), ("000010.png", Path.symlink_to, "a symbolic link")):
+        make(out / name, *([out / "000100.png"] if kind == "a symbolic link" else []))  # where an image of --num 12 goes
+        result = sample(models["good"], out, 12)
+        assert result.returncode == 2 and result.stderr.count("error:") == 1, result.stderr[-2000:]
+        assert f"{out / name} is {kind}" in result.stderr
+        no_traceback(result)
+        assert json.loads((out / "samples.json").read_text())["num"] == 4 and not (out / "000004.png").exists()  # nothing written
+        (out / name).rmdir() if kind == "a folder" else (out / name).unlink()
+    result = sample(models["good"], out, 12)
+    assert result.returncode == 0 and "(8 generated, 4 already there)" in result.stdout, result.stdout
+    assert all((out / f"{i:06d}.png").is_file() for i in range(12)) and (out / "000100.png").read_text() == "mine"
+
+
+def test_a_linked_marker_is_refused_and_left_alone(models, tmp_path):
+    out = tmp_path / "out"
+    assert sample(models["good"], out, 2).returncode == 0
+    elsewhere = tmp_path / "settings.json"
+    (out / "samples.json").rename(elsewhere)
+    (out / "samples.json").symlink_to(elsewhere)
+    result = sample(models["good"], out, 3)
+    assert result.returncode == 2 and result.stderr.count("error:") == 1 and "symbolic link" in result.stderr, result.stderr[-2000:]
+    no_traceback(result)
+    assert (out / "samples.json").is_symlink() and not (out / "000002.png").exists()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_project_folder_reached_from_the_image_folder_is_one_reject_never_faces(tmp_path):
+    write_synthetic_faces(tmp_path / "faces", 2, size=32)
+    for marker in ("hparams.json", "samples.json", "manifest.json", "saved_model.pb"):
+        project = tmp_path / marker.split(".")[0]
+        write_synthetic_faces(project / "inner", 1, size=32)
+        (project / marker).write_text("{}")
+        (tmp_path / "faces" / f"to-{project.name}").symlink_to(project)
+    (tmp_path / "faces" / "run").mkdir()
+    (tmp_path / "faces" / "run" / "hparams.json").write_text("{}")
+    scan = FolderSource(str(tmp_path / "faces")).scan()
+    assert scan.names == ["face-000000.png", "face-000001.png"]
+    rejects = {r["source"]: r["reason"] for r in scan.unlisted}
+    expected = ["run/", "to-hparams/", "to-manifest/", "to-samples/", "to-saved_model/"]
+    assert rejects == dict.fromkeys(expected, images.PROJECT_FOLDER)
