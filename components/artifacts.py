@@ -8,17 +8,21 @@ the new one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from components.errors import PipelineError
 
 MANIFEST = "manifest.json"
 
@@ -106,9 +110,45 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+MAX_JSON_BYTES = 64 * 2**20  # far above any JSON file this project writes (a manifest, a cache, a best file)
+MAX_LOG_BYTES = 256 * 2**20  # metrics.jsonl: a line per log interval, megabytes for the longest runs
+
+
+def read_small_file(path: str | os.PathLike, limit: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of a file this project reads whole (a local path or a URI on a Beam file system).
+
+    Only a regular file of at most `limit` bytes is read: a FIFO or a device put in a file's place
+    would block the reader or never end, and a huge (or sparse) file would be read into memory. The
+    file is opened without blocking and checked on the open descriptor, so it cannot be swapped in
+    between. A folder raises IsADirectoryError, as `open` does; the rest is a PipelineError naming it.
+    """
+    if "://" in str(path):
+        from components import beamfs  # object stores hold no FIFOs; the read is bounded all the same
+
+        data = beamfs.read_bytes(str(path), limit + 1)
+    else:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            status = os.fstat(fd)
+            if stat.S_ISDIR(status.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+            if not stat.S_ISREG(status.st_mode):
+                raise PipelineError(
+                    f"{path} is not a regular file (it is a FIFO, a socket or a device); it is not read, as it could "
+                    "block or never end. Put the file itself there, or give another path."
+                )
+            data = handle.read(limit + 1) if status.st_size <= limit else None  # a sparse giant is not read at all
+    if data is None or len(data) > limit:
+        raise PipelineError(
+            f"{path} is larger than {limit // 2**20} MB, far more than a file of this kind holds; it is not read. "
+            "Check that it is the right file."
+        )
+    return data
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """A JSON file, read with `read_small_file`'s checks (ValueError when it is not JSON)."""
+    return json.loads(read_small_file(path).decode("utf-8"))
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
@@ -126,7 +166,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     if not path.exists():
         return []
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    text = read_small_file(path, MAX_LOG_BYTES).decode("utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -145,7 +186,7 @@ def jsonl_is_damaged(path: str | os.PathLike) -> bool:
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return False
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_small_file(path, MAX_LOG_BYTES).decode("utf-8", errors="replace")
     if not text.endswith("\n"):
         return True
     for line in filter(str.strip, text.splitlines()):

@@ -25,7 +25,10 @@ set of weights gets one set of figures whichever way it is evaluated.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -102,8 +105,9 @@ class Evaluator:
         self.train = train
         if inception is not None:
             self._reference_features = inception(reference)
-        cached = _read_cache(cache)
-        if cached is not None and (cached[1] is None) == (train is None):
+        real_nn_size = None if train is None else min(2 * self.num, MEMORISATION_SAMPLE)
+        cached = _read_cache(cache, real_nn_size, inception is not None)
+        if cached is not None:
             self.baseline, self._real_nn = cached
             return
         floor = swd_from_descriptors(self._reference, swd_descriptors(floor_half, seed), seed)
@@ -111,7 +115,7 @@ class Evaluator:
         self.baseline["msssim_real"] = pairwise_ms_ssim(real[order[: 2 * self.num]], MAX_PAIRS, seed)
         self._real_nn = None
         if train is not None:
-            heldout = real[order[: min(2 * self.num, MEMORISATION_SAMPLE)]]
+            heldout = real[order[:real_nn_size]]
             self._real_nn = nearest_neighbours(heldout, train)[0]
             self.baseline["memorisation_nn_real"] = float(np.median(self._real_nn))
         if inception is not None:
@@ -194,8 +198,11 @@ def baseline_cache(
     return Path(data_dir, "cache", f"eval-{key}.json")
 
 
-def _read_cache(path: Path | None) -> tuple[dict[str, float], np.ndarray | None] | None:
-    """The cached (baseline, real nearest-neighbour distances), or None if absent or unreadable."""
+def _read_cache(path: Path | None, real_nn_size: int | None, inception: bool) -> tuple[dict[str, float], np.ndarray | None] | None:
+    """The cached (baseline, real nearest-neighbour distances), or None if absent, unreadable or
+    not what this set-up computes (`real_nn_size` distances, or None without a training set; FID and
+    KID floors with `inception`). Figures no computation gives (negative distances, an MS-SSIM
+    outside [0, 1], a median that is not the distances') are a lying cache: computed again."""
     from components.artifacts import read_json
 
     if path is None:
@@ -206,6 +213,19 @@ def _read_cache(path: Path | None) -> tuple[dict[str, float], np.ndarray | None]
         real_nn = None if cached["real_nn"] is None else np.asarray(cached["real_nn"], np.float64)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # absent, torn or from another version: compute it again
+    expected = {"swd_avg_floor", "msssim_real"} | ({"fid_floor", "kid_floor"} if inception else set())
+    expected |= set() if real_nn_size is None else {"memorisation_nn_real"}
+    swd = {name for name in baseline if re.fullmatch(r"swd_[0-9]+_floor", name)}
+    if set(baseline) != expected | swd or not swd or not all(map(math.isfinite, baseline.values())):
+        return None
+    if min(value for name, value in baseline.items() if name != "kid_floor") < 0 or baseline["msssim_real"] > 1:
+        return None  # the unbiased KID estimate alone may be below zero
+    if real_nn_size is None:
+        return (baseline, None) if real_nn is None else None
+    if real_nn is None or real_nn.shape != (real_nn_size,) or not np.all((real_nn >= 0) & (real_nn <= 1)):
+        return None  # distances are RMS differences of images in [0, 1]
+    if not math.isclose(baseline["memorisation_nn_real"], float(np.median(real_nn)), rel_tol=1e-6, abs_tol=1e-9):
+        return None  # (computed in float32 before it was written)
     return baseline, real_nn
 
 
@@ -266,6 +286,25 @@ def read_evaluation(path: str | os.PathLike) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return content if eval_file_problem(content) is None else None
+
+
+_OWN_START = b'{\n  "data": '  # how an eval.json of ours begins (atomic_write_json: indented, keys sorted)
+
+
+def replaceable_evaluation(path: str | os.PathLike) -> bool:
+    """True when the file at `path` may be replaced by a new evaluation: an eval.json of ours
+    (`read_evaluation`), or one cut short (a crash, a full disk) that begins as ours do. A user's
+    file of that name is never taken for ours, even in the model's own folder."""
+    from components.artifacts import read_small_file
+
+    try:
+        data = read_small_file(path)
+    except OSError:
+        return False
+    try:
+        return eval_file_problem(json.loads(data)) is None
+    except ValueError:
+        return data.startswith(_OWN_START)
 
 
 def evaluation_is_current(done: dict[str, Any], request: dict[str, Any], path: str | os.PathLike, model_dir: str | os.PathLike) -> bool:

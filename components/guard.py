@@ -25,7 +25,6 @@ parents of their own.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import struct
@@ -33,7 +32,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePath, PurePosixPath
 
-from components.artifacts import MANIFEST
+from components.artifacts import MANIFEST, read_json
 from components.errors import PipelineError
 
 Inputs = Iterable[tuple[str, str | os.PathLike | None]]  # (flag, path) of every input of the command; None: none
@@ -117,7 +116,7 @@ def data_inputs(flag: str, data: str | os.PathLike) -> list[tuple[str, str | Non
     be read as images by the next ingest of that folder)."""
     root = None
     try:
-        source = json.loads((Path(data) / MANIFEST).read_bytes()).get("source")
+        source = read_json(Path(data) / MANIFEST).get("source")
         if source.get("kind") == "folder" and not _is_uri(source["root"]) and Path(source["root"]).is_dir():
             root = source["root"]
     except (OSError, ValueError, AttributeError, KeyError, TypeError):

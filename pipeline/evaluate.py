@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from components import guard
+    from components import guard, locks
     from components.artifacts import atomic_write_json, tool_versions
     from components.evaluator import (
         Evaluator,
@@ -145,38 +145,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         generate_images,
         load_evaluation_images,
         read_evaluation,
+        replaceable_evaluation,
     )
     from components.metrics.inception import load_inception
 
     started = time.perf_counter()
-    generator = load_generator_for(args.model, args.data)
-    print(f"model: {generator.describe()}", file=sys.stderr)
-    own = generator.path / "eval.json"  # the model's own, in its version folder: replaced even when a crash tore it
-    out = args.out or own
-    guard.output_file("--out", out, ours=lambda path: path.resolve() == own.resolve() or read_evaluation(path) is not None,
-                      what="an evaluation written by this project", inputs=guard.data_inputs("--data", args.data))  # fmt: skip
-    request = {
-        **evaluation_request(args.data, args.split, args.num, args.seed, train_limit=args.train_limit,
-                             inception_weights=args.inception_weights),
-        "model_fingerprint": generator.fingerprint(),
-    }  # fmt: skip
-    done = read_evaluation(out) if args.skip_if_done else None
-    if done is not None and evaluation_is_current(done, request, out, generator.path):
-        print(format_report(done["metrics"]))
-        print(f"{out} is up to date; nothing to do.", file=sys.stderr)
-        return 0
-    real, train = load_evaluation_images(args.data, args.split, args.train_limit)
-    notes = skipped_notes(args, train is not None)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    inception = load_inception(args.inception_weights) if args.inception_weights else None
+    with locks.reading(args.data, "--data"):  # no ingest replaces the data while it is read and its cache written
+        generator = load_generator_for(args.model, args.data)
+        print(f"model: {generator.describe()}", file=sys.stderr)
+        out = args.out or generator.path / "eval.json"
+        guard.output_file("--out", out, ours=replaceable_evaluation, what="an evaluation written by this project",
+                          inputs=guard.data_inputs("--data", args.data))  # fmt: skip
+        request = {
+            **evaluation_request(args.data, args.split, args.num, args.seed, train_limit=args.train_limit,
+                                 inception_weights=args.inception_weights),
+            "model_fingerprint": generator.fingerprint(),
+        }  # fmt: skip
+        done = read_evaluation(out) if args.skip_if_done else None
+        if done is not None and evaluation_is_current(done, request, out, generator.path):
+            print(format_report(done["metrics"]))
+            print(f"{out} is up to date; nothing to do.", file=sys.stderr)
+            return 0
+        real, train = load_evaluation_images(args.data, args.split, args.train_limit)
+        notes = skipped_notes(args, train is not None)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        inception = load_inception(args.inception_weights) if args.inception_weights else None
 
-    print(f"scoring {len(real)} real '{args.split}' images (floor and baselines)...", file=sys.stderr)
-    cache = baseline_cache(args.data, args.split, args.num, args.seed, args.train_limit, args.inception_weights)
-    evaluator = Evaluator(real, train, num=args.num, seed=args.seed, inception=inception, cache=cache)
-    if evaluator.num < args.num:
-        print(f"note: the split holds {len(real)} images: comparing {evaluator.num} generated with {evaluator.num} "
-              f"real (the other {evaluator.num} give the floor).", file=sys.stderr)
+        print(f"scoring {len(real)} real '{args.split}' images (floor and baselines)...", file=sys.stderr)
+        cache = baseline_cache(args.data, args.split, args.num, args.seed, args.train_limit, args.inception_weights)
+        evaluator = Evaluator(real, train, num=args.num, seed=args.seed, inception=inception, cache=cache)
+        if evaluator.num < args.num:
+            print(f"note: the split holds {len(real)} images: comparing {evaluator.num} generated with {evaluator.num} "
+                  f"real (the other {evaluator.num} give the floor).", file=sys.stderr)
     with tqdm(total=evaluator.num, desc="generating", unit="img", file=sys.stderr) as bar:
         # Image i of a seed has the latent `components.latents` gives it, as when sampling.
         images = generate_images(lambda indices: generator.images(indices, args.seed), np.arange(evaluator.num),

@@ -217,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args)  # validates every hyperparameter before TensorFlow loads
     if args.epochs is None and args.images is None:
         args.epochs = 60.0
+    if args.hparams:  # read before any download or lock: a wrong file (a FIFO, a giant) is named at once
+        config = config_from_best_file(config, args.hparams, quiet=args.quiet)
     if "://" in str(args.run or ""):
         raise PipelineError(f"--run {args.run}: run folders are local paths (or a mounted file system); only --data may be a URI.")
     run_dir = args.run or Path("artifacts") / _cli.data_name(args.data)
@@ -234,8 +236,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             search_seconds = time.perf_counter() - started
             if config is None:
                 return 0
-        elif args.hparams:
-            config = config_from_best_file(config, args.hparams, quiet=args.quiet)
         started = time.perf_counter()
         result, evaluated, chief = train_run(args, config, run_dir, evaluator, evaluate=bool(args.eval_every) or tuned)
         if not args.quiet:

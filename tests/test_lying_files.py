@@ -7,14 +7,21 @@ traceback, never the figures of another model, never a changed input.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from components import locks
+from components.artifacts import read_json, read_small_file
+from components.errors import PipelineError
+from components.evaluator import _read_cache
 from tests.conftest import write_tiny_records
 from tests.helpers import TINY, cli, no_traceback, snapshot
 
@@ -339,3 +346,146 @@ def test_a_row_result_that_lies_counts_as_absent(tmp_path):
                             ({**good, "executions": [{"swd_avg": None}]}, False), ({**good, "status": "DONE"}, False)]:  # fmt: skip
         path.write_text(json.dumps(content))
         assert (read_result(path) == content) if usable else read_result(path) is None
+
+
+# -- files that are not files, or far too large: refused before they are read -------------------------
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail (rather than hang the suite) when the block blocks, as a read of a FIFO with no writer does."""
+
+    def expire(*_):
+        raise TimeoutError(f"still running after {seconds} s: blocked on a read?")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_read_small_file_refuses_a_fifo_a_device_and_a_giant_without_reading_them(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    with open(tmp_path / "sparse.json", "wb") as handle:
+        handle.truncate(2**30)  # a gigabyte that takes no disk space: read whole, it took gigabytes of memory
+    (tmp_path / "big.jsonl").write_bytes(b"{}\n" * 400)
+    with deadline(20):
+        for path, complaint in [(tmp_path / "fifo", "not a regular file"), ("/dev/zero", "not a regular file"),
+                                (tmp_path / "sparse.json", "larger than 64 MB")]:  # fmt: skip
+            with pytest.raises(PipelineError, match=complaint) as raised:
+                read_json(path)
+            assert str(path) in str(raised.value)
+    with pytest.raises(PipelineError, match="larger than"):
+        read_small_file(tmp_path / "big.jsonl", limit=1000)
+    assert read_small_file(tmp_path / "big.jsonl", limit=1200) == b"{}\n" * 400
+    with pytest.raises(IsADirectoryError):
+        read_json(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        read_json(tmp_path / "absent.json")
+
+
+def test_a_fifo_or_a_giant_in_place_of_a_file_we_read_is_one_error_naming_it(data, model, copy, tmp_path):
+    os.mkfifo(tmp_path / "hparams.json")
+    with open(tmp_path / "sparse.json", "wb") as handle:
+        handle.truncate(2**30)
+    damaged, run = copy(data), copy(model)
+    shutil.rmtree(damaged / "cache", ignore_errors=True)  # the caches of other tests' evaluations
+    with deadline(120):
+        for hparams in ("hparams.json", "sparse.json"):  # named before any lock is taken
+            one_error(train(data, run, "--images", "24", "--hparams", str(tmp_path / hparams)), hparams)
+        (run / "metrics.jsonl").unlink()
+        os.mkfifo(run / "metrics.jsonl")
+        one_error(train(data, run, "--images", "24", "--no-export"), "metrics.jsonl")
+        one_error(cli("export", "--run", str(run)), "metrics.jsonl")
+        evaluate = ("evaluate", "--model", str(model), "--data", str(damaged), "--num", "4", "--out", str(tmp_path / "e.json"))
+        assert cli(*evaluate).returncode == 0
+        (cache,) = (damaged / "cache").glob("eval-*.json")
+        cache.unlink()
+        os.mkfifo(cache)
+        one_error(cli(*evaluate), cache.name)
+        (damaged / "manifest.json").unlink()
+        os.mkfifo(damaged / "manifest.json")
+        one_error(cli(*evaluate), "manifest.json")
+        one_error(train(damaged, tmp_path / "new-run"), "manifest.json")
+        one_error(cli("ingest", "--synthetic", "8", "--image-size", "32", "--output", str(damaged), "--overwrite"), "manifest.json")
+    assert stat.S_ISFIFO(os.lstat(damaged / "manifest.json").st_mode)  # nothing replaced it
+
+
+# -- the evaluation cache and the evaluation file ------------------------------------------------------
+
+
+def test_a_lying_evaluation_cache_is_computed_again_and_rewritten(data, model, copy, tmp_path):
+    damaged = copy(data)
+    shutil.rmtree(damaged / "cache", ignore_errors=True)  # the caches of other tests' evaluations
+    evaluate = ("evaluate", "--model", str(model), "--data", str(damaged), "--num", "8", "--out", str(tmp_path / "e.json"))
+    assert cli(*evaluate).returncode == 0
+    truth = json.loads((tmp_path / "e.json").read_text())["metrics"]
+    (cache,) = (damaged / "cache").glob("eval-*.json")
+    honest = json.loads(cache.read_text())
+    lie = {**honest, "baseline": {name: -12345.0 for name in honest["baseline"]}, "real_nn": [0.0]}
+    cache.write_text(json.dumps(lie))
+    assert cli(*evaluate).returncode == 0
+    assert json.loads((tmp_path / "e.json").read_text())["metrics"] == truth
+    assert json.loads(cache.read_text()) == honest
+
+
+def test_read_cache_takes_only_figures_an_evaluation_computes(tmp_path):
+    real_nn = [0.25, 0.5, 0.125, 0.375]
+    honest = {"version": 1, "baseline": {"swd_16_floor": 3.5, "swd_avg_floor": 3.0, "msssim_real": 0.25, "memorisation_nn_real": 0.3125},
+              "real_nn": real_nn}  # fmt: skip
+    path = tmp_path / "eval-0.json"
+    path.write_text(json.dumps(honest))
+    baseline, distances = _read_cache(path, 4, inception=False)
+    assert baseline == honest["baseline"] and distances.tolist() == real_nn
+    for baseline_change, distances, why in [
+        ({"swd_avg_floor": -1.0}, real_nn, "a negative distance"),
+        ({"swd_16_floor": float("nan")}, real_nn, "not a number"),
+        ({"msssim_real": 1.5}, real_nn, "an MS-SSIM above 1"),
+        ({"memorisation_nn_real": 0.0}, real_nn, "a median that is not the distances'"),
+        ({"made_up": 1.0}, real_nn, "a figure no evaluation computes"),
+        ({}, real_nn[:3], "another number of distances"),
+        ({}, [0.25, 0.5, 0.125, 3.0], "a distance above 1"),
+        ({}, None, "no distances where a training set is searched"),
+    ]:
+        path.write_text(json.dumps({**honest, "baseline": {**honest["baseline"], **baseline_change}, "real_nn": distances}))
+        assert _read_cache(path, 4, inception=False) is None, why
+    path.write_text(json.dumps(honest))
+    assert _read_cache(path, 4, inception=True) is None  # no FID/KID floors
+    assert _read_cache(path, None, inception=False) is None  # distances where none were searched
+
+
+def test_evaluate_replaces_only_its_own_eval_json_in_the_model_folder(data, model, tmp_path):
+    version = Path(shutil.copytree(model / "export" / "generator" / "1", tmp_path / "model"))
+    evaluate = ("evaluate", "--model", str(version), "--data", str(data), "--num", "4")
+    (version / "eval.json").write_text('{"my": 1}\n')
+    one_error(cli(*evaluate), str(version / "eval.json"))
+    assert (version / "eval.json").read_text() == '{"my": 1}\n'
+    (version / "eval.json").unlink()
+    assert cli(*evaluate).returncode == 0
+    written = (version / "eval.json").read_bytes()
+    (version / "eval.json").write_bytes(written[:40])  # cut short: recognisably ours
+    assert cli(*evaluate).returncode == 0
+    assert json.loads((version / "eval.json").read_text())["metrics"]["num_images"] == 4
+
+
+def test_evaluate_holds_its_data_against_writers_while_it_reads_it(data, model, tmp_path, monkeypatch):
+    import components.evaluator
+
+    attempts = []
+    load = components.evaluator.load_evaluation_images
+
+    def load_and_try_to_write(*args, **kwargs):
+        try:
+            with locks.writing(data, "--output"):
+                attempts.append("an ingest could have replaced the data")
+        except PipelineError as err:
+            attempts.append(str(err))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(components.evaluator, "load_evaluation_images", load_and_try_to_write)
+    result = cli("evaluate", "--model", str(model), "--data", str(data), "--num", "4", "--out", str(tmp_path / "e.json"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(attempts) == 1 and "reads it" in attempts[0], attempts
