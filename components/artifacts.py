@@ -152,11 +152,20 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line (log-style files such as metrics.jsonl, where appends are the point)."""
+    """Append one JSON line (log-style files such as metrics.jsonl, where appends are the point).
+
+    A file that has other names too (a hard-linked backup copy of the folder, `cp -al`) is not
+    appended to, as the other names would change with it: it is copied with the line added and the
+    copy replaces this name atomically, leaving the other names as they were.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode("utf-8")
+    with open(path, "ab") as handle:
+        if os.fstat(handle.fileno()).st_nlink == 1:
+            handle.write(line)
+            return
+    atomic_write_bytes(path, path.read_bytes() + line)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -276,12 +285,18 @@ class RunPaths:
         self.export = self.root / "export" / "generator"
 
 
+def is_version_name(name: str) -> bool:
+    """True for the name of an export version folder: ASCII digits only (`str.isdigit` also takes
+    characters such as '²' that `int` refuses)."""
+    return re.fullmatch("[0-9]+", name) is not None
+
+
 def saved_model_versions(export_root: str | os.PathLike) -> list[Path]:
     """Integer-named version folders holding a SavedModel, oldest first (TF Serving layout)."""
     root = Path(export_root)
     if not root.is_dir():
         return []
-    versions = [p for p in root.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    versions = [p for p in root.iterdir() if is_version_name(p.name) and (p / "saved_model.pb").is_file()]
     return sorted(versions, key=lambda p: int(p.name))
 
 

@@ -28,6 +28,7 @@ from components.artifacts import (
     RunPaths,
     atomic_directory,
     atomic_write_json,
+    is_version_name,
     read_json,
     remove_stale_temporaries,
     saved_model_versions,
@@ -95,7 +96,7 @@ def _export_next_version(generator, export_root: Path, model_card: dict, check_c
 
 def next_version(export_root: Path) -> int:
     """One more than the largest integer-named entry (even a broken one, so no name is reused)."""
-    taken = [int(p.name) for p in export_root.iterdir() if p.name.isdigit()] if export_root.is_dir() else []
+    taken = [int(p.name) for p in export_root.iterdir() if is_version_name(p.name)] if export_root.is_dir() else []
     return max(taken, default=0) + 1
 
 
@@ -167,9 +168,10 @@ def export_run(run_dir: str | os.PathLike, checkpoint: str = "latest", *, if_cha
     model (what `pipeline.evaluate` would write), so they are not computed a second time.
     """
     from components.checkpoints import BEST, checkpoint_fingerprint, checkpoint_prefixes
-    from components.runfolder import restore_generator
+    from components.runfolder import check_run_layout, restore_generator
 
     paths = RunPaths(run_dir)
+    check_run_layout(paths)
     with locks.writing(paths.export, "export folder", wait=EXPORT_WAIT_SECONDS):  # the check and the export as one
         if if_changed:
             newest = checkpoint_prefixes(paths.checkpoints / BEST if checkpoint == BEST else paths.checkpoints)

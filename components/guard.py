@@ -78,8 +78,14 @@ def output_folder(flag: str, path: str | os.PathLike, *, inputs: Inputs = ()) ->
 def check_layout(flag: str, *, folders: Iterable[Path] = (), files: Iterable[Path] = ()) -> None:
     """Refuse a folder of ours whose known entries are of the wrong kind: a file where it keeps a
     folder (`checkpoints/`), a folder where it writes a file (`metrics.jsonl`), or a link there (a
-    write would replace it). Each would otherwise stop the command midway."""
+    write would replace it). Each would otherwise stop the command midway. A link where a folder of
+    ours goes is refused too: writing or cleaning through it would change the folder it points to."""
     for folder in folders:
+        if folder.is_symlink():
+            raise PipelineError(
+                f"{flag}: {folder} is a symbolic link (to {os.readlink(folder)}), but a folder of ours goes there; outputs are "
+                "never written through a link. Replace it with a real folder, or move it away (nothing was written)."
+            )
         if os.path.lexists(folder) and not folder.is_dir():
             raise PipelineError(f"{flag}: {folder} is not a folder, but a folder of ours goes there; move it away (nothing was written).")
     for file in files:

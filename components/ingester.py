@@ -20,7 +20,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import apache_beam as beam
 
@@ -126,7 +125,9 @@ def _close_dask_client(beam_args: Sequence[str]) -> None:
 
 
 def _normal(output: str | os.PathLike) -> str:
-    return str(output).rstrip("/") if beamfs.is_uri(str(output)) else str(Path(output))
+    """A URI without its trailing slash; a local path made absolute (without following links), so that
+    `.` or `..` names the folder itself and the staging folder and lock beside it have a place."""
+    return str(output).rstrip("/") if beamfs.is_uri(str(output)) else os.path.abspath(output)
 
 
 def _assemble(summaries: list[dict], scan: Scan, options: IngestOptions, digest: str, beam_args: Sequence[str]) -> tuple[dict, dict, str]:

@@ -32,6 +32,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import stat
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -106,9 +107,11 @@ def _holding(folder: str | os.PathLike, flag: str, mode: str, wait: float) -> It
 
 def _open(path: Path, *, optional: bool) -> filelock.ReadWriteLock | None:
     """The lock object of `path` (its folder and file created); None when `optional` and the folder
-    cannot be written."""
+    cannot be written. Anything but a regular file at `path` (a folder, a link, a pipe) is refused:
+    no lock could be taken there, and a link's target is not ours to write."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _check_lock_file(path)
         return filelock.ReadWriteLock(path)
     except (NotADirectoryError, FileExistsError) as err:
         raise PipelineError(f"cannot lock {path.parent / path.name[1:-5]}: a part of {path.parent} is a file, not a folder.") from err
@@ -119,6 +122,19 @@ def _open(path: Path, *, optional: bool) -> filelock.ReadWriteLock | None:
         if isinstance(err, OSError):
             raise
         raise PipelineError(f"cannot create the lock file {path} ({err}); check that {path.parent} can be written.") from err
+
+
+def _check_lock_file(path: Path) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+    raise PipelineError(
+        f"{path} is {kind}, but the lock file of {path.parent / path.name[1:-5]} goes there; move it away and run the command again."
+    )
 
 
 def _in_use(folder: str | os.PathLike, flag: str, mode: str, path: Path) -> str:

@@ -66,7 +66,13 @@ def _download(uri: str, manifest: dict, manifest_bytes: bytes, local: Path) -> N
     """Copy every shard into a fresh folder beside `local`, verify it, then swap it into place."""
     from components.shards import verify_shard
 
-    local.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        local.parent.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError) as err:
+        raise PipelineError(
+            f"the local copy of {uri} cannot be made under {local.parent}: a part of that path is a file, not a folder. "
+            f"Set {CACHE_VARIABLE} to a folder (or unset it for ~/.cache/animegan-pipeline), or move that file away."
+        ) from err
     staging = local.with_name(f".{local.name}.download-{secrets.token_hex(4)}")
     staging.mkdir()
     try:

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from components import guard
 from components.artifacts import (
     RunPaths,
     atomic_write_json,
@@ -124,6 +125,14 @@ def prepare_run_folder(paths: RunPaths, record: dict, *, new_run: bool, write: b
         atomic_write_json(paths.hparams, record)
 
 
+def check_run_layout(paths: RunPaths) -> None:
+    """Refuse a run folder where one of its own folders (checkpoints, samples, logs, the tuner's, the
+    export target) is a file or a link, or one of its files a folder or a link: every stage that
+    writes or cleans a run folder checks this first, before it takes a lock or looks inside."""
+    folders = (paths.checkpoints, paths.checkpoints / BEST, paths.samples, paths.logs, paths.tuner, paths.export.parent, paths.export)
+    guard.check_layout("--run", folders=folders, files=(paths.hparams, paths.metrics, paths.best_hyperparameters))
+
+
 def check_run_folder_is_ours(paths: RunPaths) -> None:
     """Refuse a `--run` that is a file, or a folder holding things but no marker of this project
     (hparams.json of a training run, tuner/search.json of a search)."""
@@ -137,32 +146,47 @@ def check_run_folder_is_ours(paths: RunPaths) -> None:
         )
 
 
-# What the trainer writes, by folder: only files of these names are ever deleted by --new-run.
+# What the trainer writes, by folder: only regular files of these names are ever deleted by --new-run.
 _TRAINER_FILES = {
-    "checkpoints": re.compile(rf"checkpoint|({CHECKPOINT_NAME}|{BEST})-\d+(\.index|\.data-\d+-of-\d+|_temp)|\.\w+-\d+"),
-    "checkpoints/best": re.compile(rf"checkpoint|{BEST}-\d+(\.index|\.data-\d+-of-\d+|_temp)"),
-    "samples": re.compile(r"step-\d+\.png|best\.png|\.[\w.-]+\.tmp"),
+    "checkpoints": re.compile(rf"checkpoint|({CHECKPOINT_NAME}|{BEST})-\d+(\.index|\.data-\d+-of-\d+)"),
+    "checkpoints/best": re.compile(rf"checkpoint|{BEST}-\d+(\.index|\.data-\d+-of-\d+)"),
+    "samples": re.compile(r"step-\d+\.png|best\.png"),
     "logs": re.compile(r"events\.out\.tfevents\..*"),
-    ".": re.compile(r"metrics\.jsonl|hparams\.json|\.(metrics\.jsonl|hparams\.json)\.[\w-]+\.tmp"),
+    ".": re.compile(r"metrics\.jsonl|hparams\.json"),
 }
+# The one kind of folder the trainer leaves behind: the one TensorFlow writes a checkpoint into when a save is cut short.
+_TRAINER_FOLDERS = re.compile(rf"({CHECKPOINT_NAME}|{BEST})-\d+_temp")
 
 
 def remove_trainer_outputs(paths: RunPaths) -> list[Path]:
-    """Delete the trainer's own files of a run folder (see `_TRAINER_FILES`) and the folders they
-    leave empty; return what is left that the trainer did not write."""
+    """Delete the trainer's own entries of a run folder and the folders they leave empty; return what
+    is left that the trainer did not write.
+
+    Its entries are regular files named as it names them (`_TRAINER_FILES`), the folders of a cut
+    short checkpoint save (`_TRAINER_FOLDERS`) and the temporaries of its processes that are gone
+    (`remove_stale_temporaries`). A link is never followed nor removed, and a folder of another
+    name is kept whole, whatever it holds.
+    """
     left = []
     for folder, pattern in sorted(_TRAINER_FILES.items(), key=lambda item: -item[0].count("/")):  # inner folders first
         directory = paths.root / folder
-        for entry in sorted(directory.iterdir()) if directory.is_dir() else ():
-            if entry.name == "best" and folder == "checkpoints":
+        if directory.is_symlink() or not directory.is_dir():
+            continue
+        remove_stale_temporaries(directory)
+        for entry in sorted(directory.iterdir()):
+            if entry.name == BEST and folder == "checkpoints":
                 continue
-            if pattern.fullmatch(entry.name):
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-            elif folder == ".":
+            if entry.is_symlink():
+                pass
+            elif entry.is_file() and pattern.fullmatch(entry.name):
+                entry.unlink()
                 continue
-            else:
+            elif entry.is_dir() and folder.startswith("checkpoints") and _TRAINER_FOLDERS.fullmatch(entry.name):
+                shutil.rmtree(entry)
+                continue
+            if folder != ".":
                 left.append(entry)
-        if folder != "." and directory.is_dir() and not any(directory.iterdir()):
+        if folder != "." and not any(directory.iterdir()):
             directory.rmdir()
     for entry in left:
         print(f"note: kept {entry}: the trainer did not write it", file=sys.stderr)

@@ -249,7 +249,7 @@ def run_main(
                 import_tensorflow_quietly()
             code = main(argv)
     except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error_line(str(err))
         code = EXIT_USER_ERROR
     except Terminated:
         print("\nterminated (SIGTERM): re-run the same command to resume", file=sys.stderr)
@@ -263,9 +263,20 @@ def run_main(
         line = environment_failure(err)
         if line is None:
             raise
-        print(f"error: {line}", file=sys.stderr)
+        _error_line(line)
         code = EXIT_ENVIRONMENT
     sys.exit(code or 0)
+
+
+# Characters that end a line or move the cursor (str.splitlines breaks at several besides "\n").
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _error_line(message: str) -> None:
+    """Print `message` as the one `error:` line: a control character in it (a newline in a path the
+    user gave) is written as its escape, so the message stays one line that scripts can grep."""
+    escaped = _CONTROL.sub(lambda match: repr(match.group())[1:-1], message)
+    print(f"error: {escaped}", file=sys.stderr)
 
 
 # A path the user gave that no file system can hold or follow: their mistake, not the machine's.
@@ -278,10 +289,10 @@ def _os_error(err: OSError) -> int:
     the machine one of environment (1); anything else is our bug and keeps its traceback."""
     if err.errno in _PATH_MISTAKES:
         name = f": {os.fsdecode(err.filename)[:200]}" if err.filename else ""
-        print(f"error: {err.strerror}{name}; give a shorter path, or one without a loop of links.", file=sys.stderr)
+        _error_line(f"{err.strerror}{name}; give a shorter path, or one without a loop of links.")
         return EXIT_USER_ERROR
     line = environment_failure(err)
     if line is None:
         raise err
-    print(f"error: {line}", file=sys.stderr)
+    _error_line(line)
     return EXIT_ENVIRONMENT

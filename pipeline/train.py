@@ -28,6 +28,7 @@ from components.config import (
 from components.errors import PipelineError
 from components.model import D_KERNELS, MAX_FILTERS, MAX_LATENT_DIM, UPSAMPLES, ModelConfig
 from components.precision import PRECISIONS
+from components.runfolder import check_run_layout
 from pipeline import _cli
 from pipeline._search import add_search_arguments, config_from_best_file, search, search_cost_line
 
@@ -258,14 +259,6 @@ def _run_folder_lock(run_dir: Path):
     if cluster_spec_from_env() is not None or search_role() == "worker":
         return contextlib.nullcontext()
     return locks.writing(run_dir, "--run")
-
-
-def check_run_layout(paths: RunPaths) -> None:
-    """Refuse a run folder where one of the trainer's folders is a file, or one of its files a folder or a link."""
-    from components.checkpoints import BEST
-
-    folders = (paths.checkpoints, paths.checkpoints / BEST, paths.samples, paths.logs, paths.tuner)
-    guard.check_layout("--run", folders=folders, files=(paths.hparams, paths.metrics, paths.best_hyperparameters))
 
 
 def make_evaluator(args: argparse.Namespace):

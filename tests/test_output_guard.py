@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import guard
+from components import guard, remote_data
+from components.artifacts import RunPaths, append_jsonl, saved_model_versions
 from components.data_folder import remove_leftovers
 from components.errors import PipelineError
+from components.exporter import next_version
+from components.runfolder import remove_trainer_outputs
 from tests.helpers import TINY, cli, ingest_tiny, no_traceback, snapshot, train_tiny, write_synthetic_faces
 
 
@@ -202,7 +205,7 @@ def test_every_output_under_a_file_is_one_error_line(module, argv, data, faces, 
     copy = Path(shutil.copytree(run, tmp_path / "copy", ignore=shutil.ignore_patterns("export")))
     (copy / "export").write_text("mine")  # the export target's parent
     names = {"data": data, "faces": faces, "run": run, "file": file, "copy": copy}
-    refused(cli(module, *(arg.format(**names) for arg in argv)), "is a file, not a folder")
+    refused(cli(module, *(arg.format(**names) for arg in argv)), "not a folder")
     assert file.read_text() == "mine" and (copy / "export").read_text() == "mine"
 
 
@@ -228,3 +231,113 @@ def test_pipeline_run_refuses_a_grid_it_did_not_write_before_any_stage(tmp_path)
     grid.write_bytes(b"a user's picture")
     refused(cli("run", "--demo", "--data", str(tmp_path / "data"), "--run", str(tmp_path / "run")), "not a contact sheet")
     assert grid.read_bytes() == b"a user's picture" and not (tmp_path / "data").exists()
+
+
+# -- a run folder's own layout, trainer outputs, appends, odd names -------------------------------
+
+
+@pytest.mark.parametrize("entry", ["samples", "logs", "checkpoints", "checkpoints/best", "tuner", "export", "export/generator"])
+def test_a_link_in_a_run_folder_s_layout_is_one_error_line_and_its_target_is_untouched(data, run, tmp_path, entry):
+    copy = Path(shutil.copytree(run, tmp_path / "run"))
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "step-0000004.png").write_text("keep")
+    (user / "events.out.tfevents.1.h").write_text("keep")
+    path = copy / entry
+    if path.exists():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(user)
+    before, user_before = snapshot(copy), snapshot(user)
+    train = ("train", "--data", str(data), "--run", str(copy), "--images", "32", *TINY)
+    refused(cli(*train, "--new-run"), str(path), "symbolic link")
+    if entry.startswith("export"):
+        refused(cli("export", "--run", str(copy)), str(path), "symbolic link")
+    assert sorted(p.name for p in user.iterdir()) == ["events.out.tfevents.1.h", "step-0000004.png"]  # no lock, no export
+    assert snapshot(user) == user_before and snapshot(copy) == before
+
+
+def test_new_run_removes_only_the_trainer_s_own_entries_and_never_follows_links(run, tmp_path):
+    copy = Path(shutil.copytree(run, tmp_path / "run"))
+    paths = RunPaths(copy)
+    mine = tmp_path / "mine.png"
+    mine.write_text("keep")
+    (paths.samples / ".backup.tmp").mkdir()
+    (paths.samples / ".backup.tmp" / "photo.jpg").write_text("keep")
+    (paths.samples / "step-0000099.png").symlink_to(mine)
+    (paths.checkpoints / ".old-1").mkdir()
+    (paths.checkpoints / ".old-1" / "ckpt-1.index").write_text("keep")
+    (paths.checkpoints / "ckpt-99_temp").mkdir()  # what TensorFlow leaves of a save cut short
+    (paths.checkpoints / "ckpt-99_temp" / "part").write_text("theirs")
+    left = remove_trainer_outputs(paths)
+    assert sorted(p.relative_to(copy).as_posix() for p in left) == [
+        "checkpoints/.old-1", "samples/.backup.tmp", "samples/step-0000099.png"
+    ]
+    assert (paths.samples / ".backup.tmp" / "photo.jpg").read_text() == "keep"
+    assert (paths.checkpoints / ".old-1" / "ckpt-1.index").read_text() == "keep"
+    assert mine.read_text() == "keep" and (paths.samples / "step-0000099.png").is_symlink()
+    assert not (paths.checkpoints / "ckpt-99_temp").exists() and not paths.metrics.exists() and not paths.hparams.exists()
+    assert sorted(p.name for p in paths.samples.iterdir()) == [".backup.tmp", "step-0000099.png"] and not paths.logs.exists()
+
+
+def test_an_append_to_a_hard_linked_log_leaves_its_other_name_as_it_was(tmp_path):
+    log, backup = tmp_path / "metrics.jsonl", tmp_path / "backup.jsonl"
+    log.write_text('{"step": 1}\n')
+    os.link(log, backup)
+    append_jsonl(log, {"step": 2})
+    assert backup.read_text() == '{"step": 1}\n'
+    assert log.read_text() == '{"step": 1}\n{"step": 2}\n' and log.stat().st_nlink == 1
+    inode = log.stat().st_ino
+    append_jsonl(log, {"step": 3})  # a file of one name is appended to in place
+    assert log.stat().st_ino == inode and log.read_text().endswith('{"step": 3}\n')
+
+
+def test_ingest_into_the_current_folder_by_dot_works_and_rebuilds(tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    first = cli("ingest", "--synthetic", "12", "--image-size", "32", "--eval-fraction", "0.25", "--output", ".", "--quiet")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (here / "manifest.json").is_file()
+    monkeypatch.chdir(here)  # the folder was replaced as a whole: enter the new one
+    again = cli("ingest", "--synthetic", "12", "--image-size", "32", "--eval-fraction", "0.25", "--output", ".", "--quiet",
+                "--overwrite", "--seed", "3")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (here / "manifest.json").is_file()
+
+
+def test_a_version_folder_named_with_a_non_ascii_digit_is_not_a_version(tmp_path):
+    root = tmp_path / "generator"
+    for name in ("1", "²", "٣"):
+        (root / name).mkdir(parents=True)
+        (root / name / "saved_model.pb").write_bytes(b"")
+    assert next_version(root) == 2
+    assert saved_model_versions(root) == [root / "1"]
+
+
+def test_a_cache_folder_that_is_a_file_is_one_error(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.write_text("mine")
+    monkeypatch.setenv(remote_data.CACHE_VARIABLE, str(cache))
+    with pytest.raises(PipelineError, match=remote_data.CACHE_VARIABLE):
+        remote_data._download("s3://bucket/faces", {"splits": {}}, b"{}", remote_data.cache_root() / "data" / "0123")
+    assert cache.read_text() == "mine"
+
+
+@pytest.mark.parametrize("kind", ["folder", "link", "broken link"])
+def test_something_else_at_a_lock_file_s_place_is_one_accurate_error_line(run, tmp_path, kind):
+    lock = tmp_path / ".samples.lock"
+    target = tmp_path / "target"
+    target.write_text("mine")
+    if kind == "folder":
+        lock.mkdir()
+    else:
+        lock.symlink_to(target if kind == "link" else tmp_path / "gone")
+    result = cli("sample", "--model", str(run), "--num", "4", "--out", str(tmp_path / "samples"))
+    refused(result, str(lock), "a folder" if kind == "folder" else "a symbolic link", "lock file")
+    assert target.read_text() == "mine" and not (tmp_path / "samples").exists()
+
+
+def test_a_newline_in_a_path_stays_inside_the_one_error_line(data, tmp_path):
+    result = cli("train", "--data", str(tmp_path / "no\nsuch"), "--run", str(tmp_path / "run"), "--images", "8", *TINY)
+    refused(result, "no\\nsuch")
