@@ -303,8 +303,8 @@ def replaceable_evaluation(path: str | os.PathLike) -> bool:
         return False
     try:
         return eval_file_problem(json.loads(data)) is None
-    except ValueError:
-        return data.startswith(_OWN_START)
+    except ValueError:  # torn: ours if it begins as ours do (or is a beginning of that)
+        return bool(data) and (data.startswith(_OWN_START) or _OWN_START.startswith(data))
 
 
 def evaluation_is_current(done: dict[str, Any], request: dict[str, Any], path: str | os.PathLike, model_dir: str | os.PathLike) -> bool:
