@@ -48,7 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tuner", default="bayesian", help="bayesian, random or hyperband")
     parser.add_argument("--max-trials", type=int, help="the search's budget: the default's 2 trainings + N-2 tuned trials "
                         "(default 10, or no cap but --tune-budget's)")
-    parser.add_argument("--tune-budget", type=float, help="the search's budget as a multiple of the default's final training's measured time")
+    parser.add_argument(
+        "--tune-budget", type=float, help="the search's budget as a multiple of the default's final training's measured time"
+    )
     parser.add_argument("--trial-images", type=int, default=20_000, help="images seen by every trial (and the default's row)")
     parser.add_argument("--trial-image-size", type=int, default=32, help="trials' image size (0: the data's)")
     parser.add_argument("--full-images", type=int, default=100_000, help="images of the final trainings, tuned and default")
@@ -129,7 +131,11 @@ def bench_seed(args: argparse.Namespace, seed: int, data: Path, evaluators: dict
         sys.exit("error: neither the default nor any trial completed; see the table above.")
     print(format_table(search.rows, search.best["trial_id"]))
     kept = search.best["chosen"] == "default"
-    tuned = default if kept else final_training(args, config_from_best(base, search.best_path)[0], data, runs / "tuned", evaluators["full"])
+    tuned = (
+        default
+        if kept
+        else final_training(args, config_from_best(base, search.best_path)[0], data, runs / "tuned", evaluators["full"])
+    )
     cost = search_cost(search.rows, runs / "search" / "tuner", budget)
     return {
         "seed": seed,

@@ -44,7 +44,9 @@ def checkpoint_prefixes(directory: Path, *, complete: bool = True) -> list[Path]
     return [prefix for _, prefix in sorted(numbered, reverse=True)]
 
 
-def restore_newest_intact(checkpoint, directory: Path, say=print, *, partial: bool = False, shown_as: Path | None = None) -> Path | None:
+def restore_newest_intact(
+    checkpoint, directory: Path, say=print, *, partial: bool = False, shown_as: Path | None = None
+) -> Path | None:
     """Restore `checkpoint` (a `tf.train.Checkpoint`) from the newest intact checkpoint in `directory`.
 
     Returns its prefix, or None when the folder holds no checkpoint at all. A damaged newer
@@ -52,7 +54,9 @@ def restore_newest_intact(checkpoint, directory: Path, say=print, *, partial: bo
     `partial`: `checkpoint` holds only some of the saved objects (e.g. the EMA generator alone).
     `shown_as`: the folder to name in messages when `directory` is a view of it (`pinned_checkpoints`).
     """
-    skipped = [(directory / name, "TensorFlow's checkpoint file names it, but its files are gone") for name in _missing_named(directory)]
+    skipped = [
+        (directory / name, "TensorFlow's checkpoint file names it, but its files are gone") for name in _missing_named(directory)
+    ]
     for prefix in checkpoint_prefixes(directory, complete=False):
         if not Path(f"{prefix}.index").is_file():
             skipped.append((prefix, "its .index file is missing: the save was cut short"))
@@ -152,7 +156,10 @@ def _missing_named(directory: Path) -> list[str]:
     named = re.findall(r'^(?:all_)?model_checkpoint_paths?: "([^"]+)"', state.read_text(errors="replace"), flags=re.MULTILINE)
     present = {prefix.name for prefix in checkpoint_prefixes(directory, complete=False)}
     names = {Path(name).name for name in named}
-    return sorted((name for name in names if name not in present and re.fullmatch(r"\w+-\d+", name)), key=lambda n: -int(n.rsplit("-", 1)[1]))
+    return sorted(
+        (name for name in names if name not in present and re.fullmatch(r"\w+-\d+", name)),
+        key=lambda n: -int(n.rsplit("-", 1)[1]),
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -234,8 +241,12 @@ class CheckpointState:
             remove_checkpoints_after(self.paths.checkpoints, prefix)
             best = checkpoint_prefixes(self.paths.checkpoints / BEST)  # kept even if newer: still the best weights seen
             remove_checkpoints_after(self.paths.checkpoints / BEST, best[0] if best else None)
-            self.best = tf.train.CheckpointManager(self.checkpoint, str(self.paths.checkpoints / BEST), max_to_keep=1, checkpoint_name=BEST)
-        self.periodic = tf.train.CheckpointManager(self.checkpoint, str(self.write_dir), max_to_keep=self.keep, checkpoint_name=CHECKPOINT_NAME)
+            self.best = tf.train.CheckpointManager(
+                self.checkpoint, str(self.paths.checkpoints / BEST), max_to_keep=1, checkpoint_name=BEST
+            )
+        self.periodic = tf.train.CheckpointManager(
+            self.checkpoint, str(self.write_dir), max_to_keep=self.keep, checkpoint_name=CHECKPOINT_NAME
+        )
         if prefix is None:
             return None
         best = self._best_score()

@@ -198,7 +198,9 @@ def baseline_cache(
     return Path(data_dir, "cache", f"eval-{key}.json")
 
 
-def _read_cache(path: Path | None, real_nn_size: int | None, inception: bool) -> tuple[dict[str, float], np.ndarray | None] | None:
+def _read_cache(
+    path: Path | None, real_nn_size: int | None, inception: bool
+) -> tuple[dict[str, float], np.ndarray | None] | None:
     """The cached (baseline, real nearest-neighbour distances), or None if absent, unreadable or
     not what this set-up computes (`real_nn_size` distances, or None without a training set; FID and
     KID floors with `inception`). Figures no computation gives (negative distances, an MS-SSIM
@@ -307,7 +309,9 @@ def replaceable_evaluation(path: str | os.PathLike) -> bool:
         return bool(data) and (data.startswith(_OWN_START) or _OWN_START.startswith(data))
 
 
-def evaluation_is_current(done: dict[str, Any], request: dict[str, Any], path: str | os.PathLike, model_dir: str | os.PathLike) -> bool:
+def evaluation_is_current(
+    done: dict[str, Any], request: dict[str, Any], path: str | os.PathLike, model_dir: str | os.PathLike
+) -> bool:
     """True when `done` (an eval.json of ours, at `path`) holds the figures of `request` (with the
     model's `model_fingerprint`, `SavedModelGenerator.fingerprint`) for the model in `model_dir`.
 
@@ -352,7 +356,9 @@ class TrainingEvaluator:
         cache = baseline_cache(data_dir, split, num, seed, train_limit, inception_weights, image_size)
         self.evaluator = Evaluator(real, train, num=num, seed=seed, inception=inception, cache=cache)
         self.seed, self.batch_size = seed, batch_size
-        self.request = evaluation_request(data_dir, split, num, seed, image_size, train_limit=train_limit, inception_weights=inception_weights)
+        self.request = evaluation_request(
+            data_dir, split, num, seed, image_size, train_limit=train_limit, inception_weights=inception_weights
+        )
         self._latents: dict[int, np.ndarray] = {}
 
     def __call__(self, generator) -> dict[str, float]:

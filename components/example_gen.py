@@ -150,7 +150,9 @@ def write_chunk(spec: ChunkSpec, source: ImageSource, options: IngestOptions, st
     for done, name in enumerate(spec.names, 1):
         try:
             data = source.read(name, images.max_file_bytes(options.max_pixels))
-            prepared = images.prepare_image(data, options.image_size, options.resize, options.effective_min_size, options.max_pixels)
+            prepared = images.prepare_image(
+                data, options.image_size, options.resize, options.effective_min_size, options.max_pixels
+            )
         except images.Rejected as rejected:
             result.rejects.append({"source": name, "reason": rejected.reason, "detail": rejected.detail})
         else:

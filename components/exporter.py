@@ -61,7 +61,9 @@ def export_generator(
         return _export_next_version(generator, Path(export_root), model_card, check_count, extra_files)
 
 
-def _export_next_version(generator, export_root: Path, model_card: dict, check_count: int, extra_files: dict[str, dict] | None) -> Path:
+def _export_next_version(
+    generator, export_root: Path, model_card: dict, check_count: int, extra_files: dict[str, dict] | None
+) -> Path:
     latent_dim, image_shape = _generator_shapes(generator)
     export_root = Path(export_root)
     guard.output_folder("export folder", export_root)

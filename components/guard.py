@@ -46,7 +46,9 @@ def output_file(flag: str, path: str | os.PathLike, *, ours: Callable[[Path], bo
     path = Path(path)
     _check_place(flag, path)
     if path.is_dir():
-        raise PipelineError(f"{flag} {path} is a folder; {flag} names a file to write: give a file path (inside it, for example).")
+        raise PipelineError(
+            f"{flag} {path} is a folder; {flag} names a file to write: give a file path (inside it, for example)."
+        )
     if path.exists() and not stat.S_ISREG(path.stat().st_mode):
         raise PipelineError(f"{flag} {path} is not a regular file (a device, a pipe or a socket); give the path of a new file.")
     for input_flag, folder in inputs:
@@ -87,7 +89,9 @@ def check_layout(flag: str, *, folders: Iterable[Path] = (), files: Iterable[Pat
                 "never written through a link. Replace it with a real folder, or move it away (nothing was written)."
             )
         if os.path.lexists(folder) and not folder.is_dir():
-            raise PipelineError(f"{flag}: {folder} is not a folder, but a folder of ours goes there; move it away (nothing was written).")
+            raise PipelineError(
+                f"{flag}: {folder} is not a folder, but a folder of ours goes there; move it away (nothing was written)."
+            )
     for file in files:
         if file.is_symlink() or file.is_dir():
             kind = "a symbolic link" if file.is_symlink() else "a folder"

@@ -94,7 +94,9 @@ def _holding(folder: str | os.PathLike, flag: str, mode: str, wait: float) -> It
             advice += ", or choose another folder: one process at a time may write a folder, and none while others read it"
         raise PipelineError(f"{_in_use(folder, flag, mode, path)}; {advice}.") from None
     except RuntimeError as err:  # this process already holds it in the other mode
-        raise PipelineError(f"{flag} {folder}: this process already {'writes' if mode == 'read' else 'reads'} it ({err}).") from err
+        raise PipelineError(
+            f"{flag} {folder}: this process already {'writes' if mode == 'read' else 'reads'} it ({err})."
+        ) from err
     except sqlite3.DatabaseError as err:
         raise PipelineError(f"{path} is not a lock file of ours ({err}); move it away and run the command again.") from err
     _held[path, mode] += 1
@@ -114,7 +116,9 @@ def _open(path: Path, *, optional: bool) -> filelock.ReadWriteLock | None:
         _check_lock_file(path)
         return filelock.ReadWriteLock(path)
     except (NotADirectoryError, FileExistsError) as err:
-        raise PipelineError(f"cannot lock {path.parent / path.name[1:-5]}: a part of {path.parent} is a file, not a folder.") from err
+        raise PipelineError(
+            f"cannot lock {path.parent / path.name[1:-5]}: a part of {path.parent} is a file, not a folder."
+        ) from err
     except (OSError, sqlite3.OperationalError) as err:
         unwritable = isinstance(err, sqlite3.OperationalError) or err.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
         if optional and unwritable:  # a folder whose parent nobody can write, nobody can replace
@@ -133,7 +137,8 @@ def _check_lock_file(path: Path) -> None:
         return
     kind = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
     raise PipelineError(
-        f"{path} is {kind}, but the lock file of {path.parent / path.name[1:-5]} goes there; move it away and run the command again."
+        f"{path} is {kind}, but the lock file of {path.parent / path.name[1:-5]} goes there; "
+        "move it away and run the command again."
     )
 
 

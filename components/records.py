@@ -170,7 +170,9 @@ def read_errors_named(data_dir: str | os.PathLike, split: str) -> Iterator[None]
             path = Path(data_dir) / entry["file"]
             if not path.is_file():
                 raise DamagedData(f"shard {path} disappeared while it was read; re-run the ingest with --overwrite.") from err
-            verify_shard(path, entry["count"], image_size=manifest["image_size"], channels=manifest.get("channels", 3), every_record=True)
+            verify_shard(
+                path, entry["count"], image_size=manifest["image_size"], channels=manifest.get("channels", 3), every_record=True
+            )
         if isinstance(err, tf.errors.InvalidArgumentError):
             raise
         raise DamagedData(

@@ -129,7 +129,15 @@ def check_run_layout(paths: RunPaths) -> None:
     """Refuse a run folder where one of its own folders (checkpoints, samples, logs, the tuner's, the
     export target) is a file or a link, or one of its files a folder or a link: every stage that
     writes or cleans a run folder checks this first, before it takes a lock or looks inside."""
-    folders = (paths.checkpoints, paths.checkpoints / BEST, paths.samples, paths.logs, paths.tuner, paths.export.parent, paths.export)
+    folders = (
+        paths.checkpoints,
+        paths.checkpoints / BEST,
+        paths.samples,
+        paths.logs,
+        paths.tuner,
+        paths.export.parent,
+        paths.export,
+    )
     guard.check_layout("--run", folders=folders, files=(paths.hparams, paths.metrics, paths.best_hyperparameters))
 
 
@@ -271,8 +279,9 @@ def restore_generator(run_dir: str | Path, checkpoint: str = "latest"):
     (`components.model.use_standing_statistics`), exactly as the trainer's sample grids and
     evaluations saw it. `info` has `hparams`, `step`, `images_seen`, `image_size`, `latent_dim`,
     `data_dir`, `data_fingerprint`, `data_counts`, `checkpoint` (the file prefix),
-    `checkpoint_fingerprint` (`checkpoint_fingerprint` of what was read) and `evaluation` (the metrics.jsonl line of the last evaluation at or before that step, {} if
-    none). `checkpoint` is "latest" or "best" (the lowest `swd_avg`, present when an evaluator ran).
+    `checkpoint_fingerprint` (`checkpoint_fingerprint` of what was read) and `evaluation` (the
+    metrics.jsonl line of the last evaluation at or before that step, {} if none).
+    `checkpoint` is "latest" or "best" (the lowest `swd_avg`, present when an evaluator ran).
     """
     import tensorflow as tf
 
@@ -292,7 +301,9 @@ def restore_generator(run_dir: str | Path, checkpoint: str = "latest"):
     images_seen = tf.Variable(0, dtype=tf.int64)
     reader = tf.train.Checkpoint(ema_generator=generator, step=step, images_seen=images_seen)
     with pinned_checkpoints(directory, paths.root) as view:
-        pinned = restore_newest_intact(reader, view, say=lambda text: print(text, file=sys.stderr), partial=True, shown_as=directory)
+        pinned = restore_newest_intact(
+            reader, view, say=lambda text: print(text, file=sys.stderr), partial=True, shown_as=directory
+        )
         fingerprint = checkpoint_fingerprint(pinned) if pinned is not None else None
     prefix = directory / pinned.name if pinned is not None else None
     if prefix is None:

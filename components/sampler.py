@@ -83,7 +83,12 @@ class OutputFormat:
         the end, a last chunk cut at another point), or is not ours at all.
         """
         start = self.file_start(name)
-        return start is not None and start < num and start % self.unit == 0 and name == self.file_name(start, min(start + self.unit, num))
+        return (
+            start is not None
+            and start < num
+            and start % self.unit == 0
+            and name == self.file_name(start, min(start + self.unit, num))
+        )
 
     def file_start(self, name: str) -> int | None:
         """The first index of the file `name` if it is named as this format names files, else None."""
@@ -289,12 +294,16 @@ def sample_to_folder(
                             workers=workers, progress=progress)  # fmt: skip
 
 
-def _sample_into(generator, out_dir: Path, num: int, fmt, settings: dict, *, seed, batch_size, truncation, workers, progress) -> SampleSummary:
+def _sample_into(
+    generator, out_dir: Path, num: int, fmt, settings: dict, *, seed, batch_size, truncation, workers, progress
+) -> SampleSummary:
     from tqdm import tqdm
 
     existing = _files_in(out_dir, fmt, num)
     skipped = fmt.images_in(existing, num)
-    check_free_space(out_dir, fmt.estimated_bytes(num - skipped, generator.image_shape), f"{num - skipped:,} {settings['format']} images")
+    check_free_space(
+        out_dir, fmt.estimated_bytes(num - skipped, generator.image_shape), f"{num - skipped:,} {settings['format']} images"
+    )
     claim_output_folder(out_dir, settings, existing)
     remove_stale_temporaries(out_dir)  # files a killed run was writing
     todo = ((start, stop) for start, stop in fmt.units(num) if fmt.file_name(start, stop) not in existing)

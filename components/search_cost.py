@@ -52,10 +52,16 @@ class CostEstimate:
         tuned = settings.tuned_trials * settings.executions_per_trial
         per_training = self.images_per_training / self.trial_images_per_sec
         if settings.budget_seconds is not None:
-            fit = max(0, int((settings.budget_seconds - DEFAULT_TRAININGS * per_training) // (per_training * settings.executions_per_trial)))
+            fit = max(
+                0,
+                int(
+                    (settings.budget_seconds - DEFAULT_TRAININGS * per_training) // (per_training * settings.executions_per_trial)
+                ),
+            )
             lines = [
                 f"estimate: the search trains the default {DEFAULT_TRAININGS} times, then tuned trials, each "
-                f"{self.images_per_training:,} images at ~{self.trial_images_per_sec:,.0f} img/s (about {_duration(per_training)}), "
+                f"{self.images_per_training:,} images at ~{self.trial_images_per_sec:,.0f} img/s "
+                f"(about {_duration(per_training)}), "
                 f"until its budget of {_duration(settings.budget_seconds)}"
                 + (f" ({settings.budget_seconds / self.final_seconds:.3g} x the final training)" if self.final_seconds else "")
                 + f": about {min(fit, settings.tuned_trials)} tuned trial(s)"

@@ -164,7 +164,9 @@ def tuned_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's hyperparameter values without KerasTuner's bookkeeping entries (`tuner/...`), each
     as its field's type: KerasTuner hands a choice of booleans back as 0 or 1."""
     fields = tunable_fields()
-    return {name: fields[name](value) if name in fields else value for name, value in values.items() if not name.startswith("tuner/")}
+    return {
+        name: fields[name](value) if name in fields else value for name, value in values.items() if not name.startswith("tuner/")
+    }
 
 
 def _field_type(name: str, where: str) -> type:
@@ -269,7 +271,8 @@ class SearchSettings:
                 raise PipelineError(f"{name.replace('_', '-')} must be a whole number from {low:,} to {high:,}, got {value!r}.")
         if self.trial_image_size is not None and self.trial_image_size not in IMAGE_SIZES:
             raise PipelineError(
-                f"trial-image-size must be one of the models' sizes ({', '.join(map(str, IMAGE_SIZES))}), got {self.trial_image_size!r}."
+                f"trial-image-size must be one of the models' sizes ({', '.join(map(str, IMAGE_SIZES))}), "
+                f"got {self.trial_image_size!r}."
             )
         if self.budget_seconds is not None and not (math.isfinite(self.budget_seconds) and self.budget_seconds > 0):
             raise PipelineError(f"the search's budget must be a positive number of seconds, got {self.budget_seconds!r}.")

@@ -152,7 +152,9 @@ def verify_shard(
     if problem is not None:
         raise DamagedData(f"shard {name} is damaged: {problem}. Re-run the ingest with --overwrite.")
     if count != expected_count:
-        raise DamagedData(f"shard {name} holds {count} records, the manifest says {expected_count}; re-run the ingest with --overwrite.")
+        raise DamagedData(
+            f"shard {name} holds {count} records, the manifest says {expected_count}; re-run the ingest with --overwrite."
+        )
 
 
 def _image_problem(record: bytes, image_size: int, channels: int, index: int) -> str | None:

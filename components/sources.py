@@ -73,7 +73,9 @@ class FolderSource:
         files, unlisted = [], []
 
         def reject(path: str | os.PathLike, reason: str, detail: str, folder: bool = False) -> None:
-            unlisted.append({"source": Path(path).relative_to(root).as_posix() + ("/" if folder else ""), "reason": reason, "detail": detail})
+            unlisted.append(
+                {"source": Path(path).relative_to(root).as_posix() + ("/" if folder else ""), "reason": reason, "detail": detail}
+            )
 
         def unreadable(err: OSError) -> None:  # a sub-folder we may not list: a reject, not a silent skip
             reject(err.filename, images.UNREADABLE, f"cannot list the folder: {err.strerror}", folder=True)
@@ -85,7 +87,12 @@ class FolderSource:
         for folder, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
             real = os.path.realpath(folder)
             if real in read_folders:
-                reject(folder, images.REPEATED_FOLDER, f"the same folder as {read_folders[real]} (through a link), read already", folder=True)
+                reject(
+                    folder,
+                    images.REPEATED_FOLDER,
+                    f"the same folder as {read_folders[real]} (through a link), read already",
+                    folder=True,
+                )
                 dirs[:] = []
                 continue
             label = Path(folder).relative_to(root).as_posix()
@@ -96,7 +103,9 @@ class FolderSource:
                 reject(folder, images.PROJECT_FOLDER, detail, folder=True)
                 dirs[:] = []
                 continue
-            dirs[:] = sorted((d for d in dirs if not d.startswith(".")), key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
+            dirs[:] = sorted(
+                (d for d in dirs if not d.startswith(".")), key=lambda d: (os.path.islink(os.path.join(folder, d)), d)
+            )
             for name in names:
                 if name.startswith("."):  # .DS_Store and friends are not inputs
                     continue

@@ -152,7 +152,9 @@ def train(
             compile_gan(
                 gan, config, dtype_policy, jit_compile=resolve_jit(jit), steps_per_execution=intervals.execution, total_steps=total_steps
             )
-            state = CheckpointState(gan, paths, intervals.keep_checkpoints, checkpoint_write_dir(strategy, paths.checkpoints), chief)
+            state = CheckpointState(
+                gan, paths, intervals.keep_checkpoints, checkpoint_write_dir(strategy, paths.checkpoints), chief
+            )
         resumed_from = state.restore(say)
         if resumed_from is not None:
             say(f"resumed from step {resumed_from} ({state.images_seen_now} images seen) in {paths.checkpoints}")

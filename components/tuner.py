@@ -177,7 +177,9 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         KerasTuner's oracle stops once it holds `max_trials` trials, so lowering that to the trials
         it has is how its public API ends a search early (`run_search` does not start a search
         whose default's row spent the budget: a `max_trials` of 0 means no cap)."""
-        if self.settings.budget_seconds is not None and self.oracle.trials and self.over_budget():  # a worker's oracle is a client
+        if (
+            self.settings.budget_seconds is not None and self.oracle.trials and self.over_budget()
+        ):  # a worker's oracle is a client
             self.oracle.max_trials = len(self.oracle.trials)
 
     def over_budget(self) -> bool:

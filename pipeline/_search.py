@@ -50,7 +50,13 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         "included, may take as long as the final training); estimated from a speed probe before the search, which stops "
         "itself before a trial would cross it; the time spent is printed after",
     )  # fmt: skip
-    search.add_argument("--trial-images", type=_limited("trial_images"), metavar="N", default=20_000, help="images seen by one trial (hyperband: by its longest)")
+    search.add_argument(
+        "--trial-images",
+        type=_limited("trial_images"),
+        metavar="N",
+        default=20_000,
+        help="images seen by one trial (hyperband: by its longest)",
+    )
     search.add_argument(
         "--trial-image-size", type=int, choices=IMAGE_SIZES, metavar="PIXELS",
         help="train and score the trials (and the default's row) at this divisor of the data's image size, on images "
@@ -64,8 +70,20 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         "--executions-per-trial", type=_limited("executions_per_trial"), default=1, metavar="N",
         help="trainings per tuned trial (seeds --seed, --seed+1, ...), swd_avg averaged; --seed also seeds the oracle",
     )  # fmt: skip
-    search.add_argument("--hyperband-max-epochs", type=_limited("hyperband_max_epochs"), metavar="N", default=9, help="hyperband: its longest trial in epochs of trial-images / this images")
-    search.add_argument("--hyperband-factor", type=_limited("hyperband_factor"), metavar="N", default=3, help="hyperband: reduction factor between rounds and brackets")
+    search.add_argument(
+        "--hyperband-max-epochs",
+        type=_limited("hyperband_max_epochs"),
+        metavar="N",
+        default=9,
+        help="hyperband: its longest trial in epochs of trial-images / this images",
+    )
+    search.add_argument(
+        "--hyperband-factor",
+        type=_limited("hyperband_factor"),
+        metavar="N",
+        default=3,
+        help="hyperband: reduction factor between rounds and brackets",
+    )
     search.add_argument(
         "--search", action="append", default=[], metavar="NAME=SPEC",
         help="override one search dimension, NAME being a model or training flag in snake_case: choices "
@@ -199,7 +217,10 @@ def search_cost_line(search_seconds: float, final_seconds: float, budget_multipl
     """After the final training: what the search cost, measured, against that training (and its budget)."""
     ratio = search_seconds / final_seconds if final_seconds > 0 else math.inf
     budget = f" (budget {budget_multiple:g} x)" if budget_multiple is not None else ""
-    return f"search {search_seconds:.0f} s, final training {final_seconds:.0f} s: the search cost {ratio:.2f} x the final training{budget}"
+    return (
+        f"search {search_seconds:.0f} s, final training {final_seconds:.0f} s: "
+        f"the search cost {ratio:.2f} x the final training{budget}"
+    )
 
 
 def _search_summary(result, *, tune_only: bool, budget_seconds: float | None = None) -> str:

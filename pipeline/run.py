@@ -44,15 +44,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", type=Path, help="run folder (default: artifacts/<data folder name>)")
     parser.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=64, help="training image size")
     parser.add_argument("--eval-fraction", type=_cli.finite_float, default=0.1, help="share of the images held out for evaluation")
-    parser.add_argument("--images", type=_cli.bounded_int(1, MAX_IMAGES), default=400_000, help="training budget: real images seen")
+    parser.add_argument(
+        "--images", type=_cli.bounded_int(1, MAX_IMAGES), default=400_000, help="training budget: real images seen"
+    )
     parser.add_argument("--eval-every", type=_cli.bounded_int(1, MAX_IMAGES), default=None, metavar="IMAGES",
                         help="evaluate (SWD) and keep the best checkpoint every this many images (default: budget / 5)")
     parser.add_argument("--eval-num", type=_cli.eval_num, default=1024, help="images per evaluation")
     parser.add_argument("--tune", action="store_true", help="search hyperparameters with KerasTuner before training")
-    parser.add_argument("--max-trials", type=_cli.bounded_int(*SEARCH_LIMITS["max_trials"]), default=8, help="with --tune: the search's budget, 2 default trainings + N-2 tuned trials")
-    parser.add_argument("--trial-images", type=_cli.bounded_int(*SEARCH_LIMITS["trial_images"]), default=20_000, help="with --tune: images seen by one trial")
-    parser.add_argument("--trial-image-size", type=int, choices=IMAGE_SIZES, help="with --tune: train the trials at this divisor of --image-size")
-    parser.add_argument("--num-samples", type=_cli.bounded_int(1, MAX_NUM), default=64, help="images to sample from the exported SavedModel")
+    parser.add_argument(
+        "--max-trials",
+        type=_cli.bounded_int(*SEARCH_LIMITS["max_trials"]),
+        default=8,
+        help="with --tune: the search's budget, 2 default trainings + N-2 tuned trials",
+    )
+    parser.add_argument(
+        "--trial-images",
+        type=_cli.bounded_int(*SEARCH_LIMITS["trial_images"]),
+        default=20_000,
+        help="with --tune: images seen by one trial",
+    )
+    parser.add_argument(
+        "--trial-image-size", type=int, choices=IMAGE_SIZES, help="with --tune: train the trials at this divisor of --image-size"
+    )
+    parser.add_argument(
+        "--num-samples", type=_cli.bounded_int(1, MAX_NUM), default=64, help="images to sample from the exported SavedModel"
+    )
     parser.add_argument("--seed", type=_cli.seed, default=0, help="seed of training, evaluation and sampling")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only stage headers and the summary")
     parser.epilog = ("Beam options: everything after `--` goes to the ingest's pipeline and, when --data is a URI, configures "

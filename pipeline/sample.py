@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="clip every latent value to [-T, T] (smaller: more typical, less varied faces); unset: no clipping",
     )
     parser.add_argument("--grid", type=Path, help="also write a PNG contact sheet of the first --grid-count images")
-    parser.add_argument("--grid-count", type=bounded_int(1, MAX_GRID_COUNT), default=64, help="images on the --grid contact sheet")
+    parser.add_argument(
+        "--grid-count", type=bounded_int(1, MAX_GRID_COUNT), default=64, help="images on the --grid contact sheet"
+    )
     parser.add_argument("--workers", type=bounded_int(1, 64), default=2, help="threads encoding and writing files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

@@ -90,8 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     budget = parser.add_argument_group("budget (one of; default --epochs 60, the seed's)")
     exclusive = budget.add_mutually_exclusive_group()
-    exclusive.add_argument("--epochs", type=_cli.bounded_float(0, MAX_EPOCHS, low_included=False), help="passes over the train split (fractions allowed)")
-    exclusive.add_argument("--images", type=_cli.bounded_int(1, MAX_IMAGES), help="real images to train on; steps = ceil(images / batch size)")
+    exclusive.add_argument(
+        "--epochs",
+        type=_cli.bounded_float(0, MAX_EPOCHS, low_included=False),
+        help="passes over the train split (fractions allowed)",
+    )
+    exclusive.add_argument(
+        "--images", type=_cli.bounded_int(1, MAX_IMAGES), help="real images to train on; steps = ceil(images / batch size)"
+    )
     add_hparam_arguments(parser)
 
     evaluation = parser.add_argument_group("evaluation (components.evaluator, on the data's eval split)")
@@ -101,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         "images seen and at the end, log it, and keep the lowest-swd_avg checkpoint in checkpoints/best/ (0: off; "
         "with --tune every trial and the final training are scored at their end anyway)",
     )  # fmt: skip
-    evaluation.add_argument("--eval-num", type=_cli.eval_num, default=1024, metavar="N", help="generated and real images per evaluation")
+    evaluation.add_argument(
+        "--eval-num", type=_cli.eval_num, default=1024, metavar="N", help="generated and real images per evaluation"
+    )
 
     add_search_arguments(parser)
 
@@ -114,10 +122,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--jit", action=argparse.BooleanOptionalAction, default=None,
         help="compile steps with XLA (default: on with a GPU, off on CPU, where XLA is much slower)",
     )  # fmt: skip
-    runtime.add_argument("--checkpoint-every", type=_interval("checkpoint_every"), default=200, metavar="STEPS", help="save a checkpoint every this many steps (and at the end)")
-    runtime.add_argument("--keep-checkpoints", type=_interval("keep_checkpoints"), default=3, metavar="N", help="how many periodic checkpoints to keep")
-    runtime.add_argument("--sample-every", type=_interval("sample_every"), default=500, metavar="STEPS", help="write a sample grid every this many steps (and at the end)")
-    runtime.add_argument("--log-every", type=_interval("log_every"), default=50, metavar="STEPS", help="average metrics over and log every this many steps")
+    runtime.add_argument(
+        "--checkpoint-every",
+        type=_interval("checkpoint_every"),
+        default=200,
+        metavar="STEPS",
+        help="save a checkpoint every this many steps (and at the end)",
+    )
+    runtime.add_argument(
+        "--keep-checkpoints",
+        type=_interval("keep_checkpoints"),
+        default=3,
+        metavar="N",
+        help="how many periodic checkpoints to keep",
+    )
+    runtime.add_argument(
+        "--sample-every",
+        type=_interval("sample_every"),
+        default=500,
+        metavar="STEPS",
+        help="write a sample grid every this many steps (and at the end)",
+    )
+    runtime.add_argument(
+        "--log-every",
+        type=_interval("log_every"),
+        default=50,
+        metavar="STEPS",
+        help="average metrics over and log every this many steps",
+    )
     runtime.add_argument(
         "--steps-per-execution", type=_interval("steps_per_execution"), metavar="STEPS",
         help="training steps per call into the TensorFlow graph, between which the host reads counters and "
@@ -143,9 +175,24 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
         "as the trainer had it before (dropout D, k5 transposed convs, BCE, 2e-4/2e-4). Flags below override it",
     )  # fmt: skip
     model = parser.add_argument_group("model (image size comes from the data's manifest)")
-    model.add_argument("--latent-dim", type=_cli.bounded_int(1, MAX_LATENT_DIM), default=_MODEL_DEFAULTS.latent_dim, help="size of the generator's input noise z")
-    model.add_argument("--g-filters", type=_cli.bounded_int(1, MAX_FILTERS), default=_MODEL_DEFAULTS.g_filters, help="filters of the generator's last block; doubled per block towards the input")
-    model.add_argument("--d-filters", type=_cli.bounded_int(1, MAX_FILTERS), default=_MODEL_DEFAULTS.d_filters, help="filters of the discriminator's first block; doubled per block")
+    model.add_argument(
+        "--latent-dim",
+        type=_cli.bounded_int(1, MAX_LATENT_DIM),
+        default=_MODEL_DEFAULTS.latent_dim,
+        help="size of the generator's input noise z",
+    )
+    model.add_argument(
+        "--g-filters",
+        type=_cli.bounded_int(1, MAX_FILTERS),
+        default=_MODEL_DEFAULTS.g_filters,
+        help="filters of the generator's last block; doubled per block towards the input",
+    )
+    model.add_argument(
+        "--d-filters",
+        type=_cli.bounded_int(1, MAX_FILTERS),
+        default=_MODEL_DEFAULTS.d_filters,
+        help="filters of the discriminator's first block; doubled per block",
+    )
     model.add_argument("--d-dropout", type=_cli.finite_float, help="dropout rate after each discriminator block (0: none)" + _recipe_note("d_dropout"))
     model.add_argument("--init-stddev", type=_cli.finite_float, default=_MODEL_DEFAULTS.init_stddev, help="std of the N(0, s) initialiser of the convolutions")
     model.add_argument(
@@ -168,7 +215,11 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
     training = parser.add_argument_group("training")
-    training.add_argument("--batch-size", type=_cli.bounded_int(1, MAX_BATCH_SIZE), help="global batch size (split over replicas)" + _recipe_note("batch_size"))
+    training.add_argument(
+        "--batch-size",
+        type=_cli.bounded_int(1, MAX_BATCH_SIZE),
+        help="global batch size (split over replicas)" + _recipe_note("batch_size"),
+    )
     training.add_argument("--g-lr", type=_cli.finite_float, help="generator Adam learning rate" + _recipe_note("g_lr"))
     training.add_argument("--d-lr", type=_cli.finite_float, help="discriminator Adam learning rate" + _recipe_note("d_lr"))
     training.add_argument("--beta-1", type=_cli.finite_float, help="Adam beta_1 (momentum) of both optimisers" + _recipe_note("beta_1"))
@@ -187,7 +238,12 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
         f"{','.join(AUGMENTS)}, or '' for none" + _recipe_note("augment"),
     )  # fmt: skip
     training.add_argument("--r1-gamma", type=_cli.finite_float, help="weight of the R1 gradient penalty on real images (0: off)" + _recipe_note("r1_gamma"))
-    training.add_argument("--r1-every", type=_cli.bounded_int(1, MAX_STEPS), default=_TRAIN_DEFAULTS.r1_every, help="lazy R1: apply the penalty every this many D updates")
+    training.add_argument(
+        "--r1-every",
+        type=_cli.bounded_int(1, MAX_STEPS),
+        default=_TRAIN_DEFAULTS.r1_every,
+        help="lazy R1: apply the penalty every this many D updates",
+    )
     training.add_argument("--seed", type=_cli.seed, default=_TRAIN_DEFAULTS.seed, help="seed of the latents, the fixed sample grid, the evaluator and the search's oracle")
     training.add_argument(
         "--train-step", choices=TRAIN_STEPS, default=_TRAIN_DEFAULTS.train_step,

@@ -245,7 +245,9 @@ def mimic_generator(folder: Path, images_for) -> Path:
     import tensorflow as tf
 
     module = tf.Module()
-    module.serve = tf.function(lambda z: {"images": images_for(z)}, input_signature=[tf.TensorSpec([None, LATENT], tf.float32, name="z")])
+    module.serve = tf.function(
+        lambda z: {"images": images_for(z)}, input_signature=[tf.TensorSpec([None, LATENT], tf.float32, name="z")]
+    )
     tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
     return folder
 
@@ -331,7 +333,9 @@ def sample(model: Path, out: Path, num: int, *extra: str):
 def test_a_grid_inside_the_sample_folder_is_refused(models, tmp_path):
     out = tmp_path / "out"
     result = sample(models["good"], out, 8, "--grid", str(out / "000008.png"))
-    assert result.returncode == 2 and result.stderr.count("error:") == 1 and "lies inside --out" in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2 and result.stderr.count("error:") == 1 and "lies inside --out" in result.stderr, result.stderr[
+        -2000:
+    ]
     no_traceback(result)
     assert not out.exists()
 
@@ -366,7 +370,9 @@ def test_a_linked_marker_is_refused_and_left_alone(models, tmp_path):
     (out / "samples.json").rename(elsewhere)
     (out / "samples.json").symlink_to(elsewhere)
     result = sample(models["good"], out, 3)
-    assert result.returncode == 2 and result.stderr.count("error:") == 1 and "symbolic link" in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2 and result.stderr.count("error:") == 1 and "symbolic link" in result.stderr, result.stderr[
+        -2000:
+    ]
     no_traceback(result)
     assert (out / "samples.json").is_symlink() and not (out / "000002.png").exists()
 

@@ -39,7 +39,9 @@ with hold(sys.argv[2], "--test"):
 
 def holder(mode: str, folder: Path, seconds: float = 60) -> subprocess.Popen:
     """Another process holding `folder`'s lock ("write" or "read") for `seconds`, once it has printed."""
-    process = subprocess.Popen([sys.executable, "-c", HOLD, mode, str(folder), str(seconds)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, mode, str(folder), str(seconds)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline().strip() == "held"
     return process
 
@@ -152,7 +154,9 @@ def test_a_live_training_refuses_a_second_writer_and_a_reingest_exports_whole_an
             "--keep-checkpoints", "2", "--log-every", "1", "--sample-every", "100000", "--no-export", "--quiet"]  # fmt: skip
     records = snapshot(data)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    training = subprocess.Popen([sys.executable, "-m", "pipeline.train", *argv], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    training = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train", *argv], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 120
         while not list((run / "checkpoints").glob("ckpt-*.index")) and training.poll() is None and time.monotonic() < deadline:

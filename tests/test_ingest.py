@@ -231,7 +231,10 @@ def test_zero_images_written_is_an_error_and_leaves_no_output(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(PipelineError, match=r"no images written: all 2 input files were rejected \(1 "):
         main(["--input", str(root), "--output", str(out), "--quiet", *IN_MEMORY])
-    assert not out.exists() and sorted(os.listdir(tmp_path)) == [".out.lock", "junk"]  # the lock beside --output stays (components.locks)
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == [
+        ".out.lock",
+        "junk",
+    ]  # the lock beside --output stays (components.locks)
 
 
 @pytest.mark.parametrize(

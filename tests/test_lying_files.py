@@ -129,7 +129,9 @@ def test_verify_shard_reads_each_record_through_its_crcs(data, tmp_path):
     for name, content in [("cut", shard.read_bytes()[:-3]), ("length", b"\xff" + shard.read_bytes()[1:]), ("empty", b"")]:
         (tmp_path / name).write_bytes(content)
         with pytest.raises(DamagedData, match=name if name != "empty" else "holds 0 records"):
-            verify_shard(tmp_path / name, 24, image_size=32) if name != "cut" else verify_shard(tmp_path / name, 24, shown_as="cut")
+            verify_shard(tmp_path / name, 24, image_size=32) if name != "cut" else verify_shard(
+                tmp_path / name, 24, shown_as="cut"
+            )
 
 
 # -- an evaluation on file is reused only for the same model, data and settings ----------------------
@@ -205,7 +207,10 @@ def test_a_hparams_file_that_lies_is_one_error_naming_it(data, tmp_path, content
         (lambda m: m.update(image_size=0), "image_size is 0"),
         (lambda m: m.update(image_size=10**9), "image_size is 1000000000"),
         (lambda m: m.update(fingerprint=[1]), "fingerprint"),
-        (lambda m: m["splits"]["train"]["shards"][0].update(count=20) or m["splits"]["train"].update(count=44), "holds 24 records"),
+        (
+            lambda m: m["splits"]["train"]["shards"][0].update(count=20) or m["splits"]["train"].update(count=44),
+            "holds 24 records",
+        ),
     ],
 )
 def test_a_manifest_that_lies_is_one_error_for_every_reader(data, model, copy, change, complaint):
@@ -307,7 +312,9 @@ def _tuner_folder(root: Path) -> Path:
     (paths.tuner / "trial_0").mkdir(parents=True)
     (paths.tuner / "search.json").write_text(json.dumps({"settings": {}, "space": {}}))
     (paths.tuner / "oracle.json").write_text(json.dumps({"ongoing_trials": {}, "tried_so_far": []}))
-    (paths.tuner / "trial_0" / "trial.json").write_text(json.dumps({"trial_id": "0", "hyperparameters": {}, "status": "COMPLETED"}))
+    (paths.tuner / "trial_0" / "trial.json").write_text(
+        json.dumps({"trial_id": "0", "hyperparameters": {}, "status": "COMPLETED"})
+    )
     return paths.root
 
 
@@ -343,7 +350,8 @@ def test_a_row_result_that_lies_counts_as_absent(tmp_path):
     good = {"status": "COMPLETED", "seconds": 1.0, "images": 16, "swd_avg": 2.0, "executions": [{"swd_avg": 2.0}]}
     for content, usable in [(good, True), ({"status": "FAILED", "seconds": 1, "images": 16, "reason": "diverged"}, True),
                             ([], False), ({"status": "COMPLETED"}, False), ({**good, "swd_avg": "x"}, False),
-                            ({**good, "executions": [{"swd_avg": None}]}, False), ({**good, "status": "DONE"}, False)]:  # fmt: skip
+                            ({**good, "executions": [{"swd_avg": None}]}, False),
+                            ({**good, "status": "DONE"}, False)]:  # fmt: skip
         path.write_text(json.dumps(content))
         assert (read_result(path) == content) if usable else read_result(path) is None
 
@@ -410,7 +418,9 @@ def test_a_fifo_or_a_giant_in_place_of_a_file_we_read_is_one_error_naming_it(dat
         os.mkfifo(damaged / "manifest.json")
         one_error(cli(*evaluate), "manifest.json")
         one_error(train(damaged, tmp_path / "new-run"), "manifest.json")
-        one_error(cli("ingest", "--synthetic", "8", "--image-size", "32", "--output", str(damaged), "--overwrite"), "manifest.json")
+        one_error(
+            cli("ingest", "--synthetic", "8", "--image-size", "32", "--output", str(damaged), "--overwrite"), "manifest.json"
+        )
     assert stat.S_ISFIFO(os.lstat(damaged / "manifest.json").st_mode)  # nothing replaced it
 
 
@@ -434,8 +444,8 @@ def test_a_lying_evaluation_cache_is_computed_again_and_rewritten(data, model, c
 
 def test_read_cache_takes_only_figures_an_evaluation_computes(tmp_path):
     real_nn = [0.25, 0.5, 0.125, 0.375]
-    honest = {"version": 1, "baseline": {"swd_16_floor": 3.5, "swd_avg_floor": 3.0, "msssim_real": 0.25, "memorisation_nn_real": 0.3125},
-              "real_nn": real_nn}  # fmt: skip
+    baseline = {"swd_16_floor": 3.5, "swd_avg_floor": 3.0, "msssim_real": 0.25, "memorisation_nn_real": 0.3125}
+    honest = {"version": 1, "baseline": baseline, "real_nn": real_nn}
     path = tmp_path / "eval-0.json"
     path.write_text(json.dumps(honest))
     baseline, distances = _read_cache(path, 4, inception=False)

@@ -209,7 +209,9 @@ def test_every_output_under_a_file_is_one_error_line(module, argv, data, faces, 
     assert file.read_text() == "mine" and (copy / "export").read_text() == "mine"
 
 
-@pytest.mark.parametrize("entry, kind", [("samples", "file"), ("checkpoints", "file"), ("metrics.jsonl", "folder"), ("hparams.json", "link")])
+@pytest.mark.parametrize(
+    "entry, kind", [("samples", "file"), ("checkpoints", "file"), ("metrics.jsonl", "folder"), ("hparams.json", "link")]
+)
 def test_a_run_folder_with_an_entry_of_the_wrong_kind_is_one_error_line(data, run, tmp_path, entry, kind):
     copy = Path(shutil.copytree(run, tmp_path / "run"))
     path = copy / entry

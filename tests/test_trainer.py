@@ -79,7 +79,15 @@ def test_a_run_writes_its_folder_and_restores_its_generators(tiny_records, tmp_p
     assert (paths.samples / "best.png").read_bytes() == (paths.samples / "step-0000004.png").read_bytes()  # the best step's grid
     assert Image.open(paths.samples / "step-0000008.png").size == (8 * 34 + 2, 8 * 34 + 2)  # 8x8 grid of 32 px
     steps = tensorboard_steps(paths.logs)
-    assert set(steps) >= {"train/d_loss", "train/g_loss", "train/d_real_logit", "train/d_fake_logit", "train/images_per_sec", "eval/swd_avg", "samples"}
+    assert set(steps) >= {
+        "train/d_loss",
+        "train/g_loss",
+        "train/d_real_logit",
+        "train/d_fake_logit",
+        "train/images_per_sec",
+        "eval/swd_avg",
+        "samples",
+    }
     # Every scalar again against the images seen (batch 8 here): runs of other batch sizes line up on those.
     assert steps["train/d_loss"] == [2, 4, 6, 8] and steps["by_images_seen/train/d_loss"] == [16, 32, 48, 64]
     assert steps["by_images_seen/eval/swd_avg"] == [16, 32, 48, 64]

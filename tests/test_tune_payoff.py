@@ -70,8 +70,15 @@ def test_the_default_trains_with_two_seeds_resumes_and_leads_the_table(kept_defa
     assert default["trial_id"] == "default" and default["status"] == "COMPLETED"
     assert default["executions"] == [10.0, 12.0] and default["swd_avg"] == 11.0
     assert default["hyperparameters"] == {
-        "g_filters": 4, "d_filters": 4, "d_lr": 4e-4, "beta_1": BASE.beta_1, "g_lr": 2e-4, "batch_size": 8, "d_spectral_norm": False,
-        "r1_gamma": 0.1, "augment": "",
+        "g_filters": 4,
+        "d_filters": 4,
+        "d_lr": 4e-4,
+        "beta_1": BASE.beta_1,
+        "g_lr": 2e-4,
+        "batch_size": 8,
+        "d_spectral_norm": False,
+        "r1_gamma": 0.1,
+        "augment": "",
     }  # BASE's, fmt: skip
     assert [row["swd_avg"] for row in trials] == [9.5, 10.5]  # the mean of each trial's last two evaluations
     evals = [r for r in read_jsonl(RunPaths(run).tuner / "trial_0" / "execution-0" / "metrics.jsonl") if r["kind"] == "eval"]
@@ -258,7 +265,9 @@ def test_the_search_stops_itself_at_its_budget_and_counts_what_a_resumed_search_
     tuner_dir = RunPaths(tmp_path / "run").tuner
     spent = search_spending(tuner_dir, [])
     default = read_json(tuner_dir / "baseline" / "result.json")
-    assert spent.seconds == pytest.approx(default["seconds"]) and spent.seconds_per_image == pytest.approx(default["seconds"] / (2 * 64))
+    assert spent.seconds == pytest.approx(default["seconds"]) and spent.seconds_per_image == pytest.approx(
+        default["seconds"] / (2 * 64)
+    )
 
     # Resumed with a budget that buys trials: it goes on from the default's row and stops at max_trials.
     roomy = dataclasses.replace(SETTINGS, budget_seconds=1e6)
@@ -282,7 +291,17 @@ def test_the_default_space_is_centred_on_the_configuration_being_tuned(base):
     from components.search_space import apply_values, default_space
 
     space = make_space(base)
-    assert set(space) == {"g_filters", "d_filters", "g_lr", "d_lr", "batch_size", "d_spectral_norm", "r1_gamma", "beta_1", "augment"}
+    assert set(space) == {
+        "g_filters",
+        "d_filters",
+        "g_lr",
+        "d_lr",
+        "batch_size",
+        "d_spectral_norm",
+        "r1_gamma",
+        "beta_1",
+        "augment",
+    }
     assert space["g_lr"] == {"min": base.g_lr / 2, "max": base.g_lr * 2, "sampling": "log"}
     assert space["d_lr"] == {"min": base.d_lr / 2, "max": base.d_lr * 2, "sampling": "log"}
     assert space["g_filters"] == [base.model.g_filters // 2, base.model.g_filters, base.model.g_filters * 2]
@@ -311,4 +330,7 @@ def test_a_trials_values_come_back_as_their_fields_types():
     from components.search_space import tuned_values
 
     # KerasTuner hands a choice of booleans back as 0/1; the best file must say False/True to be read back.
-    assert tuned_values({"d_spectral_norm": 0, "batch_size": 16.0, "tuner/epochs": 2}) == {"d_spectral_norm": False, "batch_size": 16}
+    assert tuned_values({"d_spectral_norm": 0, "batch_size": 16.0, "tuner/epochs": 2}) == {
+        "d_spectral_norm": False,
+        "batch_size": 16,
+    }

@@ -30,7 +30,16 @@ from components.search_space import (
 from components.tuner import run_search
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=16, g_filters=4, d_filters=8), batch_size=32)
-TINY = ["g_filters=4", "d_filters=8", "d_lr=2e-4", "beta_1=0.5", "batch_size=32", "d_spectral_norm=false", "r1_gamma=0.1", "augment="]
+TINY = [
+    "g_filters=4",
+    "d_filters=8",
+    "d_lr=2e-4",
+    "beta_1=0.5",
+    "batch_size=32",
+    "d_spectral_norm=false",
+    "r1_gamma=0.1",
+    "augment=",
+]
 # ^ everything fixed but what a test adds
 TRAIN_OPTIONS = {"precision": "float32"}
 ABSURD_LR = "1e30"  # Adam moves every weight by ~lr per step: NaN within two steps
@@ -327,7 +336,9 @@ def test_cli_tune_budget_is_said_before_kept_by_the_search_and_measured_after(ti
     assert main(tune_args(tiny_records, run, "--tune", "--images", "96", "--tune-budget", "0.001")) == 0
     out = capsys.readouterr().out
     assert "until its budget of 0 s (0.001 x the final training): about 0 tuned trial(s)" in out
-    assert re.search(r"budget: \d+ s of 0 s spent and the next trial would take ~\d+ s: the search stops after 0 tuned trial", out)
+    assert re.search(
+        r"budget: \d+ s of 0 s spent and the next trial would take ~\d+ s: the search stops after 0 tuned trial", out
+    )
     assert [row["trial_id"] for row in read_json(RunPaths(run).tuner / "trials.json")] == ["default"]
     assert read_json(RunPaths(run).best_hyperparameters)["chosen"] == "default"
     assert re.search(r"the search cost [\d.]+ x the final training \(budget 0.001 x\)", out)
@@ -363,4 +374,7 @@ def test_help_states_the_default_space():
     default = recipe_config("default")
     space = make_space(default)
     assert space.pop("augment") == ["", DIFF_AUGMENT] and f"DiffAugment ({DIFF_AUGMENT})" in text
-    assert make_space(default, None, [parse_space_override(entry) for entry in stated]) == {**space, "augment": ["", DIFF_AUGMENT]}
+    assert make_space(default, None, [parse_space_override(entry) for entry in stated]) == {
+        **space,
+        "augment": ["", DIFF_AUGMENT],
+    }
