@@ -7,6 +7,8 @@ import dataclasses
 import hashlib
 import importlib
 import io
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,8 @@ TINY = ["--latent-dim", "8", "--g-filters", "4", "--d-filters", "4", "--batch-si
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file below `folder` with the hash of its bytes: what 'untouched' is checked against."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = [path for path in sorted(folder.rglob("*")) if path.is_file()]
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
 
 
 @dataclasses.dataclass
@@ -77,7 +80,8 @@ def no_traceback(result: Result) -> None:
 
 def ingest_tiny(faces: Path, out: Path) -> Path:
     """`pipeline.ingest` of an image folder at 32x32 with a quarter held out; the data folder."""
-    result = cli("ingest", "--input", str(faces), "--output", str(out), "--image-size", "32", "--eval-fraction", "0.25", "--quiet")
+    argv = ["--input", str(faces), "--output", str(out), "--image-size", "32", "--eval-fraction", "0.25", "--quiet"]
+    result = cli("ingest", *argv)
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
@@ -87,3 +91,20 @@ def train_tiny(data: Path, run: Path, images: int) -> Path:
     result = cli("train", "--data", str(data), "--run", str(run), "--images", str(images), *TINY, "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     return run
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """Fail (rather than hang the suite) when the block runs longer than `seconds`: a read of a FIFO
+    with no writer blocks for ever, and a bad value that starts real work runs for long."""
+
+    def expired(*_):
+        raise TimeoutError(f"still running after {seconds} s: blocked on a read, or a bad value started real work?")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -23,7 +23,6 @@ import math
 import os
 import shlex
 import shutil
-import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +34,7 @@ from hypothesis import strategies as st
 
 from components.artifacts import RunPaths
 from pipeline._cli import run_main
-from tests.helpers import TINY, Result, cli, snapshot
+from tests.helpers import TINY, Result, cli, snapshot, time_limit
 
 MODULES = ("ingest", "train", "export", "evaluate", "sample", "run")
 SECONDS_PER_EXAMPLE = 30  # a generated value that starts real work is a failure, not a hang
@@ -47,22 +46,6 @@ def fuzz_settings(examples: int):
         max_examples=examples, deadline=None, derandomize=True, database=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )  # fmt: skip
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    """Fail (not hang) when one example runs longer than `seconds`."""
-
-    def expired(*_):
-        raise TimeoutError(f"one example ran longer than {seconds} s: a bad value started real work")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def in_process(main: Callable[[list[str]], int], argv: list[str]) -> Result:

@@ -7,11 +7,9 @@ traceback, never the figures of another model, never a changed input.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import stat
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from components.artifacts import read_json, read_small_file
 from components.errors import PipelineError
 from components.evaluator import _read_cache
 from tests.conftest import write_tiny_records
-from tests.helpers import TINY, cli, no_traceback, snapshot
+from tests.helpers import TINY, cli, no_traceback, snapshot, time_limit
 
 
 @pytest.fixture(scope="module")
@@ -359,28 +357,12 @@ def test_a_row_result_that_lies_counts_as_absent(tmp_path):
 # -- files that are not files, or far too large: refused before they are read -------------------------
 
 
-@contextlib.contextmanager
-def deadline(seconds: int):
-    """Fail (rather than hang the suite) when the block blocks, as a read of a FIFO with no writer does."""
-
-    def expire(*_):
-        raise TimeoutError(f"still running after {seconds} s: blocked on a read?")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def test_read_small_file_refuses_a_fifo_a_device_and_a_giant_without_reading_them(tmp_path):
     os.mkfifo(tmp_path / "fifo")
     with open(tmp_path / "sparse.json", "wb") as handle:
         handle.truncate(2**30)  # a gigabyte that takes no disk space: read whole, it took gigabytes of memory
     (tmp_path / "big.jsonl").write_bytes(b"{}\n" * 400)
-    with deadline(20):
+    with time_limit(20):
         for path, complaint in [(tmp_path / "fifo", "not a regular file"), ("/dev/zero", "not a regular file"),
                                 (tmp_path / "sparse.json", "larger than 64 MB")]:  # fmt: skip
             with pytest.raises(PipelineError, match=complaint) as raised:
@@ -401,7 +383,7 @@ def test_a_fifo_or_a_giant_in_place_of_a_file_we_read_is_one_error_naming_it(dat
         handle.truncate(2**30)
     damaged, run = copy(data), copy(model)
     shutil.rmtree(damaged / "cache", ignore_errors=True)  # the caches of other tests' evaluations
-    with deadline(120):
+    with time_limit(120):
         for hparams in ("hparams.json", "sparse.json"):  # named before any lock is taken
             one_error(train(data, run, "--images", "24", "--hparams", str(tmp_path / hparams)), hparams)
         (run / "metrics.jsonl").unlink()
