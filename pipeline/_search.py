@@ -20,7 +20,7 @@ from components.artifacts import RunPaths
 from components.config import SEARCH_LIMITS, TrainConfig
 from components.errors import PipelineError
 from components.model import IMAGE_SIZES
-from pipeline._cli import bounded_int, finite_float
+from pipeline._cli import bounded_float, bounded_int
 
 DEFAULT_MAX_TRIALS = 10
 MAX_BUDGET_MULTIPLE = 100.0  # a search a hundred times the final training's time is weeks of a run of days
@@ -45,7 +45,7 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         f"default {DEFAULT_MAX_TRIALS}, or no cap but --tune-budget's when that is given",
     )  # fmt: skip
     search.add_argument(
-        "--tune-budget", type=_budget_multiple, metavar="X",
+        "--tune-budget", type=bounded_float(0, MAX_BUDGET_MULTIPLE, low_included=False), metavar="X",
         help="the search's budget in time, as a multiple of the final training's (1.0: the search, the default's row "
         "included, may take as long as the final training); estimated from a speed probe before the search, which stops "
         "itself before a trial would cross it; the time spent is printed after",
@@ -101,14 +101,6 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         '"g_lr": {"min": 1e-4, "max": 1e-3, "sampling": "log"}, "beta_1": 0.5}',
     )  # fmt: skip
     search.add_argument("--new-search", action="store_true", help="discard an earlier search in <run>/tuner/ instead of resuming it")
-
-
-def _budget_multiple(text: str) -> float:
-    """The argparse type of --tune-budget: a finite multiple above 0 and at most `MAX_BUDGET_MULTIPLE`."""
-    value = finite_float(text)
-    if not 0 < value <= MAX_BUDGET_MULTIPLE:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most {MAX_BUDGET_MULTIPLE:g}, got {text}")
-    return value
 
 
 def _limited(name: str):
