@@ -55,5 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def console_script() -> None:
+    """`python -m pipeline.export` and the `animegan-export` command: `main` with the exit codes and the one
+    `error:` line every command shares."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    console_script()

@@ -216,5 +216,11 @@ def beam_chatter_to_log() -> Iterator[TextIO]:
             os.unlink(log_path)
 
 
-if __name__ == "__main__":
+def console_script() -> None:
+    """`python -m pipeline.ingest` and the `animegan-ingest` command: `main` with the exit codes and the one
+    `error:` line every command shares."""
     run_main(main, tensorflow=False)
+
+
+if __name__ == "__main__":
+    console_script()

@@ -176,5 +176,11 @@ def final_summary(data: Path, run: Path, seconds: float) -> str:
     ])
 
 
-if __name__ == "__main__":
+def console_script() -> None:
+    """`python -m pipeline.run` and the `animegan-run` command: `main` with the exit codes and the one
+    `error:` line every command shares."""
     _cli.run_main(main)
+
+
+if __name__ == "__main__":
+    console_script()

@@ -104,5 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def console_script() -> None:
+    """`python -m pipeline.sample` and the `animegan-sample` command: `main` with the exit codes and the one
+    `error:` line every command shares."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    console_script()

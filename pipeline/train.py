@@ -386,5 +386,11 @@ def _summary(result) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def console_script() -> None:
+    """`python -m pipeline.train` and the `animegan-train` command: `main` with the exit codes and the one
+    `error:` line every command shares."""
     _cli.run_main(main, tensorflow=False)
+
+
+if __name__ == "__main__":
+    console_script()
