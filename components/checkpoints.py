@@ -77,7 +77,7 @@ def restore_newest_intact(
     if skipped:
         raise PipelineError(
             f"every checkpoint in {shown_as or directory} is damaged (newest {skipped[0][0].name}: {skipped[0][1]}); "
-            "pass --new-run to start over."
+            "pass --overwrite to start over."
         )
     return None
 
@@ -209,8 +209,7 @@ class CheckpointState:
             g_optimizer=unwrap(gan.g_optimizer),
             d_optimizer=unwrap(gan.d_optimizer),
             latent_rng=gan.latent_seeds.state,
-            # Only runs that augment have this state, so checkpoints from before it existed still load.
-            **({"augment_rng": gan.augment_seeds.state} if gan.augment else {}),
+            **gan.checkpointed_state(),
             step=gan.step,
             images_seen=gan.images_seen,
             best_swd=self.best_swd,

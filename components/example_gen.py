@@ -60,7 +60,7 @@ class IngestOptions:
     image_size: int = 64
     resize: str = "center-crop"
     min_size: int | None = None  # None: half of image_size
-    eval_fraction: float = 0.05
+    eval_fraction: float = 0.1
     dedupe: bool = True
     shards: int | None = None  # per split; None: sized to about TARGET_SHARD_BYTES
     max_pixels: int = images.MAX_PIXELS

@@ -72,7 +72,7 @@ def read_run_record(paths: RunPaths) -> dict | None:
     else:
         problem = run_record_problem(record)
     if problem:
-        raise PipelineError(f"{paths.hparams} is not a valid run record: {problem}; pass --new-run to start over.")
+        raise PipelineError(f"{paths.hparams} is not a valid run record: {problem}; pass --overwrite to start over.")
     return record
 
 
@@ -118,7 +118,7 @@ def prepare_run_folder(paths: RunPaths, record: dict, *, new_run: bool, write: b
     else:
         saved = read_run_record(paths)
         if saved is None and checkpoint_prefixes(paths.checkpoints):
-            raise PipelineError(f"{paths.checkpoints} holds checkpoints but {paths.hparams} is missing; pass --new-run to start over.")
+            raise PipelineError(f"{paths.checkpoints} holds checkpoints but {paths.hparams} is missing; pass --overwrite to start over.")
         if saved is not None:
             _check_same_run(paths, saved, record)
     if write and not paths.hparams.exists():
@@ -154,7 +154,7 @@ def check_run_folder_is_ours(paths: RunPaths) -> None:
         )
 
 
-# What the trainer writes, by folder: only regular files of these names are ever deleted by --new-run.
+# What the trainer writes, by folder: only regular files of these names are ever deleted by --overwrite.
 _TRAINER_FILES = {
     "checkpoints": re.compile(rf"checkpoint|({CHECKPOINT_NAME}|{BEST})-\d+(\.index|\.data-\d+-of-\d+)"),
     "checkpoints/best": re.compile(rf"checkpoint|{BEST}-\d+(\.index|\.data-\d+-of-\d+)"),
@@ -211,7 +211,7 @@ def _check_same_run(paths: RunPaths, saved: dict, record: dict) -> None:
     if changes:
         raise PipelineError(
             f"{paths.root} was trained with other settings ({paths.hparams}): " + "; ".join(changes)
-            + ". Re-run with the run's settings to resume it, choose another run folder, or pass --new-run to discard it."
+            + ". Re-run with the run's settings to resume it, choose another run folder, or pass --overwrite to discard it."
         )
 
 

@@ -181,7 +181,7 @@ def claim_output_folder(out_dir: Path, settings: dict, files: set[str]) -> None:
     marker is replaced (a killed run leaves them known), and nothing else is.
     """
     marker = out_dir / MARKER
-    guard.check_layout("--out", files=[marker])  # a linked marker would be read through, then replaced
+    guard.check_layout("--output", files=[marker])  # a linked marker would be read through, then replaced
     previous = None
     if marker.is_file():
         try:
@@ -192,18 +192,18 @@ def claim_output_folder(out_dir: Path, settings: dict, files: set[str]) -> None:
         if problem:
             raise PipelineError(
                 f"{marker} is damaged ({problem}), so what {out_dir} holds is unknown; delete that folder to sample again, "
-                "or pick another --out."
+                "or pick another --output."
             )
         changed = [key for key in ("model", "seed", "truncation", "format") if previous.get(key) != settings[key]]
         if changed:
             details = ", ".join(f"{key} {previous.get(key)!r} -> {settings[key]!r}" for key in changed)
             raise PipelineError(
                 f"{out_dir} holds samples made with other settings ({details}; see {marker}). "
-                "Pick another --out, or delete that folder to start over."
+                "Pick another --output, or delete that folder to start over."
             )
     elif out_dir.is_dir() and any(out_dir.iterdir()):
         raise PipelineError(
-            f"--out {out_dir} exists and was not written by pipeline.sample (no {MARKER} in it); "
+            f"--output {out_dir} exists and was not written by pipeline.sample (no {MARKER} in it); "
             "refusing to write into it. Pick a new or empty folder."
         )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +235,7 @@ def _files_in(out_dir: Path, output_format: OutputFormat, num: int) -> set[str]:
             elif output_format.holds(entry.name, num):
                 kind = "a symbolic link" if entry.is_symlink() else "a folder" if entry.is_dir() else "not a regular file"
                 raise PipelineError(
-                    f"--out: {entry.path} is {kind}, but an image file of ours goes there; move it away, or pick another --out "
+                    f"--output: {entry.path} is {kind}, but an image file of ours goes there; move it away, or pick another --output "
                     "(nothing was written)."
                 )
     return files
@@ -273,7 +273,7 @@ def sample_to_folder(
     if not 1 <= num <= MAX_NUM:
         raise PipelineError(f"--num must be at least 1 and at most {MAX_NUM:,}, got {num}.")
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise PipelineError(f"--batch-size must be at least 1 and at most {MAX_BATCH_SIZE:,}, got {batch_size}.")
+        raise PipelineError(f"--generate-batch must be at least 1 and at most {MAX_BATCH_SIZE:,}, got {batch_size}.")
     fmt = FORMATS[output_format]
     out_dir = Path(out_dir)
     settings = {
@@ -289,7 +289,7 @@ def sample_to_folder(
     }
     check_outputs(generator.path, out_dir, None)
     # One sampling per folder at a time: two with other settings could both claim it before either marked it.
-    with locks.writing(out_dir, "--out"):
+    with locks.writing(out_dir, "--output"):
         return _sample_into(generator, out_dir, num, fmt, settings, seed=seed, batch_size=batch_size, truncation=truncation,
                             workers=workers, progress=progress)  # fmt: skip
 
@@ -374,7 +374,7 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
     if needed > free:
         raise PipelineError(
             f"{what} need about {_human_bytes(needed)} but the disk of {disk.resolve()} has {_human_bytes(free)} free; "
-            "lower --num, or free space, or pick an --out on a larger disk."
+            "lower --num, or free space, or pick an --output on a larger disk."
         )
 
 
@@ -403,15 +403,15 @@ def save_first_grid(
 
 
 def check_outputs(model: Path, out_dir: Path | None, grid: Path | None) -> None:
-    """Refuse an --out folder or a --grid file that may not be written (components.guard), before any
+    """Refuse an --output folder or a --grid file that may not be written (components.guard), before any
     image is made: neither may be or lie inside the SavedModel, and an existing --grid is replaced
-    only if it is a contact sheet of ours. A --grid inside --out is refused: a later sampling into
+    only if it is a contact sheet of ours. A --grid inside --output is refused: a later sampling into
     that folder would count it as one of its images, or replace it with one."""
     if out_dir is not None:
-        guard.output_folder("--out", out_dir, inputs=[("--model", model)])
+        guard.output_folder("--output", out_dir, inputs=[("--model", model)])
     if out_dir is not None and grid is not None and out_dir.resolve() in (grid.resolve(), *grid.resolve().parents):
         raise PipelineError(
-            f"--grid {grid} lies inside --out {out_dir}, which holds only sample files (nothing was written). "
+            f"--grid {grid} lies inside --output {out_dir}, which holds only sample files (nothing was written). "
             "Choose a --grid path outside that folder."
         )
     if grid is not None:

@@ -114,7 +114,7 @@ class TrainingLoop:
         return TrainingDiverged(
             f"training diverged {where}: "
             + ", ".join(f"{name}={value:.4g}" for name, value in sorted(means.items()))
-            + f"; {kept}, or lower the learning rates (--g-lr, --d-lr) with --new-run."
+            + f"; {kept}, or lower the learning rates (--g-lr, --d-lr) with --overwrite."
         )
 
     def finish(self) -> None:

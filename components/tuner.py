@@ -352,7 +352,7 @@ def run_search(
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise PipelineError(
             f"KerasTuner cannot reload its record of the search in {paths.tuner} ({type(err).__name__}: {err}); "
-            "a file there is damaged. Pass --new-search to start the search again."
+            "a file there is damaged. Pass --overwrite-search to start the search again."
         ) from err
     if role == "single":
         tuner.train_default()

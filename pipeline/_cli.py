@@ -126,17 +126,28 @@ eval_num = bounded_int(4, 100_000)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, less one quirk: `--flag=--` reaches a flag as an empty list without its type being
-    called (Python 3.11), so the flag's checks never see it; here it is a usage error."""
+    """argparse with the house rules: no abbreviated flags (`--epoch 3` is an error, not `--epochs`),
+    a bad command line is a short usage line and one `error:` line (exit 2) instead of every flag,
+    and `--flag=--`, which reaches a flag as an empty list without its type being called (Python
+    3.11), is a usage error too."""
+
+    def __init__(self, *, usage_line: str, **kwargs):
+        super().__init__(allow_abbrev=False, **kwargs)
+        self.usage_line = usage_line
 
     def _get_values(self, action: argparse.Action, arg_strings: list[str]):
         if action.option_strings and arg_strings == ["--"]:
             raise argparse.ArgumentError(action, "'--' is not a value")
         return super()._get_values(action, arg_strings)
 
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"usage: {self.prog} {self.usage_line}  (--help for all flags)\nerror: {message}\n")
 
-def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return _Parser(prog=prog, description=description, formatter_class=HelpFormatter)
+
+def make_parser(prog: str, description: str, usage: str = "[options]") -> argparse.ArgumentParser:
+    """The parser of one command; `usage` is what a bad command line shows after the command's name:
+    its required flags and `[options]`."""
+    return _Parser(prog=prog, description=description, formatter_class=HelpFormatter, usage_line=usage)
 
 
 @contextlib.contextmanager

@@ -100,7 +100,9 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         help='JSON object of NAME: SPEC overriding the default space, e.g. {"g_filters": [16, 32], '
         '"g_lr": {"min": 1e-4, "max": 1e-3, "sampling": "log"}, "beta_1": 0.5}',
     )  # fmt: skip
-    search.add_argument("--new-search", action="store_true", help="discard an earlier search in <run>/tuner/ instead of resuming it")
+    search.add_argument(
+        "--overwrite-search", action="store_true", help="discard an earlier search in <run>/tuner/ instead of resuming it"
+    )
 
 
 def _limited(name: str):
@@ -136,7 +138,7 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
         raise PipelineError("--tune-budget needs a search on one machine; cap a distributed search with --max-trials.")
     check_trial_image_size(args.data, settings.trial_image_size)
     train_options = {"precision": args.precision, "jit": args.jit, "log_every": args.log_every, "sample_every": args.sample_every}
-    fresh = args.new_search or not (RunPaths(run_dir).tuner / "search.json").is_file()  # a resumed search has paid in part
+    fresh = args.overwrite_search or not (RunPaths(run_dir).tuner / "search.json").is_file()  # a resumed search has paid in part
     if args.tune_budget is not None or (role == "single" and fresh and not args.quiet):
         estimate = _cost_estimate(args, base, settings)
         if args.tune_budget is not None:
@@ -148,7 +150,7 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
         base, space, args.data, run_dir, settings,
         evaluate_fn=_LoadedAtFirstUse(load) if role == "chief" else load(),
         evaluation={"num": args.eval_num, "seed": args.seed, "split": "eval"},
-        train_options=train_options, new_search=args.new_search, verbose=not args.quiet,
+        train_options=train_options, new_search=args.overwrite_search, verbose=not args.quiet,
     )  # fmt: skip
     if result is None:
         if not args.quiet:

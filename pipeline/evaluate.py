@@ -27,7 +27,7 @@ MAX_TRAIN_LIMIT = 100_000  # training images held in memory to search for copies
 
 DESCRIPTION = """\
 Score a generator SavedModel against the real images of an ingested data folder and write
-eval.json beside the model (inside its version folder, unless --out says otherwise).
+eval.json beside the model (inside its version folder, unless --output says otherwise).
 
 Metrics, each beside its real-data reference:
   swd_<res>, swd_avg   sliced Wasserstein distance x1e3 on Laplacian pyramids (ProGAN), lower is
@@ -43,26 +43,29 @@ The generated images come from fixed latents (--seed), so the same model scores 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("python -m pipeline.evaluate", DESCRIPTION)
+    parser = make_parser("python -m pipeline.evaluate", DESCRIPTION, "--model DIR --data DIR [options]")
     parser.add_argument("--model", required=True, metavar="DIR",
                         help="a SavedModel version folder, its parent (newest version is used) or a run folder")
     parser.add_argument("--data", required=True, metavar="DIR",
                         help="an ingested data folder (tfrecords/<name>), or its URI on a Beam file system (options after --)")
     parser.add_argument("--split", default="eval", choices=("eval", "train"),
                         help="the real images to compare with; use the held-out eval split")
-    parser.add_argument("--num", type=eval_num, default=4096,
-                        help="generated images; capped at half the split (the other half gives the floor)")
+    parser.add_argument("--eval-num", type=eval_num, default=1024, metavar="N",
+                        help="generated (and as many real) images scored; capped at half the split (the other half gives "
+                             "the floor)")
     parser.add_argument("--seed", type=seed, default=0, help="fixes the latents, the real halves and all sampling")
-    parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=256, help="images per generator call")
+    parser.add_argument("--generate-batch", type=bounded_int(1, MAX_BATCH_SIZE), default=256, metavar="N",
+                        help="images per generator call (memory, not results: the images are the same whatever it is)")
     parser.add_argument("--train-limit", type=bounded_int(0, MAX_TRAIN_LIMIT), default=DEFAULT_TRAIN_LIMIT,
                         help="training images searched for copies (the first ones of the train split); 0 skips memorisation")
     parser.add_argument("--inception-weights", type=Path, default=None, metavar="FILE",
                         help="local Keras InceptionV3 weights file (.h5 / .weights.h5) to add FID and KID")
     parser.add_argument("--skip-if-done", action="store_true",
                         help="do nothing when the output already holds an evaluation of this model on the same "
-                             "data, split, --num and --seed (pipeline.run uses it)")
-    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
+                             "data, split, --eval-num and --seed (pipeline.run uses it)")
+    parser.add_argument("--output", type=Path, default=None, metavar="FILE",
                         help="where to write the JSON (default: eval.json inside the model's version folder)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages: only errors and the path written")
     return parser
 
 
@@ -72,7 +75,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(ours)
     if args.inception_weights is not None and not args.inception_weights.is_file():
         raise PipelineError(f"--inception-weights {args.inception_weights} does not exist (it is never downloaded).")
-    args.data = resolve_data(args.data, fs_flags)
+    args.data = resolve_data(args.data, fs_flags, quiet=args.quiet)
     return args
 
 
@@ -130,6 +133,10 @@ def skipped_notes(args: argparse.Namespace, searching_train: bool) -> list[str]:
     return notes
 
 
+def _silent(*_args, **_kwargs) -> None:
+    """`print` under --quiet."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
 
@@ -149,40 +156,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from components.metrics.inception import load_inception
 
+    say = _silent if args.quiet else print
     started = time.perf_counter()
     with locks.reading(args.data, "--data"):  # no ingest replaces the data while it is read and its cache written
         generator = load_generator_for(args.model, args.data)
-        print(f"model: {generator.describe()}", file=sys.stderr)
-        out = args.out or generator.path / "eval.json"
-        guard.output_file("--out", out, ours=replaceable_evaluation, what="an evaluation written by this project",
+        say(f"model: {generator.describe()}", file=sys.stderr)
+        out = args.output or generator.path / "eval.json"
+        guard.output_file("--output", out, ours=replaceable_evaluation, what="an evaluation written by this project",
                           inputs=guard.data_inputs("--data", args.data))  # fmt: skip
         request = {
-            **evaluation_request(args.data, args.split, args.num, args.seed, train_limit=args.train_limit,
+            **evaluation_request(args.data, args.split, args.eval_num, args.seed, train_limit=args.train_limit,
                                  inception_weights=args.inception_weights),
             "model_fingerprint": generator.fingerprint(),
         }  # fmt: skip
         done = read_evaluation(out) if args.skip_if_done else None
         if done is not None and evaluation_is_current(done, request, out, generator.path):
-            print(format_report(done["metrics"]))
-            print(f"{out} is up to date; nothing to do.", file=sys.stderr)
+            say(format_report(done["metrics"]))
+            say(f"{out} is up to date; nothing to do.", file=sys.stderr)
+            if args.quiet:
+                print(out)
             return 0
         real, train = load_evaluation_images(args.data, args.split, args.train_limit)
         notes = skipped_notes(args, train is not None)
         for note in notes:
-            print(f"note: {note}", file=sys.stderr)
+            say(f"note: {note}", file=sys.stderr)
         inception = load_inception(args.inception_weights) if args.inception_weights else None
 
-        print(f"scoring {len(real)} real '{args.split}' images (floor and baselines)...", file=sys.stderr)
-        cache = baseline_cache(args.data, args.split, args.num, args.seed, args.train_limit, args.inception_weights)
-        evaluator = Evaluator(real, train, num=args.num, seed=args.seed, inception=inception, cache=cache)
-        if evaluator.num < args.num:
-            print(f"note: the split holds {len(real)} images: comparing {evaluator.num} generated with {evaluator.num} "
+        say(f"scoring {len(real)} real '{args.split}' images (floor and baselines)...", file=sys.stderr)
+        cache = baseline_cache(args.data, args.split, args.eval_num, args.seed, args.train_limit, args.inception_weights)
+        evaluator = Evaluator(real, train, num=args.eval_num, seed=args.seed, inception=inception, cache=cache)
+        if evaluator.num < args.eval_num:
+            say(f"note: the split holds {len(real)} images: comparing {evaluator.num} generated with {evaluator.num} "
                   f"real (the other {evaluator.num} give the floor).", file=sys.stderr)
-    with tqdm(total=evaluator.num, desc="generating", unit="img", file=sys.stderr) as bar:
+    with tqdm(total=evaluator.num, desc="generating", unit="img", file=sys.stderr, disable=args.quiet) as bar:
         # Image i of a seed has the latent `components.latents` gives it, as when sampling.
         images = generate_images(lambda indices: generator.images(indices, args.seed), np.arange(evaluator.num),
-                                 args.batch_size, progress=bar.update)
-    print("scoring the generated images...", file=sys.stderr)
+                                 args.generate_batch, progress=bar.update)
+    say("scoring the generated images...", file=sys.stderr)
     metrics = evaluator.score(images)
 
     atomic_write_json(out, {
@@ -197,8 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "tool_versions": tool_versions(),
     })
-    print(format_report(metrics))
-    print(f"wrote {out}", file=sys.stderr)
+    say(format_report(metrics))
+    if args.quiet:
+        print(out)
+    else:
+        print(f"wrote {out}", file=sys.stderr)
     return 0
 
 

@@ -24,7 +24,7 @@ example:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("python -m pipeline.export", DESCRIPTION)
+    parser = make_parser("python -m pipeline.export", DESCRIPTION, "--run DIR [options]")
     parser.add_argument("--run", required=True, type=Path, help="the training run folder (artifacts/<run>)")
     parser.add_argument(
         "--checkpoint",
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="latest",
         help="which checkpoint's EMA generator: the last one saved, or the best by the evaluator's swd_avg",
     )
+    parser.add_argument("--quiet", action="store_true", help="print only errors and the path of the new version")
     return parser
 
 
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     version, _ = export_run(args.run, args.checkpoint)
     card = read_json(version / MODEL_CARD)
     metrics = card.get("metrics") or {}
+    if args.quiet:
+        print(version)
+        return 0
     print(
         f"exported {args.checkpoint} checkpoint (step {card.get('step')}, {card.get('images_seen')} images seen) "
         f"to {version}"

@@ -66,7 +66,7 @@ def no_default(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("python -m pipeline.ingest", DESCRIPTION)
+    parser = make_parser("python -m pipeline.ingest", DESCRIPTION, "[--input DIR | --synthetic N] [options]")
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--input", default="data",
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-size", type=int, help=no_default("reject images whose shorter side is below this (default: half of --image-size)")
     )
-    parser.add_argument("--eval-fraction", type=finite_float, default=0.05, help="share of images held out in the eval split")
+    parser.add_argument("--eval-fraction", type=finite_float, default=0.1, help="share of images held out in the eval split")
     parser.add_argument(
         "--shards", type=int, help=no_default("shards per split (default: as many as make shards of about 32 MB)")
     )
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--no-dedupe", action="store_true", help="keep exact duplicate images instead of writing one copy")
     parser.add_argument("--overwrite", action="store_true", help="rebuild the output even if it is up to date")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar; only errors and the summary")
     parser.epilog = "Beam options: everything after `--`, e.g. `-- --direct_num_workers=4` or `-- --runner=FlinkRunner ...`."
     return parser
 

@@ -14,6 +14,8 @@ from components.config import MAX_IMAGES, SEARCH_LIMITS
 from components.model import IMAGE_SIZES
 from components.sampler import MAX_NUM
 from pipeline import _cli
+from pipeline._search import DEFAULT_MAX_TRIALS
+from pipeline.train import DEFAULT_IMAGES
 
 DESCRIPTION = """\
 Run ingest -> [tune] -> train (with evaluation and export) -> evaluate -> sample, in order. Each
@@ -35,7 +37,7 @@ DEMO_IMAGES = 60_000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _cli.make_parser("python -m pipeline.run", DESCRIPTION)
+    parser = _cli.make_parser("python -m pipeline.run", DESCRIPTION, "[--input DIR | --demo] [options]")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", default="data", help="image folder to ingest (recursive): a path or a URI (gs://, s3://, ...)")
     source.add_argument("--demo", action="store_true",
@@ -43,19 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="TFRecords folder, a path or a URI (default: tfrecords/<input name>, or tfrecords/demo)")
     parser.add_argument("--run", type=Path, help="run folder (default: artifacts/<data folder name>)")
     parser.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=64, help="training image size")
-    parser.add_argument("--eval-fraction", type=_cli.finite_float, default=0.1, help="share of the images held out for evaluation")
+    parser.add_argument("--eval-fraction", type=_cli.finite_float, default=0.1, help="share of images held out in the eval split")
     parser.add_argument(
-        "--images", type=_cli.bounded_int(1, MAX_IMAGES), default=400_000, help="training budget: real images seen"
+        "--images", type=_cli.bounded_int(1, MAX_IMAGES), help=f"training budget: real images seen (default: {DEFAULT_IMAGES})"
     )
     parser.add_argument("--eval-every", type=_cli.bounded_int(1, MAX_IMAGES), default=None, metavar="IMAGES",
                         help="evaluate (SWD) and keep the best checkpoint every this many images (default: budget / 5)")
-    parser.add_argument("--eval-num", type=_cli.eval_num, default=1024, help="images per evaluation")
+    parser.add_argument(
+        "--eval-num", type=_cli.eval_num, default=1024, metavar="N",
+        help="generated (and as many real) images scored in each evaluation of the training and by the evaluate stage",
+    )  # fmt: skip
     parser.add_argument("--tune", action="store_true", help="search hyperparameters with KerasTuner before training")
     parser.add_argument(
         "--max-trials",
         type=_cli.bounded_int(*SEARCH_LIMITS["max_trials"]),
-        default=8,
-        help="with --tune: the search's budget, 2 default trainings + N-2 tuned trials",
+        metavar="N",
+        help=f"with --tune: the search's budget, 2 default trainings + N-2 tuned trials (default: {DEFAULT_MAX_TRIALS})",
     )
     parser.add_argument(
         "--trial-images",
@@ -67,9 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--trial-image-size", type=int, choices=IMAGE_SIZES, help="with --tune: train the trials at this divisor of --image-size"
     )
     parser.add_argument(
-        "--num-samples", type=_cli.bounded_int(1, MAX_NUM), default=64, help="images to sample from the exported SavedModel"
+        "--num", type=_cli.bounded_int(1, MAX_NUM), default=64, help="images to sample from the exported SavedModel"
     )
-    parser.add_argument("--seed", type=_cli.seed, default=0, help="seed of training, evaluation and sampling")
+    parser.add_argument(
+        "--seed", type=_cli.seed, default=0,
+        help="seeds the training (initial weights, data order), the evaluations and the sampled images",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only stage headers and the summary")
     parser.epilog = ("Beam options: everything after `--` goes to the ingest's pipeline and, when --data is a URI, configures "
                      "the file system train and evaluate read it through (see python -m pipeline.ingest --help).")
@@ -116,21 +124,23 @@ def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], s
     check_outputs(RunPaths(run).export, samples, grid)  # the last stage's outputs: refused now, not after the training
     fs_flags = ["--", *beam_args] if "://" in data else []
     quiet = ["--quiet"] if args.quiet else []
-    eval_every = args.eval_every or max(args.images // 5, 1)
-    training = [flag("--data", data), flag("--run", run), flag("--images", args.images), flag("--seed", args.seed),
+    budget = args.images or DEFAULT_IMAGES
+    eval_every = args.eval_every or max(budget // 5, 1)
+    training = [flag("--data", data), flag("--run", run), flag("--images", budget), flag("--seed", args.seed),
                 flag("--eval-every", eval_every), flag("--eval-num", args.eval_num), *quiet]
     if args.tune:
-        training += ["--tune", flag("--max-trials", args.max_trials), flag("--trial-images", args.trial_images)]
+        training += ["--tune", flag("--trial-images", args.trial_images)]
+        training += [flag("--max-trials", args.max_trials)] if args.max_trials else []
         training += [flag("--trial-image-size", args.trial_image_size)] if args.trial_image_size else []
     training += fs_flags
     stages = [
         Stage("ingest", ingest.main, [*source, flag("--output", data), flag("--image-size", args.image_size),
                                       flag("--eval-fraction", args.eval_fraction), *quiet, "--", *beam_args]),
         Stage("train" + (" (after a search)" if args.tune else ""), train.main, training),
-        Stage("evaluate", evaluate.main, [flag("--model", run), flag("--data", data), flag("--num", args.eval_num),
-                                          flag("--seed", args.seed), "--skip-if-done", *fs_flags]),
-        Stage("sample", sample.main, [flag("--model", run), flag("--num", args.num_samples), flag("--seed", args.seed),
-                                      flag("--out", samples), flag("--grid", grid), *quiet]),
+        Stage("evaluate", evaluate.main, [flag("--model", run), flag("--data", data), flag("--eval-num", args.eval_num),
+                                          flag("--seed", args.seed), "--skip-if-done", *quiet, *fs_flags]),
+        Stage("sample", sample.main, [flag("--model", run), flag("--num", args.num), flag("--seed", args.seed),
+                                      flag("--output", samples), flag("--grid", grid), *quiet]),
     ]
     return stages, data, run
 

@@ -20,17 +20,17 @@ Generate images with an exported generator (a TF SavedModel; no training code is
 
 Image i of a seed is always the same image, so files are named by index (000000.png, or
 000000-000999.npz / .tfrecord chunks of 1,000 images), two runs with one seed write
-byte-identical files whatever --batch-size is, and re-running skips the files that exist.
+byte-identical files whatever --generate-batch is, and re-running skips the files that exist.
 The output folder is marked as ours (samples.json); a folder with other contents is refused.
 
 examples:
-  python -m pipeline.sample --model artifacts/run1 --num 10000 --out artifacts/run1/samples-10k
+  python -m pipeline.sample --model artifacts/run1 --num 10000 --output artifacts/run1/samples-10k
   python -m pipeline.sample --model artifacts/run1/export/generator/3 --num 64 --grid faces.png
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("python -m pipeline.sample", DESCRIPTION)
+    parser = make_parser("python -m pipeline.sample", DESCRIPTION, "--model DIR (--output DIR | --grid FILE.png) [options]")
     parser.add_argument(
         "--model",
         required=True,
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--num", type=bounded_int(1, MAX_NUM), default=64,
         help="number of images (indices 0..N-1); refused when the disk has not room for them",
     )  # fmt: skip
-    parser.add_argument("--out", type=Path, help="folder for the image files (created; resumable)")
+    parser.add_argument("--output", type=Path, metavar="DIR", help="folder for the image files (created; resumable)")
     parser.add_argument(
         "--format",
         choices=sorted(FORMATS),
@@ -51,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         "tfrecord: Examples in the ingest schema",
     )
     parser.add_argument("--seed", type=seed, default=0, help="the seed: same seed, same images")
-    parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=256, help="images generated per call")
+    parser.add_argument(
+        "--generate-batch", type=bounded_int(1, MAX_BATCH_SIZE), default=256, metavar="N",
+        help="images per generator call (memory, not results: the images are the same whatever it is)",
+    )  # fmt: skip
     parser.add_argument(
         "--truncation",
         type=bounded_float(0, MAX_TRUNCATION, low_included=False),
@@ -63,31 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid-count", type=bounded_int(1, MAX_GRID_COUNT), default=64, help="images on the --grid contact sheet"
     )
     parser.add_argument("--workers", type=bounded_int(1, 64), default=2, help="threads encoding and writing files")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages: only errors and what was written")
     return parser
+
+
+def _silent(*_args, **_kwargs) -> None:
+    """`print` under --quiet."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.out is None and args.grid is None:
-        parser.error("nothing to write: give --out DIR, --grid FILE.png, or both")
+    if args.output is None and args.grid is None:
+        parser.error("nothing to write: give --output DIR, --grid FILE.png, or both")
     if args.grid is not None and args.grid.suffix.lower() != ".png":
         parser.error(f"--grid must name a .png file, got {args.grid}")
 
     from components.artifacts import resolve_saved_model
     from components.sampler import SavedModelGenerator, check_outputs, sample_to_folder, save_first_grid
 
-    check_outputs(resolve_saved_model(args.model), args.out, args.grid)  # before anything loads or is generated
+    check_outputs(resolve_saved_model(args.model), args.output, args.grid)  # before anything loads or is generated
     generator = SavedModelGenerator(args.model)
-    print(f"model: {generator.describe()}")
-    if args.out is not None:
+    say = _silent if args.quiet else print
+    say(f"model: {generator.describe()}")
+    if args.output is not None:
         summary = sample_to_folder(
             generator,
-            args.out,
+            args.output,
             args.num,
             seed=args.seed,
-            batch_size=args.batch_size,
+            batch_size=args.generate_batch,
             output_format=args.format,
             truncation=args.truncation,
             workers=args.workers,
@@ -98,8 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({summary.written} generated, {summary.skipped} already there)"
         )
     if args.grid is not None:
-        count = min(args.grid_count, args.num) if args.out is not None else args.grid_count
-        save_first_grid(generator, args.grid, count, args.seed, args.truncation, args.batch_size)
+        count = min(args.grid_count, args.num) if args.output is not None else args.grid_count
+        save_first_grid(generator, args.grid, count, args.seed, args.truncation, args.generate_batch)
         print(f"{args.grid}: contact sheet of images 0..{count - 1}")
     return 0
 

@@ -46,7 +46,7 @@ folder written by `python -m pipeline.ingest`, into a run folder:
 
 Re-running the same command resumes from the newest checkpoint ("resumed from step N") and
 stops at the same step as an uninterrupted run; a larger --images/--epochs trains further.
-Different hyperparameters or data for an existing run are an error unless --new-run.
+Different hyperparameters or data for an existing run are an error unless --overwrite.
 Multi-worker training: start the same command on every worker with TF_CONFIG set.
 
 At the end the run is exported (components.exporter): the best checkpoint by swd_avg when an
@@ -75,12 +75,13 @@ examples:
   python -m pipeline.train --data tfrecords/anime --run artifacts/final --hparams artifacts/anime/best_hyperparameters.json"""
 
 _MODEL_DEFAULTS = ModelConfig()
+DEFAULT_IMAGES = 400_000  # the budget when neither --images nor --epochs is given (pipeline.run too)
 MAX_EPOCHS = 10**6  # passes over the train split; --images is capped alike (components.config.MAX_IMAGES)
 _TRAIN_DEFAULTS = TrainConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _cli.make_parser("python -m pipeline.train", DESCRIPTION)
+    parser = _cli.make_parser("python -m pipeline.train", DESCRIPTION, "--data DIR [options]")
     parser.add_argument(
         "--data", required=True,
         help="ingested data folder (holds manifest.json and the shards): a local path, or a URI of a Beam file system "
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--run", type=Path, help="run folder (default: artifacts/<name of the data folder>)")
 
-    budget = parser.add_argument_group("budget (one of; default --epochs 60, the seed's)")
+    budget = parser.add_argument_group(f"budget (one of; default --images {DEFAULT_IMAGES})")
     exclusive = budget.add_mutually_exclusive_group()
     exclusive.add_argument(
         "--epochs",
@@ -155,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="training steps per call into the TensorFlow graph, between which the host reads counters and "
         "metrics (default: the gcd of --log-every, --sample-every and --checkpoint-every; 1 syncs every step)",
     )  # fmt: skip
-    runtime.add_argument("--new-run", action="store_true", help="discard the run folder's checkpoints, samples, logs and metrics and start at step 0")
+    runtime.add_argument(
+        "--overwrite", action="store_true",
+        help="discard the run folder's checkpoints, samples, logs and metrics and start at step 0",
+    )  # fmt: skip
     runtime.add_argument("--no-export", action="store_true", help="do not export the trained generator as a SavedModel at the end")
     runtime.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
     return parser
@@ -237,6 +241,19 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
         help="DiffAugment of the discriminator's real and fake inputs: comma-separated subset of "
         f"{','.join(AUGMENTS)}, or '' for none" + _recipe_note("augment"),
     )  # fmt: skip
+    training.add_argument(
+        "--ada-target", type=_cli.finite_float, metavar="SIGN",
+        help="adaptive augmentation: augment a share of images steered so that D's mean sign on reals stays near "
+        "this (0.6 is StyleGAN2-ADA's); 0 augments every image" + _recipe_note("ada_target"),
+    )  # fmt: skip
+    training.add_argument(
+        "--ada-images", type=_cli.bounded_int(1, MAX_IMAGES), metavar="IMAGES",
+        help=f"with --ada-target: images seen for the augmented share to move from 0 to 100%% (default: {_TRAIN_DEFAULTS.ada_images:,})",
+    )  # fmt: skip
+    training.add_argument(
+        "--mirror", action=argparse.BooleanOptionalAction,
+        help="flip each real image left-right with probability 1/2 (twice the distinct faces)" + _recipe_note("mirror"),
+    )  # fmt: skip
     training.add_argument("--r1-gamma", type=_cli.finite_float, help="weight of the R1 gradient penalty on real images (0: off)" + _recipe_note("r1_gamma"))
     training.add_argument(
         "--r1-every",
@@ -244,7 +261,11 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
         default=_TRAIN_DEFAULTS.r1_every,
         help="lazy R1: apply the penalty every this many D updates",
     )
-    training.add_argument("--seed", type=_cli.seed, default=_TRAIN_DEFAULTS.seed, help="seed of the latents, the fixed sample grid, the evaluator and the search's oracle")
+    training.add_argument(
+        "--seed", type=_cli.seed, default=_TRAIN_DEFAULTS.seed,
+        help="seeds the initial weights, the order of the training data and the training latents; also the "
+        "evaluator's latents and the search's oracle (the sample grids always show images 0..63 of seed 0)",
+    )  # fmt: skip
     training.add_argument(
         "--train-step", choices=TRAIN_STEPS, default=_TRAIN_DEFAULTS.train_step,
         help="dcgan: one D and one G update per batch; seed: the tutorial's loop (2 rounds of D-fake, D-real, G)",
@@ -273,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(ours)
     config = config_from_args(args)  # validates every hyperparameter before TensorFlow loads
     if args.epochs is None and args.images is None:
-        args.epochs = 60.0
+        args.images = DEFAULT_IMAGES
     if args.hparams:  # read before any download or lock: a wrong file (a FIFO, a giant) is named at once
         config = config_from_best_file(config, args.hparams, quiet=args.quiet)
     if "://" in str(args.run or ""):
@@ -355,7 +376,7 @@ def train_run(args: argparse.Namespace, config: TrainConfig, run_dir: Path, eval
         sample_every=args.sample_every,
         log_every=args.log_every,
         steps_per_execution=args.steps_per_execution,
-        new_run=args.new_run,
+        new_run=args.overwrite,
         verbose=not args.quiet,
     )
     return result, evaluate_fn is not None, chief

@@ -58,18 +58,18 @@ SIZE = 8  # the mimic generators' image side
         ("train", ["--tune", "--trial-image-size", "48"]),
         ("sample", ["--seed", "9223372036854775808"]),
         ("sample", ["--num", "0"]),
-        ("sample", ["--batch-size", "1000000"]),
+        ("sample", ["--generate-batch", "1000000"]),
         ("sample", ["--grid-count", "300000"]),
         ("sample", ["--workers", "0"]),
         ("sample", ["--truncation", "1e308"]),
         ("sample", ["--truncation", "0"]),
-        ("evaluate", ["--num", "0"]),
-        ("evaluate", ["--batch-size", "100000"]),
+        ("evaluate", ["--eval-num", "0"]),
+        ("evaluate", ["--generate-batch", "100000"]),
         ("evaluate", ["--train-limit", "-1"]),
         ("evaluate", ["--seed", str(2**40)]),
         ("run", ["--image-size", "100000"]),
         ("run", ["--images", "0"]),
-        ("run", ["--num-samples", "0"]),
+        ("run", ["--num", "0"]),
         ("run", ["--max-trials", "100000"]),
         ("run", ["--seed", "9223372036854775808"]),
     ],
@@ -78,7 +78,7 @@ def test_a_count_size_or_seed_out_of_range_is_one_error_line_naming_the_flag(tmp
     base = {
         "ingest": ["--output", str(tmp_path / "out")],
         "train": ["--data", str(tmp_path / "data"), "--run", str(tmp_path / "run")],
-        "sample": ["--model", str(tmp_path / "model"), "--out", str(tmp_path / "out")],
+        "sample": ["--model", str(tmp_path / "model"), "--output", str(tmp_path / "out")],
         "evaluate": ["--model", str(tmp_path / "model"), "--data", str(tmp_path / "data")],
         "run": ["--demo", "--data", str(tmp_path / "data"), "--run", str(tmp_path / "run")],
     }[module]
@@ -286,13 +286,13 @@ def unsized(z):
 
 def test_a_generator_returning_the_wrong_count_is_one_error_and_leaves_no_misnamed_file(models, tmp_path):
     out = tmp_path / "out"
-    result = cli("sample", "--model", str(models["short"]), "--num", "8", "--batch-size", "4", "--out", str(out), "--quiet")
+    result = cli("sample", "--model", str(models["short"]), "--num", "8", "--generate-batch", "4", "--output", str(out), "--quiet")
     assert result.returncode == 2 and result.stderr.count("error:") == 1, result.stderr[-2000:]
     assert "returned uint8 (3, 8, 8, 3) for 4 latents instead of uint8 (4, 8, 8, 3)" in result.stderr
     no_traceback(result)
     assert not list(out.glob("*.png"))
     for name in ("always4", "unsized"):  # wrong at the load check, or a shape the signature does not fix
-        result = cli("sample", "--model", str(models[name]), "--num", "2", "--out", str(tmp_path / name), "--quiet")
+        result = cli("sample", "--model", str(models[name]), "--num", "2", "--output", str(tmp_path / name), "--quiet")
         assert result.returncode == 2 and result.stderr.count("error:") == 1, result.stderr[-2000:]
         no_traceback(result)
         assert not (tmp_path / name).exists()
@@ -309,7 +309,7 @@ def test_generator_calls_are_chunked_and_a_grid_too(models, tmp_path):
 
 def test_a_huge_num_is_refused_for_its_disk_space_before_any_name_is_listed(models, tmp_path):
     out = tmp_path / "out"
-    result = cli("sample", "--model", str(models["good"]), "--num", "1000000000000", "--out", str(out), "--quiet")
+    result = cli("sample", "--model", str(models["good"]), "--num", "1000000000000", "--output", str(out), "--quiet")
     assert result.returncode == 2 and result.stderr.count("error:") == 1, result.stderr[-2000:]
     assert "1,000,000,000,000 png images need about 4.1 PB" in result.stderr and "free" in result.stderr
     no_traceback(result)
@@ -327,7 +327,7 @@ def test_what_is_on_disk_counts_from_the_names_there():
 
 
 def sample(model: Path, out: Path, num: int, *extra: str):
-    return cli("sample", "--model", str(model), "--num", str(num), "--out", str(out), "--quiet", *extra)
+    return cli("sample", "--model", str(model), "--num", str(num), "--output", str(out), "--quiet", *extra)
 
 
 def test_a_grid_inside_the_sample_folder_is_refused(models, tmp_path):

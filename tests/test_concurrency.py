@@ -125,7 +125,7 @@ def test_a_sampling_folder_in_use_is_refused(trained, tmp_path):
     out = tmp_path / "samples"
     other = holder("write", out)
     try:
-        result = cli("sample", "--model", str(trained), "--num", "4", "--out", str(out))
+        result = cli("sample", "--model", str(trained), "--num", "4", "--output", str(out))
     finally:
         stop(other)
     one_error(result, f"--out {out}", f"process {other.pid}")

@@ -32,7 +32,7 @@ def chain(tmp_path_factory):
     batch = TrainConfig().batch_size
     argv = ["--input", str(root / "faces"), "--data", str(root / "data"), "--run", str(root / "run"),
             "--image-size", "32", "--eval-fraction", "0.25", "--images", str(3 * batch), "--eval-every", str(2 * batch),
-            "--eval-num", "8", "--num-samples", "6", "--quiet"]
+            "--eval-num", "8", "--num", "6", "--quiet"]
     first = run_pipeline(*argv)
     assert first.returncode == 0, first.stderr[-3000:]
     second = run_pipeline(*argv)

@@ -56,7 +56,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_evaluate_writes_eval_json_beside_the_model_and_prints_a_table(run_dir, tiny_records, capsys):
-    args = ["--model", str(run_dir), "--data", str(tiny_records), "--num", "12", "--batch-size", "5", "--train-limit", "40"]
+    args = ["--model", str(run_dir), "--data", str(tiny_records), "--eval-num", "12", "--generate-batch", "5", "--train-limit", "40"]
     assert main(args) == 0
     out, err = capsys.readouterr()
     assert "SWD x1e3, average" in out and "MS-SSIM" in out and "copy fraction" in out
@@ -71,23 +71,23 @@ def test_evaluate_writes_eval_json_beside_the_model_and_prints_a_table(run_dir, 
     assert all(np.isfinite(v) for v in metrics.values())
 
     # Fixed latents and a fixed real set: a second run scores the same, and --out moves the file.
-    assert main(args + ["--out", str(run_dir / "again.json")]) == 0
+    assert main(args + ["--output", str(run_dir / "again.json")]) == 0
     assert json.loads((run_dir / "again.json").read_text())["metrics"] == metrics
 
     # --skip-if-done: the same request is not scored again; another --num is.
     again = run_dir / "again.json"
     stamp = again.stat().st_mtime_ns
-    assert main(args + ["--out", str(again), "--skip-if-done"]) == 0
+    assert main(args + ["--output", str(again), "--skip-if-done"]) == 0
     assert again.stat().st_mtime_ns == stamp and "up to date" in capsys.readouterr().err
-    assert main(["--model", str(run_dir), "--data", str(tiny_records), "--num", "8", "--train-limit", "40",
-                 "--out", str(again), "--skip-if-done"]) == 0
+    assert main(["--model", str(run_dir), "--data", str(tiny_records), "--eval-num", "8", "--train-limit", "40",
+                 "--output", str(again), "--skip-if-done"]) == 0
     assert json.loads(again.read_text())["metrics"]["num_images"] == 8
 
 
 def test_num_larger_than_the_split_is_capped_with_a_note(run_dir, tiny_records, capsys):
     out_file = run_dir / "capped.json"
     assert main(["--model", str(run_dir / "export" / "generator"), "--data", str(tiny_records),
-                 "--train-limit", "0", "--out", str(out_file)]) == 0
+                 "--train-limit", "0", "--output", str(out_file)]) == 0
     err = capsys.readouterr().err
     assert "comparing 16 generated with 16 real" in err and "memorisation skipped" in err
     metrics = json.loads(out_file.read_text())["metrics"]
@@ -143,8 +143,8 @@ def test_the_cli_scores_what_evaluate_generator_scores_on_the_same_latents(run_d
     from tests.helpers import evaluate_generator
 
     out_file = run_dir / "same.json"
-    assert main(["--model", str(run_dir), "--data", str(tiny_records), "--num", "12", "--seed", "3",
-                 "--train-limit", "40", "--out", str(out_file)]) == 0
+    assert main(["--model", str(run_dir), "--data", str(tiny_records), "--eval-num", "12", "--seed", "3",
+                 "--train-limit", "40", "--output", str(out_file)]) == 0
     serve = tf.saved_model.load(str(run_dir / "export" / "generator" / "1")).signatures["serving_default"]
     expected = evaluate_generator(
         lambda z: serve(z=tf.constant(z))["images"].numpy(),

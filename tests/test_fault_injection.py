@@ -140,12 +140,12 @@ def test_a_killed_sampling_reruns_to_byte_identical_files(data, tmp_path, rounds
     run = tmp_path / "run"
     assert cli("train", "--data", str(data), "--run", str(run), "--images", "16", *TINY).returncode == 0
     whole = tmp_path / "whole"
-    assert cli("sample", "--model", str(run), "--num", "400", "--out", str(whole), "--quiet").returncode == 0
+    assert cli("sample", "--model", str(run), "--num", "400", "--output", str(whole), "--quiet").returncode == 0
     for round_ in rounds:
         out = tmp_path / f"out{round_}"
-        kill_during("sample", ["--model", str(run), "--num", "400", "--out", str(out), "--batch-size", "16", "--quiet"],
+        kill_during("sample", ["--model", str(run), "--num", "400", "--output", str(out), "--generate-batch", "16", "--quiet"],
                     lambda: out.is_dir() and len(list(out.iterdir())) > 2, rng)  # fmt: skip
-        again = cli("sample", "--model", str(run), "--num", "400", "--out", str(out), "--quiet")
+        again = cli("sample", "--model", str(run), "--num", "400", "--output", str(out), "--quiet")
         assert again.returncode == 0, again.stderr[-2000:]
         assert snapshot(out) == snapshot(whole)  # no temp file left, every image as an uninterrupted run drew it
 
@@ -220,7 +220,7 @@ def test_every_checkpoint_damaged_is_refused_rather_than_a_silent_restart(data, 
         index.write_bytes(b"garbage")
     result = resume(data, trained)
     assert result.returncode == 2 and result.stderr.count("error:") == 1
-    assert "every checkpoint in" in result.stderr and "--new-run" in result.stderr
+    assert "every checkpoint in" in result.stderr and "--overwrite" in result.stderr
     no_traceback(result)
 
 
@@ -274,16 +274,16 @@ def test_torn_sample_marker_and_export_files_are_named_or_redone(data, tmp_path)
     run = tmp_path / "run"
     assert cli("train", "--data", str(data), "--run", str(run), "--images", "16", *TINY, "--eval-every", "16", "--eval-num", "8").returncode == 0
     out = tmp_path / "samples"
-    assert cli("sample", "--model", str(run), "--num", "4", "--out", str(out), "--quiet").returncode == 0
+    assert cli("sample", "--model", str(run), "--num", "4", "--output", str(out), "--quiet").returncode == 0
     (out / "samples.json").write_text('{"model": ')
-    torn = cli("sample", "--model", str(run), "--num", "4", "--out", str(out), "--quiet")
+    torn = cli("sample", "--model", str(run), "--num", "4", "--output", str(out), "--quiet")
     assert torn.returncode == 2 and "samples.json is damaged" in torn.stderr
     no_traceback(torn)
 
     version = RunPaths(run).export / "1"
     written = (version / "eval.json").read_bytes()
     (version / "eval.json").write_bytes(written[: len(written) // 2])  # an evaluation cut short: done again
-    again = cli("evaluate", "--model", str(run), "--data", str(data), "--num", "8", "--skip-if-done")
+    again = cli("evaluate", "--model", str(run), "--data", str(data), "--eval-num", "8", "--skip-if-done")
     assert again.returncode == 0 and "swd_avg" in json.loads((version / "eval.json").read_text())["metrics"]
     (version / "model_card.json").write_text("{")  # a damaged card: the next export makes a new version
     assert cli("export", "--run", str(run)).returncode == 0
@@ -298,7 +298,7 @@ def test_a_torn_tuner_record_is_one_error_naming_it(data, tmp_path):
     trial = next((run / "tuner").glob("trial_*/trial.json"))
     trial.write_text(trial.read_text()[:30])
     result = cli("train", "--data", str(data), "--run", str(run), *search, "--max-trials", "4")
-    assert result.returncode == 2 and str(trial) in result.stderr and "--new-search" in result.stderr
+    assert result.returncode == 2 and str(trial) in result.stderr and "--overwrite-search" in result.stderr
     no_traceback(result)
 
 
@@ -330,7 +330,7 @@ def test_overwrite_and_new_run_delete_only_what_this_project_wrote(data, faces, 
     foreign = tmp_path / "projects"
     (foreign / "logs").mkdir(parents=True)
     (foreign / "logs" / "diary.txt").write_text("mine")
-    result = cli("train", "--data", str(data), "--run", str(foreign), "--images", "8", *TINY, "--new-run")
+    result = cli("train", "--data", str(data), "--run", str(foreign), "--images", "8", *TINY, "--overwrite")
     assert result.returncode == 2 and "no run of this project wrote" in result.stderr
     assert (foreign / "logs" / "diary.txt").read_text() == "mine"
 
@@ -338,7 +338,7 @@ def test_overwrite_and_new_run_delete_only_what_this_project_wrote(data, faces, 
     assert cli("train", "--data", str(data), "--run", str(run), "--images", "8", *TINY, "--no-export").returncode == 0
     (run / "samples" / "keep.png").write_bytes(b"mine")
     (run / "notes.md").write_text("mine")
-    again = cli("train", "--data", str(data), "--run", str(run), "--images", "8", *TINY, "--no-export", "--new-run")
+    again = cli("train", "--data", str(data), "--run", str(run), "--images", "8", *TINY, "--no-export", "--overwrite")
     assert again.returncode == 0, again.stderr[-2000:]
     assert (run / "samples" / "keep.png").read_bytes() == b"mine" and (run / "notes.md").read_text() == "mine"
 
@@ -360,7 +360,7 @@ def test_numbers_that_are_not_numbers_are_one_error_naming_the_flag(data, tmp_pa
     base = {
         "train": ["--data", str(data), "--run", str(tmp_path / "run"), "--images", "8", *TINY],
         "ingest": ["--synthetic", "4", "--output", str(tmp_path / "out")],
-        "sample": ["--model", str(tmp_path), "--out", str(tmp_path / "s")],
+        "sample": ["--model", str(tmp_path), "--output", str(tmp_path / "s")],
         "evaluate": ["--model", str(tmp_path), "--data", str(data)],
     }[module]
     result = cli(module, *base, *argv)

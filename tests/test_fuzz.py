@@ -126,8 +126,8 @@ def base_argv(module: str, scratch: Path) -> list[str]:
         "ingest": [f"--input={missing}", f"--output={scratch / 'out'}", "--quiet"],
         "train": [f"--data={missing}", f"--run={scratch / 'run'}", "--images=8", *TINY_FLAGS, "--quiet"],
         "export": [f"--run={missing}"],
-        "evaluate": [f"--model={missing}", f"--data={missing}", f"--out={scratch / 'eval.json'}"],
-        "sample": [f"--model={missing}", f"--out={scratch / 'samples'}", "--quiet"],
+        "evaluate": [f"--model={missing}", f"--data={missing}", f"--output={scratch / 'eval.json'}"],
+        "sample": [f"--model={missing}", f"--output={scratch / 'samples'}", "--quiet"],
         "run": [f"--input={missing}", f"--data={scratch / 'data'}", f"--run={scratch / 'run'}", "--images=8", "--quiet"],
     }[module]
 
@@ -252,7 +252,7 @@ def made(tmp_path_factory) -> Made:
     steps = [
         ("train", "--data", str(data), "--run", str(run), "--images", "16", *TINY, "--checkpoint-every", "1",
          "--log-every", "1", "--eval-every", "16", "--eval-num", "8", "--quiet"),
-        ("sample", "--model", str(run), "--num", "2", "--out", str(root / "samples"), "--quiet"),
+        ("sample", "--model", str(run), "--num", "2", "--output", str(root / "samples"), "--quiet"),
     ]  # fmt: skip
     for module, *argv in steps:
         result = cli(module, *argv)
@@ -421,7 +421,7 @@ def test_eval_json_read_by_evaluate_skip_if_done(made, tmp_path):
     version = made.version.relative_to(made.run)
 
     def evaluate(run: Path) -> Result:
-        return cli("evaluate", "--model", str(run / version), "--data", str(made.data), "--num", "8", "--skip-if-done")
+        return cli("evaluate", "--model", str(run / version), "--data", str(made.data), "--eval-num", "8", "--skip-if-done")
 
     fuzz_reader(tmp_path, made.run, f"{version}/eval.json", evaluate, ours_may_be_rewritten=True, examples=3)
 
@@ -436,7 +436,7 @@ def test_samples_json_read_by_sample(made, tmp_path):
     """pipeline.sample resumes into a folder whose samples.json says what it holds."""
 
     def sample(out: Path) -> Result:
-        return cli("sample", "--model", str(made.run), "--num", "2", "--out", str(out), "--quiet")
+        return cli("sample", "--model", str(made.run), "--num", "2", "--output", str(out), "--quiet")
 
     fuzz_reader(tmp_path, made.samples, "samples.json", sample, ours_may_be_rewritten=True, examples=8)
 

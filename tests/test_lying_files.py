@@ -79,7 +79,7 @@ def test_a_shard_damaged_after_a_clean_read_is_named_by_training_and_evaluation(
     checkpoints = snapshot(run / "checkpoints")
     one_error(train(damaged, run, "--images", "48", "--no-export"), "train-00000-of-00002.tfrecord", "--overwrite")
     assert snapshot(run / "checkpoints") == checkpoints  # the last checkpoint is kept
-    one_error(cli("evaluate", "--model", str(run), "--data", str(damaged), "--num", "4", "--out", str(run / "e.json")),
+    one_error(cli("evaluate", "--model", str(run), "--data", str(damaged), "--eval-num", "4", "--output", str(run / "e.json")),
               "eval-00001-of-00002.tfrecord")  # fmt: skip
 
 
@@ -116,7 +116,7 @@ def test_a_manifest_whose_image_size_was_edited_is_refused(data, model, copy, si
     manifest = json.loads((edited / "manifest.json").read_text())
     (edited / "manifest.json").write_text(json.dumps({**manifest, "image_size": size}))
     one_error(train(edited, edited.parent / "run", "--no-export"), complaint)
-    one_error(cli("evaluate", "--model", str(model), "--data", str(edited), "--num", "4", "--out", str(edited.parent / "e.json")))
+    one_error(cli("evaluate", "--model", str(model), "--data", str(edited), "--eval-num", "4", "--output", str(edited.parent / "e.json")))
 
 
 def test_verify_shard_reads_each_record_through_its_crcs(data, tmp_path):
@@ -139,7 +139,7 @@ def test_skip_if_done_reevaluates_another_models_file_and_reuses_its_own(data, m
     other = tmp_path / "other"
     assert train(data, other, "--seed", "1", "--images", "8").returncode == 0
     out = tmp_path / "eval.json"
-    argv = ["--data", str(data), "--num", "4", "--out", str(out), "--skip-if-done"]
+    argv = ["--data", str(data), "--eval-num", "4", "--output", str(out), "--skip-if-done"]
     assert cli("evaluate", "--model", str(model), *argv, "--train-limit", "8").returncode == 0
     first = json.loads(out.read_text())
     again = cli("evaluate", "--model", str(other), *argv, "--train-limit", "8")
@@ -218,7 +218,7 @@ def test_a_manifest_that_lies_is_one_error_for_every_reader(data, model, copy, c
     (lying / "manifest.json").write_text(json.dumps(manifest))
     before = snapshot(lying)
     one_error(train(lying, lying.parent / "run", "--no-export"), complaint)
-    one_error(cli("evaluate", "--model", str(model), "--data", str(lying), "--num", "4", "--out", str(lying.parent / "e.json")))
+    one_error(cli("evaluate", "--model", str(model), "--data", str(lying), "--eval-num", "4", "--output", str(lying.parent / "e.json")))
     assert snapshot(lying) == before
 
 
@@ -271,7 +271,7 @@ def test_metrics_lines_that_lie_are_skipped_with_a_note_and_dropped_on_resume(da
 def test_an_eval_json_that_lies_is_never_reported(data, model, tmp_path, content):
     out = tmp_path / "eval.json"
     out.write_text(content)
-    result = cli("evaluate", "--model", str(model), "--data", str(data), "--num", "4", "--out", str(out), "--skip-if-done")
+    result = cli("evaluate", "--model", str(model), "--data", str(data), "--eval-num", "4", "--output", str(out), "--skip-if-done")
     no_traceback(result)
     assert "up to date" not in result.stderr
     if result.returncode == 0:  # redone (or, by the output guard, refused as not ours: then untouched)
@@ -286,7 +286,7 @@ def test_a_samples_marker_that_lies_is_one_error_naming_it(model, tmp_path, cont
     out = tmp_path / "samples"
     out.mkdir()
     (out / "samples.json").write_text(content)
-    result = cli("sample", "--model", str(model), "--num", "2", "--out", str(out), "--quiet")
+    result = cli("sample", "--model", str(model), "--num", "2", "--output", str(out), "--quiet")
     one_error(result, str(out / "samples.json"))
     assert [p.name for p in out.iterdir()] == ["samples.json"]
 
@@ -297,8 +297,8 @@ def test_a_model_card_or_saved_model_that_lies_is_redone_or_one_error(data, mode
     (version / "model_card.json").write_text("[]")
     assert cli("export", "--run", str(run)).returncode == 0  # a card that is not ours: a new version
     (run / "export" / "generator" / "2" / "saved_model.pb").write_bytes(b"garbage" * 10)
-    for result in (cli("sample", "--model", str(run), "--num", "2", "--out", str(run.parent / "s"), "--quiet"),
-                   cli("evaluate", "--model", str(run), "--data", str(data), "--num", "4")):  # fmt: skip
+    for result in (cli("sample", "--model", str(run), "--num", "2", "--output", str(run.parent / "s"), "--quiet"),
+                   cli("evaluate", "--model", str(run), "--data", str(data), "--eval-num", "4")):  # fmt: skip
         one_error(result, "saved_model.pb" if "saved_model.pb" in result.stderr else str(run / "export" / "generator" / "2"))
 
 
@@ -336,7 +336,7 @@ def test_a_tuner_file_that_lies_is_one_error_naming_it(tmp_path, name, content):
     record = {"settings": {}, "space": {}}
     prepare_search_folder(paths, record, new_search=False)  # the intact folder resumes
     (paths.tuner / name).write_text(content)
-    with pytest.raises(PipelineError, match="--new-search") as refused:
+    with pytest.raises(PipelineError, match="--overwrite-search") as refused:
         prepare_search_folder(paths, record, new_search=False)
     assert str(paths.tuner / name) in str(refused.value)
 
@@ -390,7 +390,7 @@ def test_a_fifo_or_a_giant_in_place_of_a_file_we_read_is_one_error_naming_it(dat
         os.mkfifo(run / "metrics.jsonl")
         one_error(train(data, run, "--images", "24", "--no-export"), "metrics.jsonl")
         one_error(cli("export", "--run", str(run)), "metrics.jsonl")
-        evaluate = ("evaluate", "--model", str(model), "--data", str(damaged), "--num", "4", "--out", str(tmp_path / "e.json"))
+        evaluate = ("evaluate", "--model", str(model), "--data", str(damaged), "--eval-num", "4", "--output", str(tmp_path / "e.json"))
         assert cli(*evaluate).returncode == 0
         (cache,) = (damaged / "cache").glob("eval-*.json")
         cache.unlink()
@@ -412,7 +412,7 @@ def test_a_fifo_or_a_giant_in_place_of_a_file_we_read_is_one_error_naming_it(dat
 def test_a_lying_evaluation_cache_is_computed_again_and_rewritten(data, model, copy, tmp_path):
     damaged = copy(data)
     shutil.rmtree(damaged / "cache", ignore_errors=True)  # the caches of other tests' evaluations
-    evaluate = ("evaluate", "--model", str(model), "--data", str(damaged), "--num", "8", "--out", str(tmp_path / "e.json"))
+    evaluate = ("evaluate", "--model", str(model), "--data", str(damaged), "--eval-num", "8", "--output", str(tmp_path / "e.json"))
     assert cli(*evaluate).returncode == 0
     truth = json.loads((tmp_path / "e.json").read_text())["metrics"]
     (cache,) = (damaged / "cache").glob("eval-*.json")
@@ -451,7 +451,7 @@ def test_read_cache_takes_only_figures_an_evaluation_computes(tmp_path):
 
 def test_evaluate_replaces_only_its_own_eval_json_in_the_model_folder(data, model, tmp_path):
     version = Path(shutil.copytree(model / "export" / "generator" / "1", tmp_path / "model"))
-    evaluate = ("evaluate", "--model", str(version), "--data", str(data), "--num", "4")
+    evaluate = ("evaluate", "--model", str(version), "--data", str(data), "--eval-num", "4")
     (version / "eval.json").write_text('{"my": 1}\n')
     one_error(cli(*evaluate), str(version / "eval.json"))
     assert (version / "eval.json").read_text() == '{"my": 1}\n'
@@ -478,6 +478,6 @@ def test_evaluate_holds_its_data_against_writers_while_it_reads_it(data, model, 
         return load(*args, **kwargs)
 
     monkeypatch.setattr(components.evaluator, "load_evaluation_images", load_and_try_to_write)
-    result = cli("evaluate", "--model", str(model), "--data", str(data), "--num", "4", "--out", str(tmp_path / "e.json"))
+    result = cli("evaluate", "--model", str(model), "--data", str(data), "--eval-num", "4", "--output", str(tmp_path / "e.json"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(attempts) == 1 and "reads it" in attempts[0], attempts

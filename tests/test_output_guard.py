@@ -75,20 +75,20 @@ def test_links_paths_under_files_and_wrong_kinds_are_refused_and_nothing_changes
     for check, name, words in cases:
         kwargs = {"ours": never_ours, "what": "a thing of ours"} if check is guard.output_file else {}
         with pytest.raises(PipelineError, match=words):
-            check("--out", tmp_path / name, **kwargs)
+            check("--output", tmp_path / name, **kwargs)
     with pytest.raises(PipelineError, match="not a regular file"):
-        guard.output_file("--out", "/dev/null", ours=never_ours, what="a thing of ours")
+        guard.output_file("--output", "/dev/null", ours=never_ours, what="a thing of ours")
     assert snapshot(tmp_path) == before and os.readlink(tmp_path / "dangling") == str(tmp_path / "gone" / "x.json")
-    guard.output_file("--out", tmp_path / "new" / "eval.json", ours=never_ours, what="-")  # absent: may be written
-    guard.output_file("--out", tmp_path / "file", ours=lambda path: path.read_text() == "mine", what="-")  # ours
-    guard.output_folder("--out", tmp_path / "folder")
-    guard.output_folder("--out", "s3://bucket/out")
+    guard.output_file("--output", tmp_path / "new" / "eval.json", ours=never_ours, what="-")  # absent: may be written
+    guard.output_file("--output", tmp_path / "file", ours=lambda path: path.read_text() == "mine", what="-")  # ours
+    guard.output_folder("--output", tmp_path / "folder")
+    guard.output_folder("--output", "s3://bucket/out")
 
 
 def test_an_output_inside_an_input_is_refused_and_check_apart_keeps_its_rules(tmp_path):
     inputs = [("--data", tmp_path / "data"), ("--model", None)]
     with pytest.raises(PipelineError, match="lies inside --data"):
-        guard.output_file("--out", tmp_path / "data" / "manifest.json", ours=never_ours, what="-", inputs=inputs)
+        guard.output_file("--output", tmp_path / "data" / "manifest.json", ours=never_ours, what="-", inputs=inputs)
     for output in (tmp_path / "data", tmp_path / "data" / "run", tmp_path):
         with pytest.raises(PipelineError, match="must be separate folders"):
             guard.output_folder("--run", output, inputs=inputs)
@@ -130,16 +130,16 @@ def test_evaluate_out_replaces_only_an_evaluation_of_ours(run, data, tmp_path):
     note, dangling = tmp_path / "note.txt", tmp_path / "eval.json"
     note.write_text("mine")
     dangling.symlink_to(tmp_path / "elsewhere" / "eval.json")
-    evaluate = ("evaluate", "--model", str(run), "--data", str(data), "--num", "4", "--train-limit", "0")
-    refused(cli(*evaluate, "--out", str(data / "manifest.json")), "lies inside --data")
-    refused(cli(*evaluate, "--out", str(note)), "not an evaluation")
-    refused(cli(*evaluate, "--out", str(tmp_path)), "is a folder")
-    refused(cli(*evaluate, "--out", str(dangling)), "symbolic link")
+    evaluate = ("evaluate", "--model", str(run), "--data", str(data), "--eval-num", "4", "--train-limit", "0")
+    refused(cli(*evaluate, "--output", str(data / "manifest.json")), "lies inside --data")
+    refused(cli(*evaluate, "--output", str(note)), "not an evaluation")
+    refused(cli(*evaluate, "--output", str(tmp_path)), "is a folder")
+    refused(cli(*evaluate, "--output", str(dangling)), "symbolic link")
     assert snapshot(data) == before and note.read_text() == "mine" and not (tmp_path / "elsewhere").exists()
 
     ours = tmp_path / "ours.json"
     for _ in range(2):  # the second run replaces the first's eval.json
-        result = cli(*evaluate, "--out", str(ours))
+        result = cli(*evaluate, "--output", str(ours))
         assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -147,9 +147,9 @@ def test_outputs_in_or_as_the_model_are_refused(run, data, tmp_path):
     version = max((run / "export" / "generator").iterdir(), key=lambda path: int(path.name))
     before = snapshot(run)
     refused(cli("sample", "--model", str(run), "--grid", str(version / "grid.png")), "lies inside --model")
-    refused(cli("sample", "--model", str(run), "--out", str(run), "--num", "2"), "must be separate folders")
-    refused(cli("sample", "--model", str(run), "--out", str(data), "--num", "2"), "not written by pipeline.sample")
-    refused(cli("evaluate", "--model", str(run), "--data", str(data), "--out", str(version)), "is a folder")
+    refused(cli("sample", "--model", str(run), "--output", str(run), "--num", "2"), "must be separate folders")
+    refused(cli("sample", "--model", str(run), "--output", str(data), "--num", "2"), "not written by pipeline.sample")
+    refused(cli("evaluate", "--model", str(run), "--data", str(data), "--output", str(version)), "is a folder")
     assert snapshot(run) == before
 
 
@@ -191,9 +191,9 @@ def test_a_linked_output_is_refused_and_a_leftover_link_does_not_stop_a_rebuild(
     [
         ("train", ["--data", "{data}", "--run", "{file}/run", "--images", "8"]),
         ("ingest", ["--input", "{faces}", "--output", "{file}/out"]),
-        ("evaluate", ["--model", "{run}", "--data", "{data}", "--out", "{file}/eval.json"]),
+        ("evaluate", ["--model", "{run}", "--data", "{data}", "--output", "{file}/eval.json"]),
         ("sample", ["--model", "{run}", "--grid", "{file}/grid.png"]),
-        ("sample", ["--model", "{run}", "--out", "{file}/samples"]),
+        ("sample", ["--model", "{run}", "--output", "{file}/samples"]),
         ("run", ["--demo", "--data", "{file}/data"]),
         ("run", ["--demo", "--run", "{file}/run"]),
         ("export", ["--run", "{copy}"]),
@@ -252,7 +252,7 @@ def test_a_link_in_a_run_folder_s_layout_is_one_error_line_and_its_target_is_unt
     path.symlink_to(user)
     before, user_before = snapshot(copy), snapshot(user)
     train = ("train", "--data", str(data), "--run", str(copy), "--images", "32", *TINY)
-    refused(cli(*train, "--new-run"), str(path), "symbolic link")
+    refused(cli(*train, "--overwrite"), str(path), "symbolic link")
     if entry.startswith("export"):
         refused(cli("export", "--run", str(copy)), str(path), "symbolic link")
     assert sorted(p.name for p in user.iterdir()) == ["events.out.tfevents.1.h", "step-0000004.png"]  # no lock, no export
@@ -335,7 +335,7 @@ def test_something_else_at_a_lock_file_s_place_is_one_accurate_error_line(run, t
         lock.mkdir()
     else:
         lock.symlink_to(target if kind == "link" else tmp_path / "gone")
-    result = cli("sample", "--model", str(run), "--num", "4", "--out", str(tmp_path / "samples"))
+    result = cli("sample", "--model", str(run), "--num", "4", "--output", str(tmp_path / "samples"))
     refused(result, str(lock), "a folder" if kind == "folder" else "a symbolic link", "lock file")
     assert target.read_text() == "mine" and not (tmp_path / "samples").exists()
 

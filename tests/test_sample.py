@@ -42,7 +42,7 @@ def small_chunks(monkeypatch):
 
 
 def run(model_dir, out, *flags) -> None:
-    assert main(["--model", str(model_dir), "--out", str(out), "--quiet", *map(str, flags)]) == 0
+    assert main(["--model", str(model_dir), "--output", str(out), "--quiet", *map(str, flags)]) == 0
 
 
 def file_bytes(folder: Path) -> dict[str, bytes]:
@@ -54,8 +54,8 @@ def read_pngs(folder: Path) -> np.ndarray:
 
 
 def test_png_files_are_named_by_index_and_identical_whatever_the_batch_size(model_dir, loaded, tmp_path):
-    run(model_dir, tmp_path / "a", "--num", 10, "--seed", 1, "--batch-size", 3)
-    run(model_dir, tmp_path / "b", "--num", 10, "--seed", 1, "--batch-size", 4, "--workers", 1)
+    run(model_dir, tmp_path / "a", "--num", 10, "--seed", 1, "--generate-batch", 3)
+    run(model_dir, tmp_path / "b", "--num", 10, "--seed", 1, "--generate-batch", 4, "--workers", 1)
     run(model_dir, tmp_path / "c", "--num", 10, "--seed", 2)
     names = [f"{i:06d}.png" for i in range(10)]
     assert sorted(p.name for p in (tmp_path / "a").glob("*.png")) == names
@@ -86,8 +86,8 @@ def test_a_rerun_writes_only_missing_files_and_follows_num(model_dir, tmp_path):
 
 def test_npz_chunks_hold_the_same_images_and_are_byte_identical(model_dir, tmp_path, small_chunks):
     run(model_dir, tmp_path / "png", "--num", 10, "--seed", 5)
-    run(model_dir, tmp_path / "a", "--num", 10, "--seed", 5, "--format", "npz", "--batch-size", 3)
-    run(model_dir, tmp_path / "b", "--num", 10, "--seed", 5, "--format", "npz", "--batch-size", 7)
+    run(model_dir, tmp_path / "a", "--num", 10, "--seed", 5, "--format", "npz", "--generate-batch", 3)
+    run(model_dir, tmp_path / "b", "--num", 10, "--seed", 5, "--format", "npz", "--generate-batch", 7)
     names = ["000000-000003.npz", "000004-000007.npz", "000008-000009.npz"]
     assert sorted(p.name for p in (tmp_path / "a").glob("*.npz")) == names
     assert file_bytes(tmp_path / "a") == file_bytes(tmp_path / "b")
@@ -105,7 +105,7 @@ def test_tfrecord_chunks_use_the_ingest_schema(model_dir, tmp_path, small_chunks
 
     run(model_dir, tmp_path / "png", "--num", 6, "--seed", 3)
     run(model_dir, tmp_path / "a", "--num", 6, "--seed", 3, "--format", "tfrecord")
-    run(model_dir, tmp_path / "b", "--num", 6, "--seed", 3, "--format", "tfrecord", "--batch-size", 1)
+    run(model_dir, tmp_path / "b", "--num", 6, "--seed", 3, "--format", "tfrecord", "--generate-batch", 1)
     assert file_bytes(tmp_path / "a") == file_bytes(tmp_path / "b")
     files = sorted(str(p) for p in (tmp_path / "a").glob("*.tfrecord"))
     assert [Path(f).name for f in files] == ["000000-000003.tfrecord", "000004-000005.tfrecord"]
@@ -179,7 +179,7 @@ def test_bad_numbers_are_refused(model_dir, loaded, tmp_path):
 def test_cli_reports_user_errors_in_one_line_with_exit_code_2(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.sample", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+        [sys.executable, "-m", "pipeline.sample", "--model", str(tmp_path / "missing"), "--output", str(tmp_path / "o")],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -120,7 +120,7 @@ def test_training_and_evaluation_read_a_data_folder_on_s3_through_a_verified_loc
     assert records_of(local_files(copy)) == {k: v for k, v in records_of(bucket_files(client, "records", "train")).items() if k != "rejects.jsonl"}
     assert json.loads((run / "hparams.json").read_text())["data"]["fingerprint"] == json.loads((copy / "manifest.json").read_text())["fingerprint"]
     version = run / "export" / "generator" / "1"
-    assert evaluate(["--model", str(version), "--data", "s3://records/train", "--num", "4", "--skip-if-done", "--", *s3_flags(url)]) == 0
+    assert evaluate(["--model", str(version), "--data", "s3://records/train", "--eval-num", "4", "--skip-if-done", "--", *s3_flags(url)]) == 0
 
     # A shard damaged on the server: the copy is refused with the shard's URI, the old copy untouched.
     shard = next(name for name in bucket_files(client, "records", "train") if name.startswith("train-"))

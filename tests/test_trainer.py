@@ -141,7 +141,7 @@ def test_other_hyperparameters_or_data_need_new_run(tiny_records, tmp_path):
     run = tmp_path / "run"
     train(TINY, tiny_records, run, images=16, **QUIET)
     changed = TrainConfig(model=TINY.model, batch_size=8, g_lr=1e-3)
-    with pytest.raises(PipelineError, match=r"g_lr: 0.0002 in the run, 0.001 now.*--new-run"):
+    with pytest.raises(PipelineError, match=r"g_lr: 0.0002 in the run, 0.001 now.*--overwrite"):
         train(changed, tiny_records, run, images=16, **QUIET)
 
     other_data = tmp_path / "other"
@@ -252,7 +252,7 @@ def test_cli_reports_user_errors_without_traceback(tmp_path):
     assert "Traceback" not in missing.stderr + bad.stderr
     helped = cli("--help", timeout=60)
     assert helped.returncode == 0
-    for flag in ("--epochs", "--images", "--g-filters", "--d-lr", "--ema-decay", "--precision", "--jit", "--new-run", "--checkpoint-every"):
+    for flag in ("--epochs", "--images", "--g-filters", "--d-lr", "--ema-decay", "--precision", "--jit", "--overwrite", "--checkpoint-every"):
         assert flag in helped.stdout
 
 
