@@ -64,6 +64,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "ema_decay": 0.999,
         "ema_warmup": 10.0,
         "augment": "",
+        "ada_target": 0.0,
+        "mirror": False,
         "r1_gamma": 0.0,
     },
     "default": {},
@@ -92,6 +94,11 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: float = 10.0  # EMA decay = min(ema_decay, (1 + n) / (ema_warmup + n)) at G update n
     augment: str = ""  # DiffAugment policy for D's inputs, e.g. "color,translation,cutout"
+    # Adaptive augmentation (components.gan): 0 applies `augment` to every image; above 0, the share
+    # of images augmented follows D's overfitting (its mean sign on reals held near this target).
+    ada_target: float = 0.0
+    ada_images: int = 10_000  # images seen for the adaptive share to move by at most 1 (0 to 100%)
+    mirror: bool = False  # flip each real image left-right with probability 1/2
     r1_gamma: float = 0.1  # R1 penalty weight on reals (0: off): damps D in long runs (README)
     r1_every: int = 16  # lazy R1: applied every this many D updates
     seed: int = 0
@@ -100,7 +107,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from components.augment import parse_policy
 
-        for name, high in (("batch_size", MAX_BATCH_SIZE), ("r1_every", MAX_STEPS)):
+        for name, high in (("batch_size", MAX_BATCH_SIZE), ("r1_every", MAX_STEPS), ("ada_images", MAX_IMAGES)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
                 raise PipelineError(f"{name} must be a whole number from 1 to {high:,}, got {value!r}.")
@@ -108,13 +115,17 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise PipelineError(f"{name} must be a positive number, got {value!r}.")
-        for name in ("beta_1", "label_smoothing", "ema_decay"):
+        for name in ("beta_1", "label_smoothing", "ema_decay", "ada_target"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise PipelineError(f"{name} must be in [0, 1), got {getattr(self, name)!r}.")
         if not (isinstance(self.lr_hold, (int, float)) and 0.0 <= self.lr_hold <= 1.0):
             raise PipelineError(f"lr_hold must be in [0, 1], got {self.lr_hold!r}.")
         if not (isinstance(self.r1_gamma, (int, float)) and math.isfinite(self.r1_gamma) and self.r1_gamma >= 0):
             raise PipelineError(f"r1_gamma must be a number >= 0, got {self.r1_gamma!r}.")
+        if not isinstance(self.mirror, bool):
+            raise PipelineError(f"mirror must be true or false, got {self.mirror!r}.")
+        if self.ada_target and not self.augment:
+            raise PipelineError("ada_target steers the share of augmented images: it needs an augment policy.")
         if self.loss not in LOSSES:
             raise PipelineError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}.")
         try:
@@ -123,8 +134,8 @@ class TrainConfig:
             raise PipelineError(f"augment: {err}.") from err
         if self.train_step not in TRAIN_STEPS:
             raise PipelineError(f"train_step must be one of {', '.join(TRAIN_STEPS)}, got {self.train_step!r}.")
-        if self.train_step == "seed" and (self.loss != "bce" or self.augment or self.r1_gamma):
-            raise PipelineError("train_step seed trains with loss bce only, without augment or r1_gamma.")
+        if self.train_step == "seed" and (self.loss != "bce" or self.augment or self.r1_gamma or self.mirror):
+            raise PipelineError("train_step seed trains with loss bce only, without augment, mirror or r1_gamma.")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
             raise PipelineError(f"seed must be a whole number from 0 to {MAX_SEED:,}, got {self.seed!r}.")
 

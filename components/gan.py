@@ -2,9 +2,12 @@
 
 One call of `train_step` on a batch of real images is one training step:
 
-1. draw latents and generate one batch of fakes (generator in training mode);
+1. draw latents and generate one batch of fakes (generator in training mode); with `mirror`,
+   each real image is flipped left-right with probability 1/2 (a face's mirror image is a face:
+   twice the distinct reals, nothing for D to tell apart, so nothing leaks into the fakes);
 2. one discriminator update on the real batch and those fakes, both seen through the same
-   differentiable augmentation (`augment`, components.augment; none by default), with the
+   differentiable augmentation (`augment`, components.augment; none by default), applied to each
+   image with probability `augment_p` (1 unless adaptive, see below), with the
    `adversarial_loss` ("bce": non-saturating BCE from logits with label smoothing, the seed's; or
    "hinge"), plus every `r1_every` steps the R1 penalty gamma/2 * E|grad D(real)|^2 (lazy
    regularisation as in StyleGAN2: scaled by `r1_every` so its average strength is that of an
@@ -14,6 +17,13 @@ One call of `train_step` on a batch of real images is one training step:
 5. the step and images-seen counters and the running means of `metrics` are updated, all in the
    graph: the host reads them only when Keras hands control back (every `steps_per_execution`
    steps), so a fast device never waits for Python between steps.
+
+Adaptive augmentation (`ada_target` > 0; StyleGAN2-ADA's heuristic): `augment_p` starts at 0
+and every `ADA_INTERVAL` steps moves towards more augmentation when D's sign on reals, averaged
+over those steps, is above `ada_target` (D is growing sure of the reals it has seen: it starts
+to overfit them) and towards less when below, by at most 1 per `ada_images` images seen. With
+few faces and many passes D overfits early; with many faces the heuristic keeps p near 0, so
+augmentation costs nothing where it is not needed.
 
 Step 3 reuses the fakes of step 1 instead of running the generator forward again (the PyTorch
 DCGAN recipe), which saves one generator forward pass per step (about a tenth of it on a CPU).
@@ -32,7 +42,8 @@ from components.augment import diff_augment
 from components.config import LOSSES
 
 EMA_WARMUP = 10.0  # decay = min(ema_decay, (1 + n) / (warmup + n)): early samples follow the net closely
-METRICS = ("d_loss", "g_loss", "d_real_logit", "d_fake_logit")
+ADA_INTERVAL = 4  # steps between two adjustments of the adaptive augmentation probability (StyleGAN2-ADA's)
+METRICS = ("d_loss", "g_loss", "d_real_logit", "d_fake_logit", "augment_p")
 
 
 class DCGAN(keras.Model):
@@ -54,6 +65,9 @@ class DCGAN(keras.Model):
         ema_warmup: float = EMA_WARMUP,
         adversarial_loss: str = "bce",
         augment: str = "",
+        ada_target: float = 0.0,
+        ada_images: int = 10_000,
+        mirror: bool = False,
         r1_gamma: float = 0.0,
         r1_every: int = 16,
         seed: int = 0,
@@ -70,6 +84,9 @@ class DCGAN(keras.Model):
         self.ema_warmup = float(ema_warmup)
         self.adversarial_loss = adversarial_loss
         self.augment = augment
+        self.ada_target = float(ada_target) if augment else 0.0
+        self.ada_images = int(ada_images)
+        self.mirror = bool(mirror)
         self.r1_gamma = float(r1_gamma)
         self.r1_every = int(r1_every)
         # The RNG states and counters live in variables, so checkpoints capture them. The counters
@@ -79,6 +96,10 @@ class DCGAN(keras.Model):
         first_replica = tf.VariableAggregation.ONLY_FIRST_REPLICA
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step", aggregation=first_replica)
         self.images_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="images_seen", aggregation=first_replica)
+        # The augmentation probability and the sum of D's signs on reals since its last adjustment.
+        start_p = 0.0 if self.ada_target or not augment else 1.0
+        self.augment_p = tf.Variable(start_p, trainable=False, name="augment_p", aggregation=first_replica)
+        self.ada_signs = tf.Variable(0.0, trainable=False, name="ada_signs", aggregation=first_replica)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in METRICS}
         for ema_weight, weight in zip(ema_generator.weights, generator.weights):
             ema_weight.assign(weight)
@@ -88,6 +109,17 @@ class DCGAN(keras.Model):
     @property
     def metrics(self) -> list:
         return list(self.trackers.values())
+
+    def checkpointed_state(self) -> dict:
+        """The training state beyond networks, optimisers, latents and counters that this run has:
+        only runs that augment or mirror hold these, so checkpoints of runs without them still load."""
+        state = {}
+        if self.augment or self.mirror:
+            state["augment_rng"] = self.augment_seeds.state
+        if self.ada_target:
+            state["augment_p"] = self.augment_p
+            state["ada_signs"] = self.ada_signs
+        return state
 
     def compile(self, d_optimizer, g_optimizer, bce, **kwargs):
         """Two optimisers (D and G) and `bce(labels, logits)`, BCE from logits (unused by "hinge")."""
@@ -107,6 +139,8 @@ class DCGAN(keras.Model):
 
     def train_step(self, data):
         real_images, _, _ = keras.utils.unpack_x_y_sample_weight(data)  # images only; labels unused
+        if self.mirror:
+            real_images = self._mirror(real_images)
         latents = self._draw_latents(tf.shape(real_images)[0])
         with tf.GradientTape() as g_tape:
             fake_images = self.generator(latents, training=True)
@@ -131,7 +165,24 @@ class DCGAN(keras.Model):
             penalty, gradients = self._add_lazy_r1(gradients, seen[:batch])
             d_loss += penalty
         self._apply(self.d_optimizer, gradients, self.discriminator)
+        if self.ada_target:
+            self._adapt_augmentation(real_logits)
         return d_loss, real_logits, fake_logits
+
+    def _adapt_augmentation(self, real_logits):
+        """Sum D's signs on reals; every ADA_INTERVAL steps move `augment_p` by the images seen
+        since the last move over `ada_images`, up if their mean is above `ada_target`, else down."""
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync  # the first replica's signs stand for all
+        self.ada_signs.assign_add(tf.reduce_mean(tf.sign(tf.cast(real_logits, tf.float32))))
+
+        def adjust():
+            batch = tf.cast(tf.shape(real_logits)[0] * replicas * ADA_INTERVAL, tf.float32)
+            direction = tf.sign(self.ada_signs / ADA_INTERVAL - self.ada_target)
+            self.augment_p.assign(tf.clip_by_value(self.augment_p + direction * batch / self.ada_images, 0.0, 1.0))
+            self.ada_signs.assign(0.0)
+            return tf.constant(0)
+
+        tf.cond(tf.equal((self.step + 1) % ADA_INTERVAL, 0), adjust, lambda: tf.constant(0))
 
     def _add_lazy_r1(self, gradients, real_images):
         """D's `gradients` plus the R1 penalty's (loss-scaled) on steps where it is due, unchanged on
@@ -174,10 +225,22 @@ class DCGAN(keras.Model):
         return 0.5 * self.r1_gamma * self.r1_every * tf.reduce_mean(squared_norms)
 
     def _augment(self, images):
-        """DiffAugment with this step's seed, or the images unchanged when there is no policy."""
+        """DiffAugment with this step's seed, each image augmented with probability `augment_p`
+        (all of them when it is 1); the images unchanged when there is no policy."""
         if not self.augment:
             return images
-        return diff_augment(images, self.augment, seed=tf.cast(self._replica_seed(self.augment_seeds), tf.int32))
+        seed = tf.cast(self._replica_seed(self.augment_seeds), tf.int32)
+        augmented = diff_augment(images, self.augment, seed=seed)
+        if not self.ada_target:
+            return augmented
+        chosen = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], tf.random.experimental.stateless_fold_in(seed, 99))
+        return tf.where(chosen < tf.cast(self.augment_p, chosen.dtype), augmented, images)
+
+    def _mirror(self, real_images):
+        """Each real image flipped left-right with probability 1/2."""
+        seed = tf.cast(self._replica_seed(self.augment_seeds), tf.int32)
+        flip = tf.random.stateless_uniform([tf.shape(real_images)[0], 1, 1, 1], seed) < 0.5
+        return tf.where(flip, tf.reverse(real_images, axis=[2]), real_images)
 
     # -- shared by every training step ----------------------------------------------------------
 
@@ -214,6 +277,7 @@ class DCGAN(keras.Model):
             "g_loss": g_loss,
             "d_real_logit": tf.reduce_mean(tf.cast(real_logits, tf.float32)),
             "d_fake_logit": tf.reduce_mean(tf.cast(fake_logits, tf.float32)),
+            "augment_p": tf.cast(self.augment_p, tf.float32),
         }
         for name, value in values.items():
             self.trackers[name].update_state(value)

@@ -24,8 +24,8 @@ class SeedStepDCGAN(DCGAN):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.adversarial_loss != "bce" or self.augment or self.r1_gamma:
-            raise ValueError("the seed training step trains with BCE only, without augmentation or R1")
+        if self.adversarial_loss != "bce" or self.augment or self.r1_gamma or self.mirror:
+            raise ValueError("the seed training step trains with BCE only, without augmentation, mirroring or R1")
 
     def train_step(self, data):
         real_images, _, _ = keras.utils.unpack_x_y_sample_weight(data)  # images only; labels unused
