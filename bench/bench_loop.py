@@ -56,13 +56,13 @@ def measure(side: str, data: Path, images: int) -> dict:
 
     from components.artifacts import read_jsonl
     from components.config import TrainConfig
+    from components.train_options import TrainOptions
     from components.trainer import train
 
     with tempfile.TemporaryDirectory() as run:
-        result = train(
-            TrainConfig(), data, run, images=images, steps_per_execution=SIDES[side], log_every=LOG_EVERY,
-            checkpoint_every=10**9, sample_every=10**9, verbose=False,
-        )  # fmt: skip
+        options = TrainOptions(images=images, steps_per_execution=SIDES[side], log_every=LOG_EVERY, checkpoint_every=10**9,
+                               sample_every=10**9)  # fmt: skip
+        result = train(TrainConfig(), data, run, options, verbose=False)
         speeds = [line["images_per_sec"] for line in read_jsonl(Path(run) / "metrics.jsonl") if line["kind"] == "train"]
     return {"images_per_sec": float(np.median(speeds[1:] or speeds)), "intervals": len(speeds), "steps": result.steps}
 

@@ -120,6 +120,7 @@ def train_and_score(name: str, config, data: Path, work: Path, args: argparse.Na
     from components.artifacts import read_jsonl
     from components.latents import grid_latents, to_uint8_array
     from components.runfolder import restore_generator
+    from components.train_options import TrainOptions
     from components.trainer import train
 
     config = dataclasses.replace(config, seed=seed)
@@ -127,10 +128,9 @@ def train_and_score(name: str, config, data: Path, work: Path, args: argparse.Na
     shutil.rmtree(run, ignore_errors=True)
     keras.utils.set_random_seed(config.seed)
     with timer() as t:
-        result = train(
-            config, data, run, images=args.train_images, evaluate_fn=evaluate, precision=args.precision,
-            log_every=10, sample_every=10**9, checkpoint_every=10**9, verbose=False,
-        )  # fmt: skip
+        options = TrainOptions(images=args.train_images, precision=args.precision, log_every=10, sample_every=10**9,
+                               checkpoint_every=10**9)  # fmt: skip
+        result = train(config, data, run, options, evaluate_fn=evaluate, verbose=False)
     speeds = [record["images_per_sec"] for record in read_jsonl(run / "metrics.jsonl") if record["kind"] == "train"]
     generator, _ = restore_generator(run)
     figures = {key: value for key, value in result.metrics.items() if key.startswith(("swd", "msssim"))}

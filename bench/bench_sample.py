@@ -80,8 +80,8 @@ def cpu_and_wall_timer() -> Iterator[dict]:
 
 def sample_cli_peak_rss_mb(version: Path, out: Path, num: int, batch_size: int) -> dict:
     """Run `python -m pipeline.sample` in a fresh process; return its peak RSS and run time."""
-    command = [sys.executable, "-m", "pipeline.sample", "--model", str(version), "--out", str(out)]
-    command += ["--num", str(num), "--batch-size", str(batch_size), "--quiet"]
+    command = [sys.executable, "-m", "pipeline.sample", "--model", str(version), "--output", str(out)]
+    command += ["--num", str(num), "--generate-batch", str(batch_size), "--quiet"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with timer() as elapsed:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)

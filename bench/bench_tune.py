@@ -85,11 +85,12 @@ def final_training(args: argparse.Namespace, config, data: Path, run: Path, eval
     taken from the ledger when a resumed benchmark already ran it."""
     import keras
 
+    from components.train_options import TrainOptions
     from components.trainer import train
 
     def measure() -> dict:
         keras.utils.set_random_seed(config.seed)
-        result = train(config, data, run, images=args.full_images, evaluate_fn=evaluate, verbose=False)
+        result = train(config, data, run, TrainOptions(images=args.full_images), evaluate_fn=evaluate, verbose=False)
         return {name: result.metrics.get(name) for name in ("swd_avg", "swd_avg_floor", "msssim")}
 
     return ledgered(args.work, run, {**config.to_dict(), "images": args.full_images}, measure)

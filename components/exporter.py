@@ -220,6 +220,7 @@ def run_model_card(paths: RunPaths, info: dict, checkpoint: str) -> dict:
             "counts": info["data_counts"],
         },
         "metrics": metric_values(info["evaluation"]) or None,
+        "settings": {"export": {"run": str(paths.root.resolve()), "checkpoint": checkpoint}},  # `export --config` reads it
     }
 
 

@@ -19,7 +19,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from components import guard
 from components.artifacts import (
@@ -42,16 +42,22 @@ from components.checkpoints import (
 from components.config import TrainConfig
 from components.errors import PipelineError
 
+if TYPE_CHECKING:
+    from components.train_options import TrainOptions
+
 EVAL_OBJECTIVE = "swd_avg"  # lower is better
 
 
 # -- hparams.json -----------------------------------------------------------------------------------
 
 
-def run_record(config: TrainConfig, data_dir: str | Path, manifest: dict) -> dict:
-    """hparams.json: the hyperparameters, and which data they were trained on."""
+def run_record(config: TrainConfig, data_dir: str | Path, manifest: dict, options: TrainOptions) -> dict:
+    """hparams.json: the hyperparameters, which data they were trained on, and the options of the
+    newest training of the run (budget, evaluations, intervals): with them the file is a complete
+    configuration, which `pipeline.train --config` accepts to repeat the run."""
     return {
         "hparams": config.to_dict(),
+        "options": options.to_dict(),
         "data": {
             "dir": str(Path(data_dir).resolve()),
             "fingerprint": manifest.get("fingerprint"),
@@ -112,6 +118,7 @@ def prepare_run_folder(paths: RunPaths, record: dict, *, new_run: bool, write: b
     if write:
         for folder in (paths.root, paths.samples):
             remove_stale_temporaries(folder)  # half-written files of a killed run
+    saved = None
     if new_run:
         if write:
             remove_trainer_outputs(paths)
@@ -121,7 +128,7 @@ def prepare_run_folder(paths: RunPaths, record: dict, *, new_run: bool, write: b
             raise PipelineError(f"{paths.checkpoints} holds checkpoints but {paths.hparams} is missing; pass --overwrite to start over.")
         if saved is not None:
             _check_same_run(paths, saved, record)
-    if write and not paths.hparams.exists():
+    if write and (new_run or saved != record):  # a resumption with another budget records it
         atomic_write_json(paths.hparams, record)
 
 

@@ -263,8 +263,11 @@ def sample_to_folder(
     truncation: float | None = None,
     workers: int = 2,
     progress: bool = True,
+    command: dict | None = None,
 ) -> SampleSummary:
     """Write images 0..num-1 of `seed` to `out_dir` as files named by index, skipping existing ones.
+    The marker (samples.json) records what the folder holds and, under "settings", `command`: the
+    settings of the command that wrote it, which `pipeline.sample --config samples.json` reads back.
 
     Generation runs on this thread while a pool of `workers` threads encodes and writes finished
     files; at most a few batches wait for the writers, so memory stays flat however large `num`
@@ -286,6 +289,7 @@ def sample_to_folder(
         "images_per_file": fmt.unit,
         "image_shape": list(generator.image_shape),
         "latents": LATENTS_RECIPE,
+        **({"settings": {"sample": command}} if command is not None else {}),
     }
     check_outputs(generator.path, out_dir, None)
     # One sampling per folder at a time: two with other settings could both claim it before either marked it.

@@ -33,9 +33,10 @@ from typing import Any
 from components import locks
 from components.artifacts import RunPaths
 from components.checkpoints import CheckpointState
-from components.config import INTERVAL_LIMITS, MAX_IMAGES, TrainConfig
+from components.config import TrainConfig
 from components.errors import PipelineError
 from components.runfolder import drop_metrics_after, prepare_run_folder, run_record
+from components.train_options import TrainOptions
 from components.training_loop import EvaluateFn, TrainingLoop, execution_callback
 
 
@@ -53,29 +54,6 @@ class TrainResult:
     gan: Any = field(default=None, repr=False)  # the trained `DCGAN`, for callers in Python
 
 
-@dataclass(frozen=True)
-class Intervals:
-    """When the loop does its work, in steps (evaluations: in images, `eval_every`)."""
-
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
-    sample_every: int = 500
-    log_every: int = 50
-    steps_per_execution: int | None = None  # None: gcd of the three step intervals
-
-    def __post_init__(self) -> None:
-        for name, high in INTERVAL_LIMITS.items():
-            value = getattr(self, name)
-            if name == "steps_per_execution" and value is None:  # the gcd of the others
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
-                raise PipelineError(f"{name} must be a whole number from 1 to {high:,}, got {value!r}.")
-
-    @property
-    def execution(self) -> int:
-        return self.steps_per_execution or math.gcd(self.log_every, self.sample_every, self.checkpoint_every)
-
-
 # -- the public entry points ----------------------------------------------------------------------
 
 
@@ -83,31 +61,21 @@ def train(
     config: TrainConfig,
     data_dir: str | Path,
     run_dir: str | Path,
+    options: TrainOptions | None = None,
     *,
-    images: int | None = None,
-    epochs: float | None = None,
-    precision: str = "auto",
-    jit: bool | None = None,
-    checkpoint_every: int = 200,
-    keep_checkpoints: int = 3,
-    sample_every: int = 500,
-    log_every: int = 50,
-    steps_per_execution: int | None = None,
     evaluate_fn: EvaluateFn | None = None,
-    eval_every: int | None = None,
     eval_at: tuple[int, ...] = (),
     image_size: int | None = None,
-    new_run: bool = False,
     verbose: bool = True,
     strategy=None,
 ) -> TrainResult:
-    """Train (or resume training) until `images` real images are seen, or `epochs` passes.
+    """Train (or resume training) until the budget of `options` is seen (`TrainOptions.budget`).
 
-    Steps = ceil(budget / batch_size): every step sees one full batch. `*_every` intervals count
-    steps; `steps_per_execution` steps run per call into the graph (None: the gcd of the
-    intervals, see the module docstring). `evaluate_fn(generator)
-    -> {name: value}` runs every `eval_every` images and at the end (only at the end without
-    `eval_every`), and once the images seen pass each count of `eval_at` (the tuner scores a
+    `options` None: `TrainOptions()`, the defaults. Steps = ceil(budget / batch_size): every step sees one full batch. The `*_every` intervals of
+    `options` count steps; `options.execution` steps run per call into the graph (see the module
+    docstring); `options.overwrite` starts the run folder over. `evaluate_fn(generator)
+    -> {name: value}`, when given, runs every `options.eval_every` images (0: only at the end) and
+    at the end, and once the images seen pass each count of `eval_at` (the tuner scores a
     trial by its last few evaluations), on the EMA generator as `restore_generator` would return
     it at that step; its metrics are logged, and the checkpoint with the lowest `swd_avg` is kept
     in `checkpoints/best/`. `image_size` trains at a divisor of the data's size, on images
@@ -119,7 +87,7 @@ def train(
     from components.precision import resolve_jit, resolve_precision
     from components.records import downscale_factor, read_errors_named, read_manifest
 
-    intervals = Intervals(checkpoint_every, keep_checkpoints, sample_every, log_every, steps_per_execution)
+    options = options or TrainOptions()
     strategy = strategy or choose_strategy()  # first: multi-worker set-up must precede other TF work
     chief = is_chief(strategy)
     # The run folder has one writer (the chief) and the data folder no writer while this trains (components.locks).
@@ -128,29 +96,31 @@ def train(
         manifest = read_manifest(data_dir)
         downscale_factor(data_dir, int(manifest["image_size"]), image_size or int(manifest["image_size"]))
         config = config.with_image_size(image_size or int(manifest["image_size"]))
-        total_steps = _total_steps(images, epochs, int(manifest["splits"]["train"]["count"]), config.batch_size)
-        if eval_every is not None and not 1 <= eval_every <= MAX_IMAGES:
-            raise PipelineError(f"eval_every must be from 1 to {MAX_IMAGES:,} images, got {eval_every}.")
-        if (eval_every is not None or eval_at) and evaluate_fn is None:
-            raise PipelineError("eval_every and eval_at need an evaluate_fn.")
+        total_steps = math.ceil(options.budget(int(manifest["splits"]["train"]["count"])) / config.batch_size)
+        if total_steps < 1:
+            raise PipelineError(f"the training budget of {options.epochs} epochs is less than one image.")
+        eval_every = (options.eval_every or None) if evaluate_fn is not None else None
+        if eval_at and evaluate_fn is None:
+            raise PipelineError("eval_at needs an evaluate_fn.")
         if config.batch_size % strategy.num_replicas_in_sync:
             raise PipelineError(
                 f"batch size {config.batch_size} does not split evenly over {strategy.num_replicas_in_sync} replicas."
             )
 
-        if strategy.num_replicas_in_sync > 1 and intervals.execution > 1:
+        intervals = options
+        if strategy.num_replicas_in_sync > 1 and options.execution > 1:
             # Keras 3.15's multi-step loop fails under MirroredStrategy ("You must feed a value for
             # placeholder tensor ..."; tests/test_multiworker.py), so replicas sync every step.
-            intervals = dataclasses.replace(intervals, steps_per_execution=1)
+            intervals = dataclasses.replace(options, steps_per_execution=1)
         paths = RunPaths(run_dir)
-        record = run_record(config, data_dir, manifest)
-        chief_first(strategy, lambda: prepare_run_folder(paths, record, new_run=new_run, write=chief))
+        record = run_record(config, data_dir, manifest, options)
+        chief_first(strategy, lambda: prepare_run_folder(paths, record, new_run=options.overwrite, write=chief))
         say = print if verbose and chief else (lambda *_: None)
-        dtype_policy = resolve_precision(precision)
+        dtype_policy = resolve_precision(options.precision)
         with strategy.scope():
             gan = build_gan(config, dtype_policy, sync_batchnorm=strategy.num_replicas_in_sync > 1)
             compile_gan(
-                gan, config, dtype_policy, jit_compile=resolve_jit(jit), steps_per_execution=intervals.execution, total_steps=total_steps
+                gan, config, dtype_policy, jit_compile=resolve_jit(options.jit), steps_per_execution=intervals.execution, total_steps=total_steps
             )
             state = CheckpointState(
                 gan, paths, intervals.keep_checkpoints, checkpoint_write_dir(strategy, paths.checkpoints), chief
@@ -260,15 +230,6 @@ def hold_then_linear_decay(base: float, step, hold: float, total_steps: int):
         return base * tf.clip_by_value(left, 0.0, 1.0)
 
     return learning_rate
-
-
-def _total_steps(images: int | None, epochs: float | None, train_count: int, batch_size: int) -> int:
-    if (images is None) == (epochs is None):
-        raise PipelineError("give the training budget as exactly one of images or epochs.")
-    budget = images if images is not None else epochs * train_count
-    if not (isinstance(budget, (int, float)) and math.isfinite(budget)) or round(budget) < 1:
-        raise PipelineError(f"the training budget must be a finite number of at least one image, got {budget}.")
-    return math.ceil(round(budget) / batch_size)
 
 
 def _training_dataset(data_dir: str | Path, config: TrainConfig, start: int = 0):

@@ -25,7 +25,7 @@ from components.runfolder import EVAL_OBJECTIVE, last_record, metric_values
 IMAGES_SEEN_TAG = "by_images_seen"  # TensorBoard scalars whose x-axis ("step") is the images seen
 
 if TYPE_CHECKING:
-    from components.trainer import Intervals
+    from components.train_options import TrainOptions
 
 EvaluateFn = Callable[[Any], dict[str, float]]
 
@@ -42,7 +42,7 @@ class TrainingLoop:
     """
 
     def __init__(
-        self, *, gan, state: CheckpointState, paths: RunPaths, config: TrainConfig, chief: bool, total_steps: int, intervals: Intervals,
+        self, *, gan, state: CheckpointState, paths: RunPaths, config: TrainConfig, chief: bool, total_steps: int, intervals: TrainOptions,
         evaluate_fn: EvaluateFn | None, eval_every: int | None, eval_at: tuple[int, ...] = (), show_progress: bool,
     ):  # fmt: skip
         import tensorflow as tf

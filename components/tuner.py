@@ -102,6 +102,7 @@ class DCGANHyperModel(keras_tuner.HyperModel):
         image size, evaluated at `SearchSettings.score_points`; its `run_score`."""
         import keras
 
+        from components.train_options import TrainOptions
         from components.trainer import train
 
         if self.evaluate_fn is None:
@@ -110,9 +111,10 @@ class DCGANHyperModel(keras_tuner.HyperModel):
         gc.collect()
         keras.utils.set_random_seed(config.seed)  # same seed, same initial weights: trials compare
         train(
-            config, self.data_dir, run_dir, images=images, evaluate_fn=self.evaluate_fn,
+            config, self.data_dir, run_dir, TrainOptions(**{**self.train_options, "images": images}),
+            evaluate_fn=self.evaluate_fn,
             eval_at=tuple(self.settings.score_points(images)[:-1]),  # the end is always evaluated
-            image_size=self.settings.trial_image_size, verbose=verbose, **self.train_options,
+            image_size=self.settings.trial_image_size, verbose=verbose,
         )  # fmt: skip
         return run_score(run_dir, self.settings.score_last)
 
@@ -323,7 +325,7 @@ def run_search(
     the noise (components.search_report). `evaluate_fn` scores generators at the trial image size
     (`TrainingEvaluator(..., image_size=settings.trial_image_size)`); `evaluation` describes it
     (e.g. its num and seed) for the record: a resumed search must score the same way.
-    `train_options` go to every trial's `train` call (precision, jit, intervals). `new_search`
+    `train_options` (`TrainOptions` fields: precision, jit, intervals) go to every trial's training. `new_search`
     discards an earlier search in that folder. A worker of a distributed search returns None once
     the chief has no more trials for it; the chief trains no trial, only the default's row, after
     its workers are done (before, they would wait for it), and returns the result.

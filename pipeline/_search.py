@@ -197,12 +197,13 @@ def _cost_estimate(args: argparse.Namespace, base: TrainConfig, settings):
     --tune-only the final training is the one --images / --epochs describe, trained later."""
     from components.records import read_manifest
     from components.search_cost import estimate_cost, measure_speed
+    from components.train_options import TrainOptions
 
     manifest = read_manifest(args.data)
     size = int(manifest["image_size"])
     trial_size = settings.trial_image_size or size
     trial_speed = measure_speed(base, trial_size, precision=args.precision, jit=args.jit)
-    final_images = args.images or round(args.epochs * int(manifest["splits"]["train"]["count"]))
+    final_images = TrainOptions(images=args.images, epochs=args.epochs).budget(int(manifest["splits"]["train"]["count"]))
     final_speed = trial_speed if trial_size == size else measure_speed(base, size, precision=args.precision, jit=args.jit)
     return estimate_cost(settings, trial_speed, final_images, final_speed)
 

@@ -13,13 +13,16 @@ import numpy as np
 from components.errors import PipelineError
 from components.evaluator import DEFAULT_TRAIN_LIMIT
 from components.saved_generator import MAX_BATCH_SIZE
+from components.train_options import TrainOptions
 from pipeline._cli import (  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
+    add_setting,
     bounded_int,
-    eval_num,
     make_parser,
+    parse_command_line,
     resolve_data,
     run_main,
     seed,
+    settings_record,
     split_beam_args,
 )
 
@@ -43,16 +46,14 @@ The generated images come from fixed latents (--seed), so the same model scores 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("python -m pipeline.evaluate", DESCRIPTION, "--model DIR --data DIR [options]")
+    parser = make_parser("python -m pipeline.evaluate", DESCRIPTION, "--model DIR --data DIR [options]", tables=("evaluate",))
     parser.add_argument("--model", required=True, metavar="DIR",
                         help="a SavedModel version folder, its parent (newest version is used) or a run folder")
     parser.add_argument("--data", required=True, metavar="DIR",
                         help="an ingested data folder (tfrecords/<name>), or its URI on a Beam file system (options after --)")
     parser.add_argument("--split", default="eval", choices=("eval", "train"),
                         help="the real images to compare with; use the held-out eval split")
-    parser.add_argument("--eval-num", type=eval_num, default=1024, metavar="N",
-                        help="generated (and as many real) images scored; capped at half the split (the other half gives "
-                             "the floor)")
+    add_setting(parser, TrainOptions, "eval_num")
     parser.add_argument("--seed", type=seed, default=0, help="fixes the latents, the real halves and all sampling")
     parser.add_argument("--generate-batch", type=bounded_int(1, MAX_BATCH_SIZE), default=256, metavar="N",
                         help="images per generator call (memory, not results: the images are the same whatever it is)")
@@ -69,10 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line, with every value checked before TensorFlow loads; `--data` made local."""
+def parse_args(argv: Sequence[str] | None, tables=None) -> argparse.Namespace:
+    """The command line (over `--config` and `tables`, see `pipeline._cli.parse_command_line`), with
+    every value checked before TensorFlow loads; `--data` made local, the settings as given in
+    `args.settings`."""
     ours, fs_flags = split_beam_args(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(ours)
+    args = parse_command_line(build_parser(), ours, tables=tables)
+    args.settings = settings_record(args)
     if args.inception_weights is not None and not args.inception_weights.is_file():
         raise PipelineError(f"--inception-weights {args.inception_weights} does not exist (it is never downloaded).")
     args.data = resolve_data(args.data, fs_flags, quiet=args.quiet)
@@ -137,8 +141,8 @@ def _silent(*_args, **_kwargs) -> None:
     """`print` under --quiet."""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None, tables=None) -> int:
+    args = parse_args(argv, tables)
 
     from tqdm import tqdm
 
@@ -203,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train_images_searched": 0 if train is None else len(train),
         "inception_weights": str(args.inception_weights) if args.inception_weights else None,
         "notes": notes,
+        "settings": {"evaluate": args.settings},
         "seconds": round(time.perf_counter() - started, 1),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "tool_versions": tool_versions(),

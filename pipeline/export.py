@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline._cli import make_parser, run_main  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
+from pipeline._cli import (  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
+    make_parser,
+    parse_command_line,
+    run_main,
+)
 
 DESCRIPTION = """\
 Export the EMA generator of a training run as a TensorFlow SavedModel, in the TF Serving layout:
@@ -24,7 +29,7 @@ example:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("python -m pipeline.export", DESCRIPTION, "--run DIR [options]")
+    parser = make_parser("python -m pipeline.export", DESCRIPTION, "--run DIR [options]", tables=("export",))
     parser.add_argument("--run", required=True, type=Path, help="the training run folder (artifacts/<run>)")
     parser.add_argument(
         "--checkpoint",
@@ -36,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, tables=None) -> int:
+    args = parse_command_line(build_parser(), sys.argv[1:] if argv is None else argv, tables=tables)
 
     from components.artifacts import read_json
     from components.errors import PipelineError

@@ -21,8 +21,10 @@ from pipeline._cli import (  # sets TensorFlow's log level before it loads (test
     file_descriptor_2_to,
     finite_float,
     make_parser,
+    parse_command_line,
     run_main,
     seed,
+    settings_record,
     split_beam_args,
 )
 
@@ -66,7 +68,7 @@ def no_default(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("python -m pipeline.ingest", DESCRIPTION, "[--input DIR | --synthetic N] [options]")
+    parser = make_parser("python -m pipeline.ingest", DESCRIPTION, "[--input DIR | --synthetic N] [options]", tables=("ingest",))
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--input", default="data",
@@ -113,9 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, tables=None) -> int:
     ours, beam_args = split_beam_args(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(ours)
+    args = parse_command_line(build_parser(), ours, tables=tables)
     with beam_chatter_to_log() as terminal, ProgressBar(terminal, disabled=args.quiet) as progress:
         # Imported here: importing Beam already logs warnings that belong in the log, not on screen.
         from components.example_gen import IngestOptions
@@ -138,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             source, described = FolderSource(args.input), f"{args.input.rstrip('/')}/"
             output = args.output or str(Path("tfrecords", data_name(args.input)))
-        report = ingest(source, output, options, beam_args, overwrite=args.overwrite, on_progress=progress.update)
+        report = ingest(source, output, options, beam_args, overwrite=args.overwrite, on_progress=progress.update,
+                        command=settings_record(args))  # fmt: skip
     print(summary(report, described))
     return 0
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from components import locks
 from components.config import MAX_IMAGES, SEARCH_LIMITS
 from components.model import IMAGE_SIZES
 from components.sampler import MAX_NUM
+from components.train_options import DEFAULT_IMAGES, TrainOptions
 from pipeline import _cli
 from pipeline._search import DEFAULT_MAX_TRIALS
-from pipeline.train import DEFAULT_IMAGES
 
 DESCRIPTION = """\
 Run ingest -> [tune] -> train (with evaluation and export) -> evaluate -> sample, in order. Each
@@ -37,7 +37,7 @@ DEMO_IMAGES = 60_000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _cli.make_parser("python -m pipeline.run", DESCRIPTION, "[--input DIR | --demo] [options]")
+    parser = _cli.make_parser("python -m pipeline.run", DESCRIPTION, "[--input DIR | --demo] [options]", tables=_cli.STAGE_TABLES)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", default="data", help="image folder to ingest (recursive): a path or a URI (gs://, s3://, ...)")
     source.add_argument("--demo", action="store_true",
@@ -46,15 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", type=Path, help="run folder (default: artifacts/<data folder name>)")
     parser.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=64, help="training image size")
     parser.add_argument("--eval-fraction", type=_cli.finite_float, default=0.1, help="share of images held out in the eval split")
-    parser.add_argument(
-        "--images", type=_cli.bounded_int(1, MAX_IMAGES), help=f"training budget: real images seen (default: {DEFAULT_IMAGES})"
-    )
+    _cli.add_setting(parser, TrainOptions, "images")
     parser.add_argument("--eval-every", type=_cli.bounded_int(1, MAX_IMAGES), default=None, metavar="IMAGES",
                         help="evaluate (SWD) and keep the best checkpoint every this many images (default: budget / 5)")
-    parser.add_argument(
-        "--eval-num", type=_cli.eval_num, default=1024, metavar="N",
-        help="generated (and as many real) images scored in each evaluation of the training and by the evaluate stage",
-    )  # fmt: skip
+    _cli.add_setting(parser, TrainOptions, "eval_num")  # the training's evaluations and the evaluate stage's
     parser.add_argument("--tune", action="store_true", help="search hyperparameters with KerasTuner before training")
     parser.add_argument(
         "--max-trials",
@@ -84,82 +79,115 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def flag(name: str, value: object) -> str:
-    """One `--name=value` argument: a value that starts with `-` (a folder named `-faces`) stays the
-    flag's value instead of being read as another flag."""
-    return f"{name}={value}"
-
-
 @dataclass
 class Stage:
     name: str
-    main: Callable[[Sequence[str]], int]
-    argv: list[str]
+    main: Callable[..., int]
+    tables: dict[str, dict[str, Any]]  # the stage's settings, by configuration table
+    argv: list[str]  # only `--` and Beam's options
 
 
-def plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[list[Stage], str, Path]:
-    """The stages to run, as the argument lists of their CLIs; and the data and run folders.
+# The commands that read each configuration table (export's table is read by `pipeline.export` alone).
+STAGE_MODULES = {"pipeline.ingest": ("ingest",), "pipeline.train": ("train", "search"), "pipeline.evaluate": ("evaluate",),
+                 "pipeline.sample": ("sample",)}  # fmt: skip
+
+# Each flag of pipeline.run is a setting of the stages: (table, key) it sets when given.
+FLAG_SETTINGS = {
+    "input": [("ingest", "input")],
+    "image_size": [("ingest", "image_size")],
+    "eval_fraction": [("ingest", "eval_fraction")],
+    "images": [("train", "images")],
+    "eval_every": [("train", "eval_every")],
+    "eval_num": [("train", "eval_num"), ("evaluate", "eval_num")],
+    "tune": [("train", "tune")],
+    "max_trials": [("search", "max_trials")],
+    "trial_images": [("search", "trial_images")],
+    "trial_image_size": [("search", "trial_image_size")],
+    "num": [("sample", "num")],
+    "seed": [("train", "seed"), ("evaluate", "seed"), ("sample", "seed")],
+    "quiet": [("ingest", "quiet"), ("train", "quiet"), ("evaluate", "quiet"), ("sample", "quiet")],
+}
+
+
+def compose(given: dict[str, Any], tables: dict[str, dict[str, Any]], demo: bool) -> tuple[dict[str, dict[str, Any]], str, Path]:
+    """The stages' settings: the configuration file's tables, the flags given on the command line
+    over them, and what ties the stages together (one data folder, one run folder, the export's
+    samples); the data and run folders."""
+    tables = {name: dict(tables.get(name, {})) for name in _cli.STAGE_TABLES}
+    ingest, train, evaluate, sample = (tables[name] for name in ("ingest", "train", "evaluate", "sample"))
+    if demo:
+        ingest.update(synthetic=DEMO_FACES, image_size=DEMO_IMAGE_SIZE)
+        ingest.pop("input", None)
+        if "epochs" not in train:
+            train.setdefault("images", DEMO_IMAGES)
+    for name, value in given.items():
+        for table, key in FLAG_SETTINGS.get(name, []):
+            tables[table][key] = value
+    if "images" in given:
+        train.pop("epochs", None)
+    if demo:
+        ingest["seed"] = train.get("seed", 0)  # which built-in faces: the pipeline's seed
+    data = given.get("data") or ingest.get("output") or train.get("data")
+    data = str(data or Path("tfrecords", "demo" if demo else _cli.data_name(ingest.get("input", "data"))))
+    run = Path(given.get("run") or train.get("run") or Path("artifacts", _cli.data_name(data)))
+    ingest["output"] = train["data"] = evaluate["data"] = data
+    train["run"] = evaluate["model"] = sample["model"] = str(run)
+    if "epochs" not in train:
+        train.setdefault("eval_every", max(train.get("images", DEFAULT_IMAGES) // 5, 1))
+    evaluate["skip_if_done"] = True
+    sample.setdefault("output", str(run / "export" / "samples"))
+    sample.setdefault("grid", str(run / "export" / "grid.png"))
+    return tables, data, run
+
+
+def plan(args: argparse.Namespace, given: dict[str, Any], tables: dict[str, dict[str, Any]], beam_args: list[str]):
+    """The stages to run with their settings; and the data and run folders.
 
     The outputs are checked up front (components.guard): no two of input, data and run may be one
     inside another, no output may be a link, a file or under a file, and the sample stage's grid
-    must be absent or ours.
+    must be absent or ours. Every stage's settings are checked before any stage runs.
     """
     from components import guard
     from components.artifacts import RunPaths
     from components.sampler import check_outputs
     from pipeline import evaluate, ingest, sample, train
 
-    if args.demo:
-        args.image_size, args.images = DEMO_IMAGE_SIZE, DEMO_IMAGES
-        data = args.data or str(Path("tfrecords", "demo"))
-        source = [flag("--synthetic", DEMO_FACES), flag("--seed", args.seed)]
-    else:
-        data = args.data or str(Path("tfrecords", _cli.data_name(args.input)))
-        source = [flag("--input", args.input)]
-    run = args.run or Path("artifacts", _cli.data_name(data))
-    images = None if args.demo else args.input
+    composed, data, run = compose(given, tables, args.demo)
+    images = composed["ingest"].get("input")
     guard.output_folder("--data", data, inputs=[("--input", images)])
     guard.output_folder("--run", run, inputs=[("--input", images), ("--data", data)])
-    samples, grid = run / "export" / "samples", run / "export" / "grid.png"
+    samples, grid = Path(composed["sample"]["output"]), Path(composed["sample"]["grid"])
     check_outputs(RunPaths(run).export, samples, grid)  # the last stage's outputs: refused now, not after the training
     fs_flags = ["--", *beam_args] if "://" in data else []
-    quiet = ["--quiet"] if args.quiet else []
-    budget = args.images or DEFAULT_IMAGES
-    eval_every = args.eval_every or max(budget // 5, 1)
-    training = [flag("--data", data), flag("--run", run), flag("--images", budget), flag("--seed", args.seed),
-                flag("--eval-every", eval_every), flag("--eval-num", args.eval_num), *quiet]
-    if args.tune:
-        training += ["--tune", flag("--trial-images", args.trial_images)]
-        training += [flag("--max-trials", args.max_trials)] if args.max_trials else []
-        training += [flag("--trial-image-size", args.trial_image_size)] if args.trial_image_size else []
-    training += fs_flags
     stages = [
-        Stage("ingest", ingest.main, [*source, flag("--output", data), flag("--image-size", args.image_size),
-                                      flag("--eval-fraction", args.eval_fraction), *quiet, "--", *beam_args]),
-        Stage("train" + (" (after a search)" if args.tune else ""), train.main, training),
-        Stage("evaluate", evaluate.main, [flag("--model", run), flag("--data", data), flag("--eval-num", args.eval_num),
-                                          flag("--seed", args.seed), "--skip-if-done", *quiet, *fs_flags]),
-        Stage("sample", sample.main, [flag("--model", run), flag("--num", args.num), flag("--seed", args.seed),
-                                      flag("--output", samples), flag("--grid", grid), *quiet]),
-    ]
+        Stage("ingest", ingest.main, {"ingest": composed["ingest"]}, ["--", *beam_args]),
+        Stage("train" + (" (after a search)" if composed["train"].get("tune") else ""), train.main,
+              {"train": composed["train"], "search": composed["search"]}, fs_flags),
+        Stage("evaluate", evaluate.main, {"evaluate": composed["evaluate"]}, fs_flags),
+        Stage("sample", sample.main, {"sample": composed["sample"]}, []),
+    ]  # fmt: skip
+    for stage in stages:  # a wrong value in any stage's settings stops the pipeline before it starts
+        _cli.check_tables(stage.main.__module__, stage.tables, "pipeline.run")
     return stages, data, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
-    from pipeline._cli import split_beam_args
-
-    ours, beam_args = split_beam_args(sys.argv[1:] if argv is None else argv)
+    ours, beam_args = _cli.split_beam_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(ours)
-    stages, data, run = plan(args, beam_args)
+    tables = _cli.read_config_file(args.config, _cli.STAGE_TABLES) if args.config else {}
+    for module, names in STAGE_MODULES.items():  # the file's own mistakes, named by the file
+        _cli.check_tables(module, {name: tables[name] for name in names if name in tables}, str(args.config))
+    given = {name: value for name, value in _cli.given_flags(build_parser(), ours).items() if name not in ("config", "demo")}
+    stages, data, run = plan(args, given, tables, beam_args)
     started = time.perf_counter()
     with locks.writing(run, "--run"):  # from the start: a second pipeline.run on this run stops before it ingests
         for number, stage in enumerate(stages, 1):
-            command = shlex.join(["python", "-m", stage.main.__module__, *stage.argv])
-            print(f"\n[{number}/{len(stages)}] {stage.name}: {command}", flush=True)
+            settings = " ".join(f"{key}={value}" for table in stage.tables.values() for key, value in table.items())
+            print(f"\n[{number}/{len(stages)}] {stage.name} ({stage.main.__module__}): {settings}", flush=True)
             stage_started = time.perf_counter()
-            stage.main(stage.argv)
+            stage.main(stage.argv, stage.tables)
             print(f"[{number}/{len(stages)}] {stage.name} done in {time.perf_counter() - stage_started:.0f} s", flush=True)
     print(final_summary(data, run, time.perf_counter() - started))
     return 0

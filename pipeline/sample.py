@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,8 +12,10 @@ from pipeline._cli import (  # sets TensorFlow's log level before it loads (test
     bounded_float,
     bounded_int,
     make_parser,
+    parse_command_line,
     run_main,
     seed,
+    settings_record,
 )
 
 DESCRIPTION = """\
@@ -30,7 +33,9 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("python -m pipeline.sample", DESCRIPTION, "--model DIR (--output DIR | --grid FILE.png) [options]")
+    parser = make_parser(
+        "python -m pipeline.sample", DESCRIPTION, "--model DIR (--output DIR | --grid FILE.png) [options]", tables=("sample",)
+    )
     parser.add_argument(
         "--model",
         required=True,
@@ -74,9 +79,9 @@ def _silent(*_args, **_kwargs) -> None:
     """`print` under --quiet."""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, tables=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, sys.argv[1:] if argv is None else argv, tables=tables)
     if args.output is None and args.grid is None:
         parser.error("nothing to write: give --output DIR, --grid FILE.png, or both")
     if args.grid is not None and args.grid.suffix.lower() != ".png":
@@ -100,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             truncation=args.truncation,
             workers=args.workers,
             progress=not args.quiet,
+            command=settings_record(args),
         )
         print(
             f"{summary.out_dir}: {args.num} images in {summary.files} {args.format} file(s) "

@@ -14,21 +14,12 @@ from pathlib import Path
 from components import guard, locks
 from components.artifacts import RunPaths
 from components.augment import AUGMENTS
-from components.config import (
-    INTERVAL_LIMITS,
-    LOSSES,
-    MAX_BATCH_SIZE,
-    MAX_IMAGES,
-    MAX_STEPS,
-    RECIPES,
-    TRAIN_STEPS,
-    TrainConfig,
-    recipe_config,
-)
+from components.config import LOSSES, MAX_BATCH_SIZE, MAX_IMAGES, MAX_STEPS, RECIPES, TRAIN_STEPS, TrainConfig, recipe_config
 from components.errors import PipelineError
 from components.model import D_KERNELS, MAX_FILTERS, MAX_LATENT_DIM, UPSAMPLES, ModelConfig
-from components.precision import PRECISIONS
 from components.runfolder import check_run_layout
+from components.settings import setting_fields
+from components.train_options import DEFAULT_IMAGES, TrainOptions
 from pipeline import _cli
 from pipeline._search import add_search_arguments, config_from_best_file, search, search_cost_line
 
@@ -75,13 +66,11 @@ examples:
   python -m pipeline.train --data tfrecords/anime --run artifacts/final --hparams artifacts/anime/best_hyperparameters.json"""
 
 _MODEL_DEFAULTS = ModelConfig()
-DEFAULT_IMAGES = 400_000  # the budget when neither --images nor --epochs is given (pipeline.run too)
-MAX_EPOCHS = 10**6  # passes over the train split; --images is capped alike (components.config.MAX_IMAGES)
 _TRAIN_DEFAULTS = TrainConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _cli.make_parser("python -m pipeline.train", DESCRIPTION, "--data DIR [options]")
+    parser = _cli.make_parser("python -m pipeline.train", DESCRIPTION, "--data DIR [options]", tables=("train", "search"))
     parser.add_argument(
         "--data", required=True,
         help="ingested data folder (holds manifest.json and the shards): a local path, or a URI of a Beam file system "
@@ -91,83 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     budget = parser.add_argument_group(f"budget (one of; default --images {DEFAULT_IMAGES})")
     exclusive = budget.add_mutually_exclusive_group()
-    exclusive.add_argument(
-        "--epochs",
-        type=_cli.bounded_float(0, MAX_EPOCHS, low_included=False),
-        help="passes over the train split (fractions allowed)",
-    )
-    exclusive.add_argument(
-        "--images", type=_cli.bounded_int(1, MAX_IMAGES), help="real images to train on; steps = ceil(images / batch size)"
-    )
+    for name in ("epochs", "images"):
+        _cli.add_setting(exclusive, TrainOptions, name)
     add_hparam_arguments(parser)
 
     evaluation = parser.add_argument_group("evaluation (components.evaluator, on the data's eval split)")
-    evaluation.add_argument(
-        "--eval-every", type=_cli.bounded_int(0, MAX_IMAGES), default=0, metavar="IMAGES",
-        help="score the EMA generator (SWD beside its real-vs-real floor, diversity, ...) every this many "
-        "images seen and at the end, log it, and keep the lowest-swd_avg checkpoint in checkpoints/best/ (0: off; "
-        "with --tune every trial and the final training are scored at their end anyway)",
-    )  # fmt: skip
-    evaluation.add_argument(
-        "--eval-num", type=_cli.eval_num, default=1024, metavar="N", help="generated and real images per evaluation"
-    )
+    for name in ("eval_every", "eval_num"):
+        _cli.add_setting(evaluation, TrainOptions, name)
 
     add_search_arguments(parser)
 
     runtime = parser.add_argument_group("runtime (may change between resumptions)")
-    runtime.add_argument(
-        "--precision", choices=PRECISIONS, default="auto",
-        help="compute precision; auto = float16 mixed on GPU, bfloat16 mixed on CPUs with bf16 instructions, else float32",
-    )  # fmt: skip
-    runtime.add_argument(
-        "--jit", action=argparse.BooleanOptionalAction, default=None,
-        help="compile steps with XLA (default: on with a GPU, off on CPU, where XLA is much slower)",
-    )  # fmt: skip
-    runtime.add_argument(
-        "--checkpoint-every",
-        type=_interval("checkpoint_every"),
-        default=200,
-        metavar="STEPS",
-        help="save a checkpoint every this many steps (and at the end)",
-    )
-    runtime.add_argument(
-        "--keep-checkpoints",
-        type=_interval("keep_checkpoints"),
-        default=3,
-        metavar="N",
-        help="how many periodic checkpoints to keep",
-    )
-    runtime.add_argument(
-        "--sample-every",
-        type=_interval("sample_every"),
-        default=500,
-        metavar="STEPS",
-        help="write a sample grid every this many steps (and at the end)",
-    )
-    runtime.add_argument(
-        "--log-every",
-        type=_interval("log_every"),
-        default=50,
-        metavar="STEPS",
-        help="average metrics over and log every this many steps",
-    )
-    runtime.add_argument(
-        "--steps-per-execution", type=_interval("steps_per_execution"), metavar="STEPS",
-        help="training steps per call into the TensorFlow graph, between which the host reads counters and "
-        "metrics (default: the gcd of --log-every, --sample-every and --checkpoint-every; 1 syncs every step)",
-    )  # fmt: skip
-    runtime.add_argument(
-        "--overwrite", action="store_true",
-        help="discard the run folder's checkpoints, samples, logs and metrics and start at step 0",
-    )  # fmt: skip
-    runtime.add_argument("--no-export", action="store_true", help="do not export the trained generator as a SavedModel at the end")
+    for name in ("precision", "jit", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
+                 "steps_per_execution", "overwrite", "no_export"):  # fmt: skip
+        _cli.add_setting(runtime, TrainOptions, name)
     runtime.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
     return parser
-
-
-def _interval(name: str):
-    """The argparse type of one of the training loop's intervals: the limits `Intervals` checks."""
-    return _cli.bounded_int(1, INTERVAL_LIMITS[name])
 
 
 def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
@@ -289,12 +217,36 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return recipe_config(args.recipe, model=model, **training)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def options_from_args(args: argparse.Namespace) -> TrainOptions:
+    """The run's options (budget, evaluations, precision, intervals) as the flags give them."""
+    return TrainOptions(**{field.name: getattr(args, field.name) for field in setting_fields(TrainOptions)})
+
+
+def recorded_settings(path: Path, document: object) -> dict[str, dict] | None:
+    """`--config` of a JSON record: a run's hparams.json (its hyperparameters, options and data: the
+    whole run, to repeat it), or a search's best_hyperparameters.json (applied as --hparams applies it)."""
+    from components.runfolder import run_record_problem
+
+    if not isinstance(document, dict):
+        return None
+    if "chosen" in document:
+        return {"train": {"hparams": str(path)}}
+    if "hparams" not in document or "data" not in document:
+        return None
+    problem = run_record_problem(document)
+    if problem:
+        raise PipelineError(f"--config {path} is not a valid run record: {problem}.")
+    hparams = TrainConfig.from_dict(document["hparams"]).to_dict()
+    model = {name: value for name, value in hparams.pop("model").items() if name != "image_size"}
+    options = document.get("options") if isinstance(document.get("options"), dict) else {}
+    return {"train": {**model, **hparams, **options, "data": document["data"]["dir"]}}
+
+
+def main(argv: Sequence[str] | None = None, tables=None) -> int:
     ours, fs_flags = _cli.split_beam_args(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(ours)
+    args = _cli.parse_command_line(build_parser(), ours, tables=tables, records=recorded_settings)
     config = config_from_args(args)  # validates every hyperparameter before TensorFlow loads
-    if args.epochs is None and args.images is None:
-        args.images = DEFAULT_IMAGES
+    options = options_from_args(args)
     if args.hparams:  # read before any download or lock: a wrong file (a FIFO, a giant) is named at once
         config = config_from_best_file(config, args.hparams, quiet=args.quiet)
     if "://" in str(args.run or ""):
@@ -315,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if config is None:
                 return 0
         started = time.perf_counter()
-        result, evaluated, chief = train_run(args, config, run_dir, evaluator, evaluate=bool(args.eval_every) or tuned)
+        result, evaluated, chief = train_run(args, config, options, run_dir, evaluator, evaluate=bool(args.eval_every) or tuned)
         if not args.quiet:
             print(_summary(result))
             if tuned:
@@ -345,8 +297,8 @@ def make_evaluator(args: argparse.Namespace):
     return TrainingEvaluator(args.data, num=args.eval_num, seed=args.seed)
 
 
-def train_run(args: argparse.Namespace, config: TrainConfig, run_dir: Path, evaluator, *, evaluate: bool):
-    """Train `config` into `run_dir` with the command line's budget and runtime options.
+def train_run(args: argparse.Namespace, config: TrainConfig, options: TrainOptions, run_dir: Path, evaluator, *, evaluate: bool):
+    """Train `config` into `run_dir` with the run's `options` (budget, evaluations, runtime).
 
     With `evaluate`, the chief scores the EMA generator every --eval-every images (if set) and at
     the end. Returns (TrainResult, whether it was evaluated, whether this process is the chief).
@@ -360,25 +312,7 @@ def train_run(args: argparse.Namespace, config: TrainConfig, run_dir: Path, eval
     chief = is_chief(strategy)
     evaluate_fn = evaluator() if evaluate and chief else None
     keras.utils.set_random_seed(config.seed)  # same seed, same initial weights: as a search trial trains
-    result = train(
-        config,
-        args.data,
-        run_dir,
-        strategy=strategy,
-        evaluate_fn=evaluate_fn,
-        eval_every=args.eval_every if evaluate_fn and args.eval_every else None,
-        images=args.images,
-        epochs=args.epochs,
-        precision=args.precision,
-        jit=args.jit,
-        checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints,
-        sample_every=args.sample_every,
-        log_every=args.log_every,
-        steps_per_execution=args.steps_per_execution,
-        new_run=args.overwrite,
-        verbose=not args.quiet,
-    )
+    result = train(config, args.data, run_dir, options, strategy=strategy, evaluate_fn=evaluate_fn, verbose=not args.quiet)
     return result, evaluate_fn is not None, chief
 
 

@@ -8,6 +8,7 @@ one JSON line of what the test checks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ import tensorflow as tf
 from components.config import TrainConfig
 from components.gan import DCGAN
 from components.model import ModelConfig
+from components.train_options import TrainOptions
 from components.trainer import train
 
 
@@ -30,9 +32,9 @@ def main(data_dir: str, run_dir: str) -> None:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     config = TrainConfig(model=ModelConfig(latent_dim=8, g_filters=4, d_filters=4), batch_size=8, augment="translation,cutout")
-    options = dict(precision="float32", checkpoint_every=2, sample_every=4, log_every=2, verbose=False, strategy=strategy)
-    first = train(config, data_dir, run_dir, images=32, **options)
-    second = train(config, data_dir, run_dir, images=48, **options)
+    options = TrainOptions(precision="float32", checkpoint_every=2, sample_every=4, log_every=2)
+    first = train(config, data_dir, run_dir, dataclasses.replace(options, images=32), verbose=False, strategy=strategy)
+    second = train(config, data_dir, run_dir, dataclasses.replace(options, images=48), verbose=False, strategy=strategy)
 
     gan = second.gan
     replica_seeds = strategy.experimental_local_results(strategy.run(lambda: DCGAN._replica_seed(gan.augment_seeds)))

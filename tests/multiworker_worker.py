@@ -22,6 +22,7 @@ import numpy as np
 
 from components.config import TrainConfig
 from components.model import ModelConfig
+from components.train_options import TrainOptions
 from components.trainer import train
 
 
@@ -56,7 +57,8 @@ def widen_the_run_folder_race() -> None:
 def main(data_dir: str, run_dir: str, weights_out: str) -> None:
     widen_the_run_folder_race()
     config = TrainConfig(model=ModelConfig(latent_dim=8, g_filters=4, d_filters=4), batch_size=8)
-    result = train(config, data_dir, run_dir, images=48, precision="float32", checkpoint_every=3, sample_every=6, log_every=2, verbose=False)
+    options = TrainOptions(images=48, precision="float32", checkpoint_every=3, sample_every=6, log_every=2)
+    result = train(config, data_dir, run_dir, options, verbose=False)
     gan = result.gan
     weights = {
         f"{net}/{index}": np.asarray(weight.numpy())

@@ -20,7 +20,7 @@ from components.config import INTERVAL_LIMITS, MAX_BATCH_SIZE, MAX_SEED, SEARCH_
 from components.model import MAX_FILTERS, MAX_LATENT_DIM
 from components.search_space import SearchSettings
 from components.sources import FolderSource
-from components.trainer import Intervals
+from components.train_options import TrainOptions
 from tests.helpers import cli, no_traceback, write_synthetic_faces
 
 LATENT = 4
@@ -101,10 +101,10 @@ def test_the_command_line_limits_are_the_dataclass_limits():
     for field, value in (("batch_size", MAX_BATCH_SIZE + 1), ("seed", MAX_SEED + 1)):
         with pytest.raises(Exception, match=field):
             TrainConfig(**{field: value})
-    Intervals(**INTERVAL_LIMITS)
+    TrainOptions(**INTERVAL_LIMITS)
     for name, high in INTERVAL_LIMITS.items():
         with pytest.raises(Exception, match=name):
-            Intervals(**{name: high + 1})
+            TrainOptions(**{name: high + 1})
     SearchSettings(**{name: high for name, (_, high) in SEARCH_LIMITS.items()})
     for name, (low, _) in SEARCH_LIMITS.items():
         with pytest.raises(Exception, match=name.replace("_", "-")):

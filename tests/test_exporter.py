@@ -134,15 +134,14 @@ def trained_run(tiny_records, tmp_path_factory) -> Path:
     """A run of a few steps on the 32x32 fixture, with a stand-in evaluator so a best checkpoint exists."""
     from components.config import TrainConfig
     from components.model import ModelConfig
+    from components.train_options import TrainOptions
     from components.trainer import train
 
     run = tmp_path_factory.mktemp("run")
     config = TrainConfig(model=ModelConfig(latent_dim=LATENT, g_filters=4, d_filters=4), batch_size=16)
     scores = itertools.chain([3.0, 2.0], itertools.repeat(4.0))  # one per 16 images: step 2 is the best
-    train(
-        config, tiny_records, run, images=48, precision="float32", checkpoint_every=1, log_every=1, sample_every=10,
-        evaluate_fn=lambda generator: {"swd_avg": next(scores)}, eval_every=16, verbose=False,
-    )  # fmt: skip
+    options = TrainOptions(images=48, precision="float32", checkpoint_every=1, log_every=1, sample_every=10, eval_every=16)
+    train(config, tiny_records, run, options, evaluate_fn=lambda generator: {"swd_avg": next(scores)}, verbose=False)
     return run
 
 

@@ -12,6 +12,7 @@ from components.config import RECIPES, TrainConfig, recipe_config
 from components.errors import PipelineError
 from components.model import MinibatchStdDev, ModelConfig, build_discriminator, build_generator
 from components.runfolder import restore_generator
+from components.train_options import TrainOptions
 from components.trainer import build_gan, compile_gan, train
 
 TINY = {"image_size": 32, "latent_dim": 8, "g_filters": 4, "d_filters": 4}
@@ -175,8 +176,8 @@ def test_learning_rates_are_constant_without_a_budget_or_with_lr_hold_1():
 
 def test_a_resumed_run_continues_the_learning_rate_schedule(tiny_records, tmp_path):
     config = recipe_config("default", model={"latent_dim": 8, "g_filters": 4, "d_filters": 4}, batch_size=16, lr_hold=0.0)
-    train(config, tiny_records, tmp_path / "run", images=48, checkpoint_every=1, verbose=False)
-    result = train(config, tiny_records, tmp_path / "run", images=64, checkpoint_every=1, verbose=False)
+    train(config, tiny_records, tmp_path / "run", TrainOptions(images=48, checkpoint_every=1), verbose=False)
+    result = train(config, tiny_records, tmp_path / "run", TrainOptions(images=64, checkpoint_every=1), verbose=False)
     assert result.resumed_from == 3 and result.steps == 4
     assert float(result.gan.g_optimizer.learning_rate) == 0.0  # step 4 of 4: the end of the decay
 
@@ -218,7 +219,7 @@ def test_a_run_from_before_the_recipes_still_restores(tiny_records, tmp_path):
     from components.artifacts import atomic_write_json, read_json
 
     config = recipe_config("seed", model={"latent_dim": 8, "g_filters": 4, "d_filters": 4}, batch_size=16)
-    train(config, tiny_records, tmp_path / "run", images=16, verbose=False)
+    train(config, tiny_records, tmp_path / "run", TrainOptions(images=16), verbose=False)
     hparams_path = tmp_path / "run" / "hparams.json"
     record = read_json(hparams_path)
     for name in ("loss", "ema_warmup", "augment", "r1_gamma", "r1_every"):
@@ -229,7 +230,7 @@ def test_a_run_from_before_the_recipes_still_restores(tiny_records, tmp_path):
 
     generator, info = restore_generator(tmp_path / "run")
     assert info["step"] == 1 and generator.output_shape == (None, 32, 32, 3)
-    result = train(config, tiny_records, tmp_path / "run", images=32, verbose=False)  # resumes: same settings
+    result = train(config, tiny_records, tmp_path / "run", TrainOptions(images=32), verbose=False)  # resumes: same settings
     assert result.resumed_from == 1 and result.steps == 2
 
 

@@ -24,13 +24,14 @@ from components.grid import make_grid
 from components.latents import grid_latents, to_uint8_array
 from components.model import ModelConfig
 from components.runfolder import metric_values, restore_generator
+from components.train_options import TrainOptions
 from components.trainer import train
 from components.training_loop import TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = TrainConfig(model=ModelConfig(latent_dim=8, g_filters=4, d_filters=4), batch_size=8)
 TINY_FLAGS = ["--latent-dim", "8", "--g-filters", "4", "--d-filters", "4", "--batch-size", "8"]
-QUIET = {"verbose": False, "precision": "float32"}
+QUIET = {"verbose": False}
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -60,10 +61,8 @@ def test_a_run_writes_its_folder_and_restores_its_generators(tiny_records, tmp_p
         return {"swd_avg": next(swd_values), "swd_16": 1.0}
 
     run = tmp_path / "run"
-    result = train(
-        TINY, tiny_records, run, images=64, precision="bfloat16", checkpoint_every=4, sample_every=4, log_every=2,
-        evaluate_fn=fake_evaluate, eval_every=16, verbose=False,
-    )  # fmt: skip
+    options = TrainOptions(images=64, precision="bfloat16", checkpoint_every=4, sample_every=4, log_every=2, eval_every=16)
+    result = train(TINY, tiny_records, run, options, evaluate_fn=fake_evaluate, verbose=False)
 
     paths = RunPaths(run)
     assert (result.steps, result.images_seen, result.best_swd) == (8, 64, 2.0)
@@ -122,16 +121,16 @@ def test_a_run_writes_its_folder_and_restores_its_generators(tiny_records, tmp_p
 
 def test_rerun_resumes_and_a_finished_run_does_nothing(tiny_records, tmp_path, capsys):
     run = tmp_path / "run"
-    first = train(TINY, tiny_records, run, epochs=0.5, checkpoint_every=2, log_every=2, **QUIET)
+    first = train(TINY, tiny_records, run, TrainOptions(epochs=0.5, checkpoint_every=2, log_every=2, precision="float32"), **QUIET)
     assert (first.steps, first.images_seen, first.resumed_from) == (6, 48, None)
 
-    second = train(TINY, tiny_records, run, images=80, checkpoint_every=2, log_every=2, precision="float32")
+    second = train(TINY, tiny_records, run, TrainOptions(images=80, checkpoint_every=2, log_every=2, precision="float32"))
     assert (second.steps, second.images_seen, second.resumed_from) == (10, 80, 6)
     assert "resumed from step 6 (48 images seen)" in capsys.readouterr().out
     steps = [r["step"] for r in read_jsonl(RunPaths(run).metrics)]
     assert steps == [2, 4, 6, 8, 10]
 
-    third = train(TINY, tiny_records, run, images=80, precision="float32")
+    third = train(TINY, tiny_records, run, TrainOptions(images=80, precision="float32"))
     assert (third.steps, third.images_seen) == (10, 80)
     assert third.metrics == pytest.approx(second.metrics)  # read back from metrics.jsonl
     assert "nothing to do" in capsys.readouterr().out
@@ -139,19 +138,19 @@ def test_rerun_resumes_and_a_finished_run_does_nothing(tiny_records, tmp_path, c
 
 def test_other_hyperparameters_or_data_need_new_run(tiny_records, tmp_path):
     run = tmp_path / "run"
-    train(TINY, tiny_records, run, images=16, **QUIET)
+    train(TINY, tiny_records, run, TrainOptions(images=16, precision="float32"), **QUIET)
     changed = TrainConfig(model=TINY.model, batch_size=8, g_lr=1e-3)
     with pytest.raises(PipelineError, match=r"g_lr: 0.0002 in the run, 0.001 now.*--overwrite"):
-        train(changed, tiny_records, run, images=16, **QUIET)
+        train(changed, tiny_records, run, TrainOptions(images=16, precision="float32"), **QUIET)
 
     other_data = tmp_path / "other"
     shutil.copytree(tiny_records, other_data)
     manifest = read_json(other_data / "manifest.json")
     (other_data / "manifest.json").write_text(json.dumps({**manifest, "fingerprint": "other"}))
     with pytest.raises(PipelineError, match="fingerprint test.*fingerprint other"):
-        train(TINY, other_data, run, images=16, **QUIET)
+        train(TINY, other_data, run, TrainOptions(images=16, precision="float32"), **QUIET)
 
-    fresh = train(changed, tiny_records, run, images=16, new_run=True, **QUIET)
+    fresh = train(changed, tiny_records, run, TrainOptions(images=16, overwrite=True, precision="float32"), **QUIET)
     assert (fresh.resumed_from, fresh.steps) == (None, 2)
     assert read_json(RunPaths(run).hparams)["hparams"]["g_lr"] == 1e-3
 
@@ -170,7 +169,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_records, tmp_pat
     monkeypatch.setattr(DCGAN, "_generator_loss", poisoned_from_step_6)
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"diverged at step 6: .*g_loss=nan.*last good checkpoint \(step 4\)"):
-        train(TINY, tiny_records, run, images=400, checkpoint_every=2, steps_per_execution=1, **QUIET)
+        options = TrainOptions(images=400, checkpoint_every=2, steps_per_execution=1, precision="float32")
+        train(TINY, tiny_records, run, options, **QUIET)
 
     assert sorted(p.name for p in RunPaths(run).checkpoints.glob("ckpt-*.index")) == ["ckpt-2.index", "ckpt-4.index"]
     generator, info = restore_generator(run)
@@ -211,7 +211,8 @@ def test_sigkilled_run_resumes_to_the_same_counts_as_an_uninterrupted_one(tiny_r
     _, info = restore_generator(run)
 
     keras.utils.set_random_seed(TINY.seed)  # as the command line does: the same initial weights
-    uninterrupted = train(TINY, tiny_records, tmp_path / "whole", images=images, log_every=10, **QUIET)
+    options = TrainOptions(images=images, log_every=10, precision="float32")
+    uninterrupted = train(TINY, tiny_records, tmp_path / "whole", options, **QUIET)
     assert (info["step"], info["images_seen"]) == (uninterrupted.steps, uninterrupted.images_seen) == (300, 2400)
     train_steps = [r["step"] for r in read_jsonl(RunPaths(run).metrics)]
     assert train_steps == list(range(10, 301, 10))  # lines of the killed run past its checkpoint were dropped
@@ -225,8 +226,9 @@ def test_sigkilled_run_resumes_to_the_same_counts_as_an_uninterrupted_one(tiny_r
 def test_steps_per_execution_and_a_resumption_change_no_weight(tiny_records, tmp_path):
     def weights(run: str, images: int, steps_per_execution: int, config: TrainConfig = TINY) -> list[np.ndarray]:
         keras.utils.set_random_seed(config.seed)
-        result = train(config, tiny_records, tmp_path / run, images=images, steps_per_execution=steps_per_execution,
-                       log_every=4, checkpoint_every=4, sample_every=4, **QUIET)  # fmt: skip
+        options = TrainOptions(images=images, steps_per_execution=steps_per_execution, log_every=4, checkpoint_every=4,
+                               sample_every=4, precision="float32")  # fmt: skip
+        result = train(config, tiny_records, tmp_path / run, options, **QUIET)
         gan = result.gan
         return [w.numpy() for w in [*gan.generator.weights, *gan.discriminator.weights, *gan.ema_generator.weights]]
 
@@ -260,7 +262,7 @@ def test_restore_generator_errors_name_the_folder(tiny_records, tmp_path):
     with pytest.raises(PipelineError, match=f"{tmp_path}.*not a training run folder"):
         restore_generator(tmp_path)
     run = tmp_path / "run"
-    train(TINY, tiny_records, run, images=8, **QUIET)
+    train(TINY, tiny_records, run, TrainOptions(images=8, precision="float32"), **QUIET)
     with pytest.raises(PipelineError, match="no best checkpoint.*evaluator"):
         restore_generator(run, "best")
 
@@ -282,14 +284,14 @@ def test_config_round_trip_and_validation():
 def test_the_gpu_code_paths_run_on_cpu_float16_with_loss_scaling_and_xla(tiny_records, tmp_path):
     """float16 mixed precision (with dynamic loss scaling) and XLA are the GPU defaults; no GPU runs
     here, so they are forced on the CPU: training, resuming, and compiling the step."""
-    half = dict(precision="float16", checkpoint_every=4, log_every=4, sample_every=4, verbose=False)
-    first = train(TINY, tiny_records, tmp_path / "half", images=32, **half)
+    half = dict(precision="float16", checkpoint_every=4, log_every=4, sample_every=4)
+    first = train(TINY, tiny_records, tmp_path / "half", TrainOptions(images=32, **half), verbose=False)
     assert type(first.gan.g_optimizer).__name__ == "LossScaleOptimizer"
     assert first.gan.generator.layers[1].compute_dtype == "float16"
-    resumed = train(TINY, tiny_records, tmp_path / "half", images=64, **half)
+    resumed = train(TINY, tiny_records, tmp_path / "half", TrainOptions(images=64, **half), verbose=False)
     assert (resumed.resumed_from, resumed.steps) == (4, 8)
     assert all(np.isfinite(w.numpy()).all() for w in resumed.gan.ema_generator.weights)
 
-    compiled = train(TINY, tiny_records, tmp_path / "xla", images=16, precision="float32", jit=True, verbose=False)
+    compiled = train(TINY, tiny_records, tmp_path / "xla", TrainOptions(images=16, precision="float32", jit=True), verbose=False)
     assert compiled.gan.jit_compile and compiled.steps == 2
     assert np.isfinite(compiled.metrics["d_loss"])
