@@ -4,6 +4,7 @@ appears, no abbreviation is accepted, and a bad command line is a short usage an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 
 import pytest
@@ -93,3 +94,20 @@ def test_a_bad_command_line_is_a_short_usage_and_one_error_line(command, argv):
     assert lines[0].startswith(f"usage: python -m pipeline.{command} ") and "--help" in lines[0]
     assert sum(line.startswith("error: ") for line in lines) == 1, result.stderr
     assert result.stdout == ""
+
+
+def test_the_train_flags_are_the_configurations_fields():
+    """Every setting of the training's configurations has its flag, of the same default."""
+    from components.config import TrainConfig
+    from components.model import ModelConfig
+    from components.search_space import SearchSettings
+    from components.train_options import TrainOptions
+
+    actions = {action.dest: action for action in parser("train")._actions}
+    assert {field.name: field.default for field in dataclasses.fields(TrainOptions)} == {
+        field.name: actions[field.name].default for field in dataclasses.fields(TrainOptions)
+    }
+    hyperparameters = {field.name for field in dataclasses.fields(TrainConfig)} - {"model"}
+    hyperparameters |= {field.name for field in dataclasses.fields(ModelConfig)} - {"image_size"}  # the data's
+    search = {field.name for field in dataclasses.fields(SearchSettings)} - {"seed", "budget_seconds"}  # --seed, --tune-budget
+    assert hyperparameters | search <= set(actions)
