@@ -19,6 +19,9 @@ images (the input pipeline has its own benchmark), through `keras.Model.train_on
   spectral norm) against the default before issue 15 at its own (32, spectral norm): what a user
   of `pipeline.train` gets in images/s from the change (smaller batches cost per image, the
   missing spectral norm saves a little).
+- default_remapper_on: default_as_trained with Grappler's remapper left on, which gives up on
+  steps with R1's second-order gradient (`components.precision.step_graph_options`, which the
+  trainer and every other side use, switches it off there): the two sides show what that costs.
 
 Each side runs in its own child process so that peak memory (RSS) is its own; `--rounds` repeats
 the pair and keeps each side's best round, which damps noise from other work on the machine.
@@ -47,7 +50,9 @@ SIDES = {
     "ours_d_kernel_4": ("default", "dcgan", "auto", 1, {"model": {"d_kernel": 4}}),
     "default_as_trained": ("default", "dcgan", "auto", 1, {"batch_size": 16}),
     "previous_default_as_trained": ("default", "dcgan", "auto", 1, PREVIOUS_DEFAULT),
+    "default_remapper_on": ("default", "dcgan", "auto", 1, {"batch_size": 16}),
 }
+REMAPPER_ON = {"default_remapper_on"}  # sides timed without step_graph_options
 
 
 def measure(side: str, batch_size: int, image_size: int, steps: int, warmup: int) -> dict:
@@ -56,7 +61,7 @@ def measure(side: str, batch_size: int, image_size: int, steps: int, warmup: int
     import tensorflow as tf
 
     from components.config import recipe_config
-    from components.precision import resolve_precision
+    from components.precision import resolve_precision, step_graph_options
     from components.trainer import build_gan, compile_gan
 
     recipe, variant, precision, updates_per_step, overrides = SIDES[side]
@@ -68,16 +73,17 @@ def measure(side: str, batch_size: int, image_size: int, steps: int, warmup: int
     compile_gan(gan, config, policy)
     images = tf.random.uniform((batch_size, image_size, image_size, 3), -1.0, 1.0, seed=0)
 
-    started = time.perf_counter()
-    for _ in range(warmup):
-        gan.train_on_batch(images)
-    warmup_seconds = time.perf_counter() - started
-    wall, cpu = [], []
-    for _ in range(steps):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        gan.train_on_batch(images)  # returns host values, so the step has finished
-        wall.append(time.perf_counter() - started)
-        cpu.append(time.process_time() - cpu_started)
+    with step_graph_options(second_order=config.r1_gamma > 0 and side not in REMAPPER_ON):
+        started = time.perf_counter()
+        for _ in range(warmup):
+            gan.train_on_batch(images)
+        warmup_seconds = time.perf_counter() - started
+        wall, cpu = [], []
+        for _ in range(steps):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            gan.train_on_batch(images)  # returns host values, so the step has finished
+            wall.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - cpu_started)
     step_seconds, step_cpu_seconds = float(np.median(wall)), float(np.median(cpu))
     return {
         "dtype_policy": policy,
@@ -115,6 +121,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per side and round (default 20, quick 3)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, allocator warm-up)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of all sides to run, best kept (default 2, quick 1)")
+    parser.add_argument("--only", default="", help="comma-separated sides to time (default: all); ratios need both of their sides")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.steps = args.steps or (3 if args.quick else 20)
@@ -123,30 +130,43 @@ def main() -> None:
         print(json.dumps(measure(args.child, args.batch_size, args.image_size, args.steps, args.warmup)))
         return
 
+    sides = [side for side in SIDES if not args.only or side in args.only.split(",")]
     best: dict[str, dict] = {}
     for _ in range(rounds):
-        for side in SIDES:
+        for side in sides:
             result = run_child(side, args)
             if side not in best or result["images_per_sec"] > best[side]["images_per_sec"]:
                 best[side] = result
     emit(
         "bench_train",
         {
-            "config": {"batch_size": args.batch_size, "image_size": args.image_size, "steps": args.steps, "rounds": rounds, "quick": args.quick},
+            "config": {"batch_size": args.batch_size, "image_size": args.image_size, "steps": args.steps, "rounds": rounds,
+                       "quick": args.quick, "sides": sides},
             **best,
-            "speedup_images_per_sec": best["ours"]["images_per_sec"] / best["seed"]["images_per_sec"],
-            "speedup_images_per_cpu_sec": best["ours"]["images_per_cpu_sec"] / best["seed"]["images_per_cpu_sec"],
-            # the default recipe against the trainer's previous default (the seed recipe, same step)
-            "recipe_speed_ratio_per_cpu_sec": best["ours"]["images_per_cpu_sec"] / best["ours_seed_recipe"]["images_per_cpu_sec"],
-            "speedup_d_kernel_4_images_per_sec": best["ours_d_kernel_4"]["images_per_sec"] / best["seed"]["images_per_sec"],
-            # issue 15: the default as trained (batch 16) against the previous default as trained (batch 32)
-            "default_vs_previous_default_images_per_cpu_sec": best["default_as_trained"]["images_per_cpu_sec"]
-            / best["previous_default_as_trained"]["images_per_cpu_sec"],
-            "default_vs_previous_default_images_per_sec": best["default_as_trained"]["images_per_sec"]
-            / best["previous_default_as_trained"]["images_per_sec"],
+            **ratios(best),
             "target_speedup": 2.5,
         },
     )
+
+
+# ratio name -> (side, baseline side, figure): each reported when both sides ran
+RATIOS = {
+    "speedup_images_per_sec": ("ours", "seed", "images_per_sec"),
+    "speedup_images_per_cpu_sec": ("ours", "seed", "images_per_cpu_sec"),
+    # the default recipe against the seed recipe's networks, same step
+    "recipe_speed_ratio_per_cpu_sec": ("ours", "ours_seed_recipe", "images_per_cpu_sec"),
+    "speedup_d_kernel_4_images_per_sec": ("ours_d_kernel_4", "seed", "images_per_sec"),
+    # the default as trained (batch 16) against the previous default as trained (batch 32)
+    "default_vs_previous_default_images_per_cpu_sec": ("default_as_trained", "previous_default_as_trained", "images_per_cpu_sec"),
+    "default_vs_previous_default_images_per_sec": ("default_as_trained", "previous_default_as_trained", "images_per_sec"),
+    # the mean counts R1's steps, where the remapper's option matters
+    "remapper_off_vs_on_images_per_sec_mean": ("default_as_trained", "default_remapper_on", "images_per_sec_mean"),
+    "remapper_off_vs_on_images_per_cpu_sec": ("default_as_trained", "default_remapper_on", "images_per_cpu_sec"),
+}
+
+
+def ratios(best: dict[str, dict]) -> dict[str, float]:
+    return {name: best[side][figure] / best[base][figure] for name, (side, base, figure) in RATIOS.items() if side in best and base in best}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ means "on only with a GPU".
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -68,3 +70,27 @@ def unwrap(optimizer):
     Checkpoints store this one, so a run can resume under another precision.
     """
     return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+@contextlib.contextmanager
+def step_graph_options(second_order: bool) -> Iterator[None]:
+    """Grappler's options while a training step's graph is built and first run (when Grappler
+    rewrites it), restored afterwards.
+
+    Grappler's remapper fuses D's Conv2D + BiasAdd + LeakyRelu into one node, but the R1 penalty's
+    second-order gradient reads the BiasAdd output the fusion removes (LeakyReluGrad's input): the
+    remapper then abandons the whole step's graph and prints an E-level "remapper failed" line.
+    For a step with a second-order gradient it is switched off (it had changed nothing there);
+    every other step keeps it.
+    """
+    import tensorflow as tf
+
+    if not second_order:
+        yield
+        return
+    before = tf.config.optimizer.get_experimental_options().get("remapping")
+    tf.config.optimizer.set_experimental_options({"remapping": False})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"remapping": True if before is None else before})

@@ -84,7 +84,7 @@ def train(
     `strategy` defaults to `components.distribute.choose_strategy()` (TF_CONFIG, GPUs).
     """
     from components.distribute import checkpoint_write_dir, chief_first, choose_strategy, discard_worker_checkpoints, is_chief
-    from components.precision import resolve_jit, resolve_precision
+    from components.precision import resolve_jit, resolve_precision, step_graph_options
     from components.records import downscale_factor, read_errors_named, read_manifest
 
     options = options or TrainOptions()
@@ -139,7 +139,8 @@ def train(
         try:
             if remaining > 0:
                 dataset = _training_dataset(data_dir, config, start=state.images_seen_now).take(remaining)
-                with read_errors_named(data_dir, "train"):  # the last checkpoint stays as it was
+                # the last checkpoint stays as it was on a read error
+                with read_errors_named(data_dir, "train"), step_graph_options(second_order=config.r1_gamma > 0):
                     gan.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[execution_callback(loop)])
                 if loop.diverged is not None:
                     raise loop.diverged
