@@ -10,33 +10,21 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
-import hashlib
-import math
 import os
-import re
 import shutil
-import tempfile
-import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from components import guard, locks
-from components.artifacts import (
-    _publish_mode,
-    atomic_write_bytes,
-    atomic_write_json,
-    read_json,
-    remove_stale_temporaries,
-    temporary_prefix,
-)
+from components.artifacts import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temporaries
 from components.errors import PipelineError
 from components.grid import encode_png, make_grid
 from components.latents import RECALIBRATION_FIRST_INDEX
 from components.latents import RECIPE as LATENTS_RECIPE
+from components.sample_formats import FORMATS, OutputFormat
 from components.saved_generator import (
     MAX_BATCH_SIZE,
     SERVING_SIGNATURE,  # noqa: F401 (imported from here by the exporter)
@@ -44,129 +32,12 @@ from components.saved_generator import (
 )
 
 MARKER = "samples.json"
-CHUNK_SIZE = 1000  # images per .npz / .tfrecord file
 # Limits of the sampling flags. Indices stay below the latents kept for BatchNorm statistics
 # (components.latents), so no sample is an image the statistics were measured on.
 MAX_NUM = RECALIBRATION_FIRST_INDEX
 DEFAULT_BATCH_SIZE = 256
 MAX_GRID_COUNT = 1024  # a 32x32 contact sheet: 4,000 pixels a side at 128x128
 MAX_TRUNCATION = 100.0  # latents are N(0, 1): beyond 6 a clip changes fewer than one value in 10^8
-DISK_BLOCK = 4096  # every file takes whole blocks of the file system
-
-
-# --- output formats: every file holds a fixed range of image indices ---------------------------------
-
-
-@dataclass(frozen=True)
-class OutputFormat:
-    """How images become files: `unit` images per file, named by the index range they hold."""
-
-    name: str
-    unit: int
-    write: Callable[[Path, np.ndarray, np.ndarray, int], None]  # (path, indices, images, seed)
-    overhead: int = 0  # bytes a file holds per image beyond its pixels, at most
-
-    def file_name(self, start: int, stop: int) -> str:
-        if self.unit == 1:
-            return f"{start:06d}.{self.name}"
-        return f"{start:06d}-{stop - 1:06d}.{self.name}"
-
-    def units(self, num: int) -> Iterator[tuple[int, int]]:
-        """The (start, stop) index range of every file of a folder of `num` images, in order."""
-        for start in range(0, num, self.unit):
-            yield start, min(start + self.unit, num)
-
-    def holds(self, name: str, num: int) -> bool:
-        """True if `name` is one of the files of a folder of `num` images in this format.
-
-        A name of this format that is not is left by an earlier run with another --num (a PNG past
-        the end, a last chunk cut at another point), or is not ours at all.
-        """
-        start = self.file_start(name)
-        return (
-            start is not None
-            and start < num
-            and start % self.unit == 0
-            and name == self.file_name(start, min(start + self.unit, num))
-        )
-
-    def file_start(self, name: str) -> int | None:
-        """The first index of the file `name` if it is named as this format names files, else None."""
-        match = re.fullmatch(rf"(\d{{6,}})(?:-(\d{{6,}}))?\.{self.name}", name)
-        if not match or (match.group(2) is None) != (self.unit == 1):
-            return None
-        return int(match.group(1))
-
-    def images_in(self, names: Iterable[str], num: int) -> int:
-        """How many of the images of a folder of `num` the regular files `names` already hold: counted
-        from the names on disk, so a huge --num costs nothing before the first image."""
-        starts = (self.file_start(name) for name in names if self.holds(name, num))
-        return sum(min(start + self.unit, num) - start for start in starts)
-
-    def estimated_bytes(self, count: int, image_shape: Sequence[int]) -> int:
-        """The disk space `count` images take in this format, at most: their raw pixels (generated
-        images compress little) and overhead, every file rounded up to whole blocks."""
-        per_file = self.unit * (math.prod(image_shape) + self.overhead)
-        return -(-count // self.unit) * -(-per_file // DISK_BLOCK) * DISK_BLOCK
-
-
-def _replace_into(path: Path, write: Callable[[str], None]) -> None:
-    """`write(temp_path)` beside `path`, then rename: a killed run leaves whole files only.
-
-    Unlike artifacts.atomic_write_bytes this does not fsync each file: at tens of thousands of
-    small, reproducible files the fsyncs cost more CPU than encoding them (a power cut, not a
-    kill, can leave an empty file; delete the folder and sample again).
-    """
-    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        _publish_mode(Path(tmp), directory=False)  # mkstemp makes it private; samples are shared like any file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _write_png(path: Path, indices: np.ndarray, images: np.ndarray, seed: int) -> None:
-    data = encode_png(images[0])
-    _replace_into(path, lambda tmp: Path(tmp).write_bytes(data))
-
-
-def _write_npz(path: Path, indices: np.ndarray, images: np.ndarray, seed: int) -> None:
-    """An .npz with `images` and `indices`, byte-identical for identical arrays.
-
-    `np.savez` stamps the current time into the zip entries; a fixed stamp keeps reruns identical.
-    """
-
-    def write(tmp: str) -> None:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for key, array in (("images", images), ("indices", indices.astype(np.int64))):
-                entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                with archive.open(entry, "w", force_zip64=True) as handle:
-                    np.lib.format.write_array(handle, np.ascontiguousarray(array))
-
-    _replace_into(path, write)
-
-
-def _write_tfrecord(path: Path, indices: np.ndarray, images: np.ndarray, seed: int) -> None:
-    """Examples in the ingest schema (components.records): `source` is the image's would-be
-    PNG name and `sha256` hashes its raw pixels, as there is no source file."""
-    from components.shards import serialize_example, write_shard
-
-    records = (
-        serialize_example(image, f"seed-{seed}/{index:06d}.png", hashlib.sha256(image.tobytes()).hexdigest())
-        for index, image in zip(indices, images)
-    )
-    _replace_into(path, lambda tmp: write_shard(tmp, records))
-
-
-FORMATS = {
-    "png": OutputFormat("png", 1, _write_png, overhead=100),  # PNG signature and chunks, a deflate block per row
-    "npz": OutputFormat("npz", CHUNK_SIZE, _write_npz, overhead=8),  # its int64 index
-    "tfrecord": OutputFormat("tfrecord", CHUNK_SIZE, _write_tfrecord, overhead=200),  # source, sha256, framing
-}
 
 
 # --- the output folder -------------------------------------------------------------------------------
@@ -263,11 +134,8 @@ def sample_to_folder(
     truncation: float | None = None,
     workers: int = 2,
     progress: bool = True,
-    command: dict | None = None,
 ) -> SampleSummary:
     """Write images 0..num-1 of `seed` to `out_dir` as files named by index, skipping existing ones.
-    The marker (samples.json) records what the folder holds and, under "settings", `command`: the
-    settings of the command that wrote it, which `pipeline.sample --config samples.json` reads back.
 
     Generation runs on this thread while a pool of `workers` threads encodes and writes finished
     files; at most a few batches wait for the writers, so memory stays flat however large `num`
@@ -289,7 +157,6 @@ def sample_to_folder(
         "images_per_file": fmt.unit,
         "image_shape": list(generator.image_shape),
         "latents": LATENTS_RECIPE,
-        **({"settings": {"sample": command}} if command is not None else {}),
     }
     check_outputs(generator.path, out_dir, None)
     # One sampling per folder at a time: two with other settings could both claim it before either marked it.

@@ -18,13 +18,12 @@ from pipeline._cli import (  # sets TensorFlow's log level before it loads (test
     add_setting,
     bounded_int,
     make_parser,
-    parse_command_line,
     resolve_data,
     run_main,
     seed,
-    settings_record,
     split_beam_args,
 )
+from pipeline._config import parse_command_line, settings_record
 
 MAX_TRAIN_LIMIT = 100_000  # training images held in memory to search for copies: 4.9 GB at 128x128
 
@@ -71,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None, tables=None) -> argparse.Namespace:
-    """The command line (over `--config` and `tables`, see `pipeline._cli.parse_command_line`), with
+    """The command line (over `--config` and `tables`, see `pipeline._config.parse_command_line`), with
     every value checked before TensorFlow loads; `--data` made local, the settings as given in
     `args.settings`."""
     ours, fs_flags = split_beam_args(sys.argv[1:] if argv is None else argv)

@@ -7,11 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline._cli import (  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
-    make_parser,
-    parse_command_line,
-    run_main,
-)
+from pipeline._cli import make_parser, run_main  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
+from pipeline._config import parse_command_line
 
 DESCRIPTION = """\
 Export the EMA generator of a training run as a TensorFlow SavedModel, in the TF Serving layout:

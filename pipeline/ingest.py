@@ -21,12 +21,11 @@ from pipeline._cli import (  # sets TensorFlow's log level before it loads (test
     file_descriptor_2_to,
     finite_float,
     make_parser,
-    parse_command_line,
     run_main,
     seed,
-    settings_record,
     split_beam_args,
 )
+from pipeline._config import parse_command_line, settings_record
 
 if TYPE_CHECKING:
     from components.ingester import IngestReport

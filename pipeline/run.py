@@ -14,7 +14,7 @@ from components.config import MAX_IMAGES, SEARCH_LIMITS
 from components.model import IMAGE_SIZES
 from components.sampler import MAX_NUM
 from components.train_options import DEFAULT_IMAGES, TrainOptions
-from pipeline import _cli
+from pipeline import _cli, _config
 from pipeline._search import DEFAULT_MAX_TRIALS
 
 DESCRIPTION = """\
@@ -37,7 +37,7 @@ DEMO_IMAGES = 60_000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _cli.make_parser("python -m pipeline.run", DESCRIPTION, "[--input DIR | --demo] [options]", tables=_cli.STAGE_TABLES)
+    parser = _cli.make_parser("python -m pipeline.run", DESCRIPTION, "[--input DIR | --demo] [options]", tables=_config.STAGE_TABLES)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", default="data", help="image folder to ingest (recursive): a path or a URI (gs://, s3://, ...)")
     source.add_argument("--demo", action="store_true",
@@ -113,7 +113,7 @@ def compose(given: dict[str, Any], tables: dict[str, dict[str, Any]], demo: bool
     """The stages' settings: the configuration file's tables, the flags given on the command line
     over them, and what ties the stages together (one data folder, one run folder, the export's
     samples); the data and run folders."""
-    tables = {name: dict(tables.get(name, {})) for name in _cli.STAGE_TABLES}
+    tables = {name: dict(tables.get(name, {})) for name in _config.STAGE_TABLES}
     ingest, train, evaluate, sample = (tables[name] for name in ("ingest", "train", "evaluate", "sample"))
     if demo:
         ingest.update(synthetic=DEMO_FACES, image_size=DEMO_IMAGE_SIZE)
@@ -167,7 +167,7 @@ def plan(args: argparse.Namespace, given: dict[str, Any], tables: dict[str, dict
         Stage("sample", sample.main, {"sample": composed["sample"]}, []),
     ]  # fmt: skip
     for stage in stages:  # a wrong value in any stage's settings stops the pipeline before it starts
-        _cli.check_tables(stage.main.__module__, stage.tables, "pipeline.run")
+        _config.check_tables(stage.main.__module__, stage.tables, "pipeline.run")
     return stages, data, run
 
 
@@ -176,10 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ours, beam_args = _cli.split_beam_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(ours)
-    tables = _cli.read_config_file(args.config, _cli.STAGE_TABLES) if args.config else {}
+    tables = _config.read_config_file(args.config, _config.STAGE_TABLES) if args.config else {}
     for module, names in STAGE_MODULES.items():  # the file's own mistakes, named by the file
-        _cli.check_tables(module, {name: tables[name] for name in names if name in tables}, str(args.config))
-    given = {name: value for name, value in _cli.given_flags(build_parser(), ours).items() if name not in ("config", "demo")}
+        _config.check_tables(module, {name: tables[name] for name in names if name in tables}, str(args.config))
+    given = {name: value for name, value in _config.given_flags(build_parser(), ours).items() if name not in ("config", "demo")}
     stages, data, run = plan(args, given, tables, beam_args)
     started = time.perf_counter()
     with locks.writing(run, "--run"):  # from the start: a second pipeline.run on this run stops before it ingests

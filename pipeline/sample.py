@@ -12,11 +12,10 @@ from pipeline._cli import (  # sets TensorFlow's log level before it loads (test
     bounded_float,
     bounded_int,
     make_parser,
-    parse_command_line,
     run_main,
     seed,
-    settings_record,
 )
+from pipeline._config import parse_command_line
 
 DESCRIPTION = """\
 Generate images with an exported generator (a TF SavedModel; no training code is used).
@@ -79,9 +78,18 @@ def _silent(*_args, **_kwargs) -> None:
     """`print` under --quiet."""
 
 
+def recorded_settings(path: Path, document: object) -> dict[str, dict] | None:
+    """`--config` of a sample folder's samples.json: what the folder holds (model, num, seed,
+    truncation, format), to sample it again or further; nothing else changes which images it holds."""
+    if not isinstance(document, dict) or "model_path" not in document:
+        return None
+    names = ("num", "seed", "truncation", "format")
+    return {"sample": {"model": document["model_path"], "output": str(path.parent), **{name: document.get(name) for name in names}}}
+
+
 def main(argv: Sequence[str] | None = None, tables=None) -> int:
     parser = build_parser()
-    args = parse_command_line(parser, sys.argv[1:] if argv is None else argv, tables=tables)
+    args = parse_command_line(parser, sys.argv[1:] if argv is None else argv, tables=tables, records=recorded_settings)
     if args.output is None and args.grid is None:
         parser.error("nothing to write: give --output DIR, --grid FILE.png, or both")
     if args.grid is not None and args.grid.suffix.lower() != ".png":
@@ -105,7 +113,6 @@ def main(argv: Sequence[str] | None = None, tables=None) -> int:
             truncation=args.truncation,
             workers=args.workers,
             progress=not args.quiet,
-            command=settings_record(args),
         )
         print(
             f"{summary.out_dir}: {args.num} images in {summary.files} {args.format} file(s) "

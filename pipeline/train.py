@@ -20,7 +20,7 @@ from components.model import D_KERNELS, MAX_FILTERS, MAX_LATENT_DIM, UPSAMPLES, 
 from components.runfolder import check_run_layout
 from components.settings import setting_fields
 from components.train_options import DEFAULT_IMAGES, TrainOptions
-from pipeline import _cli
+from pipeline import _cli, _config
 from pipeline._search import add_search_arguments, config_from_best_file, search, search_cost_line
 
 DESCRIPTION = """\
@@ -244,7 +244,7 @@ def recorded_settings(path: Path, document: object) -> dict[str, dict] | None:
 
 def main(argv: Sequence[str] | None = None, tables=None) -> int:
     ours, fs_flags = _cli.split_beam_args(sys.argv[1:] if argv is None else argv)
-    args = _cli.parse_command_line(build_parser(), ours, tables=tables, records=recorded_settings)
+    args = _config.parse_command_line(build_parser(), ours, tables=tables, records=recorded_settings)
     config = config_from_args(args)  # validates every hyperparameter before TensorFlow loads
     options = options_from_args(args)
     if args.hparams:  # read before any download or lock: a wrong file (a FIFO, a giant) is named at once
