@@ -49,8 +49,20 @@ SEARCH_LIMITS = {
     "seed": (0, MAX_SEED),
 }
 
-# Named recipes: every field that differs from the dataclass defaults ("default" is the defaults).
+# Named recipes: the fields each sets over the dataclass defaults ("default" is the defaults).
 # "seed" is the tutorial's networks, losses and optimisers (plus the EMA generator every run has).
+# "v2" and "v1" are earlier defaults, every field written out so that they stay what they were
+# whatever the defaults become: v2 (batch 16, no spectral norm, Adam beta_1 0, held-then-decayed
+# learning rates, lazy R1) and v1 before it (batch 32, spectral norm on D, beta_1 0.5).
+_V2 = {
+    "model": {
+        "latent_dim": 128, "g_filters": 32, "d_filters": 64, "d_dropout": 0.0, "init_stddev": 0.02, "g_upsample": "transpose4",
+        "d_kernel": 5, "d_spectral_norm": False, "d_minibatch_std": True,
+    },
+    "batch_size": 16, "g_lr": 2e-4, "d_lr": 4e-4, "beta_1": 0.0, "lr_hold": 0.5, "loss": "hinge", "label_smoothing": 0.0,
+    "ema_decay": 0.999, "ema_warmup": 10.0, "augment": "", "ada_target": 0.0, "ada_images": 10_000, "mirror": False,
+    "r1_gamma": 0.1, "r1_every": 16,
+}  # fmt: skip
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {
         "model": {"g_upsample": "transpose5", "d_spectral_norm": False, "d_minibatch_std": False, "d_dropout": 0.3},
@@ -69,6 +81,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "r1_gamma": 0.0,
     },
     "default": {},
+    "v2": _V2,
+    "v1": {**_V2, "model": {**_V2["model"], "d_spectral_norm": True}, "batch_size": 32, "beta_1": 0.5, "lr_hold": 1.0, "r1_gamma": 0.0},
 }
 
 
