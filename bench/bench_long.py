@@ -8,8 +8,9 @@ that are still going (or were stopped early) into the same table and plot.
 
 Runs: "default" (the default recipe), "seed_step" (the seed recipe through the tutorial's own
 two-round step, `--train-step seed`: the fair seed baseline; our fused step collapses on it) and,
-with `--only`, "previous_default" (the default before issue 15) and "default_without_decay_r1"
-(today's default with constant learning rates and no R1: what the long-run stabilisers fix).
+with `--only`, "v2" (the default before today's), "previous_default" (`--recipe v1`, the one before
+that) and "default_without_decay_r1" (v2 with constant learning rates and no R1: what the
+long-run stabilisers fix).
 Outputs in bench/out: bench_long.json, bench_long_curves.png (swd_avg vs images seen, the floor
 dashed) and bench_long_grids.png (one row per recipe, one grid per budget in `--grid-at`, same
 latents: images 0..63 of `pipeline.sample --seed 0`).
@@ -35,10 +36,14 @@ from bench.common import ANIME_MLDS_10K, OUT_DIR, ROOT, add_data_arguments, emit
 RUNS = {  # name -> pipeline.train flags
     "default": [],
     "seed_step": ["--recipe", "seed", "--train-step", "seed"],
-    "default_without_decay_r1": ["--lr-hold", "1", "--r1-gamma", "0"],  # the default before its long-run stabilisers
-    "previous_default": ["--batch-size", "32", "--d-spectral-norm", "--beta-1", "0.5", "--lr-hold", "1", "--r1-gamma", "0"],  # common.PREVIOUS_DEFAULT
+    "v2": ["--recipe", "v2"],  # the default before today's
+    "default_without_decay_r1": ["--recipe", "v2", "--lr-hold", "1", "--r1-gamma", "0"],  # v2 without its long-run stabilisers
+    "previous_default": ["--recipe", "v1"],
 }
-COLOURS = {"default": (31, 119, 180), "seed_step": (214, 39, 40), "previous_default": (255, 127, 14), "default_without_decay_r1": (44, 160, 44)}
+COLOURS = {
+    "default": (31, 119, 180), "v2": (148, 103, 189), "seed_step": (214, 39, 40), "previous_default": (255, 127, 14),
+    "default_without_decay_r1": (44, 160, 44),
+}  # fmt: skip
 PLOT_SIZE, MARGIN = (720, 420), 60
 
 

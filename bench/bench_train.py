@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import PREVIOUS_DEFAULT, emit, peak_rss_mb
+from bench.common import emit, peak_rss_mb
 
 SIDES = {
     # side: (recipe, train_step variant, precision, updates per step, TrainConfig overrides;
@@ -49,7 +49,7 @@ SIDES = {
     "ours_seed_recipe": ("seed", "dcgan", "auto", 1, {}),
     "ours_d_kernel_4": ("default", "dcgan", "auto", 1, {"model": {"d_kernel": 4}}),
     "default_as_trained": ("default", "dcgan", "auto", 1, {"batch_size": 16}),
-    "previous_default_as_trained": ("default", "dcgan", "auto", 1, PREVIOUS_DEFAULT),
+    "previous_default_as_trained": ("v1", "dcgan", "auto", 1, {"batch_size": 32}),
     "default_remapper_on": ("default", "dcgan", "auto", 1, {"batch_size": 16}),
 }
 REMAPPER_ON = {"default_remapper_on"}  # sides timed without step_graph_options

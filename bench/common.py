@@ -21,9 +21,6 @@ OUT_DIR = Path(__file__).resolve().parent / "out"
 ROOT = Path(__file__).resolve().parents[1]
 ANIME_2K = ROOT.parent / "shared" / "data" / "anime-faces-2k"  # real faces for benchmarks only
 ANIME_MLDS_10K = ROOT.parent / "shared" / "data" / "anime-faces-mlds-10k"  # 10,000 real faces of another style, 64x64
-# The default recipe before issue 15, as TrainConfig overrides of today's (bench_long passes the
-# same as pipeline.train flags).
-PREVIOUS_DEFAULT = {"batch_size": 32, "beta_1": 0.5, "lr_hold": 1.0, "r1_gamma": 0.0, "model": {"d_spectral_norm": True}}
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, image_size: int, images: Path = ANIME_2K, eval_fraction: float = 0.25) -> None:

@@ -234,12 +234,15 @@ def test_a_run_from_before_the_recipes_still_restores(tiny_records, tmp_path):
     assert result.resumed_from == 1 and result.steps == 2
 
 
-def test_the_benchmarks_previous_default_is_one_recipe_as_flags_and_as_overrides(tmp_path):
-    """bench_long trains it through the CLI, bench_quality and bench_train through TrainConfig."""
+def test_the_benchmarks_earlier_defaults_are_the_recipes_as_flags(tmp_path):
+    """bench_long trains them through the CLI, bench_quality and bench_train through TrainConfig."""
     from bench.bench_long import RUNS
-    from bench.common import PREVIOUS_DEFAULT
     from pipeline.train import build_parser, config_from_args
 
-    as_flags = config_from_args(build_parser().parse_args(["--data", str(tmp_path), *RUNS["previous_default"]]))
-    assert as_flags == recipe_config("default", **PREVIOUS_DEFAULT)
-    assert (as_flags.lr_hold, as_flags.r1_gamma, as_flags.batch_size) == (1.0, 0.0, 32) != (TrainConfig().lr_hold, TrainConfig().r1_gamma, 16)
+    def as_flags(name: str) -> TrainConfig:
+        return config_from_args(build_parser().parse_args(["--data", str(tmp_path), *RUNS[name]]))
+
+    assert as_flags("previous_default") == recipe_config("v1")
+    assert as_flags("v2") == recipe_config("v2")
+    stabilisers_off = as_flags("default_without_decay_r1")
+    assert (stabilisers_off.lr_hold, stabilisers_off.r1_gamma, stabilisers_off.batch_size) == (1.0, 0.0, 16)
