@@ -65,7 +65,6 @@ examples:
   python -m pipeline.train --data tfrecords/anime --tune-only --tuner hyperband --search g_filters=32,64
   python -m pipeline.train --data tfrecords/anime --run artifacts/final --hparams artifacts/anime/best_hyperparameters.json"""
 
-_MODEL_DEFAULTS = ModelConfig()
 _TRAIN_DEFAULTS = TrainConfig()
 
 
@@ -110,32 +109,31 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--latent-dim",
         type=_cli.bounded_int(1, MAX_LATENT_DIM),
-        default=_MODEL_DEFAULTS.latent_dim,
-        help="size of the generator's input noise z",
+        help="size of the generator's input noise z" + _recipe_note("latent_dim"),
     )
     model.add_argument(
         "--g-filters",
         type=_cli.bounded_int(1, MAX_FILTERS),
-        default=_MODEL_DEFAULTS.g_filters,
-        help="filters of the generator's last block; doubled per block towards the input",
+        help="filters of the generator's last block; doubled per block towards the input" + _recipe_note("g_filters"),
     )
     model.add_argument(
         "--d-filters",
         type=_cli.bounded_int(1, MAX_FILTERS),
-        default=_MODEL_DEFAULTS.d_filters,
-        help="filters of the discriminator's first block; doubled per block",
+        help="filters of the discriminator's first block; doubled per block" + _recipe_note("d_filters"),
     )
     model.add_argument("--d-dropout", type=_cli.finite_float, help="dropout rate after each discriminator block (0: none)" + _recipe_note("d_dropout"))
-    model.add_argument("--init-stddev", type=_cli.finite_float, default=_MODEL_DEFAULTS.init_stddev, help="std of the N(0, s) initialiser of the convolutions")
+    model.add_argument(
+        "--init-stddev", type=_cli.finite_float, help="std of the N(0, s) initialiser of the convolutions" + _recipe_note("init_stddev")
+    )
     model.add_argument(
         "--g-upsample", choices=UPSAMPLES,
         help="generator up-sampling: transpose5 (k5 stride 2, checkerboard-prone), transpose4 (k4 stride 2) or resize "
         "(nearest x2 then conv)" + _recipe_note("g_upsample"),
     )  # fmt: skip
     model.add_argument(
-        "--d-kernel", type=int, choices=D_KERNELS, default=_MODEL_DEFAULTS.d_kernel,
+        "--d-kernel", type=int, choices=D_KERNELS,
         help="kernel size of the discriminator's stride-2 convolutions (the seed's 5; 4 trains about 1.2x faster "
-        "on a CPU but scored worse at equal images seen)",
+        "on a CPU but scored worse at equal images seen)" + _recipe_note("d_kernel"),
     )  # fmt: skip
     model.add_argument(
         "--d-spectral-norm", action=argparse.BooleanOptionalAction,
@@ -176,7 +174,7 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     training.add_argument(
         "--ada-images", type=_cli.bounded_int(1, MAX_IMAGES), metavar="IMAGES",
-        help=f"with --ada-target: images seen for the augmented share to move from 0 to 100%% (default: {_TRAIN_DEFAULTS.ada_images:,})",
+        help="with --ada-target: images seen for the augmented share to move from 0 to 100%%" + _recipe_note("ada_images"),
     )  # fmt: skip
     training.add_argument(
         "--mirror", action=argparse.BooleanOptionalAction,
@@ -186,8 +184,7 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument(
         "--r1-every",
         type=_cli.bounded_int(1, MAX_STEPS),
-        default=_TRAIN_DEFAULTS.r1_every,
-        help="lazy R1: apply the penalty every this many D updates",
+        help="lazy R1: apply the penalty every this many D updates" + _recipe_note("r1_every"),
     )
     training.add_argument(
         "--seed", type=_cli.seed, default=_TRAIN_DEFAULTS.seed,
@@ -201,11 +198,15 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _recipe_note(name: str) -> str:
-    """' (default recipe: X; seed: Y)' for a field the recipes set."""
-    seed = RECIPES["seed"]
-    seed_value = seed["model"][name] if name in seed["model"] else seed[name]
-    default = getattr(_MODEL_DEFAULTS, name) if hasattr(_MODEL_DEFAULTS, name) else getattr(_TRAIN_DEFAULTS, name)
-    return f" (default recipe: {default!r}; seed: {seed_value!r})"
+    """' (default recipe: X; seed: Y; ...)': the default recipe's value of a TrainConfig or ModelConfig
+    field, and every other recipe's where it differs (a flag left out takes its --recipe's value)."""
+    values = {recipe: _field_value(recipe_config(recipe), name) for recipe in RECIPES}
+    others = [f"{recipe}: {value!r}" for recipe, value in values.items() if recipe != "default" and value != values["default"]]
+    return f" (default recipe: {'; '.join([repr(values['default']), *others])})"
+
+
+def _field_value(config: TrainConfig, name: str):
+    return getattr(config.model, name) if hasattr(config.model, name) else getattr(config, name)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
