@@ -63,15 +63,13 @@ def ingest(
     beam_args: Sequence[str] = (),
     overwrite: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
-    command: dict | None = None,
 ) -> IngestReport:
     """Ingest `source` into `output` (shards, manifest.json, rejects.jsonl), atomically.
 
     `output` (and a folder source) may be a local path or a URI of any Beam file system; Beam's
     flags in `beam_args` configure those file systems too. Does nothing if `output` already
     holds this source with these options, unless `overwrite`. `on_progress(done, total)` is
-    called from a watcher thread as images are processed. The manifest records `command`, the
-    settings of the command that built it, under "settings" (`pipeline.ingest --config` reads it).
+    called from a watcher thread as images are processed.
     """
     options.validate()
     output = _normal(output)
@@ -80,7 +78,7 @@ def ingest(
     # One ingest at a time per output, and none while a training or an evaluation reads it
     # (components.locks); object stores have no such locks.
     with contextlib.nullcontext() if beamfs.is_uri(output) else locks.writing(output, "--output"):
-        return _ingest(source, output, options, beam_args, overwrite, on_progress, command)
+        return _ingest(source, output, options, beam_args, overwrite, on_progress)
 
 
 def _ingest(
@@ -90,7 +88,6 @@ def _ingest(
     beam_args: Sequence[str],
     overwrite: bool,
     on_progress: Callable[[int, int], None] | None,
-    command: dict | None,
 ) -> IngestReport:
     started = time.perf_counter()
     scan = source.scan()
@@ -111,8 +108,6 @@ def _ingest(
         summaries = [json.loads(beamfs.read_bytes(beamfs.join(staging, SUMMARIES, f"{chunk.key}.json"))) for chunk in chunks]
         manifest, moves, rejects = _assemble(summaries, scan, options, digest, beam_args)
         manifest["seconds"] = round(time.perf_counter() - started, 3)
-        if command is not None:
-            manifest["settings"] = {"ingest": command}
         publish(staging, output, moves, rejects, manifest, previous)
     except BaseException:
         delete_folder(staging)  # a failed or interrupted ingest leaves the old output as it was

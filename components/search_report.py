@@ -234,7 +234,7 @@ def load_best_hyperparameters(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     try:
         saved = read_json(path)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, NotADirectoryError) as err:
         raise PipelineError(f"hyperparameters file {path} does not exist (a search writes <run>/best_hyperparameters.json).") from err
     except IsADirectoryError as err:
         raise PipelineError(f"hyperparameters file {path} is a folder; pass the best_hyperparameters.json inside a run.") from err

@@ -25,7 +25,7 @@ from pipeline._cli import (  # sets TensorFlow's log level before it loads (test
     seed,
     split_beam_args,
 )
-from pipeline._config import parse_command_line, settings_record
+from pipeline._config import parse_command_line
 
 if TYPE_CHECKING:
     from components.ingester import IngestReport
@@ -114,9 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def recorded_settings(path: Path, document: object) -> dict[str, dict] | None:
+    """`--config` of a data folder's manifest.json: its source and options, into its own folder
+    (to rebuild it, or to ingest the same way elsewhere with --output)."""
+    if not isinstance(document, dict) or not isinstance(document.get("options"), dict):
+        return None
+    source = document.get("source") if isinstance(document.get("source"), dict) else {}
+    options = {key: document["options"].get(key) for key in ("image_size", "resize", "eval_fraction", "shards", "max_pixels")}
+    settings = {**options, "min_size": document["options"].get("min_size"), "output": str(path.parent)}
+    settings["no_dedupe"] = document["options"].get("dedupe") is False
+    if source.get("kind") == "synthetic":
+        settings.update(synthetic=source.get("count"), seed=source.get("seed"))
+    else:
+        settings["input"] = source.get("root")
+    return {"ingest": settings}
+
+
 def main(argv: Sequence[str] | None = None, tables=None) -> int:
     ours, beam_args = split_beam_args(sys.argv[1:] if argv is None else argv)
-    args = parse_command_line(build_parser(), ours, tables=tables)
+    args = parse_command_line(build_parser(), ours, tables=tables, records=recorded_settings)
     with beam_chatter_to_log() as terminal, ProgressBar(terminal, disabled=args.quiet) as progress:
         # Imported here: importing Beam already logs warnings that belong in the log, not on screen.
         from components.example_gen import IngestOptions
@@ -139,8 +155,7 @@ def main(argv: Sequence[str] | None = None, tables=None) -> int:
         else:
             source, described = FolderSource(args.input), f"{args.input.rstrip('/')}/"
             output = args.output or str(Path("tfrecords", data_name(args.input)))
-        report = ingest(source, output, options, beam_args, overwrite=args.overwrite, on_progress=progress.update,
-                        command=settings_record(args))  # fmt: skip
+        report = ingest(source, output, options, beam_args, overwrite=args.overwrite, on_progress=progress.update)
     print(summary(report, described))
     return 0
 

@@ -105,7 +105,7 @@ FLAG_SETTINGS = {
     "trial_image_size": [("search", "trial_image_size")],
     "num": [("sample", "num")],
     "seed": [("train", "seed"), ("evaluate", "seed"), ("sample", "seed")],
-    "quiet": [("ingest", "quiet"), ("train", "quiet"), ("evaluate", "quiet"), ("sample", "quiet")],
+    "quiet": [("ingest", "quiet"), ("train", "quiet"), ("sample", "quiet")],  # evaluate's report stays: it is the result
 }
 
 
@@ -171,16 +171,21 @@ def plan(args: argparse.Namespace, given: dict[str, Any], tables: dict[str, dict
     return stages, data, run
 
 
+def plan_command(argv: Sequence[str], beam_args: list[str]) -> tuple[list[Stage], str, Path]:
+    """`plan` for the command line `argv` (our flags) and its `--config` file."""
+    args = build_parser().parse_args(list(argv))
+    tables = _config.read_config_file(args.config, _config.STAGE_TABLES) if args.config else {}
+    for module, names in STAGE_MODULES.items():  # the file's own mistakes, named by the file
+        _config.check_tables(module, {name: tables[name] for name in names if name in tables}, str(args.config))
+    given = {name: value for name, value in _config.given_flags(build_parser(), argv).items() if name not in ("config", "demo")}
+    return plan(args, given, tables, beam_args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     ours, beam_args = _cli.split_beam_args(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(ours)
-    tables = _config.read_config_file(args.config, _config.STAGE_TABLES) if args.config else {}
-    for module, names in STAGE_MODULES.items():  # the file's own mistakes, named by the file
-        _config.check_tables(module, {name: tables[name] for name in names if name in tables}, str(args.config))
-    given = {name: value for name, value in _config.given_flags(build_parser(), ours).items() if name not in ("config", "demo")}
-    stages, data, run = plan(args, given, tables, beam_args)
+    stages, data, run = plan_command(ours, beam_args)
     started = time.perf_counter()
     with locks.writing(run, "--run"):  # from the start: a second pipeline.run on this run stops before it ingests
         for number, stage in enumerate(stages, 1):

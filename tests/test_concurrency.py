@@ -128,7 +128,7 @@ def test_a_sampling_folder_in_use_is_refused(trained, tmp_path):
         result = cli("sample", "--model", str(trained), "--num", "4", "--output", str(out))
     finally:
         stop(other)
-    one_error(result, f"--out {out}", f"process {other.pid}")
+    one_error(result, f"--output {out}", f"process {other.pid}")
     assert not out.exists()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from components.artifacts import read_json
-from pipeline import _config, train
+from pipeline import _config, ingest, train
 from tests.helpers import TINY, cli, ingest_tiny, no_traceback, train_tiny, write_synthetic_faces
 
 
@@ -109,7 +109,9 @@ def test_a_run_is_repeated_from_its_hparams_json_alone(trained, tmp_path):
 
 def test_every_artifact_records_the_settings_it_was_made_with_and_repeats_from_them(trained, tmp_path):
     data, run = trained
-    assert read_json(data / "manifest.json")["settings"]["ingest"]["eval_fraction"] == 0.25
+    args = _config.parse_command_line(ingest.build_parser(), ["--config", str(data / "manifest.json")],
+                                      records=ingest.recorded_settings)  # fmt: skip
+    assert (args.input, args.output, args.image_size, args.eval_fraction) == (str(data.parent / "faces"), str(data), 32, 0.25)
     card = next(run.glob("export/generator/*/model_card.json"))
     assert read_json(card)["settings"]["export"] == {"run": str(run.resolve()), "checkpoint": "latest"}
     exported = cli("export", "--config", str(card), "--quiet")

@@ -70,7 +70,7 @@ def test_evaluate_writes_eval_json_beside_the_model_and_prints_a_table(run_dir, 
     assert "fid" not in metrics and report["train_images_searched"] == 40 and report["split"] == "eval"
     assert all(np.isfinite(v) for v in metrics.values())
 
-    # Fixed latents and a fixed real set: a second run scores the same, and --out moves the file.
+    # Fixed latents and a fixed real set: a second run scores the same, and --output moves the file.
     assert main(args + ["--output", str(run_dir / "again.json")]) == 0
     assert json.loads((run_dir / "again.json").read_text())["metrics"] == metrics
 
