@@ -41,7 +41,7 @@ def test_training_changes_both_nets_and_lowers_d_loss():
 
     history = [gan.train_on_batch(images[:8], return_dict=True) for _ in range(12)]
 
-    assert all(set(h) == {"d_loss", "g_loss", "d_real_logit", "d_fake_logit"} for h in history)
+    assert all(set(h) == {"d_loss", "g_loss", "d_real_logit", "d_fake_logit", "augment_p"} for h in history)
     assert all(np.isfinite(np.asarray(v)).all() for h in history for v in h.values())
     assert distance(snapshot(gan.generator), g_before) > 0
     assert distance(snapshot(gan.discriminator), d_before) > 0
