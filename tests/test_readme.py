@@ -34,7 +34,9 @@ def test_quick_start_is_install_and_demo_then_the_ci_test_command():
     assert first.strip() == 'pip install -e ".[cpu,test]" && python -m pipeline.run --demo'
     assert second.strip() == "python -m pytest -q"
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install --quiet -e ".[cpu,test]"' in ci  # the same install as the README's
+    # the README's install, at the versions the tests passed with
+    assert 'pip install --quiet -c .ci/constraints.txt -e ".[cpu,test]"' in ci
+    assert (ROOT / ".ci" / "constraints.txt").is_file()
     assert re.search(r"^python3? -m pytest -q$", ci, flags=re.MULTILINE), "CI must run the README's test command"
 
 
