@@ -206,7 +206,7 @@ def compile_gan(
     def adam(learning_rate: float):
         if total_steps is not None and config.lr_hold < 1.0:
             learning_rate = hold_then_linear_decay(learning_rate, gan.step, config.lr_hold, total_steps)
-        return with_loss_scaling(keras.optimizers.Adam(learning_rate, beta_1=config.beta_1), dtype_policy)
+        return with_loss_scaling(keras.optimizers.Adam(learning_rate, beta_1=config.beta_1, beta_2=config.beta_2), dtype_policy)
 
     bce = keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
     gan.compile(adam(config.d_lr), adam(config.g_lr), bce, jit_compile=jit_compile, steps_per_execution=steps_per_execution)

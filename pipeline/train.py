@@ -154,6 +154,10 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--d-lr", type=_cli.finite_float, help="discriminator Adam learning rate" + _recipe_note("d_lr"))
     training.add_argument("--beta-1", type=_cli.finite_float, help="Adam beta_1 (momentum) of both optimisers" + _recipe_note("beta_1"))
     training.add_argument(
+        "--beta-2", type=_cli.finite_float,
+        help="Adam beta_2 of both optimisers: how fast they learn the gradients' scale" + _recipe_note("beta_2"),
+    )  # fmt: skip
+    training.add_argument(
         "--lr-hold", type=_cli.finite_float, metavar="FRACTION",
         help="fraction of the run's steps at full learning rates; after it both fall linearly to zero at the "
         "last step (1: constant; a resume with a larger budget recomputes the schedule)" + _recipe_note("lr_hold"),

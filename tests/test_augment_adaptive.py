@@ -115,7 +115,7 @@ def test_the_tutorial_step_refuses_mirroring():
         recipe_config("seed", train_step="seed", mirror=True)
 
 
-@pytest.mark.parametrize("name", ["v1", "v2"])
+@pytest.mark.parametrize("name", ["seed", "v1", "v2"])
 def test_earlier_defaults_write_out_every_field_so_new_defaults_cannot_change_them(name):
     recipe = RECIPES[name]
     settings = {field.name for field in dataclasses.fields(TrainConfig)} - {"model", "seed", "train_step"}
