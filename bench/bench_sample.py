@@ -57,12 +57,12 @@ def time_keras_predict(generator, num: int, batch_size: int) -> dict:
 
 def time_savedmodel_png(version: Path, out: Path, num: int, batch_size: int) -> dict:
     """Wall and CPU seconds for `sample_to_folder` to write `num` PNGs (after loading and a warm-up batch)."""
-    from components.sampler import SavedModelGenerator, sample_to_folder
+    from components.sampler import SampleOptions, SavedModelGenerator, sample_to_folder
 
     loaded = SavedModelGenerator(version)
     loaded.images(np.arange(batch_size), seed=1)
     with cpu_and_wall_timer() as elapsed:
-        sample_to_folder(loaded, out, num, batch_size=batch_size, progress=False)
+        sample_to_folder(loaded, out, SampleOptions(num=num, generate_batch=batch_size), progress=False)
     if len(list(out.glob("*.png"))) != num:
         raise RuntimeError(f"expected {num} PNG files in {out}")
     return elapsed

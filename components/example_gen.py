@@ -37,7 +37,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from components import beamfs, images
-from components.errors import PipelineError
+from components.ingest_options import IngestOptions
 from components.shards import frame_records, framed_size, serialize_example, shard_name
 from components.sources import ImageSource
 
@@ -47,38 +47,6 @@ DEDUPE_BUCKETS = 16
 SUMMARIES = "_chunks"  # staging sub-folders, removed before the output is published
 PROGRESS = "_progress"
 _PROGRESS_EVERY = 200  # images between progress updates of a worker
-
-
-# ---------------------------------------------------------------------------------------------
-# Options
-
-
-@dataclass(frozen=True)
-class IngestOptions:
-    """Everything that shapes the records; all of it goes into the output's fingerprint."""
-
-    image_size: int = 64
-    resize: str = "center-crop"
-    min_size: int | None = None  # None: half of image_size
-    eval_fraction: float = 0.1
-    dedupe: bool = True
-    shards: int | None = None  # per split; None: sized to about TARGET_SHARD_BYTES
-    max_pixels: int = images.MAX_PIXELS
-
-    @property
-    def effective_min_size(self) -> int:
-        return self.min_size if self.min_size is not None else max(1, self.image_size // 2)
-
-    def validate(self) -> None:
-        """Raise `PipelineError` for options that make no sense, before any work starts."""
-        for name, (low, high) in images.OPTION_LIMITS.items():
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and low <= value <= high):
-                raise PipelineError(f"--{name.replace('_', '-')} must be between {low:,} and {high:,}, got {value}.")
-        if self.resize not in images.RESIZE_MODES:
-            raise PipelineError(f"--resize must be one of {', '.join(images.RESIZE_MODES)}, got {self.resize!r}.")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise PipelineError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}.")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ from components.errors import PipelineError
 from components.latents import RECIPE as LATENTS_RECIPE
 from components.latents import latents, to_uint8, to_uint8_array
 from components.sampler import SERVING_SIGNATURE
+from components.settings import check_settings, setting, settings_dict
 
 SAMPLE_SIGNATURE = "sample"
 MODEL_CARD = "model_card.json"
@@ -160,8 +162,21 @@ def verify_export(generator, folder: Path, latent_dim: int, count: int) -> int:
 # --- exporting a training run ------------------------------------------------------------------------
 
 
-def export_run(run_dir: str | os.PathLike, checkpoint: str = "latest", *, if_changed: bool = False) -> tuple[Path, bool]:
-    """Export the EMA generator of a run's `checkpoint` ("latest" or "best") to `<run>/export/generator/`.
+@dataclass(frozen=True)
+class ExportOptions:
+    """How a run is exported (`export_run`); `pipeline.export` builds its flags from these fields."""
+
+    checkpoint: str = setting(
+        "latest", "which checkpoint's EMA generator: the last one saved, or the best by the evaluator's swd_avg",
+        kind=str, choices=("latest", "best"),
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+def export_run(run_dir: str | os.PathLike, options: ExportOptions = ExportOptions(), *, if_changed: bool = False) -> tuple[Path, bool]:
+    """Export the EMA generator of a run's checkpoint `options.checkpoint` to `<run>/export/generator/`.
 
     Returns the version folder and whether it is new. With `if_changed` (re-running a finished
     pipeline), the newest version is returned instead when it already holds this very checkpoint
@@ -172,7 +187,7 @@ def export_run(run_dir: str | os.PathLike, checkpoint: str = "latest", *, if_cha
     from components.checkpoints import BEST, checkpoint_fingerprint, checkpoint_prefixes
     from components.runfolder import check_run_layout, restore_generator
 
-    paths = RunPaths(run_dir)
+    paths, checkpoint = RunPaths(run_dir), options.checkpoint
     check_run_layout(paths)
     with locks.writing(paths.export, "export folder", wait=EXPORT_WAIT_SECONDS):  # the check and the export as one
         if if_changed:
@@ -184,7 +199,7 @@ def export_run(run_dir: str | os.PathLike, checkpoint: str = "latest", *, if_cha
             if current is not None:
                 return current, False
         generator, info = restore_generator(paths.root, checkpoint)
-        card = run_model_card(paths, info, checkpoint)
+        card = run_model_card(paths, info, options)
         return export_generator(generator, paths.export, card, extra_files=_trainer_evaluation(info, paths)), True
 
 
@@ -200,7 +215,7 @@ def _export_of(paths: RunPaths, fingerprint: str) -> Path | None:
     return versions[-1] if isinstance(newest, dict) and newest.get("checkpoint_fingerprint") == fingerprint else None
 
 
-def run_model_card(paths: RunPaths, info: dict, checkpoint: str) -> dict:
+def run_model_card(paths: RunPaths, info: dict, options: ExportOptions) -> dict:
     """The caller's half of a model card, from `restore_generator`'s info: where the weights came
     from and how good they are (the trainer's last evaluation at or before the exported step;
     null when the run trained without an evaluator)."""
@@ -208,7 +223,7 @@ def run_model_card(paths: RunPaths, info: dict, checkpoint: str) -> dict:
 
     return {
         "run": str(paths.root.resolve()),
-        "checkpoint": checkpoint,
+        "checkpoint": options.checkpoint,
         "checkpoint_path": info["checkpoint"],
         "checkpoint_fingerprint": info["checkpoint_fingerprint"],
         "step": info["step"],
@@ -220,7 +235,7 @@ def run_model_card(paths: RunPaths, info: dict, checkpoint: str) -> dict:
             "counts": info["data_counts"],
         },
         "metrics": metric_values(info["evaluation"]) or None,
-        "settings": {"export": {"run": str(paths.root.resolve()), "checkpoint": checkpoint}},  # `export --config` reads it
+        "settings": {"export": {"run": str(paths.root.resolve()), **settings_dict(options)}},  # `export --config` reads it
     }
 
 

@@ -33,7 +33,7 @@ PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # above this Pillow refuses an i
 # image within the pixel limit needs more. Reading stops there, so a 100 GB file costs nothing.
 BYTES_PER_PIXEL = 4
 METADATA_BYTES = 16 * 1024 * 1024
-# (lowest, highest) of the whole-number ingest options, checked by IngestOptions.validate before
+# (lowest, highest) of the whole-number ingest options, checked by IngestOptions (and its flags) before
 # any work. 65,535 is the longest side a JPEG can have.
 OPTION_LIMITS = {"image_size": (4, 4096), "min_size": (1, 65_535), "shards": (1, 10_000), "max_pixels": (1, PILLOW_MAX_PIXELS)}
 PAD_COLOUR = (255, 255, 255)  # white, like the background transparent images are composited on

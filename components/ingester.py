@@ -71,7 +71,6 @@ def ingest(
     holds this source with these options, unless `overwrite`. `on_progress(done, total)` is
     called from a watcher thread as images are processed.
     """
-    options.validate()
     output = _normal(output)
     beamfs.configure(beam_args)
     guard.output_folder("--output", output, inputs=[("--input", source.root if isinstance(source, FolderSource) else None)])

@@ -20,6 +20,7 @@ import numpy as np
 
 from components import guard, locks
 from components.artifacts import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temporaries
+from components.config import MAX_SEED
 from components.errors import PipelineError
 from components.grid import encode_png, make_grid
 from components.latents import RECALIBRATION_FIRST_INDEX
@@ -30,6 +31,7 @@ from components.saved_generator import (
     SERVING_SIGNATURE,  # noqa: F401 (imported from here by the exporter)
     SavedModelGenerator,
 )
+from components.settings import check_settings, setting
 
 MARKER = "samples.json"
 # Limits of the sampling flags. Indices stay below the latents kept for BatchNorm statistics
@@ -38,6 +40,39 @@ MAX_NUM = RECALIBRATION_FIRST_INDEX
 DEFAULT_BATCH_SIZE = 256
 MAX_GRID_COUNT = 1024  # a 32x32 contact sheet: 4,000 pixels a side at 128x128
 MAX_TRUNCATION = 100.0  # latents are N(0, 1): beyond 6 a clip changes fewer than one value in 10^8
+MAX_WORKERS = 64
+
+
+def generate_batch_setting():
+    """Images per generator call: one setting of the sampling and of the evaluate stage."""
+    return setting(
+        DEFAULT_BATCH_SIZE, "images per generator call (memory, not results: the images are the same whatever it is)",
+        kind=int, low=1, high=MAX_BATCH_SIZE, metavar="N",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """Which images a sampling makes and how (`sample_to_folder`, `save_first_grid`); `pipeline.sample`
+    builds its flags from these fields."""
+
+    num: int = setting(64, "number of images (indices 0..N-1); refused when the disk has not room for them",
+                       kind=int, low=1, high=MAX_NUM)  # fmt: skip
+    format: str = setting(
+        "png", "png: one file per image; npz: arrays 'images' uint8[n,H,W,3] and 'indices'; tfrecord: Examples in the "
+        "ingest schema", kind=str, choices=tuple(sorted(FORMATS)),
+    )  # fmt: skip
+    seed: int = setting(0, "the seed: same seed, same images", kind=int, low=0, high=MAX_SEED)
+    generate_batch: int = generate_batch_setting()
+    truncation: float | None = setting(
+        None, "clip every latent value to [-T, T] (smaller: more typical, less varied faces); unset: no clipping",
+        kind=float, low=0, high=MAX_TRUNCATION, low_included=False,
+    )  # fmt: skip
+    grid_count: int = setting(64, "images on the --grid contact sheet", kind=int, low=1, high=MAX_GRID_COUNT)
+    workers: int = setting(2, "threads encoding and writing files", kind=int, low=1, high=MAX_WORKERS)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 # --- the output folder -------------------------------------------------------------------------------
@@ -124,36 +159,23 @@ class SampleSummary:
 
 
 def sample_to_folder(
-    generator: SavedModelGenerator,
-    out_dir: str | os.PathLike,
-    num: int,
-    *,
-    seed: int = 0,
-    batch_size: int = 256,
-    output_format: str = "png",
-    truncation: float | None = None,
-    workers: int = 2,
-    progress: bool = True,
+    generator: SavedModelGenerator, out_dir: str | os.PathLike, options: SampleOptions, *, progress: bool = True
 ) -> SampleSummary:
-    """Write images 0..num-1 of `seed` to `out_dir` as files named by index, skipping existing ones.
+    """Write images 0..num-1 of the options' seed to `out_dir` as files named by index, skipping existing ones.
 
-    Generation runs on this thread while a pool of `workers` threads encodes and writes finished
-    files; at most a few batches wait for the writers, so memory stays flat however large `num`
-    is. Every file is written atomically: a killed run leaves whole files, and re-running resumes.
+    Generation runs on this thread while a pool of `options.workers` threads encodes and writes
+    finished files; at most a few batches wait for the writers, so memory stays flat however large
+    `num` is. Every file is written atomically: a killed run leaves whole files, and re-running resumes.
     """
-    if not 1 <= num <= MAX_NUM:
-        raise PipelineError(f"--num must be at least 1 and at most {MAX_NUM:,}, got {num}.")
-    if not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise PipelineError(f"--generate-batch must be at least 1 and at most {MAX_BATCH_SIZE:,}, got {batch_size}.")
-    fmt = FORMATS[output_format]
+    fmt = FORMATS[options.format]
     out_dir = Path(out_dir)
     settings = {
         "model": generator.fingerprint(),
         "model_path": str(generator.path.resolve()),
-        "seed": seed,
-        "truncation": truncation,
-        "format": output_format,
-        "num": num,
+        "seed": options.seed,
+        "truncation": options.truncation,
+        "format": options.format,
+        "num": options.num,
         "images_per_file": fmt.unit,
         "image_shape": list(generator.image_shape),
         "latents": LATENTS_RECIPE,
@@ -161,14 +183,13 @@ def sample_to_folder(
     check_outputs(generator.path, out_dir, None)
     # One sampling per folder at a time: two with other settings could both claim it before either marked it.
     with locks.writing(out_dir, "--output"):
-        return _sample_into(generator, out_dir, num, fmt, settings, seed=seed, batch_size=batch_size, truncation=truncation,
-                            workers=workers, progress=progress)  # fmt: skip
+        return _sample_into(generator, out_dir, fmt, settings, options, progress=progress)
 
 
-def _sample_into(
-    generator, out_dir: Path, num: int, fmt, settings: dict, *, seed, batch_size, truncation, workers, progress
-) -> SampleSummary:
+def _sample_into(generator, out_dir: Path, fmt, settings: dict, options: SampleOptions, *, progress) -> SampleSummary:
     from tqdm import tqdm
+
+    num, seed, workers = options.num, options.seed, options.workers
 
     existing = _files_in(out_dir, fmt, num)
     skipped = fmt.images_in(existing, num)
@@ -182,7 +203,7 @@ def _sample_into(
     bar = tqdm(total=num, initial=skipped, unit="img", desc="sampling", disable=not progress, smoothing=0.1)
     with bar, concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         pending: collections.deque = collections.deque()
-        for files in _generate_files(generator, todo, num, fmt, seed, batch_size, truncation, bar):
+        for files in _generate_files(generator, todo, num, fmt, seed, options.generate_batch, options.truncation, bar):
             pending.append(pool.submit(_write_files, out_dir, fmt, files, seed))
             while len(pending) > 2 * workers:  # back-pressure: bounded memory, generator waits for writers
                 pending.popleft().result()
@@ -257,20 +278,11 @@ def _human_bytes(count: int) -> str:
     return f"{count:,.1f} PB"
 
 
-def save_first_grid(
-    generator: SavedModelGenerator,
-    path: str | os.PathLike,
-    count: int,
-    seed: int,
-    truncation: float | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-) -> None:
-    """A contact sheet of images 0..count-1 of `seed`: the same images as the first sampled files."""
-    if not 1 <= count <= MAX_GRID_COUNT:
-        raise PipelineError(f"--grid-count must be at least 1 and at most {MAX_GRID_COUNT:,}, got {count}.")
+def save_first_grid(generator: SavedModelGenerator, path: str | os.PathLike, options: SampleOptions) -> None:
+    """A contact sheet of images 0..grid_count-1 of the options' seed: the same images as the first sampled files."""
     check_outputs(generator.path, None, Path(path))
-    sheet = make_grid(generator.images(np.arange(count), seed, truncation, batch_size))
-    atomic_write_bytes(path, guard.mark_png(encode_png(sheet)))  # marked: a later run may replace it, and only it
+    images = generator.images(np.arange(options.grid_count), options.seed, options.truncation, options.generate_batch)
+    atomic_write_bytes(path, guard.mark_png(encode_png(make_grid(images))))  # marked: a later run may replace it, and only it
 
 
 def check_outputs(model: Path, out_dir: Path | None, grid: Path | None) -> None:

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.config import TrainConfig
+from components.config import DEFAULT_TRAININGS, TrainConfig
 from components.search_folder import DEFAULT_DIR, read_result
 from components.search_report import TRIAL_RESULT
-from components.search_space import DEFAULT_TRAININGS, SearchSettings
+from components.search_settings import SearchSettings
 
 
 @dataclass(frozen=True)

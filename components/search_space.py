@@ -8,8 +8,7 @@ file (`load_space_file`) or `NAME=SPEC` strings from the command line (`parse_sp
 override it name by name (`make_space`), and every choice and both ends of every range are
 checked to make a valid `TrainConfig` before a trial starts.
 
-`SearchSettings` say how to search (oracle, trials, images per trial, Hyperband's schedule) and
-`make_oracle` builds KerasTuner's oracle from them; `search_role` reads KerasTuner's chief/worker
+`make_oracle` builds KerasTuner's oracle from the `SearchSettings` (components.search_settings); `search_role` reads KerasTuner's chief/worker
 environment.
 """
 
@@ -19,19 +18,17 @@ import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras_tuner
 
 from components.artifacts import read_json
-from components.config import DEFAULT_TRAININGS, SEARCH_LIMITS, TrainConfig
+from components.config import TrainConfig
 from components.errors import PipelineError
-from components.model import IMAGE_SIZES, ModelConfig
+from components.model import ModelConfig
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
-
-TUNERS = ("bayesian", "random", "hyperband")
+from components.search_settings import SearchSettings
 
 DIFF_AUGMENT = "color,translation,cutout"  # the DiffAugment policy a search tries against the base's
 
@@ -231,78 +228,6 @@ def _number(name: str, value: Any, kind: type):
 # -- settings and roles ---------------------------------------------------------------------------
 
 
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """How to search. Everything but `max_trials` must stay the same when a search is resumed.
-
-    The budget: `max_trials` counts trials of `trial_images` images each, the untuned default
-    configuration's row counting as its two trainings (`DEFAULT_TRAININGS`: seeds seed and seed+1,
-    which also measure the noise), so KerasTuner runs `tuned_trials` = max_trials - 2 trials. A trial's score is the
-    mean swd_avg of its last `score_last` evaluations, taken at evenly spaced points of the
-    trial's second half (`score_points`): one evaluation at the end is the noisiest figure a
-    trial has. `trial_image_size` (None: the data's size) trains and scores every trial, and the
-    default's row, at a divisor of the data's size, on images downscaled by area averaging.
-    """
-
-    tuner: str = "bayesian"
-    max_trials: int = 10  # the default's two trainings, then max_trials - 2 tuned trials
-    trial_images: int = 20_000  # images seen by one trial (Hyperband: by its longest trials)
-    executions_per_trial: int = 1  # trainings per tuned trial with seeds seed, seed+1, ...; swd_avg averaged
-    seed: int = 0  # the oracle's seed; the trials train with the TrainConfig's own seed
-    hyperband_max_epochs: int = 9
-    hyperband_factor: int = 3
-    score_last: int = 2  # a trial scores the mean swd_avg of its last this many evaluations
-    trial_image_size: int | None = None  # None: the data's size; else a divisor of it
-    budget_seconds: float | None = None  # the search stops itself before a trial would cross it (None: trials only)
-
-    def __post_init__(self) -> None:
-        if self.tuner not in TUNERS:
-            raise PipelineError(f"tuner must be one of {', '.join(TUNERS)}, got {self.tuner!r}.")
-        if isinstance(self.max_trials, int) and self.max_trials <= DEFAULT_TRAININGS:  # the reason, before the bare limits
-            raise PipelineError(
-                f"max-trials must be at least {DEFAULT_TRAININGS + 1}: the default configuration's {DEFAULT_TRAININGS} "
-                f"trainings count as trials, then one tuned trial at least; got {self.max_trials}."
-            )
-        for name, (low, high) in SEARCH_LIMITS.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise PipelineError(f"{name.replace('_', '-')} must be a whole number from {low:,} to {high:,}, got {value!r}.")
-        if self.trial_image_size is not None and self.trial_image_size not in IMAGE_SIZES:
-            raise PipelineError(
-                f"trial-image-size must be one of the models' sizes ({', '.join(map(str, IMAGE_SIZES))}), "
-                f"got {self.trial_image_size!r}."
-            )
-        if self.budget_seconds is not None and not (math.isfinite(self.budget_seconds) and self.budget_seconds > 0):
-            raise PipelineError(f"the search's budget must be a positive number of seconds, got {self.budget_seconds!r}.")
-
-    @property
-    def tuned_trials(self) -> int:
-        """KerasTuner's trials: the budget less the default configuration's trainings."""
-        return self.max_trials - DEFAULT_TRAININGS
-
-    def trial_budget(self, values: Mapping[str, Any]) -> int:
-        """Images a trial trains to: `trial_images`, or for Hyperband its `tuner/epochs` epochs of
-        `trial_images / hyperband_max_epochs` images each (cumulative, as Hyperband counts)."""
-        if "tuner/epochs" not in values:
-            return self.trial_images
-        return math.ceil(int(values["tuner/epochs"]) * self.trial_images / self.hyperband_max_epochs)
-
-    def score_points(self, budget: int) -> list[int]:
-        """Images seen at a trial's scored evaluations: `score_last` points evenly spaced over the
-        second half of `budget`, the last at its end (2: at 3/4 and 4/4; 1: at the end only)."""
-        last = self.score_last
-        return [math.ceil(budget * (last + k) / (2 * last)) for k in range(1, last + 1)]
-
-    def record(self) -> dict[str, Any]:
-        """What a resumed search must share with the original (all but its budget: max_trials and
-        budget_seconds may change between runs)."""
-        record = dataclasses.asdict(self)
-        del record["max_trials"], record["budget_seconds"]
-        if self.tuner != "hyperband":
-            del record["hyperband_max_epochs"], record["hyperband_factor"]
-        return record
 
 
 def search_role(environ: Mapping[str, str] = os.environ) -> str:

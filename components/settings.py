@@ -38,6 +38,15 @@ def setting(
     return dataclasses.field(default=default, metadata={"setting": metadata})
 
 
+class SettingError(PipelineError):
+    """A setting's value is not allowed. The message names the setting ("eval_num must be ...");
+    `setting` and `problem` let a front end name it its own way (the command line: by its flag)."""
+
+    def __init__(self, setting: str, problem: str):
+        super().__init__(f"{setting} {problem}")
+        self.setting, self.problem = setting, problem
+
+
 def setting_fields(cls_or_instance) -> list[dataclasses.Field]:
     """The fields of a configuration that are settings (declared with `setting`)."""
     return [field for field in dataclasses.fields(cls_or_instance) if "setting" in field.metadata]
@@ -65,11 +74,11 @@ def problem(field: dataclasses.Field, value: Any) -> str | None:
 
 
 def check_settings(config: Any) -> None:
-    """Raise `PipelineError` naming the first setting of `config` whose value is not allowed."""
+    """Raise `SettingError` naming the first setting of `config` whose value is not allowed."""
     for field in setting_fields(config):
         wrong = problem(field, getattr(config, field.name))
         if wrong:
-            raise PipelineError(f"{field.name} {wrong}.")
+            raise SettingError(field.name, f"{wrong}.")
 
 
 def settings_dict(config: Any) -> dict[str, Any]:

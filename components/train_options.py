@@ -28,6 +28,14 @@ EVAL_NUM_LIMITS = (4, 100_000)
 DEFAULT_EVAL_NUM = 1024
 
 
+def eval_num_setting() -> Any:
+    """The images of one evaluation: one setting of the training's evaluations and of the evaluate stage's."""
+    return setting(
+        DEFAULT_EVAL_NUM, "generated (and as many real) images per evaluation; at most half the eval split (the other half "
+        "gives the real-vs-real floor)", kind=int, low=EVAL_NUM_LIMITS[0], high=EVAL_NUM_LIMITS[1], metavar="N",
+    )  # fmt: skip
+
+
 def _interval(default: int | None, help: str, metavar: str = "STEPS", *, name: str) -> Any:
     return setting(default, help, kind=int, low=1, high=INTERVAL_LIMITS[name], metavar=metavar)
 
@@ -50,11 +58,7 @@ class TrainOptions:
         "trial and the final training are scored at their end anyway)",
         kind=int, low=0, high=MAX_IMAGES, metavar="IMAGES",
     )  # fmt: skip
-    eval_num: int = setting(
-        DEFAULT_EVAL_NUM, "generated (and as many real) images per evaluation; at most half the eval split (the other half "
-        "gives the real-vs-real floor)", kind=int, low=EVAL_NUM_LIMITS[0],
-        high=EVAL_NUM_LIMITS[1], metavar="N",
-    )  # fmt: skip
+    eval_num: int = eval_num_setting()
     precision: str = setting(
         "auto", "compute precision; auto = float16 mixed on GPU, bfloat16 mixed on CPUs with bf16 instructions, else float32",
         kind=str, choices=PRECISIONS,

@@ -57,7 +57,7 @@ import keras_tuner
 
 from components.artifacts import RunPaths, atomic_directory, atomic_write_bytes, atomic_write_json
 from components.checkpoints import BEST
-from components.config import TrainConfig
+from components.config import DEFAULT_TRAININGS, TrainConfig
 from components.errors import PipelineError
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
 from components.runfolder import read_metrics
@@ -65,7 +65,7 @@ from components.search_console import quiet_trial_failures
 from components.search_cost import search_spending
 from components.search_folder import DEFAULT_DIR, prepare_search_folder, read_result
 from components.search_report import TRIAL_GRID, TRIAL_RESULT, SearchResult, write_search_results
-from components.search_space import DEFAULT_TRAININGS, SearchSettings, apply_values, declare, make_oracle, search_role
+from components.search_space import SearchSettings, apply_values, declare, make_oracle, search_role
 from components.shards import DamagedData
 
 PROJECT_NAME = "tuner"  # KerasTuner's project folder: <run>/tuner (RunPaths.tuner)

@@ -164,22 +164,38 @@ def make_parser(prog: str, description: str, usage: str = "[options]", *, tables
     return parser
 
 
+def flag_name(setting: str) -> str:
+    """The command-line flag of a setting: `eval_num` -> `--eval-num` (a configuration file's key is the setting's name)."""
+    return "--" + setting.replace("_", "-")
+
+
 def add_setting(group, config_class: type, name: str) -> argparse.Action:
-    """The flag `--<name, with - for _>` of the setting `name` of a configuration dataclass: its type,
-    range, choices, default and help are the field's (components.settings), declared nowhere else."""
+    """The flag `flag_name(name)` of the setting `name` of a configuration dataclass: its type, range,
+    choices, default and help are the field's (components.settings), declared nowhere else. A range
+    the flag cannot check alone (one end excluded, or tied to another setting) is the dataclass's to check."""
     field = next(field for field in dataclasses.fields(config_class) if field.name == name)
     spec = field.metadata["setting"]
     options: dict[str, Any] = {"default": field.default, "help": spec["help"]}
+    bounded = spec["low"] is not None and spec["high"] is not None
     if spec["kind"] is bool:
         options["action"] = "store_true" if field.default is False else argparse.BooleanOptionalAction
     else:
         options["metavar"] = spec["metavar"]
         options["choices"] = spec["choices"]
         if spec["kind"] is int:
-            options["type"] = bounded_int(spec["low"], spec["high"])
+            options["type"] = bounded_int(spec["low"], spec["high"]) if bounded else int
         elif spec["kind"] is float:
-            options["type"] = bounded_float(spec["low"], spec["high"], low_included=spec["low_included"])
-    return group.add_argument("--" + name.replace("_", "-"), **options)
+            options["type"] = bounded_float(spec["low"], spec["high"], low_included=spec["low_included"]) if bounded else finite_float
+    return group.add_argument(flag_name(name), **options)
+
+
+def options_from_args(config_class: type, args: argparse.Namespace, **others: Any):
+    """The configuration `config_class` (components.settings) holding the parsed flags of its settings
+    and its `others` fields; it checks itself, so a value no flag checks alone (e.g. two settings
+    together) is refused here."""
+    from components.settings import setting_fields
+
+    return config_class(**{field.name: getattr(args, field.name) for field in setting_fields(config_class)}, **others)
 
 
 @contextlib.contextmanager
@@ -285,12 +301,16 @@ def run_main(
     with a note that re-running resumes. Anything else is our bug and keeps its traceback.
     """
     from components.errors import PipelineError
+    from components.settings import SettingError
 
     try:
         with sigterm_as_interrupt():
             if tensorflow:
                 import_tensorflow_quietly()
             code = main(argv)
+    except SettingError as err:  # a setting's name, as the command line knows it: its flag
+        _error_line(f"{flag_name(err.setting)} {err.problem}")
+        code = EXIT_USER_ERROR
     except PipelineError as err:
         _error_line(str(err))
         code = EXIT_USER_ERROR

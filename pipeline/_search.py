@@ -19,8 +19,8 @@ from typing import Any
 from components.artifacts import RunPaths
 from components.config import SEARCH_LIMITS, TrainConfig
 from components.errors import PipelineError
-from components.model import IMAGE_SIZES
-from pipeline._cli import bounded_float, bounded_int
+from components.search_settings import SearchSettings
+from pipeline._cli import add_setting, bounded_float, bounded_int, options_from_args
 
 DEFAULT_MAX_TRIALS = 10
 MAX_BUDGET_MULTIPLE = 100.0  # a search a hundred times the final training's time is weeks of a run of days
@@ -33,13 +33,9 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--tune", action="store_true", help="search, then train the chosen configuration (the best trial if it beats the default by more than the noise, else the default) for the budget above")
     mode.add_argument("--tune-only", action="store_true", help="search and write best_hyperparameters.json, train nothing more")
     mode.add_argument("--hparams", type=Path, metavar="FILE", help="train with the tuned values of a best_hyperparameters.json (no search; none if it chose the default)")
+    add_setting(search, SearchSettings, "tuner")
     search.add_argument(
-        "--tuner", choices=("bayesian", "random", "hyperband"), default="bayesian",
-        help="KerasTuner oracle: bayesian (Gaussian process, needs scikit-learn; a third of the trials explore at random "
-        "first), random, or hyperband (many short trials, the best continued from their checkpoints)",
-    )  # fmt: skip
-    search.add_argument(
-        "--max-trials", type=_limited("max_trials"), metavar="N",
+        "--max-trials", type=bounded_int(*SEARCH_LIMITS["max_trials"]), metavar="N",
         help="the search's budget in trials: the default configuration's 2 trainings (seeds --seed and --seed+1, which "
         "also measure the noise) + N-2 tuned trials; at least 3 (may grow when resuming; caps hyperband too); "
         f"default {DEFAULT_MAX_TRIALS}, or no cap but --tune-budget's when that is given",
@@ -50,40 +46,9 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         "included, may take as long as the final training); estimated from a speed probe before the search, which stops "
         "itself before a trial would cross it; the time spent is printed after",
     )  # fmt: skip
-    search.add_argument(
-        "--trial-images",
-        type=_limited("trial_images"),
-        metavar="N",
-        default=20_000,
-        help="images seen by one trial (hyperband: by its longest)",
-    )
-    search.add_argument(
-        "--trial-image-size", type=int, choices=IMAGE_SIZES, metavar="PIXELS",
-        help="train and score the trials (and the default's row) at this divisor of the data's image size, on images "
-        "downscaled by area averaging (e.g. 32 for 64x64 data: a quarter of the pixels); the final training uses the data's size",
-    )  # fmt: skip
-    search.add_argument(
-        "--score-last", type=_limited("score_last"), metavar="K", default=2,
-        help="a trial's score is the mean swd_avg of its last K evaluations, evenly spaced over its second half (2: at 3/4 and at the end)",
-    )  # fmt: skip
-    search.add_argument(
-        "--executions-per-trial", type=_limited("executions_per_trial"), default=1, metavar="N",
-        help="trainings per tuned trial (seeds --seed, --seed+1, ...), swd_avg averaged; --seed also seeds the oracle",
-    )  # fmt: skip
-    search.add_argument(
-        "--hyperband-max-epochs",
-        type=_limited("hyperband_max_epochs"),
-        metavar="N",
-        default=9,
-        help="hyperband: its longest trial in epochs of trial-images / this images",
-    )
-    search.add_argument(
-        "--hyperband-factor",
-        type=_limited("hyperband_factor"),
-        metavar="N",
-        default=3,
-        help="hyperband: reduction factor between rounds and brackets",
-    )
+    for name in ("trial_images", "trial_image_size", "score_last", "executions_per_trial", "hyperband_max_epochs",
+                 "hyperband_factor"):  # fmt: skip
+        add_setting(search, SearchSettings, name)
     search.add_argument(
         "--search", action="append", default=[], metavar="NAME=SPEC",
         help="override one search dimension, NAME being a model or training flag in snake_case: choices "
@@ -105,32 +70,18 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _limited(name: str):
-    """The argparse type of a whole-number search setting: the limits `SearchSettings` checks."""
-    return bounded_int(*SEARCH_LIMITS[name])
-
-
 def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator) -> TrainConfig | None:
     """Run (or resume) the search; the chosen configuration to train next, or None when this
     process is done (--tune-only, or a worker of a distributed search)."""
     from components.distribute import cluster_spec_from_env
     from components.search_report import format_table
-    from components.search_space import SearchSettings, load_space_file, make_space, parse_space_override, search_role
+    from components.search_space import load_space_file, make_space, parse_space_override, search_role
     from components.tuner import check_trial_image_size, run_search
 
     if cluster_spec_from_env() is not None:
         raise PipelineError("--tune does not run under TF_CONFIG; distribute a search with the KERASTUNER_* variables.")
-    settings = SearchSettings(
-        tuner=args.tuner,
-        max_trials=args.max_trials or (SEARCH_LIMITS["max_trials"][1] if args.tune_budget else DEFAULT_MAX_TRIALS),
-        trial_images=args.trial_images,
-        executions_per_trial=args.executions_per_trial,
-        seed=args.seed,
-        hyperband_max_epochs=args.hyperband_max_epochs,
-        hyperband_factor=args.hyperband_factor,
-        score_last=args.score_last,
-        trial_image_size=args.trial_image_size,
-    )
+    max_trials = args.max_trials or (SEARCH_LIMITS["max_trials"][1] if args.tune_budget else DEFAULT_MAX_TRIALS)
+    settings = options_from_args(SearchSettings, args, max_trials=max_trials, seed=args.seed)
     file_space = load_space_file(args.search_file) if args.search_file else None
     space = make_space(base, file_space, [parse_space_override(entry) for entry in args.search])
     role = search_role()

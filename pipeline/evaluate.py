@@ -11,21 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from components.errors import PipelineError
-from components.evaluator import DEFAULT_TRAIN_LIMIT
-from components.saved_generator import MAX_BATCH_SIZE
-from components.train_options import TrainOptions
+from components.evaluate_options import EvaluateOptions
 from pipeline._cli import (  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
     add_setting,
-    bounded_int,
     make_parser,
+    options_from_args,
     resolve_data,
     run_main,
-    seed,
     split_beam_args,
 )
 from pipeline._config import parse_command_line, settings_record
-
-MAX_TRAIN_LIMIT = 100_000  # training images held in memory to search for copies: 4.9 GB at 128x128
 
 DESCRIPTION = """\
 Score a generator SavedModel against the real images of an ingested data folder and write
@@ -50,19 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a SavedModel version folder, its parent (newest version is used) or a run folder")
     parser.add_argument("--data", required=True, metavar="DIR",
                         help="an ingested data folder (tfrecords/<name>), or its URI on a Beam file system (options after --)")
-    parser.add_argument("--split", default="eval", choices=("eval", "train"),
-                        help="the real images to compare with; use the held-out eval split")
-    add_setting(parser, TrainOptions, "eval_num")
-    parser.add_argument("--seed", type=seed, default=0, help="fixes the latents, the real halves and all sampling")
-    parser.add_argument("--generate-batch", type=bounded_int(1, MAX_BATCH_SIZE), default=256, metavar="N",
-                        help="images per generator call (memory, not results: the images are the same whatever it is)")
-    parser.add_argument("--train-limit", type=bounded_int(0, MAX_TRAIN_LIMIT), default=DEFAULT_TRAIN_LIMIT,
-                        help="training images searched for copies (the first ones of the train split); 0 skips memorisation")
+    for name in ("split", "eval_num", "seed", "generate_batch", "train_limit"):
+        add_setting(parser, EvaluateOptions, name)
     parser.add_argument("--inception-weights", type=Path, default=None, metavar="FILE",
                         help="local Keras InceptionV3 weights file (.h5 / .weights.h5) to add FID and KID")
-    parser.add_argument("--skip-if-done", action="store_true",
-                        help="do nothing when the output already holds an evaluation of this model on the same "
-                             "data, split, --eval-num and --seed (pipeline.run uses it)")
+    add_setting(parser, EvaluateOptions, "skip_if_done")
     parser.add_argument("--output", type=Path, default=None, metavar="FILE",
                         help="where to write the JSON (default: eval.json inside the model's version folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages: only errors and the path written")
@@ -72,10 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None, tables=None) -> argparse.Namespace:
     """The command line (over `--config` and `tables`, see `pipeline._config.parse_command_line`), with
     every value checked before TensorFlow loads; `--data` made local, the settings as given in
-    `args.settings`."""
+    `args.settings`, the evaluation's in `args.options`."""
     ours, fs_flags = split_beam_args(sys.argv[1:] if argv is None else argv)
     args = parse_command_line(build_parser(), ours, tables=tables)
     args.settings = settings_record(args)
+    args.options = options_from_args(EvaluateOptions, args)
     if args.inception_weights is not None and not args.inception_weights.is_file():
         raise PipelineError(f"--inception-weights {args.inception_weights} does not exist (it is never downloaded).")
     args.data = resolve_data(args.data, fs_flags, quiet=args.quiet)
@@ -131,7 +119,7 @@ def skipped_notes(args: argparse.Namespace, searching_train: bool) -> list[str]:
     if args.inception_weights is None:
         notes.append("FID/KID skipped: no --inception-weights given (they are never downloaded).")
     if not searching_train:
-        why = "--train-limit 0." if args.train_limit == 0 else "--split train leaves no held-out images."
+        why = "--train-limit 0." if args.options.train_limit == 0 else "--split train leaves no held-out images."
         notes.append(f"memorisation skipped: {why}")
     return notes
 
@@ -159,6 +147,7 @@ def main(argv: Sequence[str] | None = None, tables=None) -> int:
     )
     from components.metrics.inception import load_inception
 
+    options = args.options
     say = _silent if args.quiet else print
     started = time.perf_counter()
     with locks.reading(args.data, "--data"):  # no ingest replaces the data while it is read and its cache written
@@ -168,33 +157,33 @@ def main(argv: Sequence[str] | None = None, tables=None) -> int:
         guard.output_file("--output", out, ours=replaceable_evaluation, what="an evaluation written by this project",
                           inputs=guard.data_inputs("--data", args.data))  # fmt: skip
         request = {
-            **evaluation_request(args.data, args.split, args.eval_num, args.seed, train_limit=args.train_limit,
+            **evaluation_request(args.data, options.split, options.eval_num, options.seed, train_limit=options.train_limit,
                                  inception_weights=args.inception_weights),
             "model_fingerprint": generator.fingerprint(),
         }  # fmt: skip
-        done = read_evaluation(out) if args.skip_if_done else None
+        done = read_evaluation(out) if options.skip_if_done else None
         if done is not None and evaluation_is_current(done, request, out, generator.path):
             say(format_report(done["metrics"]))
             say(f"{out} is up to date; nothing to do.", file=sys.stderr)
             if args.quiet:
                 print(out)
             return 0
-        real, train = load_evaluation_images(args.data, args.split, args.train_limit)
+        real, train = load_evaluation_images(args.data, options.split, options.train_limit)
         notes = skipped_notes(args, train is not None)
         for note in notes:
             say(f"note: {note}", file=sys.stderr)
         inception = load_inception(args.inception_weights) if args.inception_weights else None
 
-        say(f"scoring {len(real)} real '{args.split}' images (floor and baselines)...", file=sys.stderr)
-        cache = baseline_cache(args.data, args.split, args.eval_num, args.seed, args.train_limit, args.inception_weights)
-        evaluator = Evaluator(real, train, num=args.eval_num, seed=args.seed, inception=inception, cache=cache)
-        if evaluator.num < args.eval_num:
+        say(f"scoring {len(real)} real '{options.split}' images (floor and baselines)...", file=sys.stderr)
+        cache = baseline_cache(args.data, options.split, options.eval_num, options.seed, options.train_limit, args.inception_weights)
+        evaluator = Evaluator(real, train, num=options.eval_num, seed=options.seed, inception=inception, cache=cache)
+        if evaluator.num < options.eval_num:
             say(f"note: the split holds {len(real)} images: comparing {evaluator.num} generated with {evaluator.num} "
                   f"real (the other {evaluator.num} give the floor).", file=sys.stderr)
     with tqdm(total=evaluator.num, desc="generating", unit="img", file=sys.stderr, disable=args.quiet) as bar:
         # Image i of a seed has the latent `components.latents` gives it, as when sampling.
-        images = generate_images(lambda indices: generator.images(indices, args.seed), np.arange(evaluator.num),
-                                 args.generate_batch, progress=bar.update)
+        images = generate_images(lambda indices: generator.images(indices, options.seed), np.arange(evaluator.num),
+                                 options.generate_batch, progress=bar.update)
     say("scoring the generated images...", file=sys.stderr)
     metrics = evaluator.score(images)
 

@@ -7,7 +7,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline._cli import make_parser, run_main  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
+from pipeline._cli import (  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
+    add_setting,
+    make_parser,
+    options_from_args,
+    run_main,
+)
 from pipeline._config import parse_command_line
 
 DESCRIPTION = """\
@@ -26,14 +31,11 @@ example:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from components.exporter import ExportOptions
+
     parser = make_parser("python -m pipeline.export", DESCRIPTION, "--run DIR [options]", tables=("export",))
     parser.add_argument("--run", required=True, type=Path, help="the training run folder (artifacts/<run>)")
-    parser.add_argument(
-        "--checkpoint",
-        choices=("latest", "best"),
-        default="latest",
-        help="which checkpoint's EMA generator: the last one saved, or the best by the evaluator's swd_avg",
-    )
+    add_setting(parser, ExportOptions, "checkpoint")
     parser.add_argument("--quiet", action="store_true", help="print only errors and the path of the new version")
     return parser
 
@@ -43,18 +45,19 @@ def main(argv: Sequence[str] | None = None, tables=None) -> int:
 
     from components.artifacts import read_json
     from components.errors import PipelineError
-    from components.exporter import MODEL_CARD, export_run
+    from components.exporter import MODEL_CARD, ExportOptions, export_run
 
+    options = options_from_args(ExportOptions, args)
     if not args.run.is_dir():
         raise PipelineError(f"--run {args.run} is not a folder; pass a training run folder (artifacts/<run>).")
-    version, _ = export_run(args.run, args.checkpoint)
+    version, _ = export_run(args.run, options)
     card = read_json(version / MODEL_CARD)
     metrics = card.get("metrics") or {}
     if args.quiet:
         print(version)
         return 0
     print(
-        f"exported {args.checkpoint} checkpoint (step {card.get('step')}, {card.get('images_seen')} images seen) "
+        f"exported {options.checkpoint} checkpoint (step {card.get('step')}, {card.get('images_seen')} images seen) "
         f"to {version}"
     )
     print(f"  signatures: {', '.join(card['signatures'])}; swd_avg: {metrics.get('swd_avg', 'not evaluated')}")

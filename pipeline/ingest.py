@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, TextIO
 from tqdm import tqdm
 
 from components.errors import PipelineError
-from components.images import BYTES_PER_PIXEL, MAX_PIXELS, METADATA_BYTES, PILLOW_MAX_PIXELS, RESIZE_MODES
+from components.ingest_options import IngestOptions
 from pipeline._cli import (  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
+    add_setting,
     bounded_int,
     data_name,
     file_descriptor_2_to,
-    finite_float,
     make_parser,
+    options_from_args,
     run_main,
     seed,
     split_beam_args,
@@ -87,26 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--synthetic); must not contain --input nor lie inside it"
         ),
     )
-    parser.add_argument("--image-size", type=int, default=64, help="side in pixels of the square training images")
-    parser.add_argument(
-        "--resize",
-        choices=RESIZE_MODES,
-        default="center-crop",
-        help="how non-square images become square: crop the centre, pad with white, or stretch",
-    )
-    parser.add_argument(
-        "--min-size", type=int, help=no_default("reject images whose shorter side is below this (default: half of --image-size)")
-    )
-    parser.add_argument("--eval-fraction", type=finite_float, default=0.1, help="share of images held out in the eval split")
-    parser.add_argument(
-        "--shards", type=int, help=no_default("shards per split (default: as many as make shards of about 32 MB)")
-    )
-    parser.add_argument(
-        "--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
-        help=f"reject images of more pixels (decompression bombs; the default is 8192x8192), and files of more than "
-        f"{BYTES_PER_PIXEL} bytes a pixel plus {METADATA_BYTES // 2**20} MB (read no further); at most {PILLOW_MAX_PIXELS:,}, "
-        "Pillow's own limit",
-    )  # fmt: skip
+    for name in ("image_size", "resize", "min_size", "eval_fraction", "shards", "max_pixels"):
+        add_setting(parser, IngestOptions, name)
+    # The negation of the setting `dedupe`: writing one copy is the rule, keeping them all the switch.
     parser.add_argument("--no-dedupe", action="store_true", help="keep exact duplicate images instead of writing one copy")
     parser.add_argument("--overwrite", action="store_true", help="rebuild the output even if it is up to date")
     parser.add_argument("--quiet", action="store_true", help="no progress bar; only errors and the summary")
@@ -133,22 +117,13 @@ def recorded_settings(path: Path, document: object) -> dict[str, dict] | None:
 def main(argv: Sequence[str] | None = None, tables=None) -> int:
     ours, beam_args = split_beam_args(sys.argv[1:] if argv is None else argv)
     args = parse_command_line(build_parser(), ours, tables=tables, records=recorded_settings)
+    args.dedupe = not args.no_dedupe
+    options = options_from_args(IngestOptions, args)  # checked before Beam starts
     with beam_chatter_to_log() as terminal, ProgressBar(terminal, disabled=args.quiet) as progress:
         # Imported here: importing Beam already logs warnings that belong in the log, not on screen.
-        from components.example_gen import IngestOptions
         from components.ingester import ingest
         from components.sources import FolderSource, SyntheticSource
 
-        options = IngestOptions(
-            image_size=args.image_size,
-            resize=args.resize,
-            min_size=args.min_size,
-            eval_fraction=args.eval_fraction,
-            dedupe=not args.no_dedupe,
-            shards=args.shards,
-            max_pixels=args.max_pixels,
-        )
-        options.validate()
         if args.synthetic:
             source, described = SyntheticSource(args.synthetic, args.seed, args.image_size), f"{args.synthetic} synthetic faces"
             output = args.output or str(Path("tfrecords", "synthetic"))

@@ -11,6 +11,7 @@ from typing import Any
 
 from components import locks
 from components.config import MAX_IMAGES, SEARCH_LIMITS
+from components.ingest_options import IngestOptions
 from components.model import IMAGE_SIZES
 from components.sampler import MAX_NUM
 from components.train_options import DEFAULT_IMAGES, TrainOptions
@@ -45,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="TFRecords folder, a path or a URI (default: tfrecords/<input name>, or tfrecords/demo)")
     parser.add_argument("--run", type=Path, help="run folder (default: artifacts/<data folder name>)")
     parser.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=64, help="training image size")
-    parser.add_argument("--eval-fraction", type=_cli.finite_float, default=0.1, help="share of images held out in the eval split")
-    _cli.add_setting(parser, TrainOptions, "images")
+    _cli.add_setting(parser, IngestOptions, "eval_fraction")
+    budget = parser.add_mutually_exclusive_group()  # the training's budget, as pipeline.train takes it
+    for name in ("images", "epochs"):
+        _cli.add_setting(budget, TrainOptions, name)
     parser.add_argument("--eval-every", type=_cli.bounded_int(1, MAX_IMAGES), default=None, metavar="IMAGES",
                         help="evaluate (SWD) and keep the best checkpoint every this many images (default: budget / 5)")
     _cli.add_setting(parser, TrainOptions, "eval_num")  # the training's evaluations and the evaluate stage's
@@ -97,6 +100,7 @@ FLAG_SETTINGS = {
     "image_size": [("ingest", "image_size")],
     "eval_fraction": [("ingest", "eval_fraction")],
     "images": [("train", "images")],
+    "epochs": [("train", "epochs")],
     "eval_every": [("train", "eval_every")],
     "eval_num": [("train", "eval_num"), ("evaluate", "eval_num")],
     "tune": [("train", "tune")],
@@ -123,8 +127,9 @@ def compose(given: dict[str, Any], tables: dict[str, dict[str, Any]], demo: bool
     for name, value in given.items():
         for table, key in FLAG_SETTINGS.get(name, []):
             tables[table][key] = value
-    if "images" in given:
-        train.pop("epochs", None)
+    for budget, other in (("images", "epochs"), ("epochs", "images")):  # a budget given here replaces the file's
+        if budget in given:
+            train.pop(other, None)
     if demo:
         ingest["seed"] = train.get("seed", 0)  # which built-in faces: the pipeline's seed
     data = given.get("data") or ingest.get("output") or train.get("data")

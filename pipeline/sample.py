@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from components.sampler import FORMATS, MAX_BATCH_SIZE, MAX_GRID_COUNT, MAX_NUM, MAX_TRUNCATION
+from components.sampler import SampleOptions
 from pipeline._cli import (  # sets TensorFlow's log level before it loads (tests/test_code_layout.py)
-    bounded_float,
-    bounded_int,
+    add_setting,
     make_parser,
+    options_from_args,
     run_main,
-    seed,
 )
 from pipeline._config import parse_command_line
 
@@ -42,34 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a SavedModel version folder, the folder of versions above it (newest is used), or a run folder "
         "(its export/generator/, newest version)",
     )
-    parser.add_argument(
-        "--num", type=bounded_int(1, MAX_NUM), default=64,
-        help="number of images (indices 0..N-1); refused when the disk has not room for them",
-    )  # fmt: skip
     parser.add_argument("--output", type=Path, metavar="DIR", help="folder for the image files (created; resumable)")
-    parser.add_argument(
-        "--format",
-        choices=sorted(FORMATS),
-        default="png",
-        help="png: one file per image; npz: arrays 'images' uint8[n,H,W,3] and 'indices'; "
-        "tfrecord: Examples in the ingest schema",
-    )
-    parser.add_argument("--seed", type=seed, default=0, help="the seed: same seed, same images")
-    parser.add_argument(
-        "--generate-batch", type=bounded_int(1, MAX_BATCH_SIZE), default=256, metavar="N",
-        help="images per generator call (memory, not results: the images are the same whatever it is)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--truncation",
-        type=bounded_float(0, MAX_TRUNCATION, low_included=False),
-        default=None,
-        help="clip every latent value to [-T, T] (smaller: more typical, less varied faces); unset: no clipping",
-    )
     parser.add_argument("--grid", type=Path, help="also write a PNG contact sheet of the first --grid-count images")
-    parser.add_argument(
-        "--grid-count", type=bounded_int(1, MAX_GRID_COUNT), default=64, help="images on the --grid contact sheet"
-    )
-    parser.add_argument("--workers", type=bounded_int(1, 64), default=2, help="threads encoding and writing files")
+    for name in ("num", "format", "seed", "generate_batch", "truncation", "grid_count", "workers"):
+        add_setting(parser, SampleOptions, name)
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages: only errors and what was written")
     return parser
 
@@ -95,6 +71,8 @@ def main(argv: Sequence[str] | None = None, tables=None) -> int:
     if args.grid is not None and args.grid.suffix.lower() != ".png":
         parser.error(f"--grid must name a .png file, got {args.grid}")
 
+    options = options_from_args(SampleOptions, args)
+
     from components.artifacts import resolve_saved_model
     from components.sampler import SavedModelGenerator, check_outputs, sample_to_folder, save_first_grid
 
@@ -103,25 +81,16 @@ def main(argv: Sequence[str] | None = None, tables=None) -> int:
     say = _silent if args.quiet else print
     say(f"model: {generator.describe()}")
     if args.output is not None:
-        summary = sample_to_folder(
-            generator,
-            args.output,
-            args.num,
-            seed=args.seed,
-            batch_size=args.generate_batch,
-            output_format=args.format,
-            truncation=args.truncation,
-            workers=args.workers,
-            progress=not args.quiet,
-        )
+        summary = sample_to_folder(generator, args.output, options, progress=not args.quiet)
         print(
-            f"{summary.out_dir}: {args.num} images in {summary.files} {args.format} file(s) "
+            f"{summary.out_dir}: {options.num} images in {summary.files} {options.format} file(s) "
             f"({summary.written} generated, {summary.skipped} already there)"
         )
     if args.grid is not None:
-        count = min(args.grid_count, args.num) if args.output is not None else args.grid_count
-        save_first_grid(generator, args.grid, count, args.seed, args.truncation, args.generate_batch)
-        print(f"{args.grid}: contact sheet of images 0..{count - 1}")
+        if args.output is not None:  # the sheet shows the first of the images written
+            options = dataclasses.replace(options, grid_count=min(options.grid_count, options.num))
+        save_first_grid(generator, args.grid, options)
+        print(f"{args.grid}: contact sheet of images 0..{options.grid_count - 1}")
     return 0
 
 

@@ -18,7 +18,6 @@ from components.config import LOSSES, MAX_BATCH_SIZE, MAX_IMAGES, MAX_STEPS, REC
 from components.errors import PipelineError
 from components.model import D_KERNELS, MAX_FILTERS, MAX_LATENT_DIM, UPSAMPLES, ModelConfig
 from components.runfolder import check_run_layout
-from components.settings import setting_fields
 from components.train_options import DEFAULT_IMAGES, TrainOptions
 from pipeline import _cli, _config
 from pipeline._search import add_search_arguments, config_from_best_file, search, search_cost_line
@@ -224,7 +223,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def options_from_args(args: argparse.Namespace) -> TrainOptions:
     """The run's options (budget, evaluations, precision, intervals) as the flags give them."""
-    return TrainOptions(**{field.name: getattr(args, field.name) for field in setting_fields(TrainOptions)})
+    return _cli.options_from_args(TrainOptions, args)
 
 
 def recorded_settings(path: Path, document: object) -> dict[str, dict] | None:
@@ -324,9 +323,9 @@ def train_run(args: argparse.Namespace, config: TrainConfig, options: TrainOptio
 def export(run_dir: Path, checkpoint: str, *, quiet: bool) -> Path:
     """Export `checkpoint` of the run, unless the newest export already holds that very checkpoint
     (a re-run of a finished command trains nothing and should not add an identical version)."""
-    from components.exporter import export_run
+    from components.exporter import ExportOptions, export_run
 
-    version, exported = export_run(run_dir, checkpoint, if_changed=True)
+    version, exported = export_run(run_dir, ExportOptions(checkpoint=checkpoint), if_changed=True)
     if not quiet:
         state = f"{checkpoint} checkpoint" if exported else f"already holds the {checkpoint} checkpoint"
         print(f"  export:       {version} ({state})")

@@ -303,7 +303,7 @@ def test_generator_calls_are_chunked_and_a_grid_too(models, tmp_path):
     calls = []
     serve = generator._serve
     generator._serve = lambda z: calls.append(int(z.shape[0])) or serve(z=z)
-    sampler.save_first_grid(generator, tmp_path / "grid.png", 20, seed=0, batch_size=8)
+    sampler.save_first_grid(generator, tmp_path / "grid.png", sampler.SampleOptions(grid_count=20, generate_batch=8))
     assert calls == [8, 8, 4] and (tmp_path / "grid.png").is_file()
 
 

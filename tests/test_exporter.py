@@ -168,10 +168,10 @@ def test_export_cli_writes_the_runs_best_ema_generator_with_its_card(trained_run
 
 
 def test_export_run_if_changed_reuses_the_version_of_the_same_checkpoint(trained_run):
-    latest, exported = exporter.export_run(trained_run, "latest")
+    latest, exported = exporter.export_run(trained_run, exporter.ExportOptions("latest"))
     assert exported
-    assert exporter.export_run(trained_run, "latest", if_changed=True) == (latest, False)
-    newer, exported = exporter.export_run(trained_run, "best", if_changed=True)  # another checkpoint: a new version
+    assert exporter.export_run(trained_run, exporter.ExportOptions("latest"), if_changed=True) == (latest, False)
+    newer, exported = exporter.export_run(trained_run, exporter.ExportOptions("best"), if_changed=True)  # another checkpoint
     assert exported and int(newer.name) == int(latest.name) + 1
 
 

@@ -243,7 +243,7 @@ def test_zero_images_written_is_an_error_and_leaves_no_output(tmp_path):
         (["--input", "{tmp}/missing"], "missing does not exist"),
         (["--input", "{tmp}/empty"], "holds no files"),
         (["--synthetic", "5", "--eval-fraction", "1.5"], "--eval-fraction must be in"),
-        (["--synthetic", "5", "--image-size", "2"], "--image-size must be between"),
+        (["--synthetic", "5", "--image-size", "2"], "--image-size: must be at least 4"),
         (["--synthetic", "5", "--output", "{tmp}/empty"], "is not an ingest output"),
         (["--input", "{tmp}", "--synthetic", "5"], "not allowed with argument"),
         (["--synthetic", "0"], "must be at least 1"),

@@ -76,7 +76,7 @@ def test_a_rerun_writes_only_missing_files_and_follows_num(model_dir, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
     original = (out / "000003.png").read_bytes()
     (out / "000003.png").unlink()
-    summary = sampler.sample_to_folder(sampler.SavedModelGenerator(model_dir), out, 8, progress=False)
+    summary = sampler.sample_to_folder(sampler.SavedModelGenerator(model_dir), out, sampler.SampleOptions(num=8), progress=False)
     assert (summary.written, summary.skipped, summary.files) == (3, 5, 8)
     assert (out / "000003.png").read_bytes() == original
     assert all(out.joinpath(name).stat().st_mtime_ns == mtime for name, mtime in before.items() if name != "000003.png")
@@ -171,8 +171,8 @@ def test_bad_numbers_are_refused(model_dir, loaded, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         run(model_dir, tmp_path / "out", "--num", 0)
     assert exit_info.value.code == 2
-    with pytest.raises(PipelineError, match="--num must be at least 1"):
-        sampler.sample_to_folder(loaded, tmp_path / "out", 0)
+    with pytest.raises(PipelineError, match="^num must be a whole number from 1 to"):  # the setting, not a flag
+        sampler.sample_to_folder(loaded, tmp_path / "out", sampler.SampleOptions(num=0))
     assert not (tmp_path / "out").exists()
 
 

@@ -220,7 +220,7 @@ def test_score_points_lie_in_the_second_half_and_the_budget_counts_the_default()
     assert SearchSettings(score_last=1).score_points(64) == [64]
     assert SearchSettings(score_last=4).score_points(800) == [500, 600, 700, 800]
     assert SearchSettings(max_trials=10).tuned_trials == 8
-    with pytest.raises(PipelineError, match="max-trials must be at least 3"):
+    with pytest.raises(PipelineError, match="^max_trials must be at least 3"):
         SearchSettings(max_trials=2)
 
 
