@@ -195,7 +195,8 @@ def options_from_args(config_class: type, args: argparse.Namespace, **others: An
     together) is refused here."""
     from components.settings import setting_fields
 
-    return config_class(**{field.name: getattr(args, field.name) for field in setting_fields(config_class)}, **others)
+    flags = {field.name: getattr(args, field.name) for field in setting_fields(config_class) if field.name not in others}
+    return config_class(**flags, **others)
 
 
 @contextlib.contextmanager

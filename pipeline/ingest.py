@@ -114,11 +114,15 @@ def recorded_settings(path: Path, document: object) -> dict[str, dict] | None:
     return {"ingest": settings}
 
 
+def ingest_options(args: argparse.Namespace) -> IngestOptions:
+    """The ingest's options as its flags give them: --no-dedupe is the setting `dedupe` switched off."""
+    return options_from_args(IngestOptions, args, dedupe=not args.no_dedupe)
+
+
 def main(argv: Sequence[str] | None = None, tables=None) -> int:
     ours, beam_args = split_beam_args(sys.argv[1:] if argv is None else argv)
     args = parse_command_line(build_parser(), ours, tables=tables, records=recorded_settings)
-    args.dedupe = not args.no_dedupe
-    options = options_from_args(IngestOptions, args)  # checked before Beam starts
+    options = ingest_options(args)  # checked before Beam starts
     with beam_chatter_to_log() as terminal, ProgressBar(terminal, disabled=args.quiet) as progress:
         # Imported here: importing Beam already logs warnings that belong in the log, not on screen.
         from components.ingester import ingest

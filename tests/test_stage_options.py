@@ -17,7 +17,7 @@ from components.sampler import SampleOptions
 from components.search_settings import SearchSettings
 from components.settings import setting_fields, settings_dict
 from components.train_options import TrainOptions
-from pipeline import _cli, _config, run
+from pipeline import _cli, _config, ingest, run
 from tests.helpers import cli, no_traceback
 
 # Each command's flags that are not settings of its options: paths, the source, what it prints.
@@ -122,9 +122,7 @@ def test_a_stage_s_toml_table_round_trips_through_its_options(command, tmp_path)
     config.write_text(f"[{command}]\n" + "\n".join(lines).replace("'", '"') + "\n")
     parser = importlib.import_module(f"pipeline.{command}").build_parser()
     args = _config.parse_command_line(parser, [*REQUIRED[command], "--config", str(config)])
-    if command == "ingest":
-        args.dedupe = not args.no_dedupe
-    options = _cli.options_from_args(OPTIONS[command], args)
+    options = ingest.ingest_options(args) if command == "ingest" else _cli.options_from_args(OPTIONS[command], args)
     expected = {("dedupe" if key == "no_dedupe" else key): (not value if key == "no_dedupe" else value) for key, value in table.items()}
     assert settings_dict(options) == expected
     assert options == OPTIONS[command](**expected)
@@ -135,11 +133,10 @@ def stage_options(stage: run.Stage) -> dict[str, object]:
     module = importlib.import_module(stage.main.__module__)
     args = _config.parse_command_line(module.build_parser(), [], tables=stage.tables)
     command = stage.main.__module__.rsplit(".", 1)[1]
-    if command == "ingest":
-        args.dedupe = not args.no_dedupe
     if command == "train":
         return {"train": _cli.options_from_args(TrainOptions, args), "data": args.data, "run": args.run}
-    return {command: _cli.options_from_args(OPTIONS[command], args), **vars(args)}
+    options = ingest.ingest_options(args) if command == "ingest" else _cli.options_from_args(OPTIONS[command], args)
+    return {command: options, **vars(args)}
 
 
 def test_pipeline_run_hands_each_stage_its_typed_options_and_dash_paths_stay_paths(tmp_path, monkeypatch):
