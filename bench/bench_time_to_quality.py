@@ -80,7 +80,8 @@ def train_and_score(args: argparse.Namespace, recipe: str, images: int, seed: in
             "copy_fraction": figures.get("memorisation_copy_fraction"),
         }
 
-    return ledgered(args.work, run, {**config.to_dict(), "images": images}, measure)
+    entry = ledgered(args.work, run, {**config.to_dict(), "images": images}, measure)
+    return {name: value for name, value in entry.items() if isinstance(value, (int, float))}  # the figures, not the config
 
 
 def grid_of(args: argparse.Namespace, recipe: str, images: int, seed: int) -> np.ndarray:
