@@ -76,7 +76,7 @@ def train_and_score(args: argparse.Namespace, recipe: str, images: int, seed: in
         return {
             "train_seconds": t["seconds"],
             "images": result.images_seen,
-            **{name: figures[name] for name in ("swd_avg", "swd_64", "swd_32", "swd_16", "swd_avg_floor", "msssim", "msssim_real")},
+            **{name: value for name, value in figures.items() if name.startswith(("swd", "msssim"))},  # every level
             "copy_fraction": figures.get("memorisation_copy_fraction"),
         }
 
