@@ -175,7 +175,9 @@ class ExportOptions:
         check_settings(self)
 
 
-def export_run(run_dir: str | os.PathLike, options: ExportOptions = ExportOptions(), *, if_changed: bool = False) -> tuple[Path, bool]:
+def export_run(
+    run_dir: str | os.PathLike, options: ExportOptions = ExportOptions(), *, if_changed: bool = False
+) -> tuple[Path, bool]:
     """Export the EMA generator of a run's checkpoint `options.checkpoint` to `<run>/export/generator/`.
 
     Returns the version folder and whether it is new. With `if_changed` (re-running a finished

@@ -8,8 +8,8 @@ file (`load_space_file`) or `NAME=SPEC` strings from the command line (`parse_sp
 override it name by name (`make_space`), and every choice and both ends of every range are
 checked to make a valid `TrainConfig` before a trial starts.
 
-`make_oracle` builds KerasTuner's oracle from the `SearchSettings` (components.search_settings); `search_role` reads KerasTuner's chief/worker
-environment.
+`make_oracle` builds KerasTuner's oracle from the `SearchSettings` (components.search_settings);
+`search_role` reads KerasTuner's chief/worker environment.
 """
 
 from __future__ import annotations

@@ -185,7 +185,9 @@ def add_setting(group, config_class: type, name: str) -> argparse.Action:
         if spec["kind"] is int:
             options["type"] = bounded_int(spec["low"], spec["high"]) if bounded else int
         elif spec["kind"] is float:
-            options["type"] = bounded_float(spec["low"], spec["high"], low_included=spec["low_included"]) if bounded else finite_float
+            options["type"] = (
+                bounded_float(spec["low"], spec["high"], low_included=spec["low_included"]) if bounded else finite_float
+            )
     return group.add_argument(flag_name(name), **options)
 
 

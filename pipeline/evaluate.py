@@ -175,7 +175,9 @@ def main(argv: Sequence[str] | None = None, tables=None) -> int:
         inception = load_inception(args.inception_weights) if args.inception_weights else None
 
         say(f"scoring {len(real)} real '{options.split}' images (floor and baselines)...", file=sys.stderr)
-        cache = baseline_cache(args.data, options.split, options.eval_num, options.seed, options.train_limit, args.inception_weights)
+        cache = baseline_cache(
+            args.data, options.split, options.eval_num, options.seed, options.train_limit, args.inception_weights
+        )
         evaluator = Evaluator(real, train, num=options.eval_num, seed=options.seed, inception=inception, cache=cache)
         if evaluator.num < options.eval_num:
             say(f"note: the split holds {len(real)} images: comparing {evaluator.num} generated with {evaluator.num} "
