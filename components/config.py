@@ -93,9 +93,11 @@ class TrainConfig:
     g_lr: float = 4e-4  # twice v2's: learns faster per image with the narrower D (ModelConfig.d_filters)
     d_lr: float = 8e-4
     beta_1: float = 0.0  # Adam's momentum off (as SAGAN and BigGAN train): 27 vs 40 at 16,000 images (README)
-    # Adam's second-moment decay: the horizon over which it learns the gradients' scale (0.999:
-    # Keras' default; 0.99 adapts ten times faster, as StyleGAN2 trains).
-    beta_2: float = 0.999
+    # Adam's second-moment decay: the horizon over which it learns the gradients' scale. 0.99 (as
+    # StyleGAN2 trains; Keras' default is 0.999) adapts ten times faster, so a sudden large
+    # gradient is not divided by a scale learnt from small ones: with the default's learning rates
+    # a run with 0.999 blew up after 52,000 images (README, Results).
+    beta_2: float = 0.99
     # Learning rates stay at g_lr / d_lr for this fraction of the run's steps, then fall linearly to
     # zero at its last step (1.0: constant). Without it, long runs of the default oscillate (README).
     lr_hold: float = 0.5
