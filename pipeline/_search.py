@@ -56,8 +56,8 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         "(beta_1=0.5); repeatable, applied after --search-file. The default space is centred on the configuration the "
         "other flags give: filters halved and doubled, learning rates from half to twice theirs, batch size halved and "
         "doubled, spectral norm on and off, R1 off or x10, beta_1 0 or 0.5, DiffAugment (color,translation,cutout) on "
-        "and off; for the default recipe: g_filters=16,32,64 d_filters=32,64,128 g_lr=1e-4..4e-4:log "
-        "d_lr=2e-4..8e-4:log batch_size=8,16,32 d_spectral_norm=false,true r1_gamma=0,0.1,1 beta_1=0,0.5; "
+        "and off; for the default recipe: g_filters=16,32,64 d_filters=16,32,64 g_lr=2e-4..8e-4:log "
+        "d_lr=4e-4..1.6e-3:log batch_size=8,16,32 d_spectral_norm=false,true r1_gamma=0,0.1,1 beta_1=0,0.5; "
         "other fields keep the flags' values",
     )  # fmt: skip
     search.add_argument(
