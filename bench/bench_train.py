@@ -19,6 +19,8 @@ images (the input pipeline has its own benchmark), through `keras.Model.train_on
   spectral norm) against the default before issue 15 at its own (32, spectral norm): what a user
   of `pipeline.train` gets in images/s from the change (smaller batches cost per image, the
   missing spectral norm saves a little).
+- v2_as_trained: the default before today's (`--recipe v2`: D of 64 filters) at its batch (16),
+  which bench_time_to_quality times beside default_as_trained;
 - default_remapper_on: default_as_trained with Grappler's remapper left on, which gives up on
   steps with R1's second-order gradient (`components.precision.step_graph_options`, which the
   trainer and every other side use, switches it off there): the two sides show what that costs.
@@ -51,6 +53,7 @@ SIDES = {
     "default_as_trained": ("default", "dcgan", "auto", 1, {"batch_size": 16}),
     "previous_default_as_trained": ("v1", "dcgan", "auto", 1, {"batch_size": 32}),
     "default_remapper_on": ("default", "dcgan", "auto", 1, {"batch_size": 16}),
+    "v2_as_trained": ("v2", "dcgan", "auto", 1, {"batch_size": 16}),
 }
 REMAPPER_ON = {"default_remapper_on"}  # sides timed without step_graph_options
 
@@ -121,7 +124,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per side and round (default 20, quick 3)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, allocator warm-up)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of all sides to run, best kept (default 2, quick 1)")
-    parser.add_argument("--only", default="", help="comma-separated sides to time (default: all); ratios need both of their sides")
+    parser.add_argument("--only", default="", help="comma-separated sides to time (default all); a ratio needs both its sides")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.steps = args.steps or (3 if args.quick else 20)
@@ -166,7 +169,8 @@ RATIOS = {
 
 
 def ratios(best: dict[str, dict]) -> dict[str, float]:
-    return {name: best[side][figure] / best[base][figure] for name, (side, base, figure) in RATIOS.items() if side in best and base in best}
+    ran = RATIOS.items()
+    return {name: best[side][figure] / best[base][figure] for name, (side, base, figure) in ran if side in best and base in best}
 
 
 if __name__ == "__main__":
