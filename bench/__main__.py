@@ -139,6 +139,25 @@ def _tune(r: dict) -> list[Row]:
     ]
 
 
+def _time_to_quality(r: dict) -> list[Row]:
+    config, base = r["config"], r["baseline"]["mean"]
+    seeds = f"mean of {len(config['seeds'])} seed(s)"
+    rows = []
+    if r["reached_at_images"]:
+        reached = r["candidate"][str(r["reached_at_images"])]["mean"]
+        rows.append(Row("time to quality", f"images x seconds per image until the {config['baseline']} recipe's swd_avg at "
+                        f"{config['baseline_images']:,} images ({r['target_swd_avg']:.1f}, {seeds}) is reached: default at "
+                        f"{r['reached_at_images']:,} images ({reached['swd_avg']:.1f})", r["time_to_quality_ratio"], 1.0, "x",
+                        r["time_to_quality_ratio"], "<= 0.5x", r["time_to_quality_ratio"] <= r["goal_time_to_quality_ratio"]))
+    at = r["candidate"].get(str(config["baseline_images"]))
+    if at:
+        ratio = r["swd_avg_ratio_at_baseline_images"]
+        rows.append(Row("time to quality", f"swd_avg at {config['baseline_images']:,} images, default vs {config['baseline']} "
+                        f"({seeds}; floor {base['swd_avg_floor']:.1f})", at["mean"]["swd_avg"], base["swd_avg"], "x1e3",
+                        ratio, "<= 0.75x", ratio <= r["goal_swd_avg_ratio_at_baseline_images"]))
+    return rows
+
+
 @dataclass(frozen=True)
 class Benchmark:
     name: str
@@ -161,13 +180,15 @@ BENCHMARKS = [
     Benchmark("sample", "bench.bench_sample", lambda quick: ["--quick"] if quick else [], _sample),
     Benchmark("quality", "bench.bench_quality", lambda quick: ["--quick"] if quick else [], _quality),
     Benchmark("tune", "bench.bench_tune", lambda quick: ["--quick"] if quick else [], _tune),
+    Benchmark("time_to_quality", "bench.bench_time_to_quality", lambda quick: ["--quick"] if quick else [], _time_to_quality),
 ]
 
 
 def output_of(bench: Benchmark, quick: bool) -> Path:
     """Where a benchmark writes its JSON (some keep quick runs apart from full ones)."""
     quick_file = OUT_DIR / f"bench_{bench.name}_quick.json"
-    return quick_file if quick and bench.name in ("quality", "tune", "loop") else OUT_DIR / f"bench_{bench.name}.json"
+    keeps_quick_apart = ("quality", "tune", "loop", "time_to_quality")
+    return quick_file if quick and bench.name in keeps_quick_apart else OUT_DIR / f"bench_{bench.name}.json"
 
 
 def run_benchmark(bench: Benchmark, quick: bool) -> dict:
