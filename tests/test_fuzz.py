@@ -270,10 +270,12 @@ def write_search_folder(run: Path) -> Path:
     paths = RunPaths(run)
     prepare_search_folder(paths, SEARCH_RECORD, new_search=False)
     hyperparameters = keras_tuner.HyperParameters()
-    hyperparameters.Choice("g_lr", [1e-4, 2e-4])
+    hyperparameters.Choice("g_lr", [1e-4, TrainConfig().g_lr])
     (paths.tuner / "trial_0").mkdir()
     Trial(hyperparameters, trial_id="0", status="COMPLETED").save(str(paths.tuner / "trial_0" / "trial.json"))
-    best = {"chosen": "0", "reason": "lowest swd_avg", "hyperparameters": {"g_lr": 2e-4}, "config": TrainConfig().to_dict()}
+    # the default's learning rate: the file fits the run it sits in
+    best = {"chosen": "0", "reason": "lowest swd_avg", "hyperparameters": {"g_lr": TrainConfig().g_lr},
+            "config": TrainConfig().to_dict()}  # fmt: skip
     atomic_write_json(paths.best_hyperparameters, best)
     return run
 

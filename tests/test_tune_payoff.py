@@ -72,9 +72,9 @@ def test_the_default_trains_with_two_seeds_resumes_and_leads_the_table(kept_defa
     assert default["hyperparameters"] == {
         "g_filters": 4,
         "d_filters": 4,
-        "d_lr": 4e-4,
+        "d_lr": BASE.d_lr,
         "beta_1": BASE.beta_1,
-        "g_lr": 2e-4,
+        "g_lr": BASE.g_lr,
         "batch_size": 8,
         "d_spectral_norm": False,
         "r1_gamma": 0.1,
