@@ -1,4 +1,4 @@
-"""Benchmark: wall-clock time until a recipe's model reaches the quality a baseline reaches.
+"""Benchmark: training time until a recipe's model reaches the quality a baseline reaches.
 
 The baseline recipe (`--baseline`, default the previous default) trains for `--baseline-images`
 (16,000: two passes over the 8,030 training faces of anime-faces-mlds-10k) with every seed; the
@@ -6,7 +6,8 @@ mean of its final swd_avg is the target. The candidate recipe (`--candidate`, de
 default) trains from scratch at every budget of `--budgets` with every seed (each budget its own
 run: the learning-rate schedule spans the budget, so a longer run's midpoint is not a shorter
 run's end). The candidate's time to quality is the training time of the smallest budget whose
-mean swd_avg is at or below the target; the ratio divides it by the baseline's training time.
+mean swd_avg is at or below the target; the ratio divides it by the baseline's training time
+(both as below).
 
 Time is images seen times the seconds per image of each recipe's training step, the two steps
 timed side by side in alternating rounds (`bench/bench_train.py`'s sides for the two recipes at

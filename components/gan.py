@@ -233,14 +233,12 @@ class DCGAN(keras.Model):
         augmented = diff_augment(images, self.augment, seed=seed)
         if not self.ada_target:
             return augmented
-        chosen = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], tf.random.experimental.stateless_fold_in(seed, 99))
-        return tf.where(chosen < tf.cast(self.augment_p, chosen.dtype), augmented, images)
+        return _each_with_probability(self.augment_p, augmented, images, tf.random.experimental.stateless_fold_in(seed, 99))
 
     def _mirror(self, real_images):
         """Each real image flipped left-right with probability 1/2."""
         seed = tf.cast(self._replica_seed(self.augment_seeds), tf.int32)
-        flip = tf.random.stateless_uniform([tf.shape(real_images)[0], 1, 1, 1], seed) < 0.5
-        return tf.where(flip, tf.reverse(real_images, axis=[2]), real_images)
+        return _each_with_probability(0.5, tf.reverse(real_images, axis=[2]), real_images, seed)
 
     # -- shared by every training step ----------------------------------------------------------
 
@@ -296,3 +294,9 @@ class DCGAN(keras.Model):
             ema_weight.assign(weight + decay * (ema_weight - weight))
         for ema_weight, weight in zip(self.ema_generator.non_trainable_weights, self.generator.non_trainable_weights):
             ema_weight.assign(weight)
+
+
+def _each_with_probability(probability, changed, images, seed):
+    """Per image of the batch: `changed` with `probability`, else `images` (one stateless draw each)."""
+    draws = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed)
+    return tf.where(draws < tf.cast(probability, draws.dtype), changed, images)
