@@ -203,9 +203,15 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
 def _recipe_note(name: str) -> str:
     """' (default recipe: X; seed: Y; ...)': the default recipe's value of a TrainConfig or ModelConfig
     field, and every other recipe's where it differs (a flag left out takes its --recipe's value)."""
-    values = {recipe: _field_value(recipe_config(recipe), name) for recipe in RECIPES}
+    values = {recipe: _field_value(config, name) for recipe, config in _recipe_configs().items()}
     others = [f"{recipe}: {value!r}" for recipe, value in values.items() if recipe != "default" and value != values["default"]]
     return f" (default recipe: {'; '.join([repr(values['default']), *others])})"
+
+
+@functools.cache
+def _recipe_configs() -> dict[str, TrainConfig]:
+    """Every recipe's configuration, built once for all the flags' help notes."""
+    return {recipe: recipe_config(recipe) for recipe in RECIPES}
 
 
 def _field_value(config: TrainConfig, name: str):
