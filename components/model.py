@@ -194,9 +194,8 @@ def build_discriminator(config: ModelConfig, dtype_policy: str = "float32"):
     normalize = layers.SpectralNormalization if config.d_spectral_norm else (lambda layer, **_: layer)
     x = images
     for block in range(config.num_blocks):
-        conv = layers.Conv2D(
-            config.d_filters * 2**block, config.d_kernel, strides=2, padding="same", kernel_initializer=_conv_init(config), **policy
-        )
+        filters = config.d_filters * 2**block
+        conv = layers.Conv2D(filters, config.d_kernel, strides=2, padding="same", kernel_initializer=_conv_init(config), **policy)
         x = normalize(conv, **policy)(x)
         x = layers.LeakyReLU(negative_slope=LEAKY_SLOPE, **policy)(x)
         if config.d_dropout:

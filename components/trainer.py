@@ -71,16 +71,17 @@ def train(
 ) -> TrainResult:
     """Train (or resume training) until the budget of `options` is seen (`TrainOptions.budget`).
 
-    `options` None: `TrainOptions()`, the defaults. Steps = ceil(budget / batch_size): every step sees one full batch. The `*_every` intervals of
-    `options` count steps; `options.execution` steps run per call into the graph (see the module
-    docstring); `options.overwrite` starts the run folder over. `evaluate_fn(generator)
-    -> {name: value}`, when given, runs every `options.eval_every` images (0: only at the end) and
-    at the end, and once the images seen pass each count of `eval_at` (the tuner scores a
-    trial by its last few evaluations), on the EMA generator as `restore_generator` would return
-    it at that step; its metrics are logged, and the checkpoint with the lowest `swd_avg` is kept
-    in `checkpoints/best/`. `image_size` trains at a divisor of the data's size, on images
-    downscaled as they are read (`components.records.make_dataset`; None: the data's size): the
-    tuner's cheaper trials; `hparams.json` records it as the model's image size.
+    `options` None: `TrainOptions()`, the defaults. Steps = ceil(budget / batch_size): every step
+    sees one full batch. The `*_every` intervals of `options` count steps; `options.execution` steps
+    run per call into the graph (see the module docstring); `options.overwrite` starts the run
+    folder over. `evaluate_fn(generator) -> {name: value}`, when given, runs every
+    `options.eval_every` images (0: only at the end) and at the end, and once the images seen pass
+    each count of `eval_at` (the tuner scores a trial by its last few evaluations), on the EMA
+    generator as `restore_generator` would return it at that step; its metrics are logged, and the
+    checkpoint with the lowest `swd_avg` is kept in `checkpoints/best/`. `image_size` trains at a
+    divisor of the data's size, on images downscaled as they are read
+    (`components.records.make_dataset`; None: the data's size): the tuner's cheaper trials;
+    `hparams.json` records it as the model's image size.
     `strategy` defaults to `components.distribute.choose_strategy()` (TF_CONFIG, GPUs).
     """
     from components.distribute import checkpoint_write_dir, chief_first, choose_strategy, discard_worker_checkpoints, is_chief
@@ -120,7 +121,8 @@ def train(
         with strategy.scope():
             gan = build_gan(config, dtype_policy, sync_batchnorm=strategy.num_replicas_in_sync > 1)
             compile_gan(
-                gan, config, dtype_policy, jit_compile=resolve_jit(options.jit), steps_per_execution=intervals.execution, total_steps=total_steps
+                gan, config, dtype_policy, jit_compile=resolve_jit(options.jit), steps_per_execution=intervals.execution,
+                total_steps=total_steps,
             )
             state = CheckpointState(
                 gan, paths, intervals.keep_checkpoints, checkpoint_write_dir(strategy, paths.checkpoints), chief
@@ -241,7 +243,9 @@ def _training_dataset(data_dir: str | Path, config: TrainConfig, start: int = 0)
 
     from components.records import make_dataset
 
-    dataset = make_dataset(data_dir, "train", batch_size=config.batch_size, image_size=config.model.image_size, seed=config.seed, start=start)
+    dataset = make_dataset(
+        data_dir, "train", batch_size=config.batch_size, image_size=config.model.image_size, seed=config.seed, start=start
+    )
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)

@@ -42,8 +42,9 @@ class TrainingLoop:
     """
 
     def __init__(
-        self, *, gan, state: CheckpointState, paths: RunPaths, config: TrainConfig, chief: bool, total_steps: int, intervals: TrainOptions,
-        evaluate_fn: EvaluateFn | None, eval_every: int | None, eval_at: tuple[int, ...] = (), show_progress: bool,
+        self, *, gan, state: CheckpointState, paths: RunPaths, config: TrainConfig, chief: bool, total_steps: int,
+        intervals: TrainOptions, evaluate_fn: EvaluateFn | None, eval_every: int | None, eval_at: tuple[int, ...] = (),
+        show_progress: bool,
     ):  # fmt: skip
         import tensorflow as tf
         from tqdm.auto import tqdm

@@ -30,9 +30,16 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the KerasTuner search (components.tuner); the model/training flags are its base."""
     search = parser.add_argument_group("hyperparameter search (KerasTuner, objective swd_avg on the eval split)")
     mode = search.add_mutually_exclusive_group()
-    mode.add_argument("--tune", action="store_true", help="search, then train the chosen configuration (the best trial if it beats the default by more than the noise, else the default) for the budget above")
+    mode.add_argument(
+        "--tune", action="store_true",
+        help="search, then train the chosen configuration (the best trial if it beats the default by more than the noise, "
+        "else the default) for the budget above",
+    )
     mode.add_argument("--tune-only", action="store_true", help="search and write best_hyperparameters.json, train nothing more")
-    mode.add_argument("--hparams", type=Path, metavar="FILE", help="train with the tuned values of a best_hyperparameters.json (no search; none if it chose the default)")
+    mode.add_argument(
+        "--hparams", type=Path, metavar="FILE",
+        help="train with the tuned values of a best_hyperparameters.json (no search; none if it chose the default)",
+    )
     add_setting(search, SearchSettings, "tuner")
     search.add_argument(
         "--max-trials", type=bounded_int(*SEARCH_LIMITS["max_trials"]), metavar="N",
@@ -96,7 +103,10 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
             settings = dataclasses.replace(settings, budget_seconds=args.tune_budget * estimate.final_seconds)
         if fresh and not args.quiet:
             print(estimate.describe(settings, final=not args.tune_only))
-    load = evaluator if settings.trial_image_size is None else functools.cache(lambda: trial_evaluator(args, settings.trial_image_size))
+    if settings.trial_image_size is None:
+        load = evaluator
+    else:
+        load = functools.cache(lambda: trial_evaluator(args, settings.trial_image_size))
     result = run_search(
         base, space, args.data, run_dir, settings,
         evaluate_fn=_LoadedAtFirstUse(load) if role == "chief" else load(),

@@ -120,9 +120,13 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
         type=_cli.bounded_int(1, MAX_FILTERS),
         help="filters of the discriminator's first block; doubled per block" + _recipe_note("d_filters"),
     )
-    model.add_argument("--d-dropout", type=_cli.finite_float, help="dropout rate after each discriminator block (0: none)" + _recipe_note("d_dropout"))
     model.add_argument(
-        "--init-stddev", type=_cli.finite_float, help="std of the N(0, s) initialiser of the convolutions" + _recipe_note("init_stddev")
+        "--d-dropout", type=_cli.finite_float,
+        help="dropout rate after each discriminator block (0: none)" + _recipe_note("d_dropout"),
+    )
+    model.add_argument(
+        "--init-stddev", type=_cli.finite_float,
+        help="std of the N(0, s) initialiser of the convolutions" + _recipe_note("init_stddev"),
     )
     model.add_argument(
         "--g-upsample", choices=UPSAMPLES,
@@ -151,7 +155,10 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     )
     training.add_argument("--g-lr", type=_cli.finite_float, help="generator Adam learning rate" + _recipe_note("g_lr"))
     training.add_argument("--d-lr", type=_cli.finite_float, help="discriminator Adam learning rate" + _recipe_note("d_lr"))
-    training.add_argument("--beta-1", type=_cli.finite_float, help="Adam beta_1 (momentum) of both optimisers" + _recipe_note("beta_1"))
+    training.add_argument(
+        "--beta-1", type=_cli.finite_float,
+        help="Adam beta_1 (momentum) of both optimisers" + _recipe_note("beta_1"),
+    )
     training.add_argument(
         "--beta-2", type=_cli.finite_float,
         help="Adam beta_2 of both optimisers: how fast they learn the gradients' scale" + _recipe_note("beta_2"),
@@ -162,9 +169,18 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
         "last step (1: constant; a resume with a larger budget recomputes the schedule)" + _recipe_note("lr_hold"),
     )  # fmt: skip
     training.add_argument("--loss", choices=LOSSES, help="adversarial loss: bce (non-saturating) or hinge" + _recipe_note("loss"))
-    training.add_argument("--label-smoothing", type=_cli.finite_float, help="BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)" + _recipe_note("label_smoothing"))
-    training.add_argument("--ema-decay", type=_cli.finite_float, help="decay of the generator's weight EMA used for samples and export (0: no averaging)" + _recipe_note("ema_decay"))
-    training.add_argument("--ema-warmup", type=_cli.finite_float, help="EMA warm-up: decay = min(ema-decay, (1+n)/(warmup+n)) at G update n" + _recipe_note("ema_warmup"))
+    training.add_argument(
+        "--label-smoothing", type=_cli.finite_float,
+        help="BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)" + _recipe_note("label_smoothing"),
+    )
+    training.add_argument(
+        "--ema-decay", type=_cli.finite_float,
+        help="decay of the generator's weight EMA used for samples and export (0: no averaging)" + _recipe_note("ema_decay"),
+    )
+    training.add_argument(
+        "--ema-warmup", type=_cli.finite_float,
+        help="EMA warm-up: decay = min(ema-decay, (1+n)/(warmup+n)) at G update n" + _recipe_note("ema_warmup"),
+    )
     training.add_argument(
         "--augment", metavar="POLICY",
         help="DiffAugment of the discriminator's real and fake inputs: comma-separated subset of "
@@ -183,7 +199,10 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
         "--mirror", action=argparse.BooleanOptionalAction,
         help="flip each real image left-right with probability 1/2 (twice the distinct faces)" + _recipe_note("mirror"),
     )  # fmt: skip
-    training.add_argument("--r1-gamma", type=_cli.finite_float, help="weight of the R1 gradient penalty on real images (0: off)" + _recipe_note("r1_gamma"))
+    training.add_argument(
+        "--r1-gamma", type=_cli.finite_float,
+        help="weight of the R1 gradient penalty on real images (0: off)" + _recipe_note("r1_gamma"),
+    )
     training.add_argument(
         "--r1-every",
         type=_cli.bounded_int(1, MAX_STEPS),
@@ -260,7 +279,9 @@ def main(argv: Sequence[str] | None = None, tables=None) -> int:
     if args.hparams:  # read before any download or lock: a wrong file (a FIFO, a giant) is named at once
         config = config_from_best_file(config, args.hparams, quiet=args.quiet)
     if "://" in str(args.run or ""):
-        raise PipelineError(f"--run {args.run}: run folders are local paths (or a mounted file system); only --data may be a URI.")
+        raise PipelineError(
+            f"--run {args.run}: run folders are local paths (or a mounted file system); only --data may be a URI."
+        )
     run_dir = args.run or Path("artifacts") / _cli.data_name(args.data)
     args.data = _cli.resolve_data(args.data, fs_flags, quiet=args.quiet)
     guard.output_folder("--run", run_dir, inputs=guard.data_inputs("--data", args.data))
