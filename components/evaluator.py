@@ -164,7 +164,9 @@ def load_evaluation_images(
             f"split '{split}' of {data_dir} holds {len(real)} images; evaluation needs at least 4 "
             "(two halves of 2). Ingest with a larger --eval-fraction."
         )
-    train = load_images(data_dir, "train", limit=train_limit, image_size=image_size) if train_limit > 0 and split != "train" else None
+    if train_limit <= 0 or split == "train":
+        return real, None
+    train = load_images(data_dir, "train", limit=train_limit, image_size=image_size)
     return real, train
 
 

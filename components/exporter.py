@@ -147,7 +147,8 @@ def verify_export(generator, folder: Path, latent_dim: int, count: int) -> int:
     z = latents(CHECK_SEED, tf.range(count, dtype=tf.int64), latent_dim)
     expected = to_uint8_array(generator(z, training=False)).astype(np.int16)
     served = loaded.signatures[SERVING_SIGNATURE](z=z)["images"].numpy()
-    sampled = [loaded.signatures[SAMPLE_SIGNATURE](num=tf.constant(count), seed=tf.constant(CHECK_SEED, tf.int64))["images"].numpy() for _ in range(2)]
+    sample = loaded.signatures[SAMPLE_SIGNATURE]
+    sampled = [sample(num=tf.constant(count), seed=tf.constant(CHECK_SEED, tf.int64))["images"].numpy() for _ in range(2)]
     difference = max(int(np.abs(images.astype(np.int16) - expected).max()) for images in (served, *sampled))
     if difference > MAX_GREY_LEVEL_DIFFERENCE:
         raise PipelineError(

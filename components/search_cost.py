@@ -90,7 +90,9 @@ def estimate_cost(
     return CostEstimate(trainings, settings.trial_images, trial_images_per_sec, final_images, final_images_per_sec)
 
 
-def measure_speed(config: TrainConfig, image_size: int, *, precision: str = "auto", jit: bool | None = None, steps: int = 20, warmup: int = 3) -> float:
+def measure_speed(
+    config: TrainConfig, image_size: int, *, precision: str = "auto", jit: bool | None = None, steps: int = 20, warmup: int = 3
+) -> float:
     """Images per second of `config`'s training step at `image_size` on this machine, from the mean
     of timed steps on one in-memory batch after `warmup` untimed ones (tracing). The timed steps
     are `steps`, or two periods of lazy R1 when that is more: R1's slower steps belong to the

@@ -50,7 +50,9 @@ class SearchResult:
     wall_seconds: float | None = None  # of the call that returned it (a resumed search: this part)
 
 
-def write_search_results(oracle, paths: RunPaths, settings: SearchSettings, base: TrainConfig, space: Mapping[str, Any]) -> SearchResult:
+def write_search_results(
+    oracle, paths: RunPaths, settings: SearchSettings, base: TrainConfig, space: Mapping[str, Any]
+) -> SearchResult:
     """Write `tuner/trials.json`, the HParams dashboard and, if a row completed, `best_hyperparameters.json`."""
     rows = [default_row(paths, settings, base, list(space)), *trials_table(oracle, paths, settings)]
     table_path = paths.tuner / TRIALS_TABLE
@@ -154,7 +156,9 @@ def choose(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
     return default, f"no configuration beat the default by more than the noise ({scores})"
 
 
-def best_file(rows: Sequence[dict[str, Any]], base: TrainConfig, settings: SearchSettings, table_path: Path) -> dict[str, Any] | None:
+def best_file(
+    rows: Sequence[dict[str, Any]], base: TrainConfig, settings: SearchSettings, table_path: Path
+) -> dict[str, Any] | None:
     """best_hyperparameters.json: the chosen row's tuned values (none for the default) and full
     configuration, why it was chosen, the default's score and noise, the best trial; None when
     no row completed."""
@@ -186,7 +190,10 @@ def best_file(rows: Sequence[dict[str, Any]], base: TrainConfig, settings: Searc
 
 
 def _in_order(values: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:
-    return {name: values[name] for name in sorted(values, key=lambda name: (order.index(name) if name in order else len(order), name))}
+    def place(name: str) -> tuple[int, str]:
+        return (order.index(name) if name in order else len(order), name)
+
+    return {name: values[name] for name in sorted(values, key=place)}
 
 
 def _reason_from_message(message: str | None) -> str | None:
