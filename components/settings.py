@@ -26,15 +26,25 @@ def setting(
     low: float | None = None,
     high: float | None = None,
     low_included: bool = True,
+    high_included: bool = True,
     choices: tuple | None = None,
     metavar: str | None = None,
 ) -> Any:
     """A dataclass field that is a user setting. `kind` is its type (int, float, str or bool); a
-    default of None means "not set" (the help says what happens then); `low`/`high` bound numbers."""
+    default of None means "not set" (the help says what happens then); `low`/`high` bound numbers,
+    each end included unless `low_included`/`high_included` says not."""
     if kind not in KINDS:
         raise TypeError(f"kind must be one of {KINDS}, got {kind!r}")
-    metadata = {"help": help, "kind": kind, "low": low, "high": high, "low_included": low_included,
-                "choices": choices, "metavar": metavar}  # fmt: skip
+    metadata = {
+        "help": help,
+        "kind": kind,
+        "low": low,
+        "high": high,
+        "low_included": low_included,
+        "high_included": high_included,
+        "choices": choices,
+        "metavar": metavar,
+    }
     return dataclasses.field(default=default, metadata={"setting": metadata})
 
 
@@ -68,7 +78,8 @@ def problem(field: dataclasses.Field, value: Any) -> str | None:
         return f"must be a finite number, got {value!r}"
     low, high = spec["low"], spec["high"]
     too_low = low is not None and (value < low if spec["low_included"] else value <= low)
-    if too_low or (high is not None and value > high):
+    too_high = high is not None and (value > high if spec["high_included"] else value >= high)
+    if too_low or too_high:
         return f"must be {_range(spec)}, got {value!r}"
     return None
 
@@ -91,12 +102,17 @@ def _kind_name(kind: type) -> str:
 
 
 def _range(spec: dict) -> str:
-    """'a whole number from 1 to 1,000' / 'a number in (0, 1]' / 'at least 0'."""
+    """'a whole number from 1 to 1,000' / 'in (0, 1]' / 'in [0, 1)' / 'at least 0'."""
     low, high, kind = spec["low"], spec["high"], spec["kind"]
     if kind is int and low is not None and high is not None:
         return f"a whole number from {low:,} to {high:,}"
     if low is not None and high is not None:
-        return f"in {'[' if spec['low_included'] else '('}{low:g}, {high:g}]"
+        return interval(low, high, spec["low_included"], spec["high_included"])
     if low is not None:
         return f"{'at least' if spec['low_included'] else 'more than'} {low:g}"
-    return f"at most {high:g}"
+    return f"{'at most' if spec['high_included'] else 'less than'} {high:g}"
+
+
+def interval(low: float, high: float, low_included: bool = True, high_included: bool = True) -> str:
+    """'in [0, 1)': the range of a number, each end's bracket saying whether it is allowed."""
+    return f"in {'[' if low_included else '('}{low:g}, {high:g}{']' if high_included else ')'}"

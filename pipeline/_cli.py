@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import MAX_SEED
+from components.settings import interval
 
 # TensorFlow prints a screenful of C++ info lines at import; keep warnings and errors (level 1).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -110,14 +111,16 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def bounded_float(low: float, high: float, *, low_included: bool = True) -> Callable[[str], float]:
-    """An argparse type: a finite number from `low` (excluded unless `low_included`) to `high`."""
+def bounded_float(low: float, high: float, *, low_included: bool = True, high_included: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite number from `low` to `high`, each end included unless `low_included`
+    or `high_included` says not."""
 
     def parse(text: str) -> float:
         value = finite_float(text)
-        if not (low <= value if low_included else low < value) or value > high:
-            interval = f"{'[' if low_included else '('}{low:g}, {high:g}]"
-            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
+        above_low = low <= value if low_included else low < value
+        below_high = value <= high if high_included else value < high
+        if not (above_low and below_high):
+            raise argparse.ArgumentTypeError(f"must be {interval(low, high, low_included, high_included)}, got {text}")
         return value
 
     parse.__name__ = "number"
@@ -169,25 +172,28 @@ def flag_name(setting: str) -> str:
     return "--" + setting.replace("_", "-")
 
 
-def add_setting(group, config_class: type, name: str) -> argparse.Action:
+def add_setting(group, config_class: type, name: str, *, default: Any = dataclasses.MISSING, note: str = "") -> argparse.Action:
     """The flag `flag_name(name)` of the setting `name` of a configuration dataclass: its type, range,
     choices, default and help are the field's (components.settings), declared nowhere else. A range
-    the flag cannot check alone (one end excluded, or tied to another setting) is the dataclass's to check."""
+    the flag cannot check alone (an open end, or tied to another setting) is the dataclass's to check.
+
+    `default` replaces the field's default on the command line, e.g. None where the value comes from
+    elsewhere when the flag is absent (a recipe), which `note`, added to the help, then states."""
     field = next(field for field in dataclasses.fields(config_class) if field.name == name)
     spec = field.metadata["setting"]
-    options: dict[str, Any] = {"default": field.default, "help": spec["help"]}
+    default = field.default if default is dataclasses.MISSING else default
+    options: dict[str, Any] = {"default": default, "help": spec["help"] + note}
     bounded = spec["low"] is not None and spec["high"] is not None
     if spec["kind"] is bool:
-        options["action"] = "store_true" if field.default is False else argparse.BooleanOptionalAction
+        options["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
     else:
         options["metavar"] = spec["metavar"]
         options["choices"] = spec["choices"]
         if spec["kind"] is int:
             options["type"] = bounded_int(spec["low"], spec["high"]) if bounded else int
         elif spec["kind"] is float:
-            options["type"] = (
-                bounded_float(spec["low"], spec["high"], low_included=spec["low_included"]) if bounded else finite_float
-            )
+            ends = {"low_included": spec["low_included"], "high_included": spec["high_included"]}
+            options["type"] = bounded_float(spec["low"], spec["high"], **ends) if bounded else finite_float
     return group.add_argument(flag_name(name), **options)
 
 
