@@ -43,41 +43,114 @@ class Row:
 def _ingest(r: dict) -> list[Row]:
     size = max(int(k[1:]) for k in r if k.startswith("n") and k[1:].isdigit())
     at = r[f"n{size}"]
-    return [Row("ingest", f"Beam ingest vs plain loop, {size:,} images", at["beam"]["images_per_s"],
-                at["loop"]["images_per_s"], "img/s", at["ratio"], ">= 1.0x", at["ratio"] >= 1.0)]
+    return [
+        Row(
+            "ingest",
+            f"Beam ingest vs plain loop, {size:,} images",
+            at["beam"]["images_per_s"],
+            at["loop"]["images_per_s"],
+            "img/s",
+            at["ratio"],
+            ">= 1.0x",
+            at["ratio"] >= 1.0,
+        )
+    ]
 
 
 def _reader(r: dict) -> list[Row]:
     ours, seed = r["make_dataset"]["images_per_s_mean"], r["seed_tf_dataset"]["images_per_s_mean"]
-    return [Row("reader", f"TFRecord reader vs seed JPEG tf_dataset, {r['images']:,} images", ours, seed, "img/s",
-                r["ratio"], ">= 5x", r["ratio"] >= 5.0)]
+    return [
+        Row(
+            "reader",
+            f"TFRecord reader vs seed JPEG tf_dataset, {r['images']:,} images",
+            ours,
+            seed,
+            "img/s",
+            r["ratio"],
+            ">= 5x",
+            r["ratio"] >= 5.0,
+        )
+    ]
 
 
 def _train(r: dict) -> list[Row]:
     ours, seed = r["ours"], r["seed"]
     return [
-        Row("train", f"D+G updates vs seed train_step, batch {r['config']['batch_size']}, {ours['dtype_policy']}",
-            ours["images_per_sec"], seed["images_per_sec"], "img/s", r["speedup_images_per_sec"], ">= 2.5x",
-            r["speedup_images_per_sec"] >= r["target_speedup"]),
-        Row("train", "peak memory (ours vs seed)", ours["peak_rss_mb"], seed["peak_rss_mb"], "MiB",
-            ours["peak_rss_mb"] / seed["peak_rss_mb"], "report", None),
-        Row("train", "same, default recipe with --d-kernel 4 (not the default: worse SWD)",
-            r["ours_d_kernel_4"]["images_per_sec"], seed["images_per_sec"], "img/s",
-            r["speedup_d_kernel_4_images_per_sec"], "report", None),
-    ] + ([  # runs from before issue 15 lack these sides
-        Row("train", "default recipe at its batch 16 vs the previous default at its batch 32 (per CPU second)",
-            r["default_as_trained"]["images_per_cpu_sec"], r["previous_default_as_trained"]["images_per_cpu_sec"], "img/cpu-s",
-            r["default_vs_previous_default_images_per_cpu_sec"], ">= 0.85x", r["default_vs_previous_default_images_per_cpu_sec"] >= 0.85),
-    ] if "default_as_trained" in r else [])
+        Row(
+            "train",
+            f"D+G updates vs seed train_step, batch {r['config']['batch_size']}, {ours['dtype_policy']}",
+            ours["images_per_sec"],
+            seed["images_per_sec"],
+            "img/s",
+            r["speedup_images_per_sec"],
+            ">= 2.5x",
+            r["speedup_images_per_sec"] >= r["target_speedup"],
+        ),
+        Row(
+            "train",
+            "peak memory (ours vs seed)",
+            ours["peak_rss_mb"],
+            seed["peak_rss_mb"],
+            "MiB",
+            ours["peak_rss_mb"] / seed["peak_rss_mb"],
+            "report",
+            None,
+        ),
+        Row(
+            "train",
+            "same, default recipe with --d-kernel 4 (not the default: worse SWD)",
+            r["ours_d_kernel_4"]["images_per_sec"],
+            seed["images_per_sec"],
+            "img/s",
+            r["speedup_d_kernel_4_images_per_sec"],
+            "report",
+            None,
+        ),
+    ] + (
+        [  # runs from before issue 15 lack these sides
+            Row(
+                "train",
+                "default recipe at its batch 16 vs the previous default at its batch 32 (per CPU second)",
+                r["default_as_trained"]["images_per_cpu_sec"],
+                r["previous_default_as_trained"]["images_per_cpu_sec"],
+                "img/cpu-s",
+                r["default_vs_previous_default_images_per_cpu_sec"],
+                ">= 0.85x",
+                r["default_vs_previous_default_images_per_cpu_sec"] >= 0.85,
+            ),
+        ]
+        if "default_as_trained" in r
+        else []
+    )
 
 
 def _swd(r: dict) -> list[Row]:
     swd = r["swd"]
-    rows = [Row("evaluator", f"SWD {swd['num']:,} vs {swd['num']:,} at {swd['size']}x{swd['size']}", swd["seconds"],
-                None, "s", None, f"<= {swd['budget_seconds']:.0f} s", swd["within_budget"])]
+    rows = [
+        Row(
+            "evaluator",
+            f"SWD {swd['num']:,} vs {swd['num']:,} at {swd['size']}x{swd['size']}",
+            swd["seconds"],
+            None,
+            "s",
+            None,
+            f"<= {swd['budget_seconds']:.0f} s",
+            swd["within_budget"],
+        )
+    ]
     if "floor" in r:
-        rows.append(Row("evaluator", f"real-vs-real SWD floor, {r['floor']['num']:,} vs {r['floor']['num']:,}",
-                        r["floor"]["swd_avg"], None, "x1e3", None, "report", None))
+        rows.append(
+            Row(
+                "evaluator",
+                f"real-vs-real SWD floor, {r['floor']['num']:,} vs {r['floor']['num']:,}",
+                r["floor"]["swd_avg"],
+                None,
+                "x1e3",
+                None,
+                "report",
+                None,
+            )
+        )
     return rows
 
 
@@ -87,18 +160,44 @@ def _loop(r: dict) -> list[Row]:
         size, side = key.split("_")[1], r[key]
         target = ">= 1.1x" if size == "32" else "report"
         met = side["speedup"] >= r["target_speedup_32"] if size == "32" else None
-        rows.append(Row("loop", f"steps_per_execution vs a host sync every step, default recipe, {size}x{size}",
-                        side["executions"]["images_per_sec"], side["per_step"]["images_per_sec"], "img/s", side["speedup"], target, met))
+        rows.append(
+            Row(
+                "loop",
+                f"steps_per_execution vs a host sync every step, default recipe, {size}x{size}",
+                side["executions"]["images_per_sec"],
+                side["per_step"]["images_per_sec"],
+                "img/s",
+                side["speedup"],
+                target,
+                met,
+            )
+        )
     return rows
 
 
 def _sample(r: dict) -> list[Row]:
     t, m = r["throughput"], r["memory"]
     return [
-        Row("sample", f"SavedModel to PNG vs Keras predict, {t['num']:,} images", t["savedmodel_png_images_per_s"],
-            t["keras_predict_images_per_s"], "img/s", t["ratio"], ">= 0.8x", t["pass"]),
-        Row("sample", "peak memory, large N vs small N", max(v for k, v in m.items() if k.endswith("peak_rss_mb")),
-            min(v for k, v in m.items() if k.endswith("peak_rss_mb")), "MiB", 1 + m["growth"], "<= 1.1x", m["pass"]),
+        Row(
+            "sample",
+            f"SavedModel to PNG vs Keras predict, {t['num']:,} images",
+            t["savedmodel_png_images_per_s"],
+            t["keras_predict_images_per_s"],
+            "img/s",
+            t["ratio"],
+            ">= 0.8x",
+            t["pass"],
+        ),
+        Row(
+            "sample",
+            "peak memory, large N vs small N",
+            max(v for k, v in m.items() if k.endswith("peak_rss_mb")),
+            min(v for k, v in m.items() if k.endswith("peak_rss_mb")),
+            "MiB",
+            1 + m["growth"],
+            "<= 1.1x",
+            m["pass"],
+        ),
     ]
 
 
@@ -109,20 +208,59 @@ def _quality(r: dict) -> list[Row]:
     rows = []
     if "v2" in mean:
         ratio = r["swd_avg_ratio_to_v2"]
-        rows.append(Row("quality", f"swd_avg, default vs the previous default (--recipe v2), {where}", default["swd_avg"],
-                        mean["v2"]["swd_avg"], "x1e3", ratio, "<= 0.75x", ratio <= r["goal_ratio_to_v2"]))
+        rows.append(
+            Row(
+                "quality",
+                f"swd_avg, default vs the previous default (--recipe v2), {where}",
+                default["swd_avg"],
+                mean["v2"]["swd_avg"],
+                "x1e3",
+                ratio,
+                "<= 0.75x",
+                ratio <= r["goal_ratio_to_v2"],
+            )
+        )
     if "swd_avg_ratio_to_best_seed_baseline" in r:
         best = min(mean[n]["swd_avg"] for n in ("seed_fused", "seed_step") if n in mean)
         ratio = r["swd_avg_ratio_to_best_seed_baseline"]
-        rows.append(Row("quality", "swd_avg, default vs the better seed baseline (fused step / tutorial step)", default["swd_avg"],
-                        best, "x1e3", ratio, "<= 0.5x", ratio <= r["goal_ratio_to_best_seed_baseline"]))
-    rows.append(Row("quality", f"MS-SSIM diversity, default vs real (real + {r['goal_msssim_minus_real']})", default["msssim"],
-                    default["msssim_real"], "", default["msssim"] / default["msssim_real"], "<= real + 0.05",
-                    r["msssim_minus_real"] <= r["goal_msssim_minus_real"]))
+        rows.append(
+            Row(
+                "quality",
+                "swd_avg, default vs the better seed baseline (fused step / tutorial step)",
+                default["swd_avg"],
+                best,
+                "x1e3",
+                ratio,
+                "<= 0.5x",
+                ratio <= r["goal_ratio_to_best_seed_baseline"],
+            )
+        )
+    rows.append(
+        Row(
+            "quality",
+            f"MS-SSIM diversity, default vs real (real + {r['goal_msssim_minus_real']})",
+            default["msssim"],
+            default["msssim_real"],
+            "",
+            default["msssim"] / default["msssim_real"],
+            "<= real + 0.05",
+            r["msssim_minus_real"] <= r["goal_msssim_minus_real"],
+        )
+    )
     if "images_per_sec_ratio_to_v2" in r:
         ratio = r["images_per_sec_ratio_to_v2"]
-        rows.append(Row("quality", "training images/s, default vs the previous default (--recipe v2)", default["images_per_sec"],
-                        mean["v2"]["images_per_sec"], "img/s", ratio, ">= 0.85x", ratio >= 0.85))
+        rows.append(
+            Row(
+                "quality",
+                "training images/s, default vs the previous default (--recipe v2)",
+                default["images_per_sec"],
+                mean["v2"]["images_per_sec"],
+                "img/s",
+                ratio,
+                ">= 0.85x",
+                ratio >= 0.85,
+            )
+        )
     return rows
 
 
@@ -130,12 +268,29 @@ def _tune(r: dict) -> list[Row]:
     config, mean = r["config"], r["mean_swd_avg"]
     size = f" at {config['trial_image_size']}px" if config["trial_image_size"] else ""
     return [
-        Row("tune", f"--tune vs untuned default, {config['full_images']:,} images, mean of {len(config['seeds'])} seeds "
-            f"(search: 2 default + {config['max_trials'] - 2} {config['tuner']} trials of {config['trial_images']:,} images{size}; "
+        Row(
+            "tune",
+            f"--tune vs untuned default, {config['full_images']:,} images, mean of {len(config['seeds'])} seeds "
+            f"(search: 2 default + {config['max_trials'] - 2} {config['tuner']} trials "
+            f"of {config['trial_images']:,} images{size}; "
             f"default kept {r['default_kept']}x; floor {r['swd_avg_floor']:.1f})",
-            mean["tuned"], mean["default"], "swd_avg", r["mean_ratio"], "< 1x", r["tune_beats_default"]),
-        Row("tune", "search time vs the final training's (mean over seeds)", r["mean_search_seconds"],
-            r["mean_final_seconds"], "s", r["mean_search_seconds"] / r["mean_final_seconds"], "report", None),
+            mean["tuned"],
+            mean["default"],
+            "swd_avg",
+            r["mean_ratio"],
+            "< 1x",
+            r["tune_beats_default"],
+        ),
+        Row(
+            "tune",
+            "search time vs the final training's (mean over seeds)",
+            r["mean_search_seconds"],
+            r["mean_final_seconds"],
+            "s",
+            r["mean_search_seconds"] / r["mean_final_seconds"],
+            "report",
+            None,
+        ),
     ]
 
 
@@ -145,16 +300,36 @@ def _time_to_quality(r: dict) -> list[Row]:
     rows = []
     if r["reached_at_images"]:
         reached = r["candidate"][str(r["reached_at_images"])]["mean"]
-        rows.append(Row("time to quality", f"images x seconds per image until the {config['baseline']} recipe's swd_avg at "
-                        f"{config['baseline_images']:,} images ({r['target_swd_avg']:.1f}, {seeds}) is reached: default at "
-                        f"{r['reached_at_images']:,} images ({reached['swd_avg']:.1f})", r["time_to_quality_ratio"], 1.0, "x",
-                        r["time_to_quality_ratio"], "<= 0.5x", r["time_to_quality_ratio"] <= r["goal_time_to_quality_ratio"]))
+        rows.append(
+            Row(
+                "time to quality",
+                f"images x seconds per image until the {config['baseline']} recipe's swd_avg at "
+                f"{config['baseline_images']:,} images ({r['target_swd_avg']:.1f}, {seeds}) is reached: default at "
+                f"{r['reached_at_images']:,} images ({reached['swd_avg']:.1f})",
+                r["time_to_quality_ratio"],
+                1.0,
+                "x",
+                r["time_to_quality_ratio"],
+                "<= 0.5x",
+                r["time_to_quality_ratio"] <= r["goal_time_to_quality_ratio"],
+            )
+        )
     at = r["candidate"].get(str(config["baseline_images"]))
     if at:
         ratio = r["swd_avg_ratio_at_baseline_images"]
-        rows.append(Row("time to quality", f"swd_avg at {config['baseline_images']:,} images, default vs {config['baseline']} "
-                        f"({seeds}; floor {base['swd_avg_floor']:.1f})", at["mean"]["swd_avg"], base["swd_avg"], "x1e3",
-                        ratio, "<= 0.75x", ratio <= r["goal_swd_avg_ratio_at_baseline_images"]))
+        rows.append(
+            Row(
+                "time to quality",
+                f"swd_avg at {config['baseline_images']:,} images, default vs {config['baseline']} "
+                f"({seeds}; floor {base['swd_avg_floor']:.1f})",
+                at["mean"]["swd_avg"],
+                base["swd_avg"],
+                "x1e3",
+                ratio,
+                "<= 0.75x",
+                ratio <= r["goal_swd_avg_ratio_at_baseline_images"],
+            )
+        )
     return rows
 
 
@@ -172,8 +347,12 @@ def _real_faces(quick: bool) -> list[str]:
 
 BENCHMARKS = [
     Benchmark("ingest", "bench.bench_ingest", lambda quick: ["--quick"] if quick else [], _ingest),
-    Benchmark("reader", "bench.bench_reader",
-              lambda quick: (["--quick"] if quick else []) + ([] if ANIME_2K.is_dir() else ["--source", "synthetic"]), _reader),
+    Benchmark(
+        "reader",
+        "bench.bench_reader",
+        lambda quick: (["--quick"] if quick else []) + ([] if ANIME_2K.is_dir() else ["--source", "synthetic"]),
+        _reader,
+    ),
     Benchmark("train", "bench.bench_train", lambda quick: ["--quick"] if quick else [], _train),
     Benchmark("loop", "bench.bench_loop", lambda quick: ["--quick"] if quick else [], _loop),
     Benchmark("swd", "bench.bench_swd", lambda quick: (["--quick"] if quick else []) + _real_faces(quick), _swd),
@@ -212,18 +391,24 @@ def markdown_table(rows: list[Row]) -> str:
     for row in rows:
         met = {True: "yes", False: "**no**", None: ""}[row.passed]
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
-        lines.append(f"| {row.benchmark} | {row.what} | {number(row.ours)} {row.unit} | "
-                     f"{number(row.baseline)}{' ' + row.unit if row.baseline is not None else ''} | {ratio} | {row.target} | {met} |")
+        lines.append(
+            f"| {row.benchmark} | {row.what} | {number(row.ours)} {row.unit} | "
+            f"{number(row.baseline)}{' ' + row.unit if row.baseline is not None else ''} | {ratio} | {row.target} | {met} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes everywhere: checks every benchmark runs (< 5 min)")
     parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="run only these benchmarks")
-    parser.add_argument("--gather", action="store_true",
-                        help="run nothing: rebuild the report from the JSON each benchmark last wrote in bench/out/")
+    parser.add_argument(
+        "--gather",
+        action="store_true",
+        help="run nothing: rebuild the report from the JSON each benchmark last wrote in bench/out/",
+    )
     args = parser.parse_args(argv)
     if args.gather:
         args.only = [b.name for b in BENCHMARKS if output_of(b, args.quick).is_file()]

@@ -113,9 +113,7 @@ def plain_loop(folder: Path, output: Path, options) -> int:
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
     for name in names:
         try:
-            prepared = prepare_image(
-                read_file(folder / name), options.image_size, options.resize, options.effective_min_size
-            )
+            prepared = prepare_image(read_file(folder / name), options.image_size, options.resize, options.effective_min_size)
         except Rejected:
             continue
         if options.dedupe:

@@ -41,9 +41,12 @@ RUNS = {  # name -> pipeline.train flags
     "previous_default": ["--recipe", "v1"],
 }
 COLOURS = {
-    "default": (31, 119, 180), "v2": (148, 103, 189), "seed_step": (214, 39, 40), "previous_default": (255, 127, 14),
+    "default": (31, 119, 180),
+    "v2": (148, 103, 189),
+    "seed_step": (214, 39, 40),
+    "previous_default": (255, 127, 14),
     "default_without_decay_r1": (44, 160, 44),
-}  # fmt: skip
+}
 PLOT_SIZE, MARGIN = (720, 420), 60
 
 
@@ -72,10 +75,25 @@ def train_run(name: str, data: Path, args: argparse.Namespace) -> None:
     flags = RUNS[name]
     batch = config_from_args(build_parser().parse_args(["--data", str(data), *flags])).batch_size  # as the CLI will train
     command = [
-        sys.executable, "-m", "pipeline.train", "--data", str(data), "--run", str(args.work / name), *flags,
-        "--images", str(args.train_images), "--eval-every", str(args.eval_every), "--eval-num", str(args.eval_num),
-        "--seed", str(args.seed), "--sample-every", str(max(1, args.eval_every // batch)),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        "--data",
+        str(data),
+        "--run",
+        str(args.work / name),
+        *flags,
+        "--images",
+        str(args.train_images),
+        "--eval-every",
+        str(args.eval_every),
+        "--eval-num",
+        str(args.eval_num),
+        "--seed",
+        str(args.seed),
+        "--sample-every",
+        str(max(1, args.eval_every // batch)),
+    ]
     print(f"training {name}: {' '.join(command[1:])}", flush=True)
     subprocess.run(command, check=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
 
@@ -193,7 +211,12 @@ def main(argv=None) -> None:
     emit(
         "bench_long" + suffix,
         {
-            "config": {"train_images": args.train_images, "eval_every": args.eval_every, "eval_num": args.eval_num, "seed": args.seed},
+            "config": {
+                "train_images": args.train_images,
+                "eval_every": args.eval_every,
+                "eval_num": args.eval_num,
+                "seed": args.seed,
+            },
             "swd_avg_floor": floor,
             "curves": {name: [{"images_seen": x, "swd_avg": y} for x, y in points] for name, points in curves.items()},
             **{name: summary(records) for name, records in evals.items()},

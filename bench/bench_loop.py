@@ -45,9 +45,13 @@ def write_random_records(folder: Path, count: int, size: int) -> Path:
     images = np.repeat(np.repeat(blocks, size // 4, axis=1), size // 4, axis=2)
     splits = {}
     for split, chunk in (("train", images[: count - 64]), ("eval", images[count - 64 :])):
-        entry = write_shard(folder / shard_name(split, 0, 1), (serialize_example(image, f"{i}.png", "0" * 64) for i, image in enumerate(chunk)))
+        entry = write_shard(
+            folder / shard_name(split, 0, 1), (serialize_example(image, f"{i}.png", "0" * 64) for i, image in enumerate(chunk))
+        )
         splits[split] = {"count": len(chunk), "shards": [entry]}
-    atomic_write_json(folder / "manifest.json", {"image_size": size, "channels": 3, "splits": splits, "fingerprint": f"random-{size}"})
+    atomic_write_json(
+        folder / "manifest.json", {"image_size": size, "channels": 3, "splits": splits, "fingerprint": f"random-{size}"}
+    )
     return folder
 
 
@@ -60,8 +64,9 @@ def measure(side: str, data: Path, images: int) -> dict:
     from components.trainer import train
 
     with tempfile.TemporaryDirectory() as run:
-        options = TrainOptions(images=images, steps_per_execution=SIDES[side], log_every=LOG_EVERY, checkpoint_every=10**9,
-                               sample_every=10**9)  # fmt: skip
+        options = TrainOptions(
+            images=images, steps_per_execution=SIDES[side], log_every=LOG_EVERY, checkpoint_every=10**9, sample_every=10**9
+        )
         result = train(TrainConfig(), data, run, options, verbose=False)
         speeds = [line["images_per_sec"] for line in read_jsonl(Path(run) / "metrics.jsonl") if line["kind"] == "train"]
     return {"images_per_sec": float(np.median(speeds[1:] or speeds)), "intervals": len(speeds), "steps": result.steps}
@@ -98,7 +103,10 @@ def main() -> None:
                     result = run_child(side, data, images)
                     if side not in best or result["images_per_sec"] > best[side]["images_per_sec"]:
                         best[side] = result
-            report[f"size_{size}"] = {**best, "speedup": best["executions"]["images_per_sec"] / best["per_step"]["images_per_sec"]}
+            report[f"size_{size}"] = {
+                **best,
+                "speedup": best["executions"]["images_per_sec"] / best["per_step"]["images_per_sec"],
+            }
     report["target_speedup_32"] = 1.1
     emit("bench_loop" + ("_quick" if args.quick else ""), report)
 

@@ -72,7 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(parser, image_size=64, images=ANIME_MLDS_10K, eval_fraction=0.2)
     parser.add_argument("--train-images", type=int, default=16_000, help="real images seen by every run")
-    parser.add_argument("--eval-num", type=int, default=1024, help="generated images per evaluation (capped by half the eval split)")
+    parser.add_argument(
+        "--eval-num", type=int, default=1024, help="generated images per evaluation (capped by half the eval split)"
+    )
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds; every run is trained once per seed")
     parser.add_argument("--precision", default="auto", help="training precision of every run")
     parser.add_argument("--ablation", action="store_true", help="flip each switch of the default recipe instead")
@@ -130,8 +132,9 @@ def train_and_score(name: str, config, data: Path, work: Path, args: argparse.Na
     shutil.rmtree(run, ignore_errors=True)
     keras.utils.set_random_seed(config.seed)
     with timer() as t:
-        options = TrainOptions(images=args.train_images, precision=args.precision, log_every=10, sample_every=10**9,
-                               checkpoint_every=10**9)  # fmt: skip
+        options = TrainOptions(
+            images=args.train_images, precision=args.precision, log_every=10, sample_every=10**9, checkpoint_every=10**9
+        )
         result = train(config, data, run, options, evaluate_fn=evaluate, verbose=False)
     speeds = [record["images_per_sec"] for record in read_jsonl(run / "metrics.jsonl") if record["kind"] == "train"]
     generator, _ = restore_generator(run)
@@ -195,18 +198,31 @@ def main(argv=None) -> None:
 
     means = {name: mean_over_seeds({seed: r["figures"] for seed, r in per_seed.items()}) for name, per_seed in results.items()}
     report = {
-        "config": {"data": str(data), "train_images": args.train_images, "eval_num": args.eval_num, "seeds": args.seeds,
-                   "precision": args.precision, "ablation": args.ablation, "quick": args.quick},
+        "config": {
+            "data": str(data),
+            "train_images": args.train_images,
+            "eval_num": args.eval_num,
+            "seeds": args.seeds,
+            "precision": args.precision,
+            "ablation": args.ablation,
+            "quick": args.quick,
+        },
         "mean": means,
         "per_seed": {name: {str(seed): r["figures"] for seed, r in per_seed.items()} for name, per_seed in results.items()},
         "peak_rss_mb": peak_rss_mb(),
-    }  # fmt: skip
+    }
     suffix = ("_ablation" if args.ablation else "") + ("_quick" if args.quick else "")
     if not args.ablation:
         grid_path = OUT_DIR / f"bench_quality{suffix}_grids.png"
         side_by_side(grid_path, [per_seed[args.seeds[0]]["grid"] for per_seed in results.values()])
-        report.update(grids_png=str(grid_path), grids_order=list(results), **comparison(means),
-                      goal_ratio_to_v2=0.75, goal_ratio_to_best_seed_baseline=0.5, goal_msssim_minus_real=0.05)  # fmt: skip
+        report.update(
+            grids_png=str(grid_path),
+            grids_order=list(results),
+            **comparison(means),
+            goal_ratio_to_v2=0.75,
+            goal_ratio_to_best_seed_baseline=0.5,
+            goal_msssim_minus_real=0.05,
+        )
     elif "default" in means:
         base = means["default"]["swd_avg"]
         report["swd_avg_vs_default"] = {name: m["swd_avg"] / base for name, m in means.items()}

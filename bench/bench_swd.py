@@ -48,8 +48,14 @@ def time_swd(num: int, size: int, seed: int) -> dict:
     a, b = synthetic_images(num, size, seed), synthetic_images(num, size, seed + 1)
     with timer() as t:
         result = sliced_wasserstein(a, b, seed=seed)
-    return {"num": num, "size": size, "seconds": t["seconds"], "swd_avg": result["swd_avg"],
-            "budget_seconds": BUDGET_SECONDS, "within_budget": t["seconds"] <= BUDGET_SECONDS}
+    return {
+        "num": num,
+        "size": size,
+        "seconds": t["seconds"],
+        "swd_avg": result["swd_avg"],
+        "budget_seconds": BUDGET_SECONDS,
+        "within_budget": t["seconds"] <= BUDGET_SECONDS,
+    }
 
 
 def time_trainer_evaluation(num: int, size: int, seed: int) -> dict:
@@ -61,8 +67,13 @@ def time_trainer_evaluation(num: int, size: int, seed: int) -> dict:
         evaluator = Evaluator(real, train, num=num, seed=seed)
     with timer() as score:
         evaluator.score(synthetic_images(num, size, seed + 2))
-    return {"num": num, "size": size, "train_images": len(train),
-            "setup_seconds": setup["seconds"], "score_seconds": score["seconds"]}
+    return {
+        "num": num,
+        "size": size,
+        "train_images": len(train),
+        "setup_seconds": setup["seconds"],
+        "score_seconds": score["seconds"],
+    }
 
 
 def real_floor(folder: Path, num: int, size: int, seed: int) -> dict:
@@ -88,8 +99,11 @@ def main() -> None:
     args = parser.parse_args()
     num, floor_num, trainer_num = (512, 500, 256) if args.quick else (args.num, args.floor_num, 1024)
 
-    results = {"quick": args.quick, "swd": time_swd(num, args.size, args.seed),
-               "trainer_evaluation": time_trainer_evaluation(trainer_num, args.size, args.seed)}
+    results = {
+        "quick": args.quick,
+        "swd": time_swd(num, args.size, args.seed),
+        "trainer_evaluation": time_trainer_evaluation(trainer_num, args.size, args.seed),
+    }
     if args.images is not None:
         results["floor"] = real_floor(args.images, floor_num, args.size, args.seed)
     results["peak_rss_mb"] = peak_rss_mb()

@@ -107,8 +107,9 @@ def seconds_per_image(args: argparse.Namespace) -> dict[str, float]:
     sides = {"v2": "v2_as_trained", "default": "default_as_trained"}
     if args.baseline not in sides or args.candidate not in sides:
         raise SystemExit(f"error: step timing knows the recipes {', '.join(sides)} only.")
-    timing = argparse.Namespace(batch_size=16, image_size=args.image_size if args.quick else 64, steps=4 if args.quick else 32,
-                                warmup=2)  # fmt: skip
+    timing = argparse.Namespace(
+        batch_size=16, image_size=args.image_size if args.quick else 64, steps=4 if args.quick else 32, warmup=2
+    )
     best: dict[str, float] = {}
     for _ in range(1 if args.quick else 3):
         for recipe in (args.baseline, args.candidate):
@@ -148,12 +149,21 @@ def main(argv=None) -> None:
     cost = seconds_per_image(args)
     speed_ratio = cost[args.baseline] / cost[args.candidate]  # > 1: the candidate's step is cheaper per image
     report = {
-        "config": {"data": str(data), "baseline": args.baseline, "baseline_images": args.baseline_images,
-                   "candidate": args.candidate, "budgets": args.budgets, "seeds": args.seeds, "eval_num": args.eval_num,
-                   "quick": args.quick},
+        "config": {
+            "data": str(data),
+            "baseline": args.baseline,
+            "baseline_images": args.baseline_images,
+            "candidate": args.candidate,
+            "budgets": args.budgets,
+            "seeds": args.seeds,
+            "eval_num": args.eval_num,
+            "quick": args.quick,
+        },
         "baseline": {"mean": baseline_mean, "per_seed": {str(seed): figures for seed, figures in baseline.items()}},
-        "candidate": {str(images): {"mean": means[images], "per_seed": {str(s): f for s, f in per_seed.items()}}
-                      for images, per_seed in candidate.items()},
+        "candidate": {
+            str(images): {"mean": means[images], "per_seed": {str(s): f for s, f in per_seed.items()}}
+            for images, per_seed in candidate.items()
+        },
         "target_swd_avg": target,
         "reached_at_images": first,
         "seconds_per_image": cost,
@@ -166,13 +176,15 @@ def main(argv=None) -> None:
         ),
         "goal_time_to_quality_ratio": 0.5,
         "goal_swd_avg_ratio_at_baseline_images": 0.75,
-    }  # fmt: skip
+    }
     grids = [grid_of(args, args.baseline, args.baseline_images, args.seeds[0])]
     grids += [grid_of(args, args.candidate, images, args.seeds[0]) for images in args.budgets]
     grid_path = OUT_DIR / f"bench_time_to_quality{'_quick' if args.quick else ''}_grids.png"
     side_by_side(grid_path, grids)
-    report.update(grids_png=str(grid_path), grids_order=[f"{args.baseline}@{args.baseline_images}"]
-                  + [f"{args.candidate}@{images}" for images in args.budgets])  # fmt: skip
+    report.update(
+        grids_png=str(grid_path),
+        grids_order=[f"{args.baseline}@{args.baseline_images}"] + [f"{args.candidate}@{images}" for images in args.budgets],
+    )
     emit("bench_time_to_quality" + ("_quick" if args.quick else ""), report)
 
 

@@ -106,9 +106,20 @@ def measure(side: str, batch_size: int, image_size: int, steps: int, warmup: int
 
 def run_child(side: str, args: argparse.Namespace) -> dict:
     command = [
-        sys.executable, "-m", "bench.bench_train", "--child", side, "--batch-size", str(args.batch_size),
-        "--image-size", str(args.image_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "bench.bench_train",
+        "--child",
+        side,
+        "--batch-size",
+        str(args.batch_size),
+        "--image-size",
+        str(args.image_size),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -143,8 +154,14 @@ def main() -> None:
     emit(
         "bench_train",
         {
-            "config": {"batch_size": args.batch_size, "image_size": args.image_size, "steps": args.steps, "rounds": rounds,
-                       "quick": args.quick, "sides": sides},
+            "config": {
+                "batch_size": args.batch_size,
+                "image_size": args.image_size,
+                "steps": args.steps,
+                "rounds": rounds,
+                "quick": args.quick,
+                "sides": sides,
+            },
             **best,
             **ratios(best),
             "target_speedup": 2.5,

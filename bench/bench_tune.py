@@ -46,8 +46,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(parser, image_size=64, images=ANIME_MLDS_10K, eval_fraction=0.2)
     parser.add_argument("--tuner", default="bayesian", help="bayesian, random or hyperband")
-    parser.add_argument("--max-trials", type=int, help="the search's budget: the default's 2 trainings + N-2 tuned trials "
-                        "(default 10, or no cap but --tune-budget's)")
+    parser.add_argument(
+        "--max-trials",
+        type=int,
+        help="the search's budget: the default's 2 trainings + N-2 tuned trials (default 10, or no cap but --tune-budget's)",
+    )
     parser.add_argument(
         "--tune-budget", type=float, help="the search's budget as a multiple of the default's final training's measured time"
     )
@@ -66,7 +69,9 @@ def add_shared_arguments(parser: argparse.ArgumentParser, work: str, quick: str)
     evaluation size, precision, work folder, --quick."""
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds; every training is run once per seed")
     parser.add_argument("--score-last", type=int, default=2, help="a trial scores the mean of its last K evaluations")
-    parser.add_argument("--eval-num", type=int, default=1024, help="generated images per evaluation (capped by half the eval split)")
+    parser.add_argument(
+        "--eval-num", type=int, default=1024, help="generated images per evaluation (capped by half the eval split)"
+    )
     parser.add_argument("--precision", default="auto", help="as pipeline.train --precision")
     parser.add_argument("--work", type=Path, default=OUT_DIR / work, help="work folder (a re-run resumes the runs it holds)")
     parser.add_argument("--fresh", action="store_true", help="start over: forget the finished runs of --work")
@@ -121,13 +126,24 @@ def bench_seed(args: argparse.Namespace, seed: int, data: Path, evaluators: dict
     default = final_training(args, base, data, runs / "default", evaluators["full"])
     budget = args.tune_budget * default["seconds"] if args.tune_budget else None
     settings = SearchSettings(
-        tuner=args.tuner, max_trials=args.max_trials or (1000 if budget else 10), trial_images=args.trial_images, seed=seed,
-        score_last=args.score_last, trial_image_size=args.trial_image_size or None, budget_seconds=budget,
-    )  # fmt: skip
+        tuner=args.tuner,
+        max_trials=args.max_trials or (1000 if budget else 10),
+        trial_images=args.trial_images,
+        seed=seed,
+        score_last=args.score_last,
+        trial_image_size=args.trial_image_size or None,
+        budget_seconds=budget,
+    )
     search = run_search(
-        base, space, data, runs / "search", settings, evaluate_fn=evaluators["trial"],
-        evaluation={"num": args.eval_num, "seed": 0}, train_options={"precision": args.precision},
-    )  # fmt: skip
+        base,
+        space,
+        data,
+        runs / "search",
+        settings,
+        evaluate_fn=evaluators["trial"],
+        evaluation={"num": args.eval_num, "seed": 0},
+        train_options={"precision": args.precision},
+    )
     if search.best is None:
         sys.exit("error: neither the default nor any trial completed; see the table above.")
     print(format_table(search.rows, search.best["trial_id"]))
@@ -140,15 +156,20 @@ def bench_seed(args: argparse.Namespace, seed: int, data: Path, evaluators: dict
     cost = search_cost(search.rows, runs / "search" / "tuner", budget)
     return {
         "seed": seed,
-        "search": {**cost, "chosen": search.best["chosen"], "reason": search.best["reason"],
-                   "default_row": search.best["default"], "best_trial": search.best["best_trial"],
-                   "times_final_training": cost["seconds"] / default["seconds"]},
+        "search": {
+            **cost,
+            "chosen": search.best["chosen"],
+            "reason": search.best["reason"],
+            "default_row": search.best["default"],
+            "best_trial": search.best["best_trial"],
+            "times_final_training": cost["seconds"] / default["seconds"],
+        },
         "tuned": {**tuned, "hyperparameters": search.best["hyperparameters"]},
         "default": default,
         "final_seconds": default["seconds"] + (0.0 if kept else tuned["seconds"]),
         "ratio": tuned["swd_avg"] / default["swd_avg"],
         "default_kept": kept,
-    }  # fmt: skip
+    }
 
 
 def main(argv=None) -> None:
@@ -161,7 +182,11 @@ def main(argv=None) -> None:
         forget_runs(args.work)
     data = ingested_data(args)
     full = TrainingEvaluator(data, num=args.eval_num, seed=0, train_limit=0)  # memorisation plays no part here
-    trial = TrainingEvaluator(data, num=args.eval_num, seed=0, train_limit=0, image_size=args.trial_image_size) if args.trial_image_size else full
+    trial = (
+        TrainingEvaluator(data, num=args.eval_num, seed=0, train_limit=0, image_size=args.trial_image_size)
+        if args.trial_image_size
+        else full
+    )
     base = recipe_config("default", **(QUICK_MODEL if args.quick else {}))  # every seed's base but for the seed
     space = make_space(base, None, [parse_space_override(entry) for entry in QUICK_SPACE] if args.quick else [])
     seeds = [bench_seed(args, seed, data, {"full": full, "trial": trial}, space) for seed in args.seeds]
@@ -170,13 +195,24 @@ def main(argv=None) -> None:
     emit(
         "bench_tune_quick" if args.quick else "bench_tune",
         {
-            "config": {"data": str(data), "tuner": args.tuner, "max_trials": args.max_trials, "tune_budget": args.tune_budget,
-                       "trial_images": args.trial_images,
-                       "trial_image_size": args.trial_image_size or None, "score_last": args.score_last, "full_images": args.full_images,
-                       "seeds": args.seeds, "eval_num": args.eval_num, "quick": args.quick},
+            "config": {
+                "data": str(data),
+                "tuner": args.tuner,
+                "max_trials": args.max_trials,
+                "tune_budget": args.tune_budget,
+                "trial_images": args.trial_images,
+                "trial_image_size": args.trial_image_size or None,
+                "score_last": args.score_last,
+                "full_images": args.full_images,
+                "seeds": args.seeds,
+                "eval_num": args.eval_num,
+                "quick": args.quick,
+            },
             "seeds": seeds,
             "mean_ratio": mean_ratio,
-            "mean_swd_avg": {side: sum(result[side]["swd_avg"] for result in seeds) / len(seeds) for side in ("tuned", "default")},
+            "mean_swd_avg": {
+                side: sum(result[side]["swd_avg"] for result in seeds) / len(seeds) for side in ("tuned", "default")
+            },
             "swd_avg_floor": seeds[0]["default"]["swd_avg_floor"],
             "mean_search_seconds": sum(result["search"]["seconds"] for result in seeds) / len(seeds),
             "mean_final_seconds": sum(result["final_seconds"] for result in seeds) / len(seeds),
@@ -184,7 +220,7 @@ def main(argv=None) -> None:
             "tune_beats_default": mean_ratio < 1.0,
             "peak_rss_mb": peak_rss_mb(),
         },
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_data_arguments(parser, image_size=64, images=ANIME_MLDS_10K, eval_fraction=0.2)
     parser.add_argument("--configs", type=Path, help="JSON list of TrainConfig overrides (default: the built-in four)")
     parser.add_argument("--full-images", type=int, default=100_000, help="the full budget, at the data's size")
-    parser.add_argument("--fidelities", default="20000@32,20000", help="comma-separated IMAGES or IMAGES@SIZE of the cheap trials")
+    parser.add_argument(
+        "--fidelities", default="20000@32,20000", help="comma-separated IMAGES or IMAGES@SIZE of the cheap trials"
+    )
     add_shared_arguments(parser, "bench_tune_fidelity_work", quick="3 tiny configs, 128 images vs 64@32 and 64")
     args = parse_shared(parser, argv)
     if args.quick:
@@ -102,13 +104,22 @@ def score_runs(args, data: Path, configs: list, images: int, size: int | None, e
         for seed in args.seeds:
             config = recipe_config("default", **{**shrink, **overrides, "model": model, "seed": seed})
             run = args.work / "runs" / fidelity_name(images, size) / f"config-{index}" / f"seed-{seed}"
+
             def fit(config=config, run=run) -> dict:
                 return {"swd_avg": hypermodel.fit(None, config, run_dir=run, images=images, verbose=False)["swd_avg"]}
 
             entry = ledgered(args.work, run, config.to_dict(), fit)
             scores.append(entry["swd_avg"])
             seconds += entry["seconds"]
-        results.append({"config": overrides, "scores": scores, "mean": sum(scores) / len(scores), "spread": max(scores) - min(scores), "seconds": seconds})
+        results.append(
+            {
+                "config": overrides,
+                "scores": scores,
+                "mean": sum(scores) / len(scores),
+                "spread": max(scores) - min(scores),
+                "seconds": seconds,
+            }
+        )
     return results
 
 
@@ -117,7 +128,12 @@ def summary(results: list[dict], full: list[dict] | None) -> dict:
     budget's means, its rank correlation."""
     noise = sum(result["spread"] for result in results) / len(results)
     mean = sum(result["mean"] for result in results) / len(results)
-    figures = {"noise": noise, "relative_noise": noise / mean, "seconds": sum(result["seconds"] for result in results), "configs": results}
+    figures = {
+        "noise": noise,
+        "relative_noise": noise / mean,
+        "seconds": sum(result["seconds"] for result in results),
+        "configs": results,
+    }
     if full is not None:
         figures["spearman_vs_full"] = spearman([result["mean"] for result in results], [result["mean"] for result in full])
     return figures
@@ -133,17 +149,24 @@ def main(argv=None) -> None:
     fidelities = {
         fidelity_name(images, size): summary(score_runs(args, data, args.config_list, images, size, evaluators), full)
         for images, size in args.fidelities
-    }  # fmt: skip
+    }
     emit(
         "bench_tune_fidelity_quick" if args.quick else "bench_tune_fidelity",
         {
-            "config": {"data": str(data), "configs": args.config_list, "full_images": args.full_images, "seeds": args.seeds,
-                       "score_last": args.score_last, "eval_num": args.eval_num, "quick": args.quick},
+            "config": {
+                "data": str(data),
+                "configs": args.config_list,
+                "full_images": args.full_images,
+                "seeds": args.seeds,
+                "score_last": args.score_last,
+                "eval_num": args.eval_num,
+                "quick": args.quick,
+            },
             "full": summary(full, None),
             "fidelities": fidelities,
             "peak_rss_mb": peak_rss_mb(),
         },
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ ANIME_2K = ROOT.parent / "shared" / "data" / "anime-faces-2k"  # real faces for 
 ANIME_MLDS_10K = ROOT.parent / "shared" / "data" / "anime-faces-mlds-10k"  # 10,000 real faces of another style, 64x64
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, image_size: int, images: Path = ANIME_2K, eval_fraction: float = 0.25) -> None:
+def add_data_arguments(
+    parser: argparse.ArgumentParser, image_size: int, images: Path = ANIME_2K, eval_fraction: float = 0.25
+) -> None:
     """--images FOLDER (ingested by the real CLI, default `images`: real faces) or --data FOLDER."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--images", type=Path, default=images, help="image folder to ingest (default: %(default)s)")
@@ -40,9 +42,19 @@ def ingested_data(args: argparse.Namespace) -> Path:
         sys.exit(f"error: {args.images} does not exist; pass --images FOLDER or --data DATA_FOLDER.")
     data = args.work / "data"
     command = [
-        sys.executable, "-m", "pipeline.ingest", "--input", str(args.images), "--output", str(data),
-        "--image-size", str(args.image_size), "--eval-fraction", str(args.eval_fraction), "--quiet",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pipeline.ingest",
+        "--input",
+        str(args.images),
+        "--output",
+        str(data),
+        "--image-size",
+        str(args.image_size),
+        "--eval-fraction",
+        str(args.eval_fraction),
+        "--quiet",
+    ]
     subprocess.run(command, check=True, cwd=ROOT)
     return data
 
@@ -76,8 +88,11 @@ def ledgered(work: Path, run: Path, config: dict, measure: Callable[[], dict]) -
             figures = measure()
         entry = {"config": config, **figures, "seconds": t["seconds"]}
         atomic_write_json(work / "ledger.json", {**read_ledger(work), key: entry})
-        print(f"{key}: {', '.join(f'{name} {value:.4g}' for name, value in figures.items() if isinstance(value, float))} "
-              f"in {t['seconds']:.0f} s", flush=True)
+        print(
+            f"{key}: {', '.join(f'{name} {value:.4g}' for name, value in figures.items() if isinstance(value, float))} "
+            f"in {t['seconds']:.0f} s",
+            flush=True,
+        )
     return entry
 
 
