@@ -159,11 +159,13 @@ def make_parser(prog: str, description: str, usage: str = "[options]", *, tables
     parser.tables = tables
     names = " and ".join(f"[{table}]" for table in tables)
     parser.add_argument(
-        "--config", type=Path, metavar="FILE",
+        "--config",
+        type=Path,
+        metavar="FILE",
         help=f"read settings from the {names} table{'s' if len(tables) > 1 else ''} of a TOML file (keys: the flags' "
         "names with _ for -; other stages' tables are ignored, so one file serves pipeline.run and every stage), "
         "or from the JSON record of an earlier run of this command; flags given here override the file",
-    )  # fmt: skip
+    )
     return parser
 
 
@@ -288,7 +290,7 @@ def environment_failure(err: BaseException) -> str | None:
     besides `OSError` numbers the message itself is looked at.
     """
     if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] == "tensorflow":
-        return "TensorFlow is not installed: pip install -e \".[cpu]\" (or \".[gpu]\" on a machine with an NVIDIA GPU)."
+        return 'TensorFlow is not installed: pip install -e ".[cpu]" (or ".[gpu]" on a machine with an NVIDIA GPU).'
     if isinstance(err, OSError) and err.errno in _ENVIRONMENT_ERRNOS:
         return f"{err.strerror}: {err.filename}" if err.filename else str(err)
     match = _ENVIRONMENT_TEXT.search(str(err))
@@ -298,9 +300,7 @@ def environment_failure(err: BaseException) -> str | None:
     return None
 
 
-def run_main(
-    main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, *, tensorflow: bool = True
-) -> None:
+def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, *, tensorflow: bool = True) -> None:
     """Run a CLI `main`, turning user errors into one clear message and a non-zero exit.
 
     `PipelineError` is the user's mistake: print it without a traceback, exit 2. A failure of the

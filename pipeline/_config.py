@@ -20,7 +20,10 @@ STAGE_TABLES = ("ingest", "train", "search", "export", "evaluate", "sample")
 
 
 def parse_command_line(
-    parser: argparse.ArgumentParser, argv: Sequence[str], *, tables: Mapping[str, Mapping[str, Any]] | None = None,
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str],
+    *,
+    tables: Mapping[str, Mapping[str, Any]] | None = None,
     records: Callable[[Path, Any], dict[str, dict[str, Any]] | None] | None = None,
 ) -> argparse.Namespace:
     """The flags of `argv` over the settings of `--config FILE` over the defaults.
@@ -85,7 +88,7 @@ def read_config_file(
         if recorded is None:
             recorded = document.get("settings") if isinstance(document, dict) else None
         if not isinstance(recorded, dict):
-            raise PipelineError(f"--config {path} is not a record of this command's settings (it has no \"settings\").")
+            raise PipelineError(f'--config {path} is not a record of this command\'s settings (it has no "settings").')
         document = recorded
     else:
         try:
@@ -111,7 +114,9 @@ def _settings(parser: argparse.ArgumentParser, tables: Mapping[str, Mapping[str,
     """The values of `tables` for `parser`, each checked as its flag would check it."""
     from components.errors import PipelineError
 
-    actions = {action.dest: action for action in parser._actions if action.option_strings and action.dest not in ("help", "config")}
+    actions = {
+        action.dest: action for action in parser._actions if action.option_strings and action.dest not in ("help", "config")
+    }
     values = {}
     for table, settings in tables.items():
         for key, value in settings.items():
@@ -145,7 +150,9 @@ def _one_value(action: argparse.Action, value: Any) -> Any:
     kind = getattr(action.type, "kind", int if action.type is int else str)
     expected = (int, float) if kind is float else kind
     if isinstance(value, bool) or not isinstance(value, expected):
-        raise TypeError(f"must be {'a number' if kind is float else 'a whole number' if kind is int else 'a string'}, got {value!r}")
+        raise TypeError(
+            f"must be {'a number' if kind is float else 'a whole number' if kind is int else 'a string'}, got {value!r}"
+        )
     converted = action.type(str(value)) if action.type is not None else value
     if action.choices is not None and converted not in action.choices:
         raise ValueError(f"must be one of {', '.join(map(str, action.choices))}, got {value!r}")

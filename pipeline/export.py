@@ -57,8 +57,7 @@ def main(argv: Sequence[str] | None = None, tables=None) -> int:
         print(version)
         return 0
     print(
-        f"exported {options.checkpoint} checkpoint (step {card.get('step')}, {card.get('images_seen')} images seen) "
-        f"to {version}"
+        f"exported {options.checkpoint} checkpoint (step {card.get('step')}, {card.get('images_seen')} images seen) to {version}"
     )
     print(f"  signatures: {', '.join(card['signatures'])}; swd_avg: {metrics.get('swd_avg', 'not evaluated')}")
     return 0

@@ -71,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("python -m pipeline.ingest", DESCRIPTION, "[--input DIR | --synthetic N] [options]", tables=("ingest",))
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
-        "--input", default="data",
+        "--input",
+        default="data",
         help="folder of images, read recursively: a local path or a URI of a Beam file system (gs://, s3://, hdfs://, ...)",
-    )  # fmt: skip
+    )
     source.add_argument(
         "--synthetic",
         type=bounded_int(1, MAX_SYNTHETIC),
@@ -173,7 +174,8 @@ def summary(report: IngestReport, described: str) -> str:
     lines = [
         f"ingested {described} into {output} in {report.seconds:.1f} s ({rate:,.0f} images/s)",
         f"  written     {splits['train']['count']:,} train + {splits['eval']['count']:,} eval "
-        f"({manifest['bytes'] / 1e6:,.1f} MB in {shards} shard{'' if shards == 1 else 's'} of {manifest['image_size']}x{manifest['image_size']})",
+        f"({manifest['bytes'] / 1e6:,.1f} MB in {shards} shard{'' if shards == 1 else 's'} "
+        f"of {manifest['image_size']}x{manifest['image_size']})",
         f"  duplicates  {counts['duplicates']:,}" + ("" if manifest["options"]["dedupe"] else " (not removed: --no-dedupe)"),
         f"  rejected    {counts['rejected']:,}" + (f" ({reasons})" if reasons else ""),
     ]

@@ -38,11 +38,16 @@ DEMO_IMAGES = 60_000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _cli.make_parser("python -m pipeline.run", DESCRIPTION, "[--input DIR | --demo] [options]", tables=_config.STAGE_TABLES)
+    parser = _cli.make_parser(
+        "python -m pipeline.run", DESCRIPTION, "[--input DIR | --demo] [options]", tables=_config.STAGE_TABLES
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", default="data", help="image folder to ingest (recursive): a path or a URI (gs://, s3://, ...)")
-    source.add_argument("--demo", action="store_true",
-                        help=f"use {DEMO_FACES:,} built-in faces at {DEMO_IMAGE_SIZE}px and a {DEMO_IMAGES:,}-image budget")
+    source.add_argument(
+        "--demo",
+        action="store_true",
+        help=f"use {DEMO_FACES:,} built-in faces at {DEMO_IMAGE_SIZE}px and a {DEMO_IMAGES:,}-image budget",
+    )
     parser.add_argument("--data", help="TFRecords folder, a path or a URI (default: tfrecords/<input name>, or tfrecords/demo)")
     parser.add_argument("--run", type=Path, help="run folder (default: artifacts/<data folder name>)")
     parser.add_argument("--image-size", type=int, choices=IMAGE_SIZES, default=64, help="training image size")
@@ -50,8 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     budget = parser.add_mutually_exclusive_group()  # the training's budget, as pipeline.train takes it
     for name in ("images", "epochs"):
         _cli.add_setting(budget, TrainOptions, name)
-    parser.add_argument("--eval-every", type=_cli.bounded_int(1, MAX_IMAGES), default=None, metavar="IMAGES",
-                        help="evaluate (SWD) and keep the best checkpoint every this many images (default: budget / 5)")
+    parser.add_argument(
+        "--eval-every",
+        type=_cli.bounded_int(1, MAX_IMAGES),
+        default=None,
+        metavar="IMAGES",
+        help="evaluate (SWD) and keep the best checkpoint every this many images (default: budget / 5)",
+    )
     _cli.add_setting(parser, TrainOptions, "eval_num")  # the training's evaluations and the evaluate stage's
     parser.add_argument("--tune", action="store_true", help="search hyperparameters with KerasTuner before training")
     parser.add_argument(
@@ -73,12 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--num", type=_cli.bounded_int(1, MAX_NUM), default=64, help="images to sample from the exported SavedModel"
     )
     parser.add_argument(
-        "--seed", type=_cli.seed, default=0,
+        "--seed",
+        type=_cli.seed,
+        default=0,
         help="seeds the training (initial weights, data order), the evaluations and the sampled images",
-    )  # fmt: skip
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only stage headers and the summary")
-    parser.epilog = ("Beam options: everything after `--` goes to the ingest's pipeline and, when --data is a URI, configures "
-                     "the file system train and evaluate read it through (see python -m pipeline.ingest --help).")
+    parser.epilog = (
+        "Beam options: everything after `--` goes to the ingest's pipeline and, when --data is a URI, configures "
+        "the file system train and evaluate read it through (see python -m pipeline.ingest --help)."
+    )
     return parser
 
 
@@ -91,8 +105,12 @@ class Stage:
 
 
 # The commands that read each configuration table (export's table is read by `pipeline.export` alone).
-STAGE_MODULES = {"pipeline.ingest": ("ingest",), "pipeline.train": ("train", "search"), "pipeline.evaluate": ("evaluate",),
-                 "pipeline.sample": ("sample",)}  # fmt: skip
+STAGE_MODULES = {
+    "pipeline.ingest": ("ingest",),
+    "pipeline.train": ("train", "search"),
+    "pipeline.evaluate": ("evaluate",),
+    "pipeline.sample": ("sample",),
+}
 
 # Each flag of pipeline.run is a setting of the stages: (table, key) it sets when given.
 FLAG_SETTINGS = {
@@ -166,11 +184,15 @@ def plan(args: argparse.Namespace, given: dict[str, Any], tables: dict[str, dict
     fs_flags = ["--", *beam_args] if "://" in data else []
     stages = [
         Stage("ingest", ingest.main, {"ingest": composed["ingest"]}, ["--", *beam_args]),
-        Stage("train" + (" (after a search)" if composed["train"].get("tune") else ""), train.main,
-              {"train": composed["train"], "search": composed["search"]}, fs_flags),
+        Stage(
+            "train" + (" (after a search)" if composed["train"].get("tune") else ""),
+            train.main,
+            {"train": composed["train"], "search": composed["search"]},
+            fs_flags,
+        ),
         Stage("evaluate", evaluate.main, {"evaluate": composed["evaluate"]}, fs_flags),
         Stage("sample", sample.main, {"sample": composed["sample"]}, []),
-    ]  # fmt: skip
+    ]
     for stage in stages:  # a wrong value in any stage's settings stops the pipeline before it starts
         _config.check_tables(stage.main.__module__, stage.tables, "pipeline.run")
     return stages, data, run
@@ -212,16 +234,18 @@ def final_summary(data: Path, run: Path, seconds: float) -> str:
     swd = metrics.get("swd_avg")
     floor = metrics.get("swd_avg_floor")
     quality = f"swd_avg {swd:.2f} (real-vs-real floor {floor:.2f}; lower is better)" if swd is not None else "not evaluated"
-    return "\n".join([
-        f"\npipeline finished in {seconds / 60:.1f} min",
-        f"  data        {data}  (manifest.json, rejects.jsonl)",
-        f"  run         {run}  (checkpoints/, samples/, logs/ for TensorBoard, metrics.jsonl)",
-        f"  SavedModel  {model}  (model_card.json, eval.json)",
-        f"  quality     {quality}",
-        f"  samples     {run / 'export' / 'samples'}",
-        f"  grid        {run / 'export' / 'grid.png'}",
-        f"  TensorBoard tensorboard --logdir {RunPaths(run).logs}",
-    ])
+    return "\n".join(
+        [
+            f"\npipeline finished in {seconds / 60:.1f} min",
+            f"  data        {data}  (manifest.json, rejects.jsonl)",
+            f"  run         {run}  (checkpoints/, samples/, logs/ for TensorBoard, metrics.jsonl)",
+            f"  SavedModel  {model}  (model_card.json, eval.json)",
+            f"  quality     {quality}",
+            f"  samples     {run / 'export' / 'samples'}",
+            f"  grid        {run / 'export' / 'grid.png'}",
+            f"  TensorBoard tensorboard --logdir {RunPaths(run).logs}",
+        ]
+    )
 
 
 def console_script() -> None:

@@ -60,7 +60,9 @@ def recorded_settings(path: Path, document: object) -> dict[str, dict] | None:
     if not isinstance(document, dict) or "model_path" not in document:
         return None
     names = ("num", "seed", "truncation", "format")
-    return {"sample": {"model": document["model_path"], "output": str(path.parent), **{name: document.get(name) for name in names}}}
+    return {
+        "sample": {"model": document["model_path"], "output": str(path.parent), **{name: document.get(name) for name in names}}
+    }
 
 
 def main(argv: Sequence[str] | None = None, tables=None) -> int:
