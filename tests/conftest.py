@@ -45,6 +45,8 @@ def tiny_records(tmp_path_factory) -> Path:
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--fault-rounds", type=int, default=1,
+        "--fault-rounds",
+        type=int,
+        default=1,
         help="kills per stage in tests/test_fault_injection.py, each at another random moment (the long version: 20)",
-    )  # fmt: skip
+    )

@@ -29,7 +29,9 @@ def write_synthetic_faces(folder: Path, count: int, size: int = 64, seed: int = 
     return paths
 
 
-def evaluate_generator(generate, real_eval: np.ndarray, real_train=None, *, latent_dim: int, num: int = 1024, seed: int = 0, batch_size: int = 256) -> dict[str, float]:
+def evaluate_generator(
+    generate, real_eval: np.ndarray, real_train=None, *, latent_dim: int, num: int = 1024, seed: int = 0, batch_size: int = 256
+) -> dict[str, float]:
     """A one-off evaluation of `generate` (latents -> uint8 images) on images 0..n-1 of `seed`."""
     evaluator = Evaluator(real_eval, real_train, num=num, seed=seed)
     return evaluator.score(generate_images(generate, first_latents(evaluator.num, latent_dim, seed), batch_size))

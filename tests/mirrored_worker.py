@@ -40,15 +40,19 @@ def main(data_dir: str, run_dir: str) -> None:
     replica_seeds = strategy.experimental_local_results(strategy.run(lambda: DCGAN._replica_seed(gan.augment_seeds)))
     weights = [*gan.generator.weights, *gan.discriminator.weights, *gan.ema_generator.weights]
     copies = [[np.asarray(copy) for copy in strategy.experimental_local_results(weight)] for weight in weights]
-    print(json.dumps({
-        "replicas": strategy.num_replicas_in_sync,
-        "first": [first.steps, first.images_seen],
-        "second": [second.steps, second.images_seen, second.resumed_from],
-        "augment_seeds_differ": not np.array_equal(np.asarray(replica_seeds[0]), np.asarray(replica_seeds[1])),
-        "copies_identical": all(np.array_equal(pair[0], pair[-1]) for pair in copies),
-        "all_finite": all(np.isfinite(pair[0]).all() for pair in copies),
-        "metrics": {name: float(np.mean(value)) for name, value in second.metrics.items()},
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "replicas": strategy.num_replicas_in_sync,
+                "first": [first.steps, first.images_seen],
+                "second": [second.steps, second.images_seen, second.resumed_from],
+                "augment_seeds_differ": not np.array_equal(np.asarray(replica_seeds[0]), np.asarray(replica_seeds[1])),
+                "copies_identical": all(np.array_equal(pair[0], pair[-1]) for pair in copies),
+                "all_finite": all(np.isfinite(pair[0]).all() for pair in copies),
+                "metrics": {name: float(np.mean(value)) for name, value in second.metrics.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -65,9 +65,12 @@ def s3_client(url: str):
     import boto3
 
     return boto3.client(
-        "s3", endpoint_url=url, region_name=S3_KEYS["region"],
-        aws_access_key_id=S3_KEYS["key"], aws_secret_access_key=S3_KEYS["secret"],
-    )  # fmt: skip
+        "s3",
+        endpoint_url=url,
+        region_name=S3_KEYS["region"],
+        aws_access_key_id=S3_KEYS["key"],
+        aws_secret_access_key=S3_KEYS["secret"],
+    )
 
 
 def s3_flags(url: str) -> list[str]:
@@ -86,15 +89,34 @@ def dask_cluster(logs: Path, workers: int = 2) -> Iterator[str]:
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dashboard = ["--dashboard-address", "127.0.0.1:0"]
-    processes = [_start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port), *dashboard],
-                        logs / "scheduler.log")]  # fmt: skip
+    processes = [
+        _start(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port), *dashboard],
+            logs / "scheduler.log",
+        )
+    ]
     try:
         for index in range(workers):
-            processes.append(_start(
-                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1", "--nthreads", "1",
-                 "--host", "127.0.0.1", "--name", f"w{index}", *dashboard],
-                logs / f"worker{index}.log",
-            ))  # fmt: skip
+            processes.append(
+                _start(
+                    [
+                        sys.executable,
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        address,
+                        "--nworkers",
+                        "1",
+                        "--nthreads",
+                        "1",
+                        "--host",
+                        "127.0.0.1",
+                        "--name",
+                        f"w{index}",
+                        *dashboard,
+                    ],
+                    logs / f"worker{index}.log",
+                )
+            )
         from distributed import Client
 
         with Client(address, timeout=60) as client:
@@ -110,17 +132,29 @@ def portable_job_service(logs: Path) -> Iterator[list[str]]:
     Spark runners); yields the Beam flags that send a pipeline there."""
     job_port, pool_port = free_port(), free_port()
     processes = [
-        _start([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main", f"--port={job_port}",
-                f"--staging_dir={logs / 'staging'}"], logs / "job_service.log"),
-        _start([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={pool_port}"],
-               logs / "worker_pool.log"),
-    ]  # fmt: skip
+        _start(
+            [
+                sys.executable,
+                "-m",
+                "apache_beam.runners.portability.local_job_service_main",
+                f"--port={job_port}",
+                f"--staging_dir={logs / 'staging'}",
+            ],
+            logs / "job_service.log",
+        ),
+        _start(
+            [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={pool_port}"],
+            logs / "worker_pool.log",
+        ),
+    ]
     try:
         for port in (job_port, pool_port):
             _wait_for(lambda port=port: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None, f"port {port}")
         yield [
-            "--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}",
-            "--environment_type=EXTERNAL", f"--environment_config=localhost:{pool_port}",
-        ]  # fmt: skip
+            "--runner=PortableRunner",
+            f"--job_endpoint=localhost:{job_port}",
+            "--environment_type=EXTERNAL",
+            f"--environment_config=localhost:{pool_port}",
+        ]
     finally:
         _stop(processes)

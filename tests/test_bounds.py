@@ -93,8 +93,18 @@ def test_the_command_line_limits_are_the_dataclass_limits():
     """A value the flags accept at their extremes makes a valid config: no second, other limit."""
     from pipeline.train import build_parser, config_from_args
 
-    extremes = ["--batch-size", str(MAX_BATCH_SIZE), "--seed", str(MAX_SEED), "--latent-dim", str(MAX_LATENT_DIM),
-                "--g-filters", str(MAX_FILTERS), "--d-filters", str(MAX_FILTERS)]  # fmt: skip
+    extremes = [
+        "--batch-size",
+        str(MAX_BATCH_SIZE),
+        "--seed",
+        str(MAX_SEED),
+        "--latent-dim",
+        str(MAX_LATENT_DIM),
+        "--g-filters",
+        str(MAX_FILTERS),
+        "--d-filters",
+        str(MAX_FILTERS),
+    ]
     args = build_parser().parse_args(["--data", "d", *extremes])
     config = config_from_args(args)
     assert (config.batch_size, config.seed, config.model.latent_dim) == (MAX_BATCH_SIZE, MAX_SEED, MAX_LATENT_DIM)
@@ -286,7 +296,9 @@ def unsized(z):
 
 def test_a_generator_returning_the_wrong_count_is_one_error_and_leaves_no_misnamed_file(models, tmp_path):
     out = tmp_path / "out"
-    result = cli("sample", "--model", str(models["short"]), "--num", "8", "--generate-batch", "4", "--output", str(out), "--quiet")
+    result = cli(
+        "sample", "--model", str(models["short"]), "--num", "8", "--generate-batch", "4", "--output", str(out), "--quiet"
+    )
     assert result.returncode == 2 and result.stderr.count("error:") == 1, result.stderr[-2000:]
     assert "returned uint8 (3, 8, 8, 3) for 4 latents instead of uint8 (4, 8, 8, 3)" in result.stderr
     no_traceback(result)

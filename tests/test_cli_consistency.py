@@ -31,7 +31,12 @@ RENAMED = [
 
 
 # What each command requires, so that the flag under test is the only thing wrong.
-REQUIRED = {"train": ["--data", "d"], "export": ["--run", "r"], "evaluate": ["--model", "m", "--data", "d"], "sample": ["--model", "m"]}
+REQUIRED = {
+    "train": ["--data", "d"],
+    "export": ["--run", "r"],
+    "evaluate": ["--model", "m", "--data", "d"],
+    "sample": ["--model", "m"],
+}
 
 
 def parser(command: str) -> argparse.ArgumentParser:
@@ -79,14 +84,17 @@ def test_renamed_flags_exist_and_the_old_names_are_errors(command, old, new):
     assert result.returncode == 2 and f"unrecognized arguments: {old}" in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize(("command", "argv"), [
-    ("ingest", ["--bogus"]),
-    ("train", []),
-    ("export", []),
-    ("evaluate", ["--model", "m"]),
-    ("sample", ["--model", "m", "--num", "zero"]),
-    ("run", ["--images", "0"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ("ingest", ["--bogus"]),
+        ("train", []),
+        ("export", []),
+        ("evaluate", ["--model", "m"]),
+        ("sample", ["--model", "m", "--num", "zero"]),
+        ("run", ["--images", "0"]),
+    ],
+)
 def test_a_bad_command_line_is_a_short_usage_and_one_error_line(command, argv):
     result = cli(command, *argv)
     lines = result.stderr.splitlines()

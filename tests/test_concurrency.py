@@ -150,8 +150,25 @@ def test_two_exports_into_one_folder_take_turns(trained):
 
 def test_a_live_training_refuses_a_second_writer_and_a_reingest_exports_whole_and_resumes_after_sigterm(data, tmp_path):
     run = tmp_path / "run"
-    argv = ["--data", str(data), "--run", str(run), "--images", "100000", *TINY, "--checkpoint-every", "1",
-            "--keep-checkpoints", "2", "--log-every", "1", "--sample-every", "100000", "--no-export", "--quiet"]  # fmt: skip
+    argv = [
+        "--data",
+        str(data),
+        "--run",
+        str(run),
+        "--images",
+        "100000",
+        *TINY,
+        "--checkpoint-every",
+        "1",
+        "--keep-checkpoints",
+        "2",
+        "--log-every",
+        "1",
+        "--sample-every",
+        "100000",
+        "--no-export",
+        "--quiet",
+    ]
     records = snapshot(data)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     training = subprocess.Popen(

@@ -23,7 +23,9 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_a_toml_file_sets_every_kind_of_setting_and_flags_override_it(tmp_path):
-    config = write(tmp_path / "pipeline.toml", """
+    config = write(
+        tmp_path / "pipeline.toml",
+        """
 [train]
 data = "tfrecords/faces"
 images = 1000
@@ -40,7 +42,8 @@ search = ["g_filters=16,32"]
 
 [sample]
 num = 3
-""")  # other stages' tables ([sample]) are for the other commands
+""",
+    )  # other stages' tables ([sample]) are for the other commands
     args = parse_train("--config", str(config))
     options, hparams = train.options_from_args(args), train.config_from_args(args)
     assert (args.data, options.images, options.precision, options.no_export) == ("tfrecords/faces", 1000, "float32", True)
@@ -53,17 +56,20 @@ num = 3
     assert args.search == ["g_filters=16,32", "d_lr=1e-3"]  # a repeatable flag adds to the file's list
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("[train]\nepoch = 3\n", "[train] epoch: no such setting"),
-    ("[search]\nmax_trial = 3\n", "[search] max_trial: no such setting"),
-    ("[train]\nimages = \"many\"\n", "[train] images: must be a whole number, got 'many'"),
-    ("[train]\nimages = 0\n", "[train] images: must be at least 1, got 0"),
-    ("[train]\ng_lr = true\n", "[train] g_lr: must be a number, got True"),
-    ("[train]\nprecision = \"float64\"\n", "[train] precision: must be one of auto, float32"),
-    ("[train]\nno_export = 1\n", "[train] no_export: must be true or false, got 1"),
-    ("[trian]\nimages = 3\n", "[trian] is not a stage's table"),
-    ("[train\nimages = 3\n", "is not valid TOML"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[train]\nepoch = 3\n", "[train] epoch: no such setting"),
+        ("[search]\nmax_trial = 3\n", "[search] max_trial: no such setting"),
+        ('[train]\nimages = "many"\n', "[train] images: must be a whole number, got 'many'"),
+        ("[train]\nimages = 0\n", "[train] images: must be at least 1, got 0"),
+        ("[train]\ng_lr = true\n", "[train] g_lr: must be a number, got True"),
+        ('[train]\nprecision = "float64"\n', "[train] precision: must be one of auto, float32"),
+        ("[train]\nno_export = 1\n", "[train] no_export: must be true or false, got 1"),
+        ("[trian]\nimages = 3\n", "[trian] is not a stage's table"),
+        ("[train\nimages = 3\n", "is not valid TOML"),
+    ],
+)
 def test_a_wrong_key_type_or_value_is_one_error_naming_the_file_table_and_key(tmp_path, text, message):
     config = write(tmp_path / "bad.toml", text)
     result = cli("train", "--data", str(tmp_path / "data"), "--config", str(config))
@@ -109,8 +115,9 @@ def test_a_run_is_repeated_from_its_hparams_json_alone(trained, tmp_path):
 
 def test_every_artifact_records_the_settings_it_was_made_with_and_repeats_from_them(trained, tmp_path):
     data, run = trained
-    args = _config.parse_command_line(ingest.build_parser(), ["--config", str(data / "manifest.json")],
-                                      records=ingest.recorded_settings)  # fmt: skip
+    args = _config.parse_command_line(
+        ingest.build_parser(), ["--config", str(data / "manifest.json")], records=ingest.recorded_settings
+    )
     assert (args.input, args.output, args.image_size, args.eval_fraction) == (str(data.parent / "faces"), str(data), 32, 0.25)
     card = next(run.glob("export/generator/*/model_card.json"))
     assert read_json(card)["settings"]["export"] == {"run": str(run.resolve()), "checkpoint": "latest"}
@@ -133,7 +140,9 @@ def test_every_artifact_records_the_settings_it_was_made_with_and_repeats_from_t
 def test_one_toml_file_drives_pipeline_run_and_paths_may_start_with_a_dash(tmp_path, monkeypatch):
     write_synthetic_faces(tmp_path / "faces", 24, size=32)
     tiny = dict(zip(TINY[::2], TINY[1::2]))
-    write(tmp_path / "pipeline.toml", f"""
+    write(
+        tmp_path / "pipeline.toml",
+        f"""
 [ingest]
 input = "faces"
 image_size = 32
@@ -153,7 +162,8 @@ eval_num = 4
 
 [sample]
 num = 2
-""")
+""",
+    )
     monkeypatch.chdir(tmp_path)
     result = cli("run", "--config", "pipeline.toml", "--data=-records", "--run=-run", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_pipeline(*argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "pipeline.run", *argv], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.run", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +31,27 @@ def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     write_synthetic_faces(root / "faces", 40, size=32)
     batch = TrainConfig().batch_size
-    argv = ["--input", str(root / "faces"), "--data", str(root / "data"), "--run", str(root / "run"),
-            "--image-size", "32", "--eval-fraction", "0.25", "--images", str(3 * batch), "--eval-every", str(2 * batch),
-            "--eval-num", "8", "--num", "6", "--quiet"]
+    argv = [
+        "--input",
+        str(root / "faces"),
+        "--data",
+        str(root / "data"),
+        "--run",
+        str(root / "run"),
+        "--image-size",
+        "32",
+        "--eval-fraction",
+        "0.25",
+        "--images",
+        str(3 * batch),
+        "--eval-every",
+        str(2 * batch),
+        "--eval-num",
+        "8",
+        "--num",
+        "6",
+        "--quiet",
+    ]
     first = run_pipeline(*argv)
     assert first.returncode == 0, first.stderr[-3000:]
     second = run_pipeline(*argv)

@@ -27,12 +27,19 @@ from components.errors import PipelineError
 from tests.helpers import TINY, Result, cli, ingest_tiny, no_traceback, snapshot, write_synthetic_faces
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 def kill_during(module: str, argv: list[str], started, rng: random.Random, *, within: float = 1.5, timeout: float = 180) -> bool:
     """Start the CLI, wait until `started()` says its real work began, wait a random moment of up to
     `within` seconds more, and SIGKILL it. False if it finished before the kill landed."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", f"pipeline.{module}", *argv], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"pipeline.{module}", *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + timeout
         while not started() and process.poll() is None and time.monotonic() < deadline:
@@ -91,7 +98,9 @@ def test_a_killed_ingest_reruns_to_the_same_records_and_leaves_no_staging_or_wor
 def records(data: Path) -> dict:
     """An ingest output as comparable content: its files, and its manifest but for when it was made."""
     files = {name: digest for name, digest in snapshot(data).items() if name != "manifest.json" and not name.startswith("cache/")}
-    manifest = {key: value for key, value in json.loads((data / "manifest.json").read_text()).items() if key not in ("created", "seconds")}
+    manifest = {
+        key: value for key, value in json.loads((data / "manifest.json").read_text()).items() if key not in ("created", "seconds")
+    }
     return {**files, "manifest": manifest}
 
 
@@ -106,7 +115,20 @@ def test_killed_training_even_mid_checkpoint_resumes_to_the_counts_of_an_uninter
     rng, user = random.Random(2), records(data)
     for round_ in rounds:
         run = tmp_path / f"run{round_}"
-        argv = ["--data", str(data), "--run", str(run), "--images", "800", *TINY, "--no-export", "--checkpoint-every", "1", "--log-every", "1"]
+        argv = [
+            "--data",
+            str(data),
+            "--run",
+            str(run),
+            "--images",
+            "800",
+            *TINY,
+            "--no-export",
+            "--checkpoint-every",
+            "1",
+            "--log-every",
+            "1",
+        ]
         checkpointing = lambda: any((run / "checkpoints").glob("ckpt-*"))
         for _ in range(2):  # killed twice: checkpoints are written every step, so kills land inside writes too
             kill_during("train", argv, checkpointing, rng, within=2.0)
@@ -143,8 +165,12 @@ def test_a_killed_sampling_reruns_to_byte_identical_files(data, tmp_path, rounds
     assert cli("sample", "--model", str(run), "--num", "400", "--output", str(whole), "--quiet").returncode == 0
     for round_ in rounds:
         out = tmp_path / f"out{round_}"
-        kill_during("sample", ["--model", str(run), "--num", "400", "--output", str(out), "--generate-batch", "16", "--quiet"],
-                    lambda: out.is_dir() and len(list(out.iterdir())) > 2, rng)  # fmt: skip
+        kill_during(
+            "sample",
+            ["--model", str(run), "--num", "400", "--output", str(out), "--generate-batch", "16", "--quiet"],
+            lambda: out.is_dir() and len(list(out.iterdir())) > 2,
+            rng,
+        )
         again = cli("sample", "--model", str(run), "--num", "400", "--output", str(out), "--quiet")
         assert again.returncode == 0, again.stderr[-2000:]
         assert snapshot(out) == snapshot(whole)  # no temp file left, every image as an uninterrupted run drew it
@@ -152,8 +178,21 @@ def test_a_killed_sampling_reruns_to_byte_identical_files(data, tmp_path, rounds
 
 def test_a_killed_tuner_trial_resumes_the_search_without_redoing_finished_trials(data, tmp_path, rounds):
     rng = random.Random(5)
-    search = ["--tune-only", "--tuner", "random", "--max-trials", "4", "--trial-images", "400", "--eval-num", "8",
-              "--search", "g_lr=1e-4,3e-4", *[f"--search={name}=4" for name in ("g_filters", "d_filters")], *TINY]  # fmt: skip
+    search = [
+        "--tune-only",
+        "--tuner",
+        "random",
+        "--max-trials",
+        "4",
+        "--trial-images",
+        "400",
+        "--eval-num",
+        "8",
+        "--search",
+        "g_lr=1e-4,3e-4",
+        *[f"--search={name}=4" for name in ("g_filters", "d_filters")],
+        *TINY,
+    ]
     for round_ in rounds:
         run = tmp_path / f"run{round_}"
         trial = lambda: any((run / "tuner").glob("trial_*/execution-0/checkpoints"))
@@ -172,8 +211,25 @@ def test_a_killed_tuner_trial_resumes_the_search_without_redoing_finished_trials
 def trained_once(data, tmp_path_factory) -> Path:
     """A run of 12 steps with checkpoints at 4, 8 and 12 and an evaluation at the end."""
     run = tmp_path_factory.mktemp("trained") / "run"
-    result = cli("train", "--data", str(data), "--run", str(run), "--images", "96", *TINY, "--checkpoint-every", "4",
-                 "--log-every", "4", "--eval-every", "96", "--eval-num", "8", "--no-export")  # fmt: skip
+    result = cli(
+        "train",
+        "--data",
+        str(data),
+        "--run",
+        str(run),
+        "--images",
+        "96",
+        *TINY,
+        "--checkpoint-every",
+        "4",
+        "--log-every",
+        "4",
+        "--eval-every",
+        "96",
+        "--eval-num",
+        "8",
+        "--no-export",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return run
 
@@ -187,8 +243,25 @@ def trained(trained_once, tmp_path) -> Path:
 
 
 def resume(data: Path, run: Path, images: int = 128) -> Result:
-    return cli("train", "--data", str(data), "--run", str(run), "--images", str(images), *TINY, "--checkpoint-every", "4",
-               "--log-every", "4", "--eval-every", "96", "--eval-num", "8", "--no-export")  # fmt: skip
+    return cli(
+        "train",
+        "--data",
+        str(data),
+        "--run",
+        str(run),
+        "--images",
+        str(images),
+        *TINY,
+        "--checkpoint-every",
+        "4",
+        "--log-every",
+        "4",
+        "--eval-every",
+        "96",
+        "--eval-num",
+        "8",
+        "--no-export",
+    )
 
 
 @pytest.mark.parametrize("damage", ["index missing", "data truncated", "state names a missing one", "state file torn"])
@@ -250,7 +323,10 @@ def test_a_torn_record_is_one_error_naming_the_file(data, trained, tmp_path, nam
 @pytest.mark.parametrize(
     "change, complaint",
     [
-        (lambda m: m["splits"]["train"]["shards"][0].update(file="../../etc/passwd.tfrecord"), "not a file name inside the data folder"),
+        (
+            lambda m: m["splits"]["train"]["shards"][0].update(file="../../etc/passwd.tfrecord"),
+            "not a file name inside the data folder",
+        ),
         (lambda m: m["splits"].pop("eval"), "splits must hold 'train' and 'eval'"),
         (lambda m: m.update(image_size="64"), "image_size"),
         (lambda m: m["splits"]["train"]["shards"][0].update(bytes=1), "bytes on disk"),
@@ -272,7 +348,12 @@ def test_a_manifest_that_lies_is_refused(data, tmp_path, change, complaint):
 
 def test_torn_sample_marker_and_export_files_are_named_or_redone(data, tmp_path):
     run = tmp_path / "run"
-    assert cli("train", "--data", str(data), "--run", str(run), "--images", "16", *TINY, "--eval-every", "16", "--eval-num", "8").returncode == 0
+    assert (
+        cli(
+            "train", "--data", str(data), "--run", str(run), "--images", "16", *TINY, "--eval-every", "16", "--eval-num", "8"
+        ).returncode
+        == 0
+    )
     out = tmp_path / "samples"
     assert cli("sample", "--model", str(run), "--num", "4", "--output", str(out), "--quiet").returncode == 0
     (out / "samples.json").write_text('{"model": ')
@@ -292,8 +373,21 @@ def test_torn_sample_marker_and_export_files_are_named_or_redone(data, tmp_path)
 
 def test_a_torn_tuner_record_is_one_error_naming_it(data, tmp_path):
     run = tmp_path / "run"
-    search = ["--tune-only", "--tuner", "random", "--max-trials", "3", "--trial-images", "16", "--eval-num", "8",
-              "--search", "g_lr=1e-4", *[f"--search={name}=4" for name in ("g_filters", "d_filters")], *TINY]  # fmt: skip
+    search = [
+        "--tune-only",
+        "--tuner",
+        "random",
+        "--max-trials",
+        "3",
+        "--trial-images",
+        "16",
+        "--eval-num",
+        "8",
+        "--search",
+        "g_lr=1e-4",
+        *[f"--search={name}=4" for name in ("g_filters", "d_filters")],
+        *TINY,
+    ]
     assert cli("train", "--data", str(data), "--run", str(run), *search).returncode == 0
     trial = next((run / "tuner").glob("trial_*/trial.json"))
     trial.write_text(trial.read_text()[:30])

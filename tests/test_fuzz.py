@@ -43,9 +43,12 @@ TINY_FLAGS = [f"{flag}={value}" for flag, value in zip(TINY[::2], TINY[1::2])]
 
 def fuzz_settings(examples: int):
     return settings(
-        max_examples=examples, deadline=None, derandomize=True, database=None,
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )  # fmt: skip
+    )
 
 
 def in_process(main: Callable[[list[str]], int], argv: list[str]) -> Result:
@@ -97,10 +100,44 @@ def value_flags(module: str) -> list[str]:
 
 
 BAD_SCALARS = [
-    "", " ", "-1", "-0", "0", "-0.5", "1e309", "-1e309", "nan", "NaN", "inf", "-inf", "Infinity", "1e-400",
-    "9" * 40, "-" + "9" * 40, str(2**63), str(2**64), "1.5", "0x10", "1_000", "abc", "12abc", "１２", "٣", "½",
-    "😀", "ａｂｃ", "-", "--help-me", "true", "None", "[]", "{}", "'", "\"", "a b",
-]  # fmt: skip
+    "",
+    " ",
+    "-1",
+    "-0",
+    "0",
+    "-0.5",
+    "1e309",
+    "-1e309",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "Infinity",
+    "1e-400",
+    "9" * 40,
+    "-" + "9" * 40,
+    str(2**63),
+    str(2**64),
+    "1.5",
+    "0x10",
+    "1_000",
+    "abc",
+    "12abc",
+    "１２",
+    "٣",
+    "½",
+    "😀",
+    "ａｂｃ",
+    "-",
+    "--help-me",
+    "true",
+    "None",
+    "[]",
+    "{}",
+    "'",
+    '"',
+    "a b",
+]
 PATHS = ["file", "folder", "missing", "link-to-file", "link-to-folder", "dangling-link", "file/under", "földer 😀", "-dash", "."]
 
 
@@ -166,8 +203,8 @@ def test_every_flag_given_a_bad_value_is_one_error_line_or_success_and_touches_n
 EDGE_VALUES = {
     "--": "Python 3.11's argparse hands `--flag=--` to the flag as [] without calling its type (pipeline/_cli._Parser)",
     "é" * 300: "a name longer than the file system allows: OSError errno 36 wherever the path is first touched "
-               "(pipeline/_cli.run_main)",
-}  # fmt: skip
+    "(pipeline/_cli.run_main)",
+}
 
 
 @pytest.mark.parametrize("value", list(EDGE_VALUES), ids=[value[:4] for value in EDGE_VALUES])
@@ -201,8 +238,11 @@ def test_pipeline_run_passes_any_folder_name_to_its_stages_whole(name):
     for stage in stages:
         parser = importlib.import_module(stage.main.__module__).build_parser()
         parsed = _config.parse_command_line(parser, [arg for arg in stage.argv if arg != "--"], tables=stage.tables)
-        folders = {key: str(value) for key, value in vars(parsed).items()
-                   if key in ("input", "output", "data", "run", "model") and value is not None}  # fmt: skip
+        folders = {
+            key: str(value)
+            for key, value in vars(parsed).items()
+            if key in ("input", "output", "data", "run", "model") and value is not None
+        }
         assert set(folders.values()) <= {name, str(data), str(run_dir), str(run_dir / "export" / "samples")}, folders
     assert stages[0].tables["ingest"]["input"] == name
 
@@ -246,10 +286,27 @@ def made(tmp_path_factory) -> Made:
         result = in_process(functools.partial(ingest.main, tables=ingest.tables), ingest.argv)
     assert result.returncode == 0, result.stderr[-2000:]
     steps = [
-        ("train", "--data", str(data), "--run", str(run), "--images", "16", *TINY, "--checkpoint-every", "1",
-         "--log-every", "1", "--eval-every", "16", "--eval-num", "8", "--quiet"),
+        (
+            "train",
+            "--data",
+            str(data),
+            "--run",
+            str(run),
+            "--images",
+            "16",
+            *TINY,
+            "--checkpoint-every",
+            "1",
+            "--log-every",
+            "1",
+            "--eval-every",
+            "16",
+            "--eval-num",
+            "8",
+            "--quiet",
+        ),
         ("sample", "--model", str(run), "--num", "2", "--output", str(root / "samples"), "--quiet"),
-    ]  # fmt: skip
+    ]
     for module, *argv in steps:
         result = cli(module, *argv)
         assert result.returncode == 0, result.stderr[-2000:]
@@ -274,8 +331,12 @@ def write_search_folder(run: Path) -> Path:
     (paths.tuner / "trial_0").mkdir()
     Trial(hyperparameters, trial_id="0", status="COMPLETED").save(str(paths.tuner / "trial_0" / "trial.json"))
     # the default's learning rate: the file fits the run it sits in
-    best = {"chosen": "0", "reason": "lowest swd_avg", "hyperparameters": {"g_lr": TrainConfig().g_lr},
-            "config": TrainConfig().to_dict()}  # fmt: skip
+    best = {
+        "chosen": "0",
+        "reason": "lowest swd_avg",
+        "hyperparameters": {"g_lr": TrainConfig().g_lr},
+        "config": TrainConfig().to_dict(),
+    }
     atomic_write_json(paths.best_hyperparameters, best)
     return run
 
@@ -290,10 +351,33 @@ SEARCH_RECORD = {
 
 
 BAD_JSON = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.text(max_size=6),
-    st.sampled_from([10**400, -(10**400), 1e308, -1e308, math.nan, math.inf, -math.inf, 0.5, -1, 0, "", "x" * 3000,
-                     [], {}, [[[]]], {"a": {"b": []}}, [1, "2", None], {"": None}]),
-)  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.text(max_size=6),
+    st.sampled_from(
+        [
+            10**400,
+            -(10**400),
+            1e308,
+            -1e308,
+            math.nan,
+            math.inf,
+            -math.inf,
+            0.5,
+            -1,
+            0,
+            "",
+            "x" * 3000,
+            [],
+            {},
+            [[[]]],
+            {"a": {"b": []}},
+            [1, "2", None],
+            {"": None},
+        ]
+    ),
+)
 
 
 def node_paths(value: Any, here: tuple = ()) -> Iterator[tuple]:
@@ -343,8 +427,16 @@ def mutated(draw, original: bytes, lines: bool = False) -> bytes:
     return ("\n".join(texts) + ("\n" if lines else "")).encode()
 
 
-def fuzz_reader(tmp_path: Path, source: Path, name: str, read: Callable[[Path], Result], *, lines: bool = False,
-                ours_may_be_rewritten: bool = False, examples: int = 30) -> None:
+def fuzz_reader(
+    tmp_path: Path,
+    source: Path,
+    name: str,
+    read: Callable[[Path], Result],
+    *,
+    lines: bool = False,
+    ours_may_be_rewritten: bool = False,
+    examples: int = 30,
+) -> None:
     """Copy the folder `source`, mutate its file `name`, `read` the copy: success or one `error:`
     line, and nothing in the copy changed (on success, a file of ours its command rewrites may
     change: `ours_may_be_rewritten`)."""
@@ -457,8 +549,12 @@ def test_best_hyperparameters_json(made, tmp_path):
     from components.config import TrainConfig
     from components.search_report import config_from_best
 
-    fuzz_reader(tmp_path, made.search, "best_hyperparameters.json",
-                call(lambda run: config_from_best(TrainConfig(), run / "best_hyperparameters.json")))
+    fuzz_reader(
+        tmp_path,
+        made.search,
+        "best_hyperparameters.json",
+        call(lambda run: config_from_best(TrainConfig(), run / "best_hyperparameters.json")),
+    )
 
 
 def test_best_hyperparameters_json_read_by_train_hparams(made, tmp_path):
@@ -467,8 +563,26 @@ def test_best_hyperparameters_json_read_by_train_hparams(made, tmp_path):
 
     def train(search: Path) -> Result:
         run = shutil.copytree(made.run, search.parent / "run")
-        return cli("train", "--data", str(made.data), "--run", str(run), "--images", "16", *TINY, "--checkpoint-every", "1",
-                   "--log-every", "1", "--eval-every", "16", "--eval-num", "8", "--quiet",
-                   "--hparams", str(search / "best_hyperparameters.json"))  # fmt: skip
+        return cli(
+            "train",
+            "--data",
+            str(made.data),
+            "--run",
+            str(run),
+            "--images",
+            "16",
+            *TINY,
+            "--checkpoint-every",
+            "1",
+            "--log-every",
+            "1",
+            "--eval-every",
+            "16",
+            "--eval-num",
+            "8",
+            "--quiet",
+            "--hparams",
+            str(search / "best_hyperparameters.json"),
+        )
 
     fuzz_reader(tmp_path, made.search, "best_hyperparameters.json", train, examples=4)

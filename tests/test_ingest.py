@@ -264,7 +264,10 @@ def test_cli_errors_exit_2_with_a_message(argv, message, tmp_path, capsys):
 def test_the_module_entry_point_explains_how_to_get_data(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.ingest", "--input", str(tmp_path / "data")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: no input images") and "--synthetic 2000" in result.stderr

@@ -79,8 +79,10 @@ def test_a_shard_damaged_after_a_clean_read_is_named_by_training_and_evaluation(
     checkpoints = snapshot(run / "checkpoints")
     one_error(train(damaged, run, "--images", "48", "--no-export"), "train-00000-of-00002.tfrecord", "--overwrite")
     assert snapshot(run / "checkpoints") == checkpoints  # the last checkpoint is kept
-    one_error(cli("evaluate", "--model", str(run), "--data", str(damaged), "--eval-num", "4", "--output", str(run / "e.json")),
-              "eval-00001-of-00002.tfrecord")  # fmt: skip
+    one_error(
+        cli("evaluate", "--model", str(run), "--data", str(damaged), "--eval-num", "4", "--output", str(run / "e.json")),
+        "eval-00001-of-00002.tfrecord",
+    )
 
 
 def test_damage_the_start_up_check_missed_is_named_at_read_time(data, model, copy, monkeypatch):
@@ -104,8 +106,25 @@ def test_a_damaged_shard_stops_a_search_without_recording_a_failed_row(data, cop
     damaged = copy(data)
     flip_byte(damaged / "train-00000-of-00002.tfrecord")
     run = damaged.parent / "search"
-    result = cli("train", "--data", str(damaged), "--run", str(run), "--tune-only", "--tuner", "random", "--max-trials", "3",
-                 "--trial-images", "16", "--eval-num", "4", "--search", "g_lr=1e-4", *TINY)  # fmt: skip
+    result = cli(
+        "train",
+        "--data",
+        str(damaged),
+        "--run",
+        str(run),
+        "--tune-only",
+        "--tuner",
+        "random",
+        "--max-trials",
+        "3",
+        "--trial-images",
+        "16",
+        "--eval-num",
+        "4",
+        "--search",
+        "g_lr=1e-4",
+        *TINY,
+    )
     one_error(result, "train-00000-of-00002.tfrecord")
     assert not list(run.glob("tuner/*/result.json"))  # the row trains once the data is mended
 
@@ -116,7 +135,11 @@ def test_a_manifest_whose_image_size_was_edited_is_refused(data, model, copy, si
     manifest = json.loads((edited / "manifest.json").read_text())
     (edited / "manifest.json").write_text(json.dumps({**manifest, "image_size": size}))
     one_error(train(edited, edited.parent / "run", "--no-export"), complaint)
-    one_error(cli("evaluate", "--model", str(model), "--data", str(edited), "--eval-num", "4", "--output", str(edited.parent / "e.json")))
+    one_error(
+        cli(
+            "evaluate", "--model", str(model), "--data", str(edited), "--eval-num", "4", "--output", str(edited.parent / "e.json")
+        )
+    )
 
 
 def test_verify_shard_reads_each_record_through_its_crcs(data, tmp_path):
@@ -218,7 +241,9 @@ def test_a_manifest_that_lies_is_one_error_for_every_reader(data, model, copy, c
     (lying / "manifest.json").write_text(json.dumps(manifest))
     before = snapshot(lying)
     one_error(train(lying, lying.parent / "run", "--no-export"), complaint)
-    one_error(cli("evaluate", "--model", str(model), "--data", str(lying), "--eval-num", "4", "--output", str(lying.parent / "e.json")))
+    one_error(
+        cli("evaluate", "--model", str(model), "--data", str(lying), "--eval-num", "4", "--output", str(lying.parent / "e.json"))
+    )
     assert snapshot(lying) == before
 
 
@@ -271,7 +296,9 @@ def test_metrics_lines_that_lie_are_skipped_with_a_note_and_dropped_on_resume(da
 def test_an_eval_json_that_lies_is_never_reported(data, model, tmp_path, content):
     out = tmp_path / "eval.json"
     out.write_text(content)
-    result = cli("evaluate", "--model", str(model), "--data", str(data), "--eval-num", "4", "--output", str(out), "--skip-if-done")
+    result = cli(
+        "evaluate", "--model", str(model), "--data", str(data), "--eval-num", "4", "--output", str(out), "--skip-if-done"
+    )
     no_traceback(result)
     assert "up to date" not in result.stderr
     if result.returncode == 0:  # redone (or, by the output guard, refused as not ours: then untouched)
@@ -297,8 +324,10 @@ def test_a_model_card_or_saved_model_that_lies_is_redone_or_one_error(data, mode
     (version / "model_card.json").write_text("[]")
     assert cli("export", "--run", str(run)).returncode == 0  # a card that is not ours: a new version
     (run / "export" / "generator" / "2" / "saved_model.pb").write_bytes(b"garbage" * 10)
-    for result in (cli("sample", "--model", str(run), "--num", "2", "--output", str(run.parent / "s"), "--quiet"),
-                   cli("evaluate", "--model", str(run), "--data", str(data), "--eval-num", "4")):  # fmt: skip
+    for result in (
+        cli("sample", "--model", str(run), "--num", "2", "--output", str(run.parent / "s"), "--quiet"),
+        cli("evaluate", "--model", str(run), "--data", str(data), "--eval-num", "4"),
+    ):
         one_error(result, "saved_model.pb" if "saved_model.pb" in result.stderr else str(run / "export" / "generator" / "2"))
 
 
@@ -346,10 +375,15 @@ def test_a_row_result_that_lies_counts_as_absent(tmp_path):
 
     path = tmp_path / "result.json"
     good = {"status": "COMPLETED", "seconds": 1.0, "images": 16, "swd_avg": 2.0, "executions": [{"swd_avg": 2.0}]}
-    for content, usable in [(good, True), ({"status": "FAILED", "seconds": 1, "images": 16, "reason": "diverged"}, True),
-                            ([], False), ({"status": "COMPLETED"}, False), ({**good, "swd_avg": "x"}, False),
-                            ({**good, "executions": [{"swd_avg": None}]}, False),
-                            ({**good, "status": "DONE"}, False)]:  # fmt: skip
+    for content, usable in [
+        (good, True),
+        ({"status": "FAILED", "seconds": 1, "images": 16, "reason": "diverged"}, True),
+        ([], False),
+        ({"status": "COMPLETED"}, False),
+        ({**good, "swd_avg": "x"}, False),
+        ({**good, "executions": [{"swd_avg": None}]}, False),
+        ({**good, "status": "DONE"}, False),
+    ]:
         path.write_text(json.dumps(content))
         assert (read_result(path) == content) if usable else read_result(path) is None
 
@@ -363,8 +397,11 @@ def test_read_small_file_refuses_a_fifo_a_device_and_a_giant_without_reading_the
         handle.truncate(2**30)  # a gigabyte that takes no disk space: read whole, it took gigabytes of memory
     (tmp_path / "big.jsonl").write_bytes(b"{}\n" * 400)
     with time_limit(20):
-        for path, complaint in [(tmp_path / "fifo", "not a regular file"), ("/dev/zero", "not a regular file"),
-                                (tmp_path / "sparse.json", "larger than 64 MB")]:  # fmt: skip
+        for path, complaint in [
+            (tmp_path / "fifo", "not a regular file"),
+            ("/dev/zero", "not a regular file"),
+            (tmp_path / "sparse.json", "larger than 64 MB"),
+        ]:
             with pytest.raises(PipelineError, match=complaint) as raised:
                 read_json(path)
             assert str(path) in str(raised.value)
@@ -390,7 +427,17 @@ def test_a_fifo_or_a_giant_in_place_of_a_file_we_read_is_one_error_naming_it(dat
         os.mkfifo(run / "metrics.jsonl")
         one_error(train(data, run, "--images", "24", "--no-export"), "metrics.jsonl")
         one_error(cli("export", "--run", str(run)), "metrics.jsonl")
-        evaluate = ("evaluate", "--model", str(model), "--data", str(damaged), "--eval-num", "4", "--output", str(tmp_path / "e.json"))
+        evaluate = (
+            "evaluate",
+            "--model",
+            str(model),
+            "--data",
+            str(damaged),
+            "--eval-num",
+            "4",
+            "--output",
+            str(tmp_path / "e.json"),
+        )
         assert cli(*evaluate).returncode == 0
         (cache,) = (damaged / "cache").glob("eval-*.json")
         cache.unlink()
@@ -412,7 +459,17 @@ def test_a_fifo_or_a_giant_in_place_of_a_file_we_read_is_one_error_naming_it(dat
 def test_a_lying_evaluation_cache_is_computed_again_and_rewritten(data, model, copy, tmp_path):
     damaged = copy(data)
     shutil.rmtree(damaged / "cache", ignore_errors=True)  # the caches of other tests' evaluations
-    evaluate = ("evaluate", "--model", str(model), "--data", str(damaged), "--eval-num", "8", "--output", str(tmp_path / "e.json"))
+    evaluate = (
+        "evaluate",
+        "--model",
+        str(model),
+        "--data",
+        str(damaged),
+        "--eval-num",
+        "8",
+        "--output",
+        str(tmp_path / "e.json"),
+    )
     assert cli(*evaluate).returncode == 0
     truth = json.loads((tmp_path / "e.json").read_text())["metrics"]
     (cache,) = (damaged / "cache").glob("eval-*.json")

@@ -72,8 +72,12 @@ def test_mirrored_strategy_on_two_devices_trains_resumes_and_keeps_replicas_in_s
     run = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, str(MIRRORED_HELPER), str(tiny_records), str(run)],
-        capture_output=True, text=True, timeout=TIMEOUT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2

@@ -273,7 +273,9 @@ def test_new_run_removes_only_the_trainer_s_own_entries_and_never_follows_links(
     (paths.checkpoints / "ckpt-99_temp" / "part").write_text("theirs")
     left = remove_trainer_outputs(paths)
     assert sorted(p.relative_to(copy).as_posix() for p in left) == [
-        "checkpoints/.old-1", "samples/.backup.tmp", "samples/step-0000099.png"
+        "checkpoints/.old-1",
+        "samples/.backup.tmp",
+        "samples/step-0000099.png",
     ]
     assert (paths.samples / ".backup.tmp" / "photo.jpg").read_text() == "keep"
     assert (paths.checkpoints / ".old-1" / "ckpt-1.index").read_text() == "keep"
@@ -302,8 +304,21 @@ def test_ingest_into_the_current_folder_by_dot_works_and_rebuilds(tmp_path, monk
     assert first.returncode == 0, first.stderr[-2000:]
     assert (here / "manifest.json").is_file()
     monkeypatch.chdir(here)  # the folder was replaced as a whole: enter the new one
-    again = cli("ingest", "--synthetic", "12", "--image-size", "32", "--eval-fraction", "0.25", "--output", ".", "--quiet",
-                "--overwrite", "--seed", "3")
+    again = cli(
+        "ingest",
+        "--synthetic",
+        "12",
+        "--image-size",
+        "32",
+        "--eval-fraction",
+        "0.25",
+        "--output",
+        ".",
+        "--quiet",
+        "--overwrite",
+        "--seed",
+        "3",
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert (here / "manifest.json").is_file()
 

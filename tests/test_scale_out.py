@@ -89,8 +89,14 @@ def test_ingest_on_a_dask_cluster_from_bucket_to_bucket_writes_the_local_records
     url, client = s3
     _, expected = local_ingest
     with dask_cluster(tmp_path) as address:
-        dask = ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner", f"--dask_client_address={address}", "--dask_npartitions=2"]
-        assert ingest(["--input", "s3://images/faces", "--output", "s3://records/dask", *COMMON, "--", *dask, *s3_flags(url)]) == 0
+        dask = [
+            "--runner=apache_beam.runners.dask.dask_runner.DaskRunner",
+            f"--dask_client_address={address}",
+            "--dask_npartitions=2",
+        ]
+        assert (
+            ingest(["--input", "s3://images/faces", "--output", "s3://records/dask", *COMMON, "--", *dask, *s3_flags(url)]) == 0
+        )
     written = bucket_files(client, "records", "dask")
     assert records_of(written) == records_of(expected)
     assert "DaskRunner" in " ".join(json.loads(written["manifest.json"])["beam_options"])
@@ -111,16 +117,46 @@ def test_training_and_evaluation_read_a_data_folder_on_s3_through_a_verified_loc
     monkeypatch.setenv("ANIMEGAN_CACHE_DIR", str(tmp_path / "cache"))
     assert ingest(["--input", "s3://images/faces", "--output", "s3://records/train", *COMMON, "--", *s3_flags(url)]) == 0
     run = tmp_path / "run"
-    flags = ["--data", "s3://records/train", "--run", str(run), "--images", "16", "--batch-size", "8", "--latent-dim", "8",
-             "--g-filters", "4", "--d-filters", "4", "--precision", "float32", "--eval-every", "16", "--eval-num", "4"]  # fmt: skip
+    flags = [
+        "--data",
+        "s3://records/train",
+        "--run",
+        str(run),
+        "--images",
+        "16",
+        "--batch-size",
+        "8",
+        "--latent-dim",
+        "8",
+        "--g-filters",
+        "4",
+        "--d-filters",
+        "4",
+        "--precision",
+        "float32",
+        "--eval-every",
+        "16",
+        "--eval-num",
+        "4",
+    ]
     assert train([*flags, "--", *s3_flags(url)]) == 0
     out = capsys.readouterr().out
     assert "data: s3://records/train copied to" in out and "every shard checked" in out
     copy = Path(out.split("copied to ")[1].split(" (")[0])
-    assert records_of(local_files(copy)) == {k: v for k, v in records_of(bucket_files(client, "records", "train")).items() if k != "rejects.jsonl"}
-    assert json.loads((run / "hparams.json").read_text())["data"]["fingerprint"] == json.loads((copy / "manifest.json").read_text())["fingerprint"]
+    assert records_of(local_files(copy)) == {
+        k: v for k, v in records_of(bucket_files(client, "records", "train")).items() if k != "rejects.jsonl"
+    }
+    assert (
+        json.loads((run / "hparams.json").read_text())["data"]["fingerprint"]
+        == json.loads((copy / "manifest.json").read_text())["fingerprint"]
+    )
     version = run / "export" / "generator" / "1"
-    assert evaluate(["--model", str(version), "--data", "s3://records/train", "--eval-num", "4", "--skip-if-done", "--", *s3_flags(url)]) == 0
+    assert (
+        evaluate(
+            ["--model", str(version), "--data", "s3://records/train", "--eval-num", "4", "--skip-if-done", "--", *s3_flags(url)]
+        )
+        == 0
+    )
 
     # A shard damaged on the server: the copy is refused with the shard's URI, the old copy untouched.
     shard = next(name for name in bucket_files(client, "records", "train") if name.startswith("train-"))

@@ -55,38 +55,51 @@ def test_a_stage_s_flags_are_its_options_fields(command):
 def test_the_search_flags_are_the_search_settings_fields():
     flags = actions("train")
     fields = defaults(SearchSettings)
-    assert set(fields) == {"tuner", "trial_images", "trial_image_size", "score_last", "executions_per_trial",
-                           "hyperband_max_epochs", "hyperband_factor"}  # fmt: skip
+    assert set(fields) == {
+        "tuner",
+        "trial_images",
+        "trial_image_size",
+        "score_last",
+        "executions_per_trial",
+        "hyperband_max_epochs",
+        "hyperband_factor",
+    }
     assert {name: flags[name].default for name in fields} == fields
     assert flags["max_trials"].default is None  # its default depends on --tune-budget (pipeline._search)
 
 
-@pytest.mark.parametrize(("make", "setting"), [
-    (lambda: IngestOptions(eval_fraction=1.0), "eval_fraction must be in [0, 1), got 1.0"),
-    (lambda: IngestOptions(image_size=2), "image_size must be a whole number from 4 to 4,096, got 2"),
-    (lambda: ExportOptions(checkpoint="first"), "checkpoint must be one of latest, best, got 'first'"),
-    (lambda: EvaluateOptions(eval_num=2), "eval_num must be a whole number from 4 to 100,000, got 2"),
-    (lambda: SampleOptions(num=0), "num must be a whole number from 1 to"),
-    (lambda: SampleOptions(truncation=0.0), "truncation must be in (0, 100], got 0.0"),
-    (lambda: SearchSettings(score_last=0), "score_last must be a whole number from 1 to 100, got 0"),
-    (lambda: SearchSettings(max_trials=2), "max_trials must be at least 3"),
-    (lambda: TrainOptions(eval_num=2), "eval_num must be a whole number from 4"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("make", "setting"),
+    [
+        (lambda: IngestOptions(eval_fraction=1.0), "eval_fraction must be in [0, 1), got 1.0"),
+        (lambda: IngestOptions(image_size=2), "image_size must be a whole number from 4 to 4,096, got 2"),
+        (lambda: ExportOptions(checkpoint="first"), "checkpoint must be one of latest, best, got 'first'"),
+        (lambda: EvaluateOptions(eval_num=2), "eval_num must be a whole number from 4 to 100,000, got 2"),
+        (lambda: SampleOptions(num=0), "num must be a whole number from 1 to"),
+        (lambda: SampleOptions(truncation=0.0), "truncation must be in (0, 100], got 0.0"),
+        (lambda: SearchSettings(score_last=0), "score_last must be a whole number from 1 to 100, got 0"),
+        (lambda: SearchSettings(max_trials=2), "max_trials must be at least 3"),
+        (lambda: TrainOptions(eval_num=2), "eval_num must be a whole number from 4"),
+    ],
+)
 def test_a_library_call_with_a_bad_value_names_the_setting_not_a_flag(make, setting):
     with pytest.raises(PipelineError) as raised:
         make()
     assert str(raised.value).startswith(setting) and "--" not in str(raised.value), raised.value
 
 
-@pytest.mark.parametrize(("command", "argv", "line"), [
-    ("ingest", ["--synthetic", "5", "--eval-fraction", "1"], "error: --eval-fraction must be in [0, 1), got 1.0."),
-    ("ingest", ["--synthetic", "5", "--image-size", "2"], "error: argument --image-size: must be at least 4, got 2"),
-    ("export", ["--run", "r", "--checkpoint", "first"], "error: argument --checkpoint: invalid choice: 'first'"),
-    ("evaluate", ["--model", "m", "--data", "d", "--eval-num", "2"], "error: argument --eval-num: must be at least 4, got 2"),
-    ("sample", ["--model", "m", "--output", "o", "--num", "0"], "error: argument --num: must be at least 1, got 0"),
-    ("sample", ["--model", "m", "--grid", "g.png", "--truncation", "0"], "error: argument --truncation: must be in (0, 100]"),
-    ("train", ["--data", "d", "--score-last", "0"], "error: argument --score-last: must be at least 1, got 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("command", "argv", "line"),
+    [
+        ("ingest", ["--synthetic", "5", "--eval-fraction", "1"], "error: --eval-fraction must be in [0, 1), got 1.0."),
+        ("ingest", ["--synthetic", "5", "--image-size", "2"], "error: argument --image-size: must be at least 4, got 2"),
+        ("export", ["--run", "r", "--checkpoint", "first"], "error: argument --checkpoint: invalid choice: 'first'"),
+        ("evaluate", ["--model", "m", "--data", "d", "--eval-num", "2"], "error: argument --eval-num: must be at least 4, got 2"),
+        ("sample", ["--model", "m", "--output", "o", "--num", "0"], "error: argument --num: must be at least 1, got 0"),
+        ("sample", ["--model", "m", "--grid", "g.png", "--truncation", "0"], "error: argument --truncation: must be in (0, 100]"),
+        ("train", ["--data", "d", "--score-last", "0"], "error: argument --score-last: must be at least 1, got 0"),
+    ],
+)
 def test_the_command_line_names_the_flag_in_one_error_line(command, argv, line, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = cli(command, *argv)
@@ -106,12 +119,19 @@ def test_a_setting_error_from_a_file_names_the_flag_too(tmp_path, monkeypatch):
 
 # Every setting of each stage at a value other than its default, as a configuration file's table.
 TABLES = {
-    "ingest": {"image_size": 32, "resize": "pad", "min_size": 8, "eval_fraction": 0.25, "shards": 3, "max_pixels": 1000,
-               "no_dedupe": True},
+    "ingest": {
+        "image_size": 32,
+        "resize": "pad",
+        "min_size": 8,
+        "eval_fraction": 0.25,
+        "shards": 3,
+        "max_pixels": 1000,
+        "no_dedupe": True,
+    },
     "export": {"checkpoint": "best"},
     "evaluate": {"split": "train", "eval_num": 8, "seed": 3, "generate_batch": 16, "train_limit": 0, "skip_if_done": True},
     "sample": {"num": 5, "format": "npz", "seed": 2, "generate_batch": 4, "truncation": 1.5, "grid_count": 4, "workers": 1},
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("command", TABLES)

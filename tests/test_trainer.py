@@ -94,12 +94,18 @@ def test_a_run_writes_its_folder_and_restores_its_generators(tiny_records, tmp_p
     lines = read_jsonl(paths.metrics)
     assert [(r["kind"], r["step"]) for r in lines if r["kind"] == "train"] == [("train", s) for s in (2, 4, 6, 8)]
     assert [(r["step"], r["swd_avg"]) for r in lines if r["kind"] == "eval"] == [(2, 5.0), (4, 2.0), (6, 3.0), (8, 4.0)]
-    assert all({"d_loss", "g_loss", "d_real_logit", "d_fake_logit", "images_per_sec"} <= set(r) for r in lines if r["kind"] == "train")
+    assert all(
+        {"d_loss", "g_loss", "d_real_logit", "d_fake_logit", "images_per_sec"} <= set(r) for r in lines if r["kind"] == "train"
+    )
 
     generator, info = restore_generator(run)
     assert {k: info[k] for k in ("step", "images_seen", "image_size", "latent_dim", "data_fingerprint")} == {
-        "step": 8, "images_seen": 64, "image_size": 32, "latent_dim": 8, "data_fingerprint": "test",
-    }  # fmt: skip
+        "step": 8,
+        "images_seen": 64,
+        "image_size": 32,
+        "latent_dim": 8,
+        "data_fingerprint": "test",
+    }
     assert info["data_counts"] == {"train": 96, "eval": 32} and info["hparams"] == record["hparams"]
     assert info["data_dir"] == str(Path(tiny_records).resolve())
     assert metric_values(info["evaluation"]) == {"swd_avg": 4.0, "swd_16": 1.0}
@@ -121,7 +127,9 @@ def test_a_run_writes_its_folder_and_restores_its_generators(tiny_records, tmp_p
 
 def test_rerun_resumes_and_a_finished_run_does_nothing(tiny_records, tmp_path, capsys):
     run = tmp_path / "run"
-    first = train(TINY, tiny_records, run, TrainOptions(epochs=0.5, checkpoint_every=2, log_every=2, precision="float32"), **QUIET)
+    first = train(
+        TINY, tiny_records, run, TrainOptions(epochs=0.5, checkpoint_every=2, log_every=2, precision="float32"), **QUIET
+    )
     assert (first.steps, first.images_seen, first.resumed_from) == (6, 48, None)
 
     second = train(TINY, tiny_records, run, TrainOptions(images=80, checkpoint_every=2, log_every=2, precision="float32"))
@@ -182,9 +190,25 @@ def test_sigkilled_run_resumes_to_the_same_counts_as_an_uninterrupted_one(tiny_r
     images = 2400  # 300 steps: seconds of work, so the kill lands mid-run
     run = tmp_path / "killed"
     command = [
-        sys.executable, "-m", "pipeline.train", "--data", str(tiny_records), "--run", str(run), "--images", str(images),
-        *TINY_FLAGS, "--precision", "float32", "--checkpoint-every", "10", "--log-every", "10", "--sample-every", "1000",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        "--data",
+        str(tiny_records),
+        "--run",
+        str(run),
+        "--images",
+        str(images),
+        *TINY_FLAGS,
+        "--precision",
+        "float32",
+        "--checkpoint-every",
+        "10",
+        "--log-every",
+        "10",
+        "--sample-every",
+        "1000",
+    ]
     import tensorflow as tf
 
     def newest_checkpoint_step() -> int | None:
@@ -226,8 +250,14 @@ def test_sigkilled_run_resumes_to_the_same_counts_as_an_uninterrupted_one(tiny_r
 def test_steps_per_execution_and_a_resumption_change_no_weight(tiny_records, tmp_path):
     def weights(run: str, images: int, steps_per_execution: int, config: TrainConfig = TINY) -> list[np.ndarray]:
         keras.utils.set_random_seed(config.seed)
-        options = TrainOptions(images=images, steps_per_execution=steps_per_execution, log_every=4, checkpoint_every=4,
-                               sample_every=4, precision="float32")  # fmt: skip
+        options = TrainOptions(
+            images=images,
+            steps_per_execution=steps_per_execution,
+            log_every=4,
+            checkpoint_every=4,
+            sample_every=4,
+            precision="float32",
+        )
         result = train(config, tiny_records, tmp_path / run, options, **QUIET)
         gan = result.gan
         return [w.numpy() for w in [*gan.generator.weights, *gan.discriminator.weights, *gan.ema_generator.weights]]
@@ -254,7 +284,17 @@ def test_cli_reports_user_errors_without_traceback(tmp_path):
     assert "Traceback" not in missing.stderr + bad.stderr
     helped = cli("--help", timeout=60)
     assert helped.returncode == 0
-    for flag in ("--epochs", "--images", "--g-filters", "--d-lr", "--ema-decay", "--precision", "--jit", "--overwrite", "--checkpoint-every"):
+    for flag in (
+        "--epochs",
+        "--images",
+        "--g-filters",
+        "--d-lr",
+        "--ema-decay",
+        "--precision",
+        "--jit",
+        "--overwrite",
+        "--checkpoint-every",
+    ):
         assert flag in helped.stdout
 
 

@@ -24,8 +24,17 @@ from components.search_space import SearchSettings, make_space, parse_space_over
 from components.tuner import check_trial_image_size, run_search
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=8, g_filters=4, d_filters=4), batch_size=8)
-SPACE = ["g_filters=4", "d_filters=4", "d_lr=2e-4", "beta_1=0.5", "g_lr=1e-4,3e-4,5e-4", "batch_size=8", "d_spectral_norm=false",
-         "r1_gamma=0.1", "augment="]
+SPACE = [
+    "g_filters=4",
+    "d_filters=4",
+    "d_lr=2e-4",
+    "beta_1=0.5",
+    "g_lr=1e-4,3e-4,5e-4",
+    "batch_size=8",
+    "d_spectral_norm=false",
+    "r1_gamma=0.1",
+    "augment=",
+]
 # Steps of 2 between the loop's turns, so a 64-image run is evaluated at 48 and 64 images.
 TRAIN_OPTIONS = {"precision": "float32", "log_every": 2, "sample_every": 4}
 SETTINGS = SearchSettings(tuner="random", max_trials=4, trial_images=64, seed=1)
@@ -47,7 +56,9 @@ class ScriptedEvaluator:
 
 def search(data, run, evaluate, settings=SETTINGS, **kwargs):
     space = make_space(BASE, None, [parse_space_override(entry) for entry in SPACE])
-    return run_search(BASE, space, data, run, settings, evaluate_fn=evaluate, train_options=TRAIN_OPTIONS, verbose=False, **kwargs)
+    return run_search(
+        BASE, space, data, run, settings, evaluate_fn=evaluate, train_options=TRAIN_OPTIONS, verbose=False, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +90,7 @@ def test_the_default_trains_with_two_seeds_resumes_and_leads_the_table(kept_defa
         "d_spectral_norm": False,
         "r1_gamma": 0.1,
         "augment": "",
-    }  # BASE's, fmt: skip
+    }  # BASE's
     assert [row["swd_avg"] for row in trials] == [9.5, 10.5]  # the mean of each trial's last two evaluations
     evals = [r for r in read_jsonl(RunPaths(run).tuner / "trial_0" / "execution-0" / "metrics.jsonl") if r["kind"] == "eval"]
     assert [r["images_seen"] for r in evals] == [48, 64]
@@ -94,7 +105,10 @@ def test_no_trial_beyond_the_noise_keeps_the_default_and_hparams_trains_it(kept_
     best = read_json(RunPaths(run).best_hyperparameters)
     assert best == result.best
     assert best["chosen"] == "default" and best["trial_id"] == "default" and best["hyperparameters"] == {}
-    assert best["reason"] == "no configuration beat the default by more than the noise (best trial 0: swd_avg 9.5 vs default 11 ± noise 2)"
+    assert (
+        best["reason"]
+        == "no configuration beat the default by more than the noise (best trial 0: swd_avg 9.5 vs default 11 ± noise 2)"
+    )
     assert best["default"] == {"swd_avg": 11.0, "executions": [10.0, 12.0], "noise": 2.0, "seed": 0}
     assert best["best_trial"]["trial_id"] == "0" and best["best_trial"]["swd_avg"] == 9.5
     assert best["ratio_to_default"] == 1.0 and best["search"]["score_last"] == 2
@@ -106,8 +120,23 @@ def test_no_trial_beyond_the_noise_keeps_the_default_and_hparams_trains_it(kept_
 
     final = tmp_path / "final"
     flags = ["--latent-dim", "8", "--g-filters", "4", "--d-filters", "4", "--batch-size", "8", "--precision", "float32"]
-    assert main(["--data", str(tiny_records), "--run", str(final), "--hparams", str(RunPaths(run).best_hyperparameters),
-                 "--images", "16", "--no-export", *flags]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--data",
+                str(tiny_records),
+                "--run",
+                str(final),
+                "--hparams",
+                str(RunPaths(run).best_hyperparameters),
+                "--images",
+                "16",
+                "--no-export",
+                *flags,
+            ]
+        )
+        == 0
+    )
     assert "note: the search chose its default configuration" in capsys.readouterr().out
     assert read_json(RunPaths(final).hparams)["hparams"] == BASE.with_image_size(32).to_dict()
 
@@ -233,7 +262,9 @@ def test_the_cost_estimate_is_trainings_times_images_over_the_measured_speed():
     assert first == "estimate: the search trains 2 default + 16 tuned = 18 times 20,000 images at ~400 img/s: about 15 min"
     assert second == "estimate: then the final training, 100,000 images at ~100 img/s: about 17 min (evaluations not counted)"
     assert estimate_cost(settings, 400.0).final_seconds is None
-    assert "at most (hyperband)" in estimate_cost(SearchSettings(tuner="hyperband"), 400.0).describe(SearchSettings(tuner="hyperband"))
+    assert "at most (hyperband)" in estimate_cost(SearchSettings(tuner="hyperband"), 400.0).describe(
+        SearchSettings(tuner="hyperband")
+    )
 
 
 # -- a budget in time and a space centred on the default ------------------------------------------
@@ -283,8 +314,14 @@ def test_the_search_stops_itself_at_its_budget_and_counts_what_a_resumed_search_
     "base",
     [
         TrainConfig(),
-        TrainConfig(model=ModelConfig(g_filters=64, d_filters=16, d_spectral_norm=True), batch_size=32, g_lr=1e-3, r1_gamma=0.0,
-                    beta_1=0.9, augment="translation"),
+        TrainConfig(
+            model=ModelConfig(g_filters=64, d_filters=16, d_spectral_norm=True),
+            batch_size=32,
+            g_lr=1e-3,
+            r1_gamma=0.0,
+            beta_1=0.9,
+            augment="translation",
+        ),
     ],
 )
 def test_the_default_space_is_centred_on_the_configuration_being_tuned(base):

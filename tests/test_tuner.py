@@ -70,7 +70,9 @@ def tiny_space(*entries: str) -> dict:
 
 
 def search(data, run, space, settings, evaluate, **kwargs):
-    return run_search(BASE, space, data, run, settings, evaluate_fn=evaluate, train_options=TRAIN_OPTIONS, verbose=False, **kwargs)
+    return run_search(
+        BASE, space, data, run, settings, evaluate_fn=evaluate, train_options=TRAIN_OPTIONS, verbose=False, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -168,12 +170,23 @@ def test_tiny_search_writes_best_file_and_table_matching_the_trials(diverging_se
     assert good["swd_avg"] == pytest.approx(trial_json["score"])
     assert good["swd_avg"] == pytest.approx(read_json(paths.tuner / f"trial_{good['trial_id']}" / "result.json")["swd_avg"])
     assert good["hyperparameters"] == {
-        "g_filters": 4, "d_filters": 8, "g_lr": 2e-4, "d_lr": 2e-4, "beta_1": 0.5, "batch_size": 32, "d_spectral_norm": False,
-        "r1_gamma": 0.1, "augment": "",
-    }  # fmt: skip
+        "g_filters": 4,
+        "d_filters": 8,
+        "g_lr": 2e-4,
+        "d_lr": 2e-4,
+        "beta_1": 0.5,
+        "batch_size": 32,
+        "d_spectral_norm": False,
+        "r1_gamma": 0.1,
+        "augment": "",
+    }
     assert good["images"] == 64 and good["seconds"] > 0
-    evals = [r for r in read_jsonl(paths.tuner / f"trial_{good['trial_id']}" / "execution-0" / "metrics.jsonl") if r["kind"] == "eval"]
-    assert evals[-1]["images_seen"] == 64 and good["swd_avg"] == pytest.approx(sum(r["swd_avg"] for r in evals[-2:]) / len(evals[-2:]))
+    evals = [
+        r for r in read_jsonl(paths.tuner / f"trial_{good['trial_id']}" / "execution-0" / "metrics.jsonl") if r["kind"] == "eval"
+    ]
+    assert evals[-1]["images_seen"] == 64 and good["swd_avg"] == pytest.approx(
+        sum(r["swd_avg"] for r in evals[-2:]) / len(evals[-2:])
+    )
     grid = Image.open(good["grid"])
     assert grid.size == (8 * 34 + 2, 8 * 34 + 2)  # 64 images of 32 px, 2 px apart
 
@@ -215,7 +228,9 @@ def test_a_changed_search_is_refused_and_new_search_starts_over(diverging_search
     fresh = tmp_path / "run"
     fixed = tiny_space("g_lr=2e-4")
     search(tiny_records, fresh, fixed, SearchSettings(tuner="random", max_trials=3, trial_images=32), evaluate)
-    result = search(tiny_records, fresh, fixed, SearchSettings(tuner="random", max_trials=3, trial_images=64), evaluate, new_search=True)
+    result = search(
+        tiny_records, fresh, fixed, SearchSettings(tuner="random", max_trials=3, trial_images=64), evaluate, new_search=True
+    )
     assert [row["images"] for row in result.rows] == [64, 64]
     assert not (fresh / "tuner" / "trial_0" / "execution-0" / "checkpoints" / "ckpt-1.index").exists()  # the 32-image run is gone
 
@@ -285,11 +300,31 @@ def test_best_file_gives_back_the_best_configuration(diverging_search, tmp_path)
 
 def tune_args(data, run, *extra: str) -> list[str]:
     return [
-        "--data", str(data), "--run", str(run), "--tuner", "random", "--max-trials", "4", "--trial-images", "64",
+        "--data",
+        str(data),
+        "--run",
+        str(run),
+        "--tuner",
+        "random",
+        "--max-trials",
+        "4",
+        "--trial-images",
+        "64",
         *[arg for entry in [*TINY, "g_lr=1e-4,2e-4"] for arg in ("--search", entry)],
-        "--latent-dim", "16", "--g-filters", "4", "--d-filters", "8", "--batch-size", "32", "--eval-num", "16",
-        "--precision", "float32", *extra,
-    ]  # fmt: skip
+        "--latent-dim",
+        "16",
+        "--g-filters",
+        "4",
+        "--d-filters",
+        "8",
+        "--batch-size",
+        "32",
+        "--eval-num",
+        "16",
+        "--precision",
+        "float32",
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -358,10 +393,20 @@ def test_cli_tune_only_stops_after_the_search_and_bad_space_is_refused_up_front(
         main(tune_args(tiny_records, run, "--tune-only", "--search", "colour=1,2"))
     assert not run.exists()
 
-    assert main(tune_args(tiny_records, run, "--tune-only", "--tuner", "hyperband", "--hyperband-max-epochs", "2",
-                          "--hyperband-factor", "2")) == 0  # fmt: skip
+    assert (
+        main(
+            tune_args(
+                tiny_records, run, "--tune-only", "--tuner", "hyperband", "--hyperband-max-epochs", "2", "--hyperband-factor", "2"
+            )
+        )
+        == 0
+    )
     rows = read_json(RunPaths(run).tuner / "trials.json")
-    assert [row["images"] for row in rows] == [64, 32, 32]  # the default's row; hyperband's first round: 1 of 2 epochs of 64 images
+    assert [row["images"] for row in rows] == [
+        64,
+        32,
+        32,
+    ]  # the default's row; hyperband's first round: 1 of 2 epochs of 64 images
     assert RunPaths(run).best_hyperparameters.is_file()
     assert not RunPaths(run).checkpoints.exists() and not RunPaths(run).export.exists()
 
