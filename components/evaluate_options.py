@@ -22,19 +22,25 @@ MAX_TRAIN_LIMIT = 100_000  # training images held in memory to search for copies
 class EvaluateOptions:
     """What is compared with what, and how many: the settings of one evaluation of a SavedModel."""
 
-    split: str = setting("eval", "the real images to compare with; use the held-out eval split", kind=str,
-                         choices=("eval", "train"))  # fmt: skip
+    split: str = setting(
+        "eval", "the real images to compare with; use the held-out eval split", kind=str, choices=("eval", "train")
+    )
     eval_num: int = eval_num_setting()
     seed: int = setting(0, "fixes the latents, the real halves and all sampling", kind=int, low=0, high=MAX_SEED)
     generate_batch: int = generate_batch_setting()
     train_limit: int = setting(
-        DEFAULT_TRAIN_LIMIT, "training images searched for copies (the first ones of the train split); 0 skips memorisation",
-        kind=int, low=0, high=MAX_TRAIN_LIMIT,
-    )  # fmt: skip
+        DEFAULT_TRAIN_LIMIT,
+        "training images searched for copies (the first ones of the train split); 0 skips memorisation",
+        kind=int,
+        low=0,
+        high=MAX_TRAIN_LIMIT,
+    )
     skip_if_done: bool = setting(
-        False, "do nothing when the output already holds an evaluation of this model on the same data, split, --eval-num "
-        "and --seed (pipeline.run uses it)", kind=bool,
-    )  # fmt: skip
+        False,
+        "do nothing when the output already holds an evaluation of this model on the same data, split, --eval-num "
+        "and --seed (pipeline.run uses it)",
+        kind=bool,
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -18,9 +18,9 @@ the same random directions and patch positions, so the two figures differ only b
 
 `Evaluator` does the real-side work once (descriptors, floor, baselines) and then scores any
 number of generated sets cheaply: the trainer evaluates every few thousand images this way
-(`TrainingEvaluator`); `pipeline.evaluate` scores an exported SavedModel (loaded by
-`components.sampler`). Both score images 0..n-1 of their seed (`components.latents`), so one
-set of weights gets one set of figures whichever way it is evaluated.
+(`TrainingEvaluator`); `components.evaluation.evaluate_model` (`pipeline.evaluate`) scores an
+exported SavedModel into eval.json. Both score images 0..n-1 of their seed (`components.latents`),
+so one set of weights gets one set of figures whichever way it is evaluated.
 """
 
 from __future__ import annotations
@@ -181,7 +181,12 @@ CACHE_VERSION = 1
 
 
 def baseline_cache(
-    data_dir: str | os.PathLike, split: str, num: int, seed: int, train_limit: int, inception_weights: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike,
+    split: str,
+    num: int,
+    seed: int,
+    train_limit: int,
+    inception_weights: str | os.PathLike | None = None,
     image_size: int | None = None,
 ) -> Path:
     """Where the real-side figures of one evaluation set-up are cached: `<data>/cache/eval-<key>.json`,
@@ -192,11 +197,18 @@ def baseline_cache(
     from components.records import read_manifest
 
     weights = Path(inception_weights) if inception_weights else None
-    key = fingerprint({
-        "version": CACHE_VERSION, "data": read_manifest(data_dir).get("fingerprint"), "split": split, "num": num, "seed": seed,
-        "train_limit": train_limit, "inception": [str(weights.resolve()), weights.stat().st_size, weights.stat().st_mtime_ns] if weights else None,
-        **({"image_size": image_size} if image_size else {}),  # the key of a full-size set-up is as it was
-    })  # fmt: skip
+    key = fingerprint(
+        {
+            "version": CACHE_VERSION,
+            "data": read_manifest(data_dir).get("fingerprint"),
+            "split": split,
+            "num": num,
+            "seed": seed,
+            "train_limit": train_limit,
+            "inception": [str(weights.resolve()), weights.stat().st_size, weights.stat().st_mtime_ns] if weights else None,
+            **({"image_size": image_size} if image_size else {}),  # the key of a full-size set-up is as it was
+        }
+    )
     return Path(data_dir, "cache", f"eval-{key}.json")
 
 
@@ -244,9 +256,15 @@ def _write_cache(path: Path, baseline: dict[str, float], real_nn: np.ndarray | N
 
 
 def evaluation_request(
-    data_dir: str | os.PathLike, split: str, num: int, seed: int, image_size: int | None = None, *,
-    train_limit: int = DEFAULT_TRAIN_LIMIT, inception_weights: str | os.PathLike | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    data_dir: str | os.PathLike,
+    split: str,
+    num: int,
+    seed: int,
+    image_size: int | None = None,
+    *,
+    train_limit: int = DEFAULT_TRAIN_LIMIT,
+    inception_weights: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """What identifies an evaluation's figures, but for the model: the data, the split, the images
     asked for, the seed, the training images searched for copies, the Inception weights (by
     content) and a downscaled size. `evaluation_is_current` compares it with the one on file."""
@@ -256,9 +274,13 @@ def evaluation_request(
 
     weights = hashlib.sha256(Path(inception_weights).read_bytes()).hexdigest()[:16] if inception_weights else None
     request = {
-        "data_fingerprint": read_manifest(data_dir).get("fingerprint"), "split": split, "num_requested": num, "seed": seed,
-        "train_limit": train_limit, "inception_fingerprint": weights,
-    }  # fmt: skip
+        "data_fingerprint": read_manifest(data_dir).get("fingerprint"),
+        "split": split,
+        "num_requested": num,
+        "seed": seed,
+        "train_limit": train_limit,
+        "inception_fingerprint": weights,
+    }
     return {**request, "image_size": image_size} if image_size else request
 
 
@@ -368,4 +390,3 @@ class TrainingEvaluator:
         if latent_dim not in self._latents:
             self._latents[latent_dim] = first_latents(self.evaluator.num, latent_dim, self.seed)
         return self.evaluator.score(generate_images(keras_generate(generator), self._latents[latent_dim], self.batch_size))
-
