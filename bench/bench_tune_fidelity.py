@@ -9,7 +9,7 @@ recipe and three neighbours spanning filters and learning rates) and each seed o
 - train it at each fidelity of `--fidelities` (`IMAGES` or `IMAGES@SIZE`: 20000@32 is 20,000
   images at 32x32, downscaled as `--trial-image-size` does),
 
-every run scored exactly as a search trial is (`components.tuner.DCGANHyperModel.fit`: the mean
+every run scored exactly as a search trial is (`components.search_hypermodel.DCGANHyperModel.fit`: the mean
 swd_avg of its last `--score-last` evaluations in the run's second half). Reported per fidelity:
 the Spearman rank correlation between the configurations' mean scores (over seeds) there and at
 the full budget, and the seed-to-seed noise (mean over configurations of the spread of its
@@ -86,8 +86,8 @@ def score_runs(args, data: Path, configs: list, images: int, size: int | None, e
     """Every configuration at one budget, once per seed, each scored as a search trial is; runs the
     ledger already holds are taken from it."""
     from components.config import recipe_config
+    from components.search_hypermodel import DCGANHyperModel
     from components.search_space import SearchSettings
-    from components.tuner import DCGANHyperModel
 
     settings = SearchSettings(trial_images=images, trial_image_size=size, score_last=args.score_last)
     if size not in evaluators:

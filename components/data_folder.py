@@ -193,7 +193,9 @@ def _publish_by_rename(staging: Path, output: Path, moves: dict[str, str], rejec
         shutil.rmtree(old)
 
 
-def _publish_by_manifest(staging: str, output: str, moves: dict[str, str], rejects: str, manifest: str, previous: dict | None) -> None:
+def _publish_by_manifest(
+    staging: str, output: str, moves: dict[str, str], rejects: str, manifest: str, previous: dict | None
+) -> None:
     if previous is not None:
         beamfs.delete([beamfs.join(output, MANIFEST)])  # first: from here on the old output does not exist
         old = [beamfs.join(output, name) for name in own_files(previous) if name != MANIFEST]

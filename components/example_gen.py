@@ -107,7 +107,9 @@ class ChunkResult:
     rejects: list[dict] = field(default_factory=list)
 
 
-def write_chunk(spec: ChunkSpec, source: ImageSource, options: IngestOptions, staging: str, fs_flags: Sequence[str]) -> ChunkResult:
+def write_chunk(
+    spec: ChunkSpec, source: ImageSource, options: IngestOptions, staging: str, fs_flags: Sequence[str]
+) -> ChunkResult:
     """Decode, validate and resize the images of one chunk and write them as its shard.
 
     A chunk whose every image was rejected writes no file (object stores hold no empty objects).
@@ -215,9 +217,13 @@ def _chunk_key(result: ChunkResult) -> tuple[str, ChunkResult]:
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, source: ImageSource, chunks: list[ChunkSpec], options: IngestOptions, staging: str,
+    pipeline: beam.Pipeline,
+    source: ImageSource,
+    chunks: list[ChunkSpec],
+    options: IngestOptions,
+    staging: str,
     fs_flags: Sequence[str] = (),
-) -> None:  # fmt: skip
+) -> None:
     """Add the ingest transforms to `pipeline`; running it fills `staging` (see module docstring).
 
     The graph has a single leaf (`DropDuplicates`): Beam's Dask runner computes only the last
@@ -225,9 +231,7 @@ def build_pipeline(
     """
     flags = tuple(fs_flags)
     results = (
-        pipeline
-        | "Chunks" >> beam.Create(chunks)
-        | "DecodeResizeWrite" >> beam.Map(write_chunk, source, options, staging, flags)
+        pipeline | "Chunks" >> beam.Create(chunks) | "DecodeResizeWrite" >> beam.Map(write_chunk, source, options, staging, flags)
     )
     if options.dedupe:
         drops = (

@@ -50,7 +50,12 @@ EXPORT_WAIT_SECONDS = 600  # how long an export waits for another one into the s
 
 
 def export_generator(
-    generator, export_root: str | os.PathLike, model_card: dict, *, check_count: int = 16, extra_files: dict[str, dict] | None = None
+    generator,
+    export_root: str | os.PathLike,
+    model_card: dict,
+    *,
+    check_count: int = 16,
+    extra_files: dict[str, dict] | None = None,
 ) -> Path:
     """Write `generator` (a Keras model z -> float32 images in [-1, 1]) as the next SavedModel version.
 
@@ -83,7 +88,9 @@ def _export_next_version(
                 "latent_dim": latent_dim,
                 "image_shape": list(image_shape),
                 "signatures": {
-                    SERVING_SIGNATURE: f"z: float32[None, {latent_dim}] -> images: uint8[None, {', '.join(map(str, image_shape))}]",
+                    SERVING_SIGNATURE: (
+                        f"z: float32[None, {latent_dim}] -> images: uint8[None, {', '.join(map(str, image_shape))}]"
+                    ),
                     SAMPLE_SIGNATURE: "num: int32, seed: int64 -> images (deterministic; latents below)",
                 },
                 "latents": LATENTS_RECIPE,
@@ -156,7 +163,9 @@ def verify_export(generator, folder: Path, latent_dim: int, count: int) -> int:
             f"levels (at most {MAX_GREY_LEVEL_DIFFERENCE} allowed) on the same latents; no version was written."
         )
     if not np.array_equal(sampled[0], sampled[1]):
-        raise PipelineError("export check failed: the 'sample' signature gave different images for one seed; no version was written.")
+        raise PipelineError(
+            "export check failed: the 'sample' signature gave different images for one seed; no version was written."
+        )
     return difference
 
 
@@ -168,9 +177,11 @@ class ExportOptions:
     """How a run is exported (`export_run`); `pipeline.export` builds its flags from these fields."""
 
     checkpoint: str = setting(
-        "latest", "which checkpoint's EMA generator: the last one saved, or the best by the evaluator's swd_avg",
-        kind=str, choices=("latest", "best"),
-    )  # fmt: skip
+        "latest",
+        "which checkpoint's EMA generator: the last one saved, or the best by the evaluator's swd_avg",
+        kind=str,
+        choices=("latest", "best"),
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)

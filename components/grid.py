@@ -24,9 +24,7 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) 
     count, height, width, channels = images.shape
     columns = columns or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
-    sheet = np.full(
-        (rows * (height + padding) + padding, columns * (width + padding) + padding, channels), 255, np.uint8
-    )
+    sheet = np.full((rows * (height + padding) + padding, columns * (width + padding) + padding, channels), 255, np.uint8)
     for index, image in enumerate(images):
         top = padding + (index // columns) * (height + padding)
         left = padding + (index % columns) * (width + padding)

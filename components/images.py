@@ -55,8 +55,20 @@ TOO_LARGE = "too-large"  # more bytes than any image within the pixel limit need
 NOT_A_FILE = "not-a-file"  # a pipe, socket or device: reading it could block forever
 REPEATED_FOLDER = "repeated-folder"  # a link to a folder that is read already (a loop, or a second way in)
 PROJECT_FOLDER = "project-folder"  # a run, data, sample or model folder of this project: its files are not faces
-REASONS = (EMPTY, UNREADABLE, NOT_AN_IMAGE, UNSUPPORTED, BOMB, TRUNCATED, CORRUPT, TOO_SMALL, TOO_LARGE, NOT_A_FILE,
-           REPEATED_FOLDER, PROJECT_FOLDER)  # fmt: skip
+REASONS = (
+    EMPTY,
+    UNREADABLE,
+    NOT_AN_IMAGE,
+    UNSUPPORTED,
+    BOMB,
+    TRUNCATED,
+    CORRUPT,
+    TOO_SMALL,
+    TOO_LARGE,
+    NOT_A_FILE,
+    REPEATED_FOLDER,
+    PROJECT_FOLDER,
+)
 
 
 class Rejected(Exception):

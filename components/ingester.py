@@ -129,20 +129,27 @@ def _normal(output: str | os.PathLike) -> str:
     return str(output).rstrip("/") if beamfs.is_uri(str(output)) else os.path.abspath(output)
 
 
-def _assemble(summaries: list[dict], scan: Scan, options: IngestOptions, digest: str, beam_args: Sequence[str]) -> tuple[dict, dict, str]:
+def _assemble(
+    summaries: list[dict], scan: Scan, options: IngestOptions, digest: str, beam_args: Sequence[str]
+) -> tuple[dict, dict, str]:
     """The manifest (counts must add up), the final shard names and rejects.jsonl's text."""
     rejects = sorted([*scan.unlisted, *(r for s in summaries for r in s["rejects"])], key=lambda r: r["source"])
     duplicates = sorted((d for s in summaries for d in s["duplicates"]), key=lambda d: d["source"])
     moves, splits = {}, {}
     for split in ("train", "eval"):
         kept = sorted((s for s in summaries if s["split"] == split and s["count"]), key=lambda s: s["index"])
-        shards = [{"file": shard_name(split, index, len(kept)), "count": s["count"], "bytes": s["bytes"]} for index, s in enumerate(kept)]
+        shards = [
+            {"file": shard_name(split, index, len(kept)), "count": s["count"], "bytes": s["bytes"]}
+            for index, s in enumerate(kept)
+        ]
         moves.update({s["file"]: shard["file"] for s, shard in zip(kept, shards)})
         splits[split] = {"count": sum(shard["count"] for shard in shards), "shards": shards}
     seen = len(scan.names) + len(scan.unlisted)
     written = sum(split["count"] for split in splits.values())
     if written + len(rejects) + len(duplicates) != seen:  # every input is accounted for, or it is our bug
-        raise RuntimeError(f"ingest lost track of files: {seen} seen, {written} written, {len(rejects)} rejected, {len(duplicates)} duplicates")
+        raise RuntimeError(
+            f"ingest lost track of files: {seen} seen, {written} written, {len(rejects)} rejected, {len(duplicates)} duplicates"
+        )
     if written == 0:
         raise PipelineError(_nothing_written_message(seen, rejects))
     lines = rejects + [{"source": d["source"], "reason": DUPLICATE, "duplicate_of": d["duplicate_of"]} for d in duplicates]
@@ -170,7 +177,9 @@ _SECRET = re.compile(r"(secret|password|token|access_key|credential)", re.IGNORE
 
 def redact(beam_args: Sequence[str]) -> list[str]:
     """The Beam flags as recorded in the manifest: values of secrets (keys, tokens) replaced by ***."""
-    return [f"{flag.split('=', 1)[0]}=***" if "=" in flag and _SECRET.search(flag.split("=", 1)[0]) else flag for flag in beam_args]
+    return [
+        f"{flag.split('=', 1)[0]}=***" if "=" in flag and _SECRET.search(flag.split("=", 1)[0]) else flag for flag in beam_args
+    ]
 
 
 def _nothing_written_message(seen: int, rejects: list[dict]) -> str:

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 
 TOKEN_VARIABLE = "ANIMEGAN_INGEST_RUN"
 
-_WATCHDOG = r"""
+_WATCHDOG = (
+    r"""
 import os, sys, time
 parent, needle = int(sys.argv[1]), ("%s=" + sys.argv[2]).encode() + b"\0"
 
@@ -41,7 +42,9 @@ for entry in os.listdir("/proc"):
                     os.kill(int(entry), 9)
         except OSError:
             pass
-""" % TOKEN_VARIABLE
+"""
+    % TOKEN_VARIABLE
+)
 
 
 @contextlib.contextmanager
@@ -53,8 +56,12 @@ def workers_die_with_this_process() -> Iterator[None]:
     environment = {name: value for name, value in os.environ.items() if name != TOKEN_VARIABLE}
     watchdog = subprocess.Popen(
         [sys.executable, "-S", "-c", _WATCHDOG, str(os.getpid()), token],
-        env=environment, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=environment,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.environ[TOKEN_VARIABLE] = token
     try:
         yield

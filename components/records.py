@@ -103,7 +103,10 @@ def manifest_problem(manifest) -> str | None:
             if not isinstance(shard.get("file"), str) or not _SHARD_FILE.fullmatch(shard["file"]):
                 return f"shard file {shard.get('file')!r} of split '{name}' is not a file name inside the data folder"
         if sum(shard["count"] for shard in split["shards"]) != split["count"]:
-            return f"the shards of split '{name}' hold {sum(s['count'] for s in split['shards'])} records, its count says {split['count']}"
+            return (
+                f"the shards of split '{name}' hold {sum(s['count'] for s in split['shards'])} records, "
+                f"its count says {split['count']}"
+            )
     files = [shard["file"] for name in ("train", "eval") for shard in splits[name]["shards"]]
     twice = sorted({file for file in files if files.count(file) > 1})
     if twice:  # a shard in both splits would score a model on the images it trained on
@@ -146,8 +149,12 @@ def shard_paths(data_dir: str | os.PathLike, split: str, verify: bool = True, li
         paths.append(str(path))
     if verify:
         for entry in entries:
-            verify_shard(Path(data_dir) / entry["file"], entry["count"], image_size=manifest["image_size"],
-                         channels=manifest.get("channels", 3))  # fmt: skip
+            verify_shard(
+                Path(data_dir) / entry["file"],
+                entry["count"],
+                image_size=manifest["image_size"],
+                channels=manifest.get("channels", 3),
+            )
     return paths
 
 
@@ -239,7 +246,9 @@ def make_dataset(
     return batches.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def load_images(data_dir: str | os.PathLike, split: str = "eval", limit: int | None = None, image_size: int | None = None) -> np.ndarray:
+def load_images(
+    data_dir: str | os.PathLike, split: str = "eval", limit: int | None = None, image_size: int | None = None
+) -> np.ndarray:
     """All (or the first `limit`) images of a split as a uint8 NHWC array, in shard order, at
     `image_size` (None: the data's; a divisor of it: `downscale_images`, as training reads them).
 

@@ -42,8 +42,10 @@ def local_data(data: str, fs_flags: Sequence[str] = (), say: Callable[[str], Non
         manifest_bytes = beamfs.read_bytes(beamfs.join(uri, MANIFEST))
         manifest = json.loads(manifest_bytes)
     except Exception as err:
-        raise PipelineError(f"cannot read {uri}/{MANIFEST} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-                            "is it an ingest output, and are the file system's options (after --) right?") from err
+        raise PipelineError(
+            f"cannot read {uri}/{MANIFEST} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+            "is it an ingest output, and are the file system's options (after --) right?"
+        ) from err
     problem = manifest_problem(manifest)
     if problem:
         raise PipelineError(f"{uri}/{MANIFEST} is not a valid manifest: {problem}.")
@@ -80,7 +82,9 @@ def _download(uri: str, manifest: dict, manifest_bytes: bytes, local: Path) -> N
             for shard in split["shards"]:
                 data = beamfs.read_bytes(beamfs.join(uri, shard["file"]))
                 if len(data) != shard["bytes"]:
-                    raise PipelineError(f"shard {uri}/{shard['file']} holds {len(data)} bytes, the manifest says {shard['bytes']}.")
+                    raise PipelineError(
+                        f"shard {uri}/{shard['file']} holds {len(data)} bytes, the manifest says {shard['bytes']}."
+                    )
                 (staging / shard["file"]).write_bytes(data)
                 verify_shard(staging / shard["file"], shard["count"], shown_as=f"{uri}/{shard['file']}")
         atomic_write_bytes(staging / MANIFEST, manifest_bytes)  # last: the copy is complete

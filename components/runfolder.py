@@ -125,7 +125,9 @@ def prepare_run_folder(paths: RunPaths, record: dict, *, new_run: bool, write: b
     else:
         saved = read_run_record(paths)
         if saved is None and checkpoint_prefixes(paths.checkpoints):
-            raise PipelineError(f"{paths.checkpoints} holds checkpoints but {paths.hparams} is missing; pass --overwrite to start over.")
+            raise PipelineError(
+                f"{paths.checkpoints} holds checkpoints but {paths.hparams} is missing; pass --overwrite to start over."
+            )
         if saved is not None:
             _check_same_run(paths, saved, record)
     if write and (new_run or saved != record):  # a resumption with another budget records it
@@ -217,7 +219,8 @@ def _check_same_run(paths: RunPaths, saved: dict, record: dict) -> None:
         )
     if changes:
         raise PipelineError(
-            f"{paths.root} was trained with other settings ({paths.hparams}): " + "; ".join(changes)
+            f"{paths.root} was trained with other settings ({paths.hparams}): "
+            + "; ".join(changes)
             + ". Re-run with the run's settings to resume it, choose another run folder, or pass --overwrite to discard it."
         )
 
@@ -332,4 +335,3 @@ def restore_generator(run_dir: str | Path, checkpoint: str = "latest"):
         "evaluation": last_record(paths.metrics, "eval", int(step.numpy())),
     }
     return generator, info
-

@@ -46,9 +46,13 @@ MAX_WORKERS = 64
 def generate_batch_setting():
     """Images per generator call: one setting of the sampling and of the evaluate stage."""
     return setting(
-        DEFAULT_BATCH_SIZE, "images per generator call (memory, not results: the images are the same whatever it is)",
-        kind=int, low=1, high=MAX_BATCH_SIZE, metavar="N",
-    )  # fmt: skip
+        DEFAULT_BATCH_SIZE,
+        "images per generator call (memory, not results: the images are the same whatever it is)",
+        kind=int,
+        low=1,
+        high=MAX_BATCH_SIZE,
+        metavar="N",
+    )
 
 
 @dataclass(frozen=True)
@@ -56,18 +60,25 @@ class SampleOptions:
     """Which images a sampling makes and how (`sample_to_folder`, `save_first_grid`); `pipeline.sample`
     builds its flags from these fields."""
 
-    num: int = setting(64, "number of images (indices 0..N-1); refused when the disk has not room for them",
-                       kind=int, low=1, high=MAX_NUM)  # fmt: skip
+    num: int = setting(
+        64, "number of images (indices 0..N-1); refused when the disk has not room for them", kind=int, low=1, high=MAX_NUM
+    )
     format: str = setting(
-        "png", "png: one file per image; npz: arrays 'images' uint8[n,H,W,3] and 'indices'; tfrecord: Examples in the "
-        "ingest schema", kind=str, choices=tuple(sorted(FORMATS)),
-    )  # fmt: skip
+        "png",
+        "png: one file per image; npz: arrays 'images' uint8[n,H,W,3] and 'indices'; tfrecord: Examples in the ingest schema",
+        kind=str,
+        choices=tuple(sorted(FORMATS)),
+    )
     seed: int = setting(0, "the seed: same seed, same images", kind=int, low=0, high=MAX_SEED)
     generate_batch: int = generate_batch_setting()
     truncation: float | None = setting(
-        None, "clip every latent value to [-T, T] (smaller: more typical, less varied faces); unset: no clipping",
-        kind=float, low=0, high=MAX_TRUNCATION, low_included=False,
-    )  # fmt: skip
+        None,
+        "clip every latent value to [-T, T] (smaller: more typical, less varied faces); unset: no clipping",
+        kind=float,
+        low=0,
+        high=MAX_TRUNCATION,
+        low_included=False,
+    )
     grid_count: int = setting(64, "images on the --grid contact sheet", kind=int, low=1, high=MAX_GRID_COUNT)
     workers: int = setting(2, "threads encoding and writing files", kind=int, low=1, high=MAX_WORKERS)
 
@@ -141,8 +152,8 @@ def _files_in(out_dir: Path, output_format: OutputFormat, num: int) -> set[str]:
             elif output_format.holds(entry.name, num):
                 kind = "a symbolic link" if entry.is_symlink() else "a folder" if entry.is_dir() else "not a regular file"
                 raise PipelineError(
-                    f"--output: {entry.path} is {kind}, but an image file of ours goes there; move it away, or pick another --output "
-                    "(nothing was written)."
+                    f"--output: {entry.path} is {kind}, but an image file of ours goes there; "
+                    "move it away, or pick another --output (nothing was written)."
                 )
     return files
 
@@ -300,4 +311,3 @@ def check_outputs(model: Path, out_dir: Path | None, grid: Path | None) -> None:
     if grid is not None:
         what = "a contact sheet written by pipeline.sample"
         guard.output_file("--grid", grid, ours=guard.is_marked_png, what=what, inputs=[("--model", model)])
-

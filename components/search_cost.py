@@ -70,8 +70,8 @@ class CostEstimate:
         else:
             lines = [
                 f"estimate: the search trains {DEFAULT_TRAININGS} default + {tuned} tuned = {self.trainings} times "
-                f"{self.images_per_training:,} images at ~{self.trial_images_per_sec:,.0f} img/s: about {_duration(self.search_seconds)}"
-                + (" at most (hyperband)" if settings.tuner == "hyperband" else "")
+                f"{self.images_per_training:,} images at ~{self.trial_images_per_sec:,.0f} img/s: "
+                f"about {_duration(self.search_seconds)}" + (" at most (hyperband)" if settings.tuner == "hyperband" else "")
             ]
         if final and self.final_images is not None:
             lines.append(
@@ -82,7 +82,10 @@ class CostEstimate:
 
 
 def estimate_cost(
-    settings: SearchSettings, trial_images_per_sec: float, final_images: int | None = None, final_images_per_sec: float | None = None
+    settings: SearchSettings,
+    trial_images_per_sec: float,
+    final_images: int | None = None,
+    final_images_per_sec: float | None = None,
 ) -> CostEstimate:
     """The whole search's trainings (the default's two, then every execution of every tuned
     trial) of `trial_images` each, and the final training, at the given speeds."""

@@ -40,7 +40,10 @@ def write_dashboard(logs_dir: Path, rows: Sequence[dict[str, Any]], space: Mappi
             )
         for row in rows:
             with _writing_to(tmp / str(row["trial_id"])):
-                hp_api.hparams({name: value for name, value in row["hyperparameters"].items() if name in space}, trial_id=str(row["trial_id"]))
+                hp_api.hparams(
+                    {name: value for name, value in row["hyperparameters"].items() if name in space},
+                    trial_id=str(row["trial_id"]),
+                )
                 for name in METRICS:
                     if row.get(name) is not None:
                         tf.summary.scalar(name, row[name], step=row["images"])

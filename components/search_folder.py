@@ -52,6 +52,7 @@ def read_result(path: Path) -> dict[str, Any] | None:
 def result_problem(result: Any) -> str | None:
     """What makes a row's result.json unusable, or None: a status, the images and seconds it took,
     and for a completed row its numeric score and each execution's scores."""
+
     def number(value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -111,7 +112,8 @@ def _check_same_search(paths: RunPaths, record: dict, new_search: bool) -> None:
     changes = changed_settings(saved, json.loads(json.dumps(record)))  # the record as JSON sees it
     if changes:
         raise PipelineError(
-            f"{paths.tuner} holds a search with other settings ({path}): " + "; ".join(changes)
+            f"{paths.tuner} holds a search with other settings ({path}): "
+            + "; ".join(changes)
             + ". Re-run with the same settings to resume it (only --max-trials may change), "
             "choose another run folder, or pass --overwrite-search to discard it."
         )

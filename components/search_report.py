@@ -36,7 +36,9 @@ TRIAL_RESULT = "result.json"
 TRIAL_GRID = "best.png"
 DASHBOARD = "logs"  # tuner/logs/: `tensorboard --logdir <run>/tuner/logs`
 DEFAULT_ID = "default"
-NOISE_RULE = "a trial is chosen only if the default's swd_avg (mean of seeds s, s+1) - the trial's > noise = |swd_avg(s) - swd_avg(s+1)|"
+NOISE_RULE = (
+    "a trial is chosen only if the default's swd_avg (mean of seeds s, s+1) - the trial's > noise = |swd_avg(s) - swd_avg(s+1)|"
+)
 
 
 @dataclass
@@ -71,10 +73,17 @@ def default_row(paths: RunPaths, settings: SearchSettings, base: TrainConfig, na
     result = read_result(row_dir / TRIAL_RESULT) or {"status": "FAILED", "reason": f"{row_dir / TRIAL_RESULT} is missing"}
     completed = result["status"] == "COMPLETED"
     return _row(
-        DEFAULT_ID, row_dir, result, result["status"], result.get(OBJECTIVE) if completed else None,
-        seconds=result.get("seconds"), images=settings.trial_images, hyperparameters=base_values(base, names),
-        continues=None, reason=result.get("reason"),
-    )  # fmt: skip
+        DEFAULT_ID,
+        row_dir,
+        result,
+        result["status"],
+        result.get(OBJECTIVE) if completed else None,
+        seconds=result.get("seconds"),
+        images=settings.trial_images,
+        hyperparameters=base_values(base, names),
+        continues=None,
+        reason=result.get("reason"),
+    )
 
 
 def trials_table(oracle, paths: RunPaths, settings: SearchSettings) -> list[dict[str, Any]]:
@@ -96,12 +105,17 @@ def trials_table(oracle, paths: RunPaths, settings: SearchSettings) -> list[dict
             seconds = float(trial.metrics.get_last_value("seconds"))
         rows.append(
             _row(
-                trial_id, row_dir, result, trial.status, float(trial.score) if completed and trial.score is not None else None,
-                seconds=seconds, images=settings.trial_budget(trial.hyperparameters.values),
+                trial_id,
+                row_dir,
+                result,
+                trial.status,
+                float(trial.score) if completed and trial.score is not None else None,
+                seconds=seconds,
+                images=settings.trial_budget(trial.hyperparameters.values),
                 hyperparameters=_in_order(tuned_values(trial.hyperparameters.values), order),
                 continues=trial.hyperparameters.values.get("tuner/trial_id"),
                 reason=result.get("reason") or _reason_from_message(trial.message),
-            )  # fmt: skip
+            )
         )
     return rows
 
@@ -118,11 +132,16 @@ def _row(row_id: str, row_dir: Path, result: dict, status: str, score: float | N
         return sum(values) / len(values) if values and len(values) == len(executions) else None
 
     return {
-        "trial_id": row_id, "status": status, OBJECTIVE: score,
+        "trial_id": row_id,
+        "status": status,
+        OBJECTIVE: score,
         "executions": [execution[OBJECTIVE] for execution in executions] or None,
-        "msssim": mean("msssim"), f"{OBJECTIVE}_floor": mean(f"{OBJECTIVE}_floor"),
-        **fields, "reason": None if completed else fields["reason"], "grid": str(grid) if completed and grid.is_file() else None,
-    }  # fmt: skip
+        "msssim": mean("msssim"),
+        f"{OBJECTIVE}_floor": mean(f"{OBJECTIVE}_floor"),
+        **fields,
+        "reason": None if completed else fields["reason"],
+        "grid": str(grid) if completed and grid.is_file() else None,
+    }
 
 
 # -- the choice -----------------------------------------------------------------------------------
@@ -150,7 +169,10 @@ def choose(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
     if best is None:
         return default, "no tuned trial completed; the default configuration is chosen"
     noise = default_noise(default)
-    scores = f"best trial {best['trial_id']}: {OBJECTIVE} {best[OBJECTIVE]:.4g} vs default {default[OBJECTIVE]:.4g} ± noise {noise:.2g}"
+    scores = (
+        f"best trial {best['trial_id']}: {OBJECTIVE} {best[OBJECTIVE]:.4g} "
+        f"vs default {default[OBJECTIVE]:.4g} ± noise {noise:.2g}"
+    )
     if default[OBJECTIVE] - best[OBJECTIVE] > noise:
         return best, f"trial {best['trial_id']} beat the default by more than the noise ({scores})"
     return default, f"no configuration beat the default by more than the noise ({scores})"
@@ -179,14 +201,24 @@ def best_file(
         "images": chosen["images"],
         "hyperparameters": values,
         "config": config.to_dict(),
-        "default": {OBJECTIVE: default[OBJECTIVE], "executions": default["executions"], "noise": default_noise(default), "seed": base.seed},
+        "default": {
+            OBJECTIVE: default[OBJECTIVE],
+            "executions": default["executions"],
+            "noise": default_noise(default),
+            "seed": base.seed,
+        },
         "best_trial": {key: best_trial[key] for key in ("trial_id", OBJECTIVE, "hyperparameters")} if best_trial else None,
         "ratio_to_default": chosen[OBJECTIVE] / default[OBJECTIVE] if default[OBJECTIVE] else None,
         "search": {
-            "tuner": settings.tuner, "trials": len(rows) - 1, "completed": len(completed), "table": str(table_path),
-            "noise_rule": NOISE_RULE, "score_last": settings.score_last, "trial_image_size": settings.trial_image_size,
+            "tuner": settings.tuner,
+            "trials": len(rows) - 1,
+            "completed": len(completed),
+            "table": str(table_path),
+            "noise_rule": NOISE_RULE,
+            "score_last": settings.score_last,
+            "trial_image_size": settings.trial_image_size,
         },
-    }  # fmt: skip
+    }
 
 
 def _in_order(values: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:
@@ -242,7 +274,9 @@ def load_best_hyperparameters(path: str | os.PathLike) -> dict[str, Any]:
     try:
         saved = read_json(path)
     except (FileNotFoundError, NotADirectoryError) as err:
-        raise PipelineError(f"hyperparameters file {path} does not exist (a search writes <run>/best_hyperparameters.json).") from err
+        raise PipelineError(
+            f"hyperparameters file {path} does not exist (a search writes <run>/best_hyperparameters.json)."
+        ) from err
     except IsADirectoryError as err:
         raise PipelineError(f"hyperparameters file {path} is a folder; pass the best_hyperparameters.json inside a run.") from err
     except ValueError as err:

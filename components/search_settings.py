@@ -41,39 +41,51 @@ class SearchSettings:
     """
 
     tuner: str = setting(
-        "bayesian", "KerasTuner oracle: bayesian (Gaussian process, needs scikit-learn; a third of the trials explore at "
+        "bayesian",
+        "KerasTuner oracle: bayesian (Gaussian process, needs scikit-learn; a third of the trials explore at "
         "random first), random, or hyperband (many short trials, the best continued from their checkpoints)",
-        kind=str, choices=TUNERS,
-    )  # fmt: skip
+        kind=str,
+        choices=TUNERS,
+    )
     # The default's two trainings, then max_trials - 2 tuned trials. Not a `setting`: its flag's default
     # depends on another flag (pipeline._search: no cap but the time budget's when one is given).
     max_trials: int = 10
     trial_images: int = _limited(20_000, "images seen by one trial (hyperband: by its longest)", "trial_images")
     executions_per_trial: int = _limited(
-        1, "trainings per tuned trial (seeds --seed, --seed+1, ...), swd_avg averaged; --seed also seeds the oracle",
+        1,
+        "trainings per tuned trial (seeds --seed, --seed+1, ...), swd_avg averaged; --seed also seeds the oracle",
         "executions_per_trial",
-    )  # fmt: skip
+    )
     seed: int = 0  # the oracle's seed (the training's --seed); the trials train with the TrainConfig's own seed
-    hyperband_max_epochs: int = _limited(9, "hyperband: its longest trial in epochs of trial-images / this images",
-                                         "hyperband_max_epochs")  # fmt: skip
+    hyperband_max_epochs: int = _limited(
+        9, "hyperband: its longest trial in epochs of trial-images / this images", "hyperband_max_epochs"
+    )
     hyperband_factor: int = _limited(3, "hyperband: reduction factor between rounds and brackets", "hyperband_factor")
     score_last: int = _limited(
-        2, "a trial's score is the mean swd_avg of its last K evaluations, evenly spaced over its second half (2: at 3/4 "
-        "and at the end)", "score_last", "K",
-    )  # fmt: skip
+        2,
+        "a trial's score is the mean swd_avg of its last K evaluations, evenly spaced over its second half (2: at 3/4 "
+        "and at the end)",
+        "score_last",
+        "K",
+    )
     trial_image_size: int | None = setting(
-        None, "train and score the trials (and the default's row) at this divisor of the data's image size, on images "
+        None,
+        "train and score the trials (and the default's row) at this divisor of the data's image size, on images "
         "downscaled by area averaging (e.g. 32 for 64x64 data: a quarter of the pixels); the final training uses the "
-        "data's size", kind=int, choices=IMAGE_SIZES, metavar="PIXELS",
-    )  # fmt: skip
+        "data's size",
+        kind=int,
+        choices=IMAGE_SIZES,
+        metavar="PIXELS",
+    )
     budget_seconds: float | None = None  # the search stops itself before a trial would cross it (None: trials only)
 
     def __post_init__(self) -> None:
         check_settings(self)
         if isinstance(self.max_trials, int) and self.max_trials <= DEFAULT_TRAININGS:  # the reason, before the bare limits
             raise SettingError(
-                "max_trials", f"must be at least {DEFAULT_TRAININGS + 1}: the default configuration's {DEFAULT_TRAININGS} "
-                f"trainings count as trials, then one tuned trial at least; got {self.max_trials}."
+                "max_trials",
+                f"must be at least {DEFAULT_TRAININGS + 1}: the default configuration's {DEFAULT_TRAININGS} "
+                f"trainings count as trials, then one tuned trial at least; got {self.max_trials}.",
             )
         for name in ("max_trials", "seed"):  # the two not checked as settings
             low, high = SEARCH_LIMITS[name]

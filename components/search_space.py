@@ -60,6 +60,7 @@ def default_space(base: TrainConfig) -> dict[str, Any]:
         del space["r1_gamma"], space["augment"]
     return space
 
+
 SAMPLINGS = ("linear", "log", "reverse_log")
 UNTUNABLE = ("model", "seed", "image_size")  # seed: executions vary it; image size: the data's
 
@@ -194,7 +195,7 @@ def _normalise_spec(name: str, spec: Any) -> list | dict:
         unknown = set(spec) - {"min", "max", "sampling", "step"}
         if unknown or not {"min", "max"} <= set(spec) or kind in (str, bool):
             raise PipelineError(
-                f"search space entry {name}: a range is {{\"min\": .., \"max\": .., \"sampling\": linear|log|reverse_log}} "
+                f'search space entry {name}: a range is {{"min": .., "max": .., "sampling": linear|log|reverse_log}} '
                 f"over a number, got {spec!r}."
             )
         low, high = _number(name, spec["min"], kind), _number(name, spec["max"], kind)
@@ -220,7 +221,12 @@ def _normalise_spec(name: str, spec: Any) -> list | dict:
 
 
 def _number(name: str, value: Any, kind: type):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (kind is int and float(value) != int(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or (kind is int and float(value) != int(value))
+    ):
         raise PipelineError(f"search space entry {name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}.")
     return kind(value)
 
@@ -228,17 +234,17 @@ def _number(name: str, value: Any, kind: type):
 # -- settings and roles ---------------------------------------------------------------------------
 
 
-
-
 def search_role(environ: Mapping[str, str] = os.environ) -> str:
-    """"single", or in KerasTuner's distributed mode "chief" (serves the oracle, trains nothing) or
+    """This process's part: "single", or in KerasTuner's distributed mode "chief" (serves the oracle, trains nothing) or
     "worker" (asks the chief for trials and trains them), read as KerasTuner reads it: the oracle
     address set, and "chief" in `KERASTUNER_TUNER_ID` for the chief."""
     if "KERASTUNER_ORACLE_IP" not in environ:
         return "single"
     missing = [name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not environ.get(name)]
     if missing:
-        raise PipelineError(f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not; set all three for a distributed search.")
+        raise PipelineError(
+            f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not; set all three for a distributed search."
+        )
     return "chief" if "chief" in environ["KERASTUNER_TUNER_ID"] else "worker"
 
 

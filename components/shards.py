@@ -116,9 +116,14 @@ class DamagedData(PipelineError):
 
 
 def verify_shard(
-    path: Path, expected_count: int, shown_as: str | None = None, *, image_size: int | None = None, channels: int = 3,
+    path: Path,
+    expected_count: int,
+    shown_as: str | None = None,
+    *,
+    image_size: int | None = None,
+    channels: int = 3,
     every_record: bool = False,
-) -> None:  # fmt: skip
+) -> None:
     """Read a shard through, checking the CRCs the TFRecord framing carries for every record's length
     and bytes, count its records, and check that its first record (with `every_record`: each one)
     holds an `image_size` image; a `DamagedData` naming the file (`shown_as`, e.g. its remote URI) if not.

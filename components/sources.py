@@ -145,7 +145,9 @@ class SyntheticSource:
 
     def scan(self) -> Scan:
         names = [synthetic.face_filename(index) for index in range(self.count)]
-        return Scan(names, {"kind": "synthetic", "count": self.count, "seed": self.seed, "size": self.size, "version": synthetic.VERSION})
+        return Scan(
+            names, {"kind": "synthetic", "count": self.count, "seed": self.seed, "size": self.size, "version": synthetic.VERSION}
+        )
 
     def read(self, name: str, max_bytes: int) -> bytes:
         """The PNG bytes of face `name` (a few kB: never near `max_bytes`)."""

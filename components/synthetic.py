@@ -25,12 +25,29 @@ SUPERSAMPLE = 4
 Colour = tuple[int, int, int]
 
 HAIR_COLOURS: tuple[Colour, ...] = (
-    (30, 28, 36), (92, 56, 36), (150, 96, 52), (236, 206, 120), (250, 236, 190),  # black..blonde
-    (224, 120, 160), (250, 180, 200), (90, 130, 220), (150, 200, 240), (200, 204, 214),  # pink, blue, silver
-    (196, 52, 52), (130, 80, 180), (80, 170, 120), (240, 140, 60),  # red, purple, green, orange
+    (30, 28, 36),
+    (92, 56, 36),
+    (150, 96, 52),
+    (236, 206, 120),
+    (250, 236, 190),  # black..blonde
+    (224, 120, 160),
+    (250, 180, 200),
+    (90, 130, 220),
+    (150, 200, 240),
+    (200, 204, 214),  # pink, blue, silver
+    (196, 52, 52),
+    (130, 80, 180),
+    (80, 170, 120),
+    (240, 140, 60),  # red, purple, green, orange
 )
 EYE_COLOURS: tuple[Colour, ...] = (
-    (60, 110, 200), (40, 150, 110), (150, 60, 40), (180, 40, 60), (120, 60, 170), (200, 150, 40), (70, 70, 80),
+    (60, 110, 200),
+    (40, 150, 110),
+    (150, 60, 40),
+    (180, 40, 60),
+    (120, 60, 170),
+    (200, 150, 40),
+    (70, 70, 80),
 )
 SKIN_TONES: tuple[Colour, ...] = ((255, 232, 216), (252, 222, 200), (246, 208, 180), (232, 186, 150), (200, 150, 116))
 HAIR_STYLES = ("short", "bob", "long", "twin-tails")
@@ -210,7 +227,9 @@ class _Painter:
         self.draw.arc([x0, y0, x1, y1], 200, 340, fill=_shade(self.t.hair, 0.55), width=max(1, int(self.unit * 0.012)))
 
     def nose(self) -> None:
-        self.draw.line([self.xy(0.0, 0.13), self.xy(-0.008, 0.15)], fill=_shade(self.t.skin, 0.7), width=max(1, int(self.unit * 0.008)))
+        self.draw.line(
+            [self.xy(0.0, 0.13), self.xy(-0.008, 0.15)], fill=_shade(self.t.skin, 0.7), width=max(1, int(self.unit * 0.008))
+        )
 
     def mouth(self) -> None:
         line = (150, 60, 60)

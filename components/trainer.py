@@ -121,7 +121,11 @@ def train(
         with strategy.scope():
             gan = build_gan(config, dtype_policy, sync_batchnorm=strategy.num_replicas_in_sync > 1)
             compile_gan(
-                gan, config, dtype_policy, jit_compile=resolve_jit(options.jit), steps_per_execution=intervals.execution,
+                gan,
+                config,
+                dtype_policy,
+                jit_compile=resolve_jit(options.jit),
+                steps_per_execution=intervals.execution,
                 total_steps=total_steps,
             )
             state = CheckpointState(
@@ -134,9 +138,18 @@ def train(
             drop_metrics_after(paths.metrics, resumed_from or 0)
 
         loop = TrainingLoop(
-            gan=gan, state=state, paths=paths, config=config, chief=chief, total_steps=total_steps, intervals=intervals,
-            evaluate_fn=evaluate_fn, eval_every=eval_every, eval_at=tuple(eval_at), show_progress=verbose and chief,
-        )  # fmt: skip
+            gan=gan,
+            state=state,
+            paths=paths,
+            config=config,
+            chief=chief,
+            total_steps=total_steps,
+            intervals=intervals,
+            evaluate_fn=evaluate_fn,
+            eval_every=eval_every,
+            eval_at=tuple(eval_at),
+            show_progress=verbose and chief,
+        )
         remaining = total_steps - state.step_now
         try:
             if remaining > 0:

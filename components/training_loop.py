@@ -42,10 +42,20 @@ class TrainingLoop:
     """
 
     def __init__(
-        self, *, gan, state: CheckpointState, paths: RunPaths, config: TrainConfig, chief: bool, total_steps: int,
-        intervals: TrainOptions, evaluate_fn: EvaluateFn | None, eval_every: int | None, eval_at: tuple[int, ...] = (),
+        self,
+        *,
+        gan,
+        state: CheckpointState,
+        paths: RunPaths,
+        config: TrainConfig,
+        chief: bool,
+        total_steps: int,
+        intervals: TrainOptions,
+        evaluate_fn: EvaluateFn | None,
+        eval_every: int | None,
+        eval_at: tuple[int, ...] = (),
         show_progress: bool,
-    ):  # fmt: skip
+    ):
         import tensorflow as tf
         from tqdm.auto import tqdm
 
@@ -59,9 +69,13 @@ class TrainingLoop:
         self.sampler_step = -1
         self.writer = tf.summary.create_file_writer(str(paths.logs)) if chief else None
         self.progress = tqdm(
-            total=total_steps * config.batch_size, initial=state.images_seen_now, unit="img", unit_scale=True,
-            dynamic_ncols=True, disable=not show_progress,
-        )  # fmt: skip
+            total=total_steps * config.batch_size,
+            initial=state.images_seen_now,
+            unit="img",
+            unit_scale=True,
+            dynamic_ncols=True,
+            disable=not show_progress,
+        )
         self.step, self.images = state.step_now, state.images_seen_now  # at the last boundary
         self.logged_step, self.logged_images = self.step, self.images
         self.train_seconds = 0.0

@@ -4,11 +4,11 @@ How the pieces fit:
 
 - The search space (components.search_space) maps names of `TrainConfig` / `ModelConfig` fields
   to KerasTuner hyperparameters.
-- `DCGANHyperModel.build(hp)` turns a trial's values into a `TrainConfig`: a light object, since
-  the trainer builds the networks itself and a GAN built here would be thrown away.
-  `DCGANHyperModel.fit` trains that config with `components.trainer.train` for the trial's image
-  budget (at the trial image size) and returns `run_score`: the mean `swd_avg` of its last few
-  evaluations on the eval split (the objective, lower is better).
+- A trial is `components.search_hypermodel`: `DCGANHyperModel.build(hp)` turns a trial's values
+  into a `TrainConfig`, and `DCGANHyperModel.fit` trains that config with
+  `components.trainer.train` for the trial's image budget (at the trial image size) and returns
+  `run_score`: the mean `swd_avg` of its last few evaluations on the eval split (the objective,
+  lower is better).
 - `DCGANTuner` subclasses KerasTuner's `BaseTuner`, not `Tuner`: `Tuner.run_trial` wraps
   `model.fit` with Keras callbacks (`SaveBestEpoch` saves a plain Keras model's weights every
   epoch) and insists that `build` returns a `keras.Model`, while our trials train through the
@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import io
-import math
 import os
 import shutil
 import time
@@ -60,84 +58,18 @@ from components.checkpoints import BEST
 from components.config import DEFAULT_TRAININGS, TrainConfig
 from components.errors import PipelineError
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
-from components.runfolder import read_metrics
 from components.search_console import quiet_trial_failures
 from components.search_cost import search_spending
 from components.search_folder import DEFAULT_DIR, prepare_search_folder, read_result
+from components.search_hypermodel import DCGANHyperModel, EvaluateFn
 from components.search_report import TRIAL_GRID, TRIAL_RESULT, SearchResult, write_search_results
-from components.search_space import SearchSettings, apply_values, declare, make_oracle, search_role
+from components.search_space import SearchSettings, make_oracle, search_role
 from components.shards import DamagedData
 
 PROJECT_NAME = "tuner"  # KerasTuner's project folder: <run>/tuner (RunPaths.tuner)
 
-EvaluateFn = Callable[[Any], dict[str, float]]
 
-
-# -- the hypermodel and the tuner -----------------------------------------------------------------
-
-
-class DCGANHyperModel(keras_tuner.HyperModel):
-    """The DCGAN as a search space: `build(hp)` gives a `TrainConfig`, `fit` trains and scores it."""
-
-    def __init__(
-        self,
-        base: TrainConfig,
-        space: Mapping[str, Any],
-        data_dir: str | os.PathLike,
-        evaluate_fn: EvaluateFn | None,
-        settings: SearchSettings,
-        *,
-        train_options: Mapping[str, Any] | None = None,
-    ):
-        super().__init__(name="dcgan")
-        self.base, self.space, self.data_dir = base, dict(space), Path(data_dir)
-        self.evaluate_fn, self.settings = evaluate_fn, settings
-        self.train_options = dict(train_options or {})
-
-    def build(self, hp: keras_tuner.HyperParameters) -> TrainConfig:
-        return apply_values(self.base, {name: declare(hp, name, spec) for name, spec in self.space.items()})
-
-    def fit(self, hp, config: TrainConfig, *, run_dir: Path, images: int, verbose: bool = True) -> dict[str, float]:
-        """Train `config` in `run_dir` (resuming what is there) to `images` images at the trial
-        image size, evaluated at `SearchSettings.score_points`; its `run_score`."""
-        import keras
-
-        from components.train_options import TrainOptions
-        from components.trainer import train
-
-        if self.evaluate_fn is None:
-            raise PipelineError("a search needs an evaluator: the trials are ranked by swd_avg on the eval split.")
-        keras.backend.clear_session()  # each trial builds new networks; free the last one's graphs
-        gc.collect()
-        keras.utils.set_random_seed(config.seed)  # same seed, same initial weights: trials compare
-        train(
-            config, self.data_dir, run_dir, TrainOptions(**{**self.train_options, "images": images}),
-            evaluate_fn=self.evaluate_fn,
-            eval_at=tuple(self.settings.score_points(images)[:-1]),  # the end is always evaluated
-            image_size=self.settings.trial_image_size, verbose=verbose,
-        )  # fmt: skip
-        return run_score(run_dir, self.settings.score_last)
-
-
-def run_score(run_dir: Path, last: int) -> dict[str, float]:
-    """A trained run's score from its metrics.jsonl: the means of swd_avg and msssim over its last
-    `last` evaluations (fewer if a short run had fewer), the newest swd_avg floor, images seen.
-
-    The mean of a few evaluations late in a run varies less from seed to seed than the best or
-    the last single one, which is what makes trials (and the default's row) comparable. A
-    Hyperband trial that continues an earlier one counts that trial's evaluations as its own.
-    """
-    evaluations = [record for record in read_metrics(RunPaths(run_dir).metrics) if record["kind"] == "eval"][-last:]
-    if not evaluations or not all(math.isfinite(record.get(OBJECTIVE, math.nan)) for record in evaluations):
-        raise PipelineError(f"the evaluator gave no finite {OBJECTIVE} for {run_dir}.")
-    scores = {
-        name: sum(record[name] for record in evaluations) / len(evaluations)
-        for name in (OBJECTIVE, "msssim")
-        if all(name in record for record in evaluations)
-    }
-    if f"{OBJECTIVE}_floor" in evaluations[-1]:
-        scores[f"{OBJECTIVE}_floor"] = float(evaluations[-1][f"{OBJECTIVE}_floor"])
-    return {**scores, "evaluations": float(len(evaluations)), "images_seen": float(evaluations[-1]["images_seen"])}
+# -- the tuner ------------------------------------------------------------------------------------
 
 
 class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
@@ -163,15 +95,20 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         """Train every execution of `trial`; KerasTuner averages the returned metrics."""
         hp = trial.hyperparameters
         result = self._train_row(
-            Path(self.get_trial_dir(trial.trial_id)), lambda: self.hypermodel.build(hp), self.settings.trial_budget(hp.values),
-            self.settings.executions_per_trial, continues=hp.values.get("tuner/trial_id"),
-        )  # fmt: skip
+            Path(self.get_trial_dir(trial.trial_id)),
+            lambda: self.hypermodel.build(hp),
+            self.settings.trial_budget(hp.values),
+            self.settings.executions_per_trial,
+            continues=hp.values.get("tuner/trial_id"),
+        )
         if result["status"] == "FAILED":
             if self.verbose:
                 print(f"trial {trial.trial_id} failed after {result['seconds']:.0f} s: {result['reason']}")
             raise keras_tuner.errors.FailedTrialError(result["reason"]) from None  # the traceback is in result.json
         if self.verbose and self._is_worker():  # on a worker nothing else reports the trial
-            print(f"{self.tuner_id}: trial {trial.trial_id} done in {result['seconds']:.0f} s, {OBJECTIVE} {result[OBJECTIVE]:.4g}")
+            print(
+                f"{self.tuner_id}: trial {trial.trial_id} done in {result['seconds']:.0f} s, {OBJECTIVE} {result[OBJECTIVE]:.4g}"
+            )
         return [{**score, "seconds": result["seconds"]} for score in result["executions"]]
 
     def pre_create_trial(self) -> None:
@@ -220,11 +157,17 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         images = self.settings.trial_images
         if self.verbose:
             seed = self.hypermodel.base.seed
-            print(f"default configuration: {DEFAULT_TRAININGS} trainings of {images} images (seeds {seed} and {seed + 1}) to score it and the noise")
+            print(
+                f"default configuration: {DEFAULT_TRAININGS} trainings of {images} images "
+                f"(seeds {seed} and {seed + 1}) to score it and the noise"
+            )
         result = self._train_row(row_dir, lambda: self.hypermodel.base, images, DEFAULT_TRAININGS)
         if self.verbose:
             scores = ", ".join(f"{score[OBJECTIVE]:.4g}" for score in result.get("executions", []))
-            print(f"default configuration: {result['status'].lower()} in {result['seconds']:.0f} s, {OBJECTIVE} {scores or result['reason']}")
+            print(
+                f"default configuration: {result['status'].lower()} in {result['seconds']:.0f} s, "
+                f"{OBJECTIVE} {scores or result['reason']}"
+            )
         return result
 
     def _train_row(
@@ -248,17 +191,24 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             raise DataStopsSearch(str(err)) from err  # nothing is recorded: the row trains once the data is mended
         except Exception as err:  # noqa: BLE001 - any crash fails this row, not the search
             result = {
-                "status": "FAILED", "reason": _reason(err), "images": images, "seconds": time.perf_counter() - started,
+                "status": "FAILED",
+                "reason": _reason(err),
+                "images": images,
+                "seconds": time.perf_counter() - started,
                 "traceback": traceback.format_exc(),
-            }  # fmt: skip
+            }
             atomic_write_json(row_dir / TRIAL_RESULT, result)
             return result
         best = min(range(len(scores)), key=lambda k: scores[k][OBJECTIVE])
         self._keep_grid(row_dir / f"execution-{best}", row_dir / TRIAL_GRID)
         result = {
-            "status": "COMPLETED", OBJECTIVE: sum(score[OBJECTIVE] for score in scores) / len(scores), "executions": scores,
-            "images": images, "seconds": time.perf_counter() - started, "grid": TRIAL_GRID,
-        }  # fmt: skip
+            "status": "COMPLETED",
+            OBJECTIVE: sum(score[OBJECTIVE] for score in scores) / len(scores),
+            "executions": scores,
+            "images": images,
+            "seconds": time.perf_counter() - started,
+            "grid": TRIAL_GRID,
+        }
         atomic_write_json(row_dir / TRIAL_RESULT, result)
         return result
 
@@ -287,7 +237,9 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         """Trials keep their own checkpoints in their run folders; nothing else to save."""
 
     def load_model(self, trial):
-        raise NotImplementedError("trained trials live in <run>/tuner/trial_<id>/execution-<k>/ (components.trainer.restore_generator)")
+        raise NotImplementedError(
+            "trained trials live in <run>/tuner/trial_<id>/execution-<k>/ (components.trainer.restore_generator)"
+        )
 
 
 class DataStopsSearch(PipelineError, keras_tuner.errors.FatalError):
@@ -347,8 +299,13 @@ def run_search(
     if role != "worker":
         prepare_search_folder(paths, record, new_search)
     hypermodel = DCGANHyperModel(
-        base, space, data_dir, evaluate_fn, settings, train_options={**(train_options or {}), "keep_checkpoints": 1},
-    )  # fmt: skip
+        base,
+        space,
+        data_dir,
+        evaluate_fn,
+        settings,
+        train_options={**(train_options or {}), "keep_checkpoints": 1},
+    )
     try:  # reloads KerasTuner's state files when resuming
         tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, verbose=verbose)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
@@ -389,5 +346,7 @@ def check_trial_image_size(data_dir: str | os.PathLike, trial_size: int | None) 
     if trial_size is None:
         return
     if trial_size not in IMAGE_SIZES:
-        raise PipelineError(f"trial-image-size must be one of the models' sizes ({', '.join(map(str, IMAGE_SIZES))}), got {trial_size}.")
+        raise PipelineError(
+            f"trial-image-size must be one of the models' sizes ({', '.join(map(str, IMAGE_SIZES))}), got {trial_size}."
+        )
     downscale_factor(data_dir, int(read_manifest(data_dir)["image_size"]), trial_size)

@@ -16,8 +16,9 @@ BASE = TrainConfig(model=ModelConfig(latent_dim=8, g_filters=4, d_filters=4), ba
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_a_tuner_resuming_a_search_says_reloading_only_when_verbose(tiny_records, tmp_path, capsys, verbose):
+    from components.search_hypermodel import DCGANHyperModel
     from components.search_space import SearchSettings, make_oracle, make_space
-    from components.tuner import DCGANHyperModel, DCGANTuner
+    from components.tuner import DCGANTuner
 
     settings = SearchSettings(tuner="random", max_trials=3, trial_images=32)
     hypermodel = DCGANHyperModel(BASE, make_space(BASE), tiny_records, None, settings)

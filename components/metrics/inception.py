@@ -40,7 +40,9 @@ def load_inception(weights: str | os.PathLike, batch_size: int = 64) -> FeatureE
     failures = []
     for include_top in (False, True):
         model = keras.applications.InceptionV3(
-            include_top=include_top, weights=None, pooling=None if include_top else "avg",
+            include_top=include_top,
+            weights=None,
+            pooling=None if include_top else "avg",
             input_shape=(INPUT_SIZE, INPUT_SIZE, 3),
         )
         try:
