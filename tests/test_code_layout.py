@@ -1,13 +1,17 @@
-"""The code base's shape: one concern a module, no import cycles, public KerasTuner API only."""
+"""The code base's shape: one concern a module, no packed lines, no import cycles, public KerasTuner API only."""
 
 from __future__ import annotations
 
 import ast
+import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 420  # "about 400": a module past this holds more than one concern
 PACKAGES = ("components", "pipeline")
+SOURCE_FOLDERS = (*PACKAGES, "bench", "tests")  # every folder of Python the project keeps
+LINE_LIMIT = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["line-length"]
 
 
 def project_modules() -> dict[str, Path]:
@@ -35,6 +39,30 @@ def module_level_imports(path: Path, known: set[str]) -> set[str]:
 def test_no_module_is_over_about_400_lines():
     long = {name: n for name, path in project_modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long
+
+
+def lines_where(folders: tuple[str, ...], found: Callable[[str], bool]) -> list[str]:
+    """`path:line` of every line of the .py files under `folders` for which `found(line)` holds."""
+    return [
+        f"{path.relative_to(ROOT)}:{number}"
+        for folder in folders
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if found(line)
+    ]
+
+
+def test_no_line_is_over_the_line_limit():
+    """The limit is pyproject's, checked here without ruff, so the test suite alone keeps it."""
+    long = lines_where(SOURCE_FOLDERS, lambda line: len(line) > LINE_LIMIT)
+    assert not long, f"over {LINE_LIMIT} columns: {', '.join(long)}"
+
+
+def test_no_module_switches_the_formatter_off():
+    """`# fmt: skip` keeps a packed line out of the formatter's reach; a module's size is kept down by
+    splitting it by concern (the line-count test above), not by packing lines."""
+    skipped = lines_where(PACKAGES, lambda line: "# fmt: skip" in line or "# fmt: off" in line)
+    assert not skipped, f"formatting switched off at {', '.join(skipped)}"
 
 
 def test_module_level_imports_have_no_cycle():
