@@ -8,15 +8,17 @@ match and what the tuner searches over. Its defaults are the measured default re
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from components.errors import PipelineError
+from components.augment import AUGMENTS, parse_policy
 from components.model import ModelConfig, check_fields
+from components.settings import check_settings, setting
 
 TRAIN_STEPS = ("dcgan", "seed")
 LOSSES = ("bce", "hinge")  # the DCGAN's adversarial losses (components.gan)
+_UNIT_INTERVAL = {"low": 0, "high": 1, "high_included": False}  # [0, 1): a rate, a decay, a share
 
 # Limits of the fields below, shared with the command line's flags (pipeline._cli.bounded_int).
 # NumPy's global seeding takes 32 bits, and a search trains seeds seed+1, seed+2...: 31 bits
@@ -63,6 +65,8 @@ _V2 = {
     "label_smoothing": 0.0, "ema_decay": 0.999, "ema_warmup": 10.0, "augment": "", "ada_target": 0.0,
     "ada_images": 10_000, "mirror": False, "r1_gamma": 0.1, "r1_every": 16,
 }  # fmt: skip
+# The fields no recipe sets: each run's own (the command line's, or their defaults).
+RUN_FIELDS = ("seed", "train_step")
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {
         **_V2,
@@ -89,67 +93,94 @@ class TrainConfig:
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    batch_size: int = 16  # more, smaller steps for the same images: measured best at equal images seen (8 and 32 worse)
-    g_lr: float = 4e-4  # twice v2's: learns faster per image with the narrower D (ModelConfig.d_filters)
-    d_lr: float = 8e-4
-    beta_1: float = 0.0  # Adam's momentum off (as SAGAN and BigGAN train): 27 vs 40 at 16,000 images (README)
+    # More, smaller steps for the same images: measured best at equal images seen (8 and 32 worse).
+    batch_size: int = setting(16, "global batch size (split over replicas)", kind=int, low=1, high=MAX_BATCH_SIZE)
+    # Twice v2's: learns faster per image with the narrower D (ModelConfig.d_filters).
+    g_lr: float = setting(4e-4, "generator Adam learning rate", kind=float, low=0, low_included=False)
+    d_lr: float = setting(8e-4, "discriminator Adam learning rate", kind=float, low=0, low_included=False)
+    # Adam's momentum off (as SAGAN and BigGAN train): 27 vs 40 at 16,000 images (README).
+    beta_1: float = setting(0.0, "Adam beta_1 (momentum) of both optimisers", kind=float, **_UNIT_INTERVAL)
     # Adam's second-moment decay: the horizon over which it learns the gradients' scale. 0.99 (as
     # StyleGAN2 trains; Keras' default is 0.999) adapts ten times faster, so a sudden large
     # gradient is not divided by a scale learnt from small ones: with the default's learning rates
     # a run with 0.999 blew up after 52,000 images (README, Results).
-    beta_2: float = 0.99
-    # Learning rates stay at g_lr / d_lr for this fraction of the run's steps, then fall linearly to
-    # zero at its last step (1.0: constant). Without it, long runs of the default oscillate (README).
-    lr_hold: float = 0.5
-    loss: str = "hinge"  # "bce": non-saturating with label smoothing (seed); "hinge"
-    label_smoothing: float = 0.0
-    ema_decay: float = 0.999
-    ema_warmup: float = 10.0  # EMA decay = min(ema_decay, (1 + n) / (ema_warmup + n)) at G update n
-    augment: str = ""  # DiffAugment policy for D's inputs, e.g. "color,translation,cutout"
-    # Adaptive augmentation (components.gan): 0 applies `augment` to every image; above 0, the share
-    # of images augmented follows D's overfitting (its mean sign on reals held near this target).
-    ada_target: float = 0.0
-    ada_images: int = 10_000  # images seen for the adaptive share to move by at most 1 (0 to 100%)
-    mirror: bool = False  # flip each real image left-right with probability 1/2
-    r1_gamma: float = 0.1  # R1 penalty weight on reals (0: off): damps D in long runs (README)
-    r1_every: int = 16  # lazy R1: applied every this many D updates
-    seed: int = 0
-    train_step: str = "dcgan"  # "seed": the tutorial's two-round loop (for the benchmark)
+    beta_2: float = setting(
+        0.99, "Adam beta_2 of both optimisers: how fast they learn the gradients' scale", kind=float, **_UNIT_INTERVAL
+    )
+    # Without the decay, long runs of the default oscillate (README).
+    lr_hold: float = setting(
+        0.5,
+        "fraction of the run's steps at full learning rates; after it both fall linearly to zero at the last step "
+        "(1: constant; a resume with a larger budget recomputes the schedule)",
+        kind=float,
+        low=0,
+        high=1,
+        metavar="FRACTION",
+    )
+    loss: str = setting("hinge", "adversarial loss: bce (non-saturating) or hinge", kind=str, choices=LOSSES)
+    label_smoothing: float = setting(
+        0.0, "BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)", kind=float, **_UNIT_INTERVAL
+    )
+    ema_decay: float = setting(
+        0.999, "decay of the generator's weight EMA used for samples and export (0: no averaging)", kind=float, **_UNIT_INTERVAL
+    )
+    ema_warmup: float = setting(
+        10.0, "EMA warm-up: decay = min(ema-decay, (1+n)/(warmup+n)) at G update n", kind=float, low=0, low_included=False
+    )
+    augment: str = setting(
+        "",
+        f"DiffAugment of the discriminator's real and fake inputs: comma-separated subset of {','.join(AUGMENTS)}, "
+        "or '' for none",
+        kind=str,
+        metavar="POLICY",
+    )
+    # Adaptive augmentation (components.gan): above 0, the share of images augmented follows D's
+    # overfitting (its mean sign on reals held near this target).
+    ada_target: float = setting(
+        0.0,
+        "adaptive augmentation: augment a share of images steered so that D's mean sign on reals stays near this "
+        "(0.6 is StyleGAN2-ADA's); 0 augments every image",
+        kind=float,
+        metavar="SIGN",
+        **_UNIT_INTERVAL,
+    )
+    ada_images: int = setting(
+        10_000,
+        "with ada_target: images seen for the augmented share to move from none to every image",
+        kind=int,
+        low=1,
+        high=MAX_IMAGES,
+        metavar="IMAGES",
+    )
+    mirror: bool = setting(False, "flip each real image left-right with probability 1/2 (twice the distinct faces)", kind=bool)
+    # Damps D in long runs (README).
+    r1_gamma: float = setting(0.1, "weight of the R1 gradient penalty on real images (0: off)", kind=float, low=0)
+    r1_every: int = setting(16, "lazy R1: apply the penalty every this many D updates", kind=int, low=1, high=MAX_STEPS)
+    seed: int = setting(
+        0,
+        "seeds the initial weights, the order of the training data and the training latents; also the evaluator's "
+        "latents and the search's oracle (the sample grids always show images 0..63 of seed 0)",
+        kind=int,
+        low=0,
+        high=MAX_SEED,
+    )
+    train_step: str = setting(
+        "dcgan",
+        "dcgan: one D and one G update per batch; seed: the tutorial's loop (2 rounds of D-fake, D-real, G)",
+        kind=str,
+        choices=TRAIN_STEPS,
+    )
 
     def __post_init__(self) -> None:
-        from components.augment import parse_policy
-
-        for name, high in (("batch_size", MAX_BATCH_SIZE), ("r1_every", MAX_STEPS), ("ada_images", MAX_IMAGES)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
-                raise PipelineError(f"{name} must be a whole number from 1 to {high:,}, got {value!r}.")
-        for name in ("g_lr", "d_lr", "ema_warmup"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise PipelineError(f"{name} must be a positive number, got {value!r}.")
-        for name in ("beta_1", "beta_2", "label_smoothing", "ema_decay", "ada_target"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise PipelineError(f"{name} must be in [0, 1), got {getattr(self, name)!r}.")
-        if not (isinstance(self.lr_hold, (int, float)) and 0.0 <= self.lr_hold <= 1.0):
-            raise PipelineError(f"lr_hold must be in [0, 1], got {self.lr_hold!r}.")
-        if not (isinstance(self.r1_gamma, (int, float)) and math.isfinite(self.r1_gamma) and self.r1_gamma >= 0):
-            raise PipelineError(f"r1_gamma must be a number >= 0, got {self.r1_gamma!r}.")
-        if not isinstance(self.mirror, bool):
-            raise PipelineError(f"mirror must be true or false, got {self.mirror!r}.")
+        check_settings(self)
         if self.ada_target and not self.augment:
             raise PipelineError("ada_target steers the share of augmented images: it needs an augment policy.")
-        if self.loss not in LOSSES:
-            raise PipelineError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}.")
         try:
             parse_policy(self.augment)
         except ValueError as err:
             raise PipelineError(f"augment: {err}.") from err
-        if self.train_step not in TRAIN_STEPS:
-            raise PipelineError(f"train_step must be one of {', '.join(TRAIN_STEPS)}, got {self.train_step!r}.")
         if self.train_step == "seed" and (self.loss != "bce" or self.augment or self.r1_gamma or self.mirror):
             raise PipelineError("train_step seed trains with loss bce only, without augment, mirror or r1_gamma.")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
-            raise PipelineError(f"seed must be a whole number from 0 to {MAX_SEED:,}, got {self.seed!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -40,11 +40,11 @@ layer of each network computes in float32, so images and logits are float32 unde
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from components.errors import PipelineError
+from components.settings import check_settings, setting
 
 IMAGE_SIZES = (32, 64, 128)
 BOTTLENECK = 4  # spatial size of the generator's first feature map and the discriminator's last
@@ -71,17 +71,41 @@ class ModelConfig:
     """
 
     image_size: int | None = None
-    latent_dim: int = 128
-    g_filters: int = 32
+    latent_dim: int = setting(128, "size of the generator's input noise z", kind=int, low=1, high=MAX_LATENT_DIM)
+    g_filters: int = setting(
+        32, "filters of the generator's last block; doubled per block towards the input", kind=int, low=1, high=MAX_FILTERS
+    )
     # Half the seed's D width: the step costs 0.6x and, with learning rates x2 (TrainConfig), the
     # faces get better per image seen (README, Results); 64 with those rates diverges.
-    d_filters: int = 32
-    d_dropout: float = 0.0
-    init_stddev: float = 0.02
-    g_upsample: str = "transpose4"
-    d_kernel: int = KERNEL  # the seed's; see the module docstring
-    d_spectral_norm: bool = False  # see the module docstring
-    d_minibatch_std: bool = True
+    d_filters: int = setting(
+        32, "filters of the discriminator's first block; doubled per block", kind=int, low=1, high=MAX_FILTERS
+    )
+    d_dropout: float = setting(
+        0.0, "dropout rate after each discriminator block (0: none)", kind=float, low=0, high=1, high_included=False
+    )
+    init_stddev: float = setting(
+        0.02, "std of the N(0, s) initialiser of the convolutions", kind=float, low=0, low_included=False
+    )
+    g_upsample: str = setting(
+        "transpose4",
+        "generator up-sampling: transpose5 (k5 stride 2, checkerboard-prone), transpose4 (k4 stride 2) or resize "
+        "(nearest x2 then conv)",
+        kind=str,
+        choices=UPSAMPLES,
+    )
+    d_kernel: int = setting(  # the seed's; see the module docstring
+        KERNEL,
+        "kernel size of the discriminator's stride-2 convolutions (the seed's 5; 4 trains about 1.2x faster on a CPU "
+        "but scored worse at equal images seen)",
+        kind=int,
+        choices=D_KERNELS,
+    )
+    d_spectral_norm: bool = setting(  # see the module docstring
+        False, "spectral normalisation of every discriminator layer", kind=bool
+    )
+    d_minibatch_std: bool = setting(
+        True, "minibatch standard deviation channel before the discriminator's last layer", kind=bool
+    )
 
     def __post_init__(self) -> None:
         if self.image_size is not None and self.image_size not in IMAGE_SIZES:
@@ -89,21 +113,7 @@ class ModelConfig:
                 f"image size {self.image_size} is not supported; the models are built for {', '.join(map(str, IMAGE_SIZES))} "
                 "pixels (re-run the ingest with --image-size set to one of these)."
             )
-        for name, high in (("latent_dim", MAX_LATENT_DIM), ("g_filters", MAX_FILTERS), ("d_filters", MAX_FILTERS)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
-                raise PipelineError(f"{name} must be a whole number from 1 to {high:,}, got {value!r}.")
-        if not 0.0 <= self.d_dropout < 1.0:
-            raise PipelineError(f"d_dropout must be in [0, 1), got {self.d_dropout!r}.")
-        if not (isinstance(self.init_stddev, (int, float)) and math.isfinite(self.init_stddev) and self.init_stddev > 0):
-            raise PipelineError(f"init_stddev must be a positive number, got {self.init_stddev!r}.")
-        if self.g_upsample not in UPSAMPLES:
-            raise PipelineError(f"g_upsample must be one of {', '.join(UPSAMPLES)}, got {self.g_upsample!r}.")
-        if self.d_kernel not in D_KERNELS:
-            raise PipelineError(f"d_kernel must be one of {', '.join(map(str, D_KERNELS))}, got {self.d_kernel!r}.")
-        for name in ("d_spectral_norm", "d_minibatch_std"):
-            if not isinstance(getattr(self, name), bool):
-                raise PipelineError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+        check_settings(self)
 
     @property
     def num_blocks(self) -> int:

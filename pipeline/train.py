@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import functools
 import sys
 import time
@@ -13,11 +12,11 @@ from pathlib import Path
 
 from components import guard, locks
 from components.artifacts import RunPaths
-from components.augment import AUGMENTS
-from components.config import LOSSES, MAX_BATCH_SIZE, MAX_IMAGES, MAX_STEPS, RECIPES, TRAIN_STEPS, TrainConfig, recipe_config
+from components.config import RECIPES, RUN_FIELDS, TrainConfig, recipe_config
 from components.errors import PipelineError
-from components.model import D_KERNELS, MAX_FILTERS, MAX_LATENT_DIM, UPSAMPLES, ModelConfig
+from components.model import ModelConfig
 from components.runfolder import check_run_layout
+from components.settings import setting_fields
 from components.train_options import DEFAULT_IMAGES, TrainOptions
 from pipeline import _cli, _config
 from pipeline._search import add_search_arguments, config_from_best_file, search, search_cost_line
@@ -64,9 +63,6 @@ examples:
   python -m pipeline.train --data tfrecords/anime --tune-only --tuner hyperband --search g_filters=32,64
   python -m pipeline.train --data tfrecords/anime --run artifacts/final --hparams artifacts/anime/best_hyperparameters.json"""
 
-_TRAIN_DEFAULTS = TrainConfig()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _cli.make_parser("python -m pipeline.train", DESCRIPTION, "--data DIR [options]", tables=("train", "search"))
     parser.add_argument(
@@ -97,126 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per `TrainConfig` / `ModelConfig` field. Fields that differ between recipes default
-    to None (the --recipe's value); the others have their one default."""
+    """One flag per `TrainConfig` / `ModelConfig` setting, built from the field (components.settings).
+    A recipe sets every field but the run's own (`RUN_FIELDS`), so their flags default to None: the
+    --recipe's value, which each flag's help states for every recipe."""
     parser.add_argument(
         "--recipe", choices=tuple(RECIPES), default="default",
         help="default: the measured best recipe (bench/bench_quality.py); seed: the tutorial's recipe, "
         "as the trainer had it before (dropout D, k5 transposed convs, BCE, 2e-4/2e-4). Flags below override it",
     )  # fmt: skip
     model = parser.add_argument_group("model (image size comes from the data's manifest)")
-    model.add_argument(
-        "--latent-dim",
-        type=_cli.bounded_int(1, MAX_LATENT_DIM),
-        help="size of the generator's input noise z" + _recipe_note("latent_dim"),
-    )
-    model.add_argument(
-        "--g-filters",
-        type=_cli.bounded_int(1, MAX_FILTERS),
-        help="filters of the generator's last block; doubled per block towards the input" + _recipe_note("g_filters"),
-    )
-    model.add_argument(
-        "--d-filters",
-        type=_cli.bounded_int(1, MAX_FILTERS),
-        help="filters of the discriminator's first block; doubled per block" + _recipe_note("d_filters"),
-    )
-    model.add_argument(
-        "--d-dropout", type=_cli.finite_float,
-        help="dropout rate after each discriminator block (0: none)" + _recipe_note("d_dropout"),
-    )
-    model.add_argument(
-        "--init-stddev", type=_cli.finite_float,
-        help="std of the N(0, s) initialiser of the convolutions" + _recipe_note("init_stddev"),
-    )
-    model.add_argument(
-        "--g-upsample", choices=UPSAMPLES,
-        help="generator up-sampling: transpose5 (k5 stride 2, checkerboard-prone), transpose4 (k4 stride 2) or resize "
-        "(nearest x2 then conv)" + _recipe_note("g_upsample"),
-    )  # fmt: skip
-    model.add_argument(
-        "--d-kernel", type=int, choices=D_KERNELS,
-        help="kernel size of the discriminator's stride-2 convolutions (the seed's 5; 4 trains about 1.2x faster "
-        "on a CPU but scored worse at equal images seen)" + _recipe_note("d_kernel"),
-    )  # fmt: skip
-    model.add_argument(
-        "--d-spectral-norm", action=argparse.BooleanOptionalAction,
-        help="spectral normalisation of every discriminator layer" + _recipe_note("d_spectral_norm"),
-    )  # fmt: skip
-    model.add_argument(
-        "--d-minibatch-std", action=argparse.BooleanOptionalAction,
-        help="minibatch standard deviation channel before the discriminator's last layer" + _recipe_note("d_minibatch_std"),
-    )  # fmt: skip
-
+    for field in setting_fields(ModelConfig):
+        _cli.add_setting(model, ModelConfig, field.name, default=None, note=_recipe_note(field.name))
     training = parser.add_argument_group("training")
-    training.add_argument(
-        "--batch-size",
-        type=_cli.bounded_int(1, MAX_BATCH_SIZE),
-        help="global batch size (split over replicas)" + _recipe_note("batch_size"),
-    )
-    training.add_argument("--g-lr", type=_cli.finite_float, help="generator Adam learning rate" + _recipe_note("g_lr"))
-    training.add_argument("--d-lr", type=_cli.finite_float, help="discriminator Adam learning rate" + _recipe_note("d_lr"))
-    training.add_argument(
-        "--beta-1", type=_cli.finite_float,
-        help="Adam beta_1 (momentum) of both optimisers" + _recipe_note("beta_1"),
-    )
-    training.add_argument(
-        "--beta-2", type=_cli.finite_float,
-        help="Adam beta_2 of both optimisers: how fast they learn the gradients' scale" + _recipe_note("beta_2"),
-    )  # fmt: skip
-    training.add_argument(
-        "--lr-hold", type=_cli.finite_float, metavar="FRACTION",
-        help="fraction of the run's steps at full learning rates; after it both fall linearly to zero at the "
-        "last step (1: constant; a resume with a larger budget recomputes the schedule)" + _recipe_note("lr_hold"),
-    )  # fmt: skip
-    training.add_argument("--loss", choices=LOSSES, help="adversarial loss: bce (non-saturating) or hinge" + _recipe_note("loss"))
-    training.add_argument(
-        "--label-smoothing", type=_cli.finite_float,
-        help="BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)" + _recipe_note("label_smoothing"),
-    )
-    training.add_argument(
-        "--ema-decay", type=_cli.finite_float,
-        help="decay of the generator's weight EMA used for samples and export (0: no averaging)" + _recipe_note("ema_decay"),
-    )
-    training.add_argument(
-        "--ema-warmup", type=_cli.finite_float,
-        help="EMA warm-up: decay = min(ema-decay, (1+n)/(warmup+n)) at G update n" + _recipe_note("ema_warmup"),
-    )
-    training.add_argument(
-        "--augment", metavar="POLICY",
-        help="DiffAugment of the discriminator's real and fake inputs: comma-separated subset of "
-        f"{','.join(AUGMENTS)}, or '' for none" + _recipe_note("augment"),
-    )  # fmt: skip
-    training.add_argument(
-        "--ada-target", type=_cli.finite_float, metavar="SIGN",
-        help="adaptive augmentation: augment a share of images steered so that D's mean sign on reals stays near "
-        "this (0.6 is StyleGAN2-ADA's); 0 augments every image" + _recipe_note("ada_target"),
-    )  # fmt: skip
-    training.add_argument(
-        "--ada-images", type=_cli.bounded_int(1, MAX_IMAGES), metavar="IMAGES",
-        help="with --ada-target: images seen for the augmented share to move from 0 to 100%%" + _recipe_note("ada_images"),
-    )  # fmt: skip
-    training.add_argument(
-        "--mirror", action=argparse.BooleanOptionalAction,
-        help="flip each real image left-right with probability 1/2 (twice the distinct faces)" + _recipe_note("mirror"),
-    )  # fmt: skip
-    training.add_argument(
-        "--r1-gamma", type=_cli.finite_float,
-        help="weight of the R1 gradient penalty on real images (0: off)" + _recipe_note("r1_gamma"),
-    )
-    training.add_argument(
-        "--r1-every",
-        type=_cli.bounded_int(1, MAX_STEPS),
-        help="lazy R1: apply the penalty every this many D updates" + _recipe_note("r1_every"),
-    )
-    training.add_argument(
-        "--seed", type=_cli.seed, default=_TRAIN_DEFAULTS.seed,
-        help="seeds the initial weights, the order of the training data and the training latents; also the "
-        "evaluator's latents and the search's oracle (the sample grids always show images 0..63 of seed 0)",
-    )  # fmt: skip
-    training.add_argument(
-        "--train-step", choices=TRAIN_STEPS, default=_TRAIN_DEFAULTS.train_step,
-        help="dcgan: one D and one G update per batch; seed: the tutorial's loop (2 rounds of D-fake, D-real, G)",
-    )  # fmt: skip
+    for field in setting_fields(TrainConfig):
+        if field.name in RUN_FIELDS:
+            _cli.add_setting(training, TrainConfig, field.name)
+        else:
+            _cli.add_setting(training, TrainConfig, field.name, default=None, note=_recipe_note(field.name))
 
 
 def _recipe_note(name: str) -> str:
@@ -239,10 +132,10 @@ def _field_value(config: TrainConfig, name: str):
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The --recipe with every flag given on the command line (or with its own default) applied."""
-    model_names = {field.name for field in dataclasses.fields(ModelConfig)} - {"image_size"}
-    train_names = {field.name for field in dataclasses.fields(TrainConfig)} - {"model"}
-    model = {name: getattr(args, name) for name in model_names if getattr(args, name) is not None}
-    training = {name: getattr(args, name) for name in train_names if getattr(args, name) is not None}
+    model = {field.name: getattr(args, field.name) for field in setting_fields(ModelConfig)}
+    training = {field.name: getattr(args, field.name) for field in setting_fields(TrainConfig)}
+    model = {name: value for name, value in model.items() if value is not None}
+    training = {name: value for name, value in training.items() if value is not None}
     return recipe_config(args.recipe, model=model, **training)
 
 
