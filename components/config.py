@@ -58,28 +58,58 @@ SEARCH_LIMITS = {
 # learning rates, lazy R1) and v1 before it (batch 32, spectral norm on D, beta_1 0.5).
 _V2 = {
     "model": {
-        "latent_dim": 128, "g_filters": 32, "d_filters": 64, "d_dropout": 0.0, "init_stddev": 0.02,
-        "g_upsample": "transpose4", "d_kernel": 5, "d_spectral_norm": False, "d_minibatch_std": True,
+        "latent_dim": 128,
+        "g_filters": 32,
+        "d_filters": 64,
+        "d_dropout": 0.0,
+        "init_stddev": 0.02,
+        "g_upsample": "transpose4",
+        "d_kernel": 5,
+        "d_spectral_norm": False,
+        "d_minibatch_std": True,
     },
-    "batch_size": 16, "g_lr": 2e-4, "d_lr": 4e-4, "beta_1": 0.0, "beta_2": 0.999, "lr_hold": 0.5, "loss": "hinge",
-    "label_smoothing": 0.0, "ema_decay": 0.999, "ema_warmup": 10.0, "augment": "", "ada_target": 0.0,
-    "ada_images": 10_000, "mirror": False, "r1_gamma": 0.1, "r1_every": 16,
-}  # fmt: skip
+    "batch_size": 16,
+    "g_lr": 2e-4,
+    "d_lr": 4e-4,
+    "beta_1": 0.0,
+    "beta_2": 0.999,
+    "lr_hold": 0.5,
+    "loss": "hinge",
+    "label_smoothing": 0.0,
+    "ema_decay": 0.999,
+    "ema_warmup": 10.0,
+    "augment": "",
+    "ada_target": 0.0,
+    "ada_images": 10_000,
+    "mirror": False,
+    "r1_gamma": 0.1,
+    "r1_every": 16,
+}
 # The fields no recipe sets: each run's own (the command line's, or their defaults).
 RUN_FIELDS = ("seed", "train_step")
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {
         **_V2,
         "model": {**_V2["model"], "d_filters": 64, "g_upsample": "transpose5", "d_minibatch_std": False, "d_dropout": 0.3},
-        "batch_size": 128, "g_lr": 2e-4, "d_lr": 2e-4, "beta_1": 0.5, "lr_hold": 1.0, "loss": "bce", "label_smoothing": 0.1,
+        "batch_size": 128,
+        "g_lr": 2e-4,
+        "d_lr": 2e-4,
+        "beta_1": 0.5,
+        "lr_hold": 1.0,
+        "loss": "bce",
+        "label_smoothing": 0.1,
         "r1_gamma": 0.0,
-    },  # fmt: skip
+    },
     "default": {},
     "v2": _V2,
     "v1": {
-        **_V2, "model": {**_V2["model"], "d_spectral_norm": True},
-        "batch_size": 32, "beta_1": 0.5, "lr_hold": 1.0, "r1_gamma": 0.0,
-    },  # fmt: skip
+        **_V2,
+        "model": {**_V2["model"], "d_spectral_norm": True},
+        "batch_size": 32,
+        "beta_1": 0.5,
+        "lr_hold": 1.0,
+        "r1_gamma": 0.0,
+    },
 }
 
 
@@ -118,9 +148,7 @@ class TrainConfig:
         metavar="FRACTION",
     )
     loss: str = setting("hinge", "adversarial loss: bce (non-saturating) or hinge", kind=str, choices=LOSSES)
-    label_smoothing: float = setting(
-        0.0, "BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)", kind=float, **_UNIT_INTERVAL
-    )
+    label_smoothing: float = setting(0.0, "BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)", kind=float, **_UNIT_INTERVAL)
     ema_decay: float = setting(
         0.999, "decay of the generator's weight EMA used for samples and export (0: no averaging)", kind=float, **_UNIT_INTERVAL
     )

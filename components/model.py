@@ -103,9 +103,7 @@ class ModelConfig:
     d_spectral_norm: bool = setting(  # see the module docstring
         False, "spectral normalisation of every discriminator layer", kind=bool
     )
-    d_minibatch_std: bool = setting(
-        True, "minibatch standard deviation channel before the discriminator's last layer", kind=bool
-    )
+    d_minibatch_std: bool = setting(True, "minibatch standard deviation channel before the discriminator's last layer", kind=bool)
 
     def __post_init__(self) -> None:
         if self.image_size is not None and self.image_size not in IMAGE_SIZES:

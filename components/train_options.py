@@ -31,9 +31,14 @@ DEFAULT_EVAL_NUM = 1024
 def eval_num_setting() -> Any:
     """The images of one evaluation: one setting of the training's evaluations and of the evaluate stage's."""
     return setting(
-        DEFAULT_EVAL_NUM, "generated (and as many real) images per evaluation; at most half the eval split (the other half "
-        "gives the real-vs-real floor)", kind=int, low=EVAL_NUM_LIMITS[0], high=EVAL_NUM_LIMITS[1], metavar="N",
-    )  # fmt: skip
+        DEFAULT_EVAL_NUM,
+        "generated (and as many real) images per evaluation; at most half the eval split (the other half "
+        "gives the real-vs-real floor)",
+        kind=int,
+        low=EVAL_NUM_LIMITS[0],
+        high=EVAL_NUM_LIMITS[1],
+        metavar="N",
+    )
 
 
 def _interval(default: int | None, help: str, metavar: str = "STEPS", *, name: str) -> Any:
@@ -45,24 +50,37 @@ class TrainOptions:
     """The settings of a training run that are not hyperparameters (those are `TrainConfig`)."""
 
     images: int | None = setting(
-        None, f"real images to train on; steps = ceil(images / batch size) (default: {DEFAULT_IMAGES} unless epochs)",
-        kind=int, low=1, high=MAX_IMAGES,
-    )  # fmt: skip
+        None,
+        f"real images to train on; steps = ceil(images / batch size) (default: {DEFAULT_IMAGES} unless epochs)",
+        kind=int,
+        low=1,
+        high=MAX_IMAGES,
+    )
     epochs: float | None = setting(
-        None, "passes over the train split instead of images (fractions allowed)", kind=float, low=0, high=MAX_EPOCHS,
+        None,
+        "passes over the train split instead of images (fractions allowed)",
+        kind=float,
+        low=0,
+        high=MAX_EPOCHS,
         low_included=False,
-    )  # fmt: skip
+    )
     eval_every: int = setting(
-        0, "score the EMA generator (SWD beside its real-vs-real floor, diversity, ...) every this many images seen and "
+        0,
+        "score the EMA generator (SWD beside its real-vs-real floor, diversity, ...) every this many images seen and "
         "at the end, log it, and keep the lowest-swd_avg checkpoint in checkpoints/best/ (0: off; with a search every "
         "trial and the final training are scored at their end anyway)",
-        kind=int, low=0, high=MAX_IMAGES, metavar="IMAGES",
-    )  # fmt: skip
+        kind=int,
+        low=0,
+        high=MAX_IMAGES,
+        metavar="IMAGES",
+    )
     eval_num: int = eval_num_setting()
     precision: str = setting(
-        "auto", "compute precision; auto = float16 mixed on GPU, bfloat16 mixed on CPUs with bf16 instructions, else float32",
-        kind=str, choices=PRECISIONS,
-    )  # fmt: skip
+        "auto",
+        "compute precision; auto = float16 mixed on GPU, bfloat16 mixed on CPUs with bf16 instructions, else float32",
+        kind=str,
+        choices=PRECISIONS,
+    )
     jit: bool | None = setting(
         None, "compile steps with XLA (default: on with a GPU, off on CPU, where XLA is much slower)", kind=bool
     )
@@ -71,10 +89,11 @@ class TrainOptions:
     sample_every: int = _interval(500, "write a sample grid every this many steps (and at the end)", name="sample_every")
     log_every: int = _interval(50, "average metrics over and log every this many steps", name="log_every")
     steps_per_execution: int | None = _interval(
-        None, "training steps per call into the TensorFlow graph, between which the host reads counters and metrics "
+        None,
+        "training steps per call into the TensorFlow graph, between which the host reads counters and metrics "
         "(default: the gcd of log_every, sample_every and checkpoint_every; 1 syncs every step)",
         name="steps_per_execution",
-    )  # fmt: skip
+    )
     overwrite: bool = setting(
         False, "discard the run folder's checkpoints, samples, logs and metrics and start at step 0", kind=bool
     )

@@ -31,33 +31,49 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     search = parser.add_argument_group("hyperparameter search (KerasTuner, objective swd_avg on the eval split)")
     mode = search.add_mutually_exclusive_group()
     mode.add_argument(
-        "--tune", action="store_true",
+        "--tune",
+        action="store_true",
         help="search, then train the chosen configuration (the best trial if it beats the default by more than the noise, "
         "else the default) for the budget above",
     )
     mode.add_argument("--tune-only", action="store_true", help="search and write best_hyperparameters.json, train nothing more")
     mode.add_argument(
-        "--hparams", type=Path, metavar="FILE",
+        "--hparams",
+        type=Path,
+        metavar="FILE",
         help="train with the tuned values of a best_hyperparameters.json (no search; none if it chose the default)",
     )
     add_setting(search, SearchSettings, "tuner")
     search.add_argument(
-        "--max-trials", type=bounded_int(*SEARCH_LIMITS["max_trials"]), metavar="N",
+        "--max-trials",
+        type=bounded_int(*SEARCH_LIMITS["max_trials"]),
+        metavar="N",
         help="the search's budget in trials: the default configuration's 2 trainings (seeds --seed and --seed+1, which "
         "also measure the noise) + N-2 tuned trials; at least 3 (may grow when resuming; caps hyperband too); "
         f"default {DEFAULT_MAX_TRIALS}, or no cap but --tune-budget's when that is given",
-    )  # fmt: skip
+    )
     search.add_argument(
-        "--tune-budget", type=bounded_float(0, MAX_BUDGET_MULTIPLE, low_included=False), metavar="X",
+        "--tune-budget",
+        type=bounded_float(0, MAX_BUDGET_MULTIPLE, low_included=False),
+        metavar="X",
         help="the search's budget in time, as a multiple of the final training's (1.0: the search, the default's row "
         "included, may take as long as the final training); estimated from a speed probe before the search, which stops "
         "itself before a trial would cross it; the time spent is printed after",
-    )  # fmt: skip
-    for name in ("trial_images", "trial_image_size", "score_last", "executions_per_trial", "hyperband_max_epochs",
-                 "hyperband_factor"):  # fmt: skip
+    )
+    for name in (
+        "trial_images",
+        "trial_image_size",
+        "score_last",
+        "executions_per_trial",
+        "hyperband_max_epochs",
+        "hyperband_factor",
+    ):
         add_setting(search, SearchSettings, name)
     search.add_argument(
-        "--search", action="append", default=[], metavar="NAME=SPEC",
+        "--search",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
         help="override one search dimension, NAME being a model or training flag in snake_case: choices "
         "(g_filters=16,32,64), a range (g_lr=5e-5..1e-3:log; sampling linear, log or reverse_log) or a fixed value "
         "(beta_1=0.5); repeatable, applied after --search-file. The default space is centred on the configuration the "
@@ -66,12 +82,14 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         "and off; for the default recipe: g_filters=16,32,64 d_filters=16,32,64 g_lr=2e-4..8e-4:log "
         "d_lr=4e-4..1.6e-3:log batch_size=8,16,32 d_spectral_norm=false,true r1_gamma=0,0.1,1 beta_1=0,0.5; "
         "other fields keep the flags' values",
-    )  # fmt: skip
+    )
     search.add_argument(
-        "--search-file", type=Path, metavar="FILE",
+        "--search-file",
+        type=Path,
+        metavar="FILE",
         help='JSON object of NAME: SPEC overriding the default space, e.g. {"g_filters": [16, 32], '
         '"g_lr": {"min": 1e-4, "max": 1e-3, "sampling": "log"}, "beta_1": 0.5}',
-    )  # fmt: skip
+    )
     search.add_argument(
         "--overwrite-search", action="store_true", help="discard an earlier search in <run>/tuner/ instead of resuming it"
     )
@@ -108,11 +126,17 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
     else:
         load = functools.cache(lambda: trial_evaluator(args, settings.trial_image_size))
     result = run_search(
-        base, space, args.data, run_dir, settings,
+        base,
+        space,
+        args.data,
+        run_dir,
+        settings,
         evaluate_fn=_LoadedAtFirstUse(load) if role == "chief" else load(),
         evaluation={"num": args.eval_num, "seed": args.seed, "split": "eval"},
-        train_options=train_options, new_search=args.overwrite_search, verbose=not args.quiet,
-    )  # fmt: skip
+        train_options=train_options,
+        new_search=args.overwrite_search,
+        verbose=not args.quiet,
+    )
     if result is None:
         if not args.quiet:
             print(f"worker done: the chief has no more trials; it writes the results to {RunPaths(run_dir).tuner}")

@@ -63,13 +63,15 @@ examples:
   python -m pipeline.train --data tfrecords/anime --tune-only --tuner hyperband --search g_filters=32,64
   python -m pipeline.train --data tfrecords/anime --run artifacts/final --hparams artifacts/anime/best_hyperparameters.json"""
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _cli.make_parser("python -m pipeline.train", DESCRIPTION, "--data DIR [options]", tables=("train", "search"))
     parser.add_argument(
-        "--data", required=True,
+        "--data",
+        required=True,
         help="ingested data folder (holds manifest.json and the shards): a local path, or a URI of a Beam file system "
         "(s3://, gs://, ...), copied once into a verified local cache; that file system's options go after --",
-    )  # fmt: skip
+    )
     parser.add_argument("--run", type=Path, help="run folder (default: artifacts/<name of the data folder>)")
 
     budget = parser.add_argument_group(f"budget (one of; default --images {DEFAULT_IMAGES})")
@@ -85,8 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_arguments(parser)
 
     runtime = parser.add_argument_group("runtime (may change between resumptions)")
-    for name in ("precision", "jit", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
-                 "steps_per_execution", "overwrite", "no_export"):  # fmt: skip
+    for name in (
+        "precision",
+        "jit",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "sample_every",
+        "log_every",
+        "steps_per_execution",
+        "overwrite",
+        "no_export",
+    ):
         _cli.add_setting(runtime, TrainOptions, name)
     runtime.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
     return parser
@@ -97,10 +108,12 @@ def add_hparam_arguments(parser: argparse.ArgumentParser) -> None:
     A recipe sets every field but the run's own (`RUN_FIELDS`), so their flags default to None: the
     --recipe's value, which each flag's help states for every recipe."""
     parser.add_argument(
-        "--recipe", choices=tuple(RECIPES), default="default",
+        "--recipe",
+        choices=tuple(RECIPES),
+        default="default",
         help="default: the measured best recipe (bench/bench_quality.py); seed: the tutorial's recipe, "
         "as the trainer had it before (dropout D, k5 transposed convs, BCE, 2e-4/2e-4). Flags below override it",
-    )  # fmt: skip
+    )
     model = parser.add_argument_group("model (image size comes from the data's manifest)")
     for field in setting_fields(ModelConfig):
         _cli.add_setting(model, ModelConfig, field.name, default=None, note=_recipe_note(field.name))

@@ -34,7 +34,15 @@ def images(count: int = 8, seed: int = 0) -> np.ndarray:
     "overrides",
     [
         {"model": {"g_upsample": "resize"}},
-        {"model": {"g_upsample": "transpose5", "d_kernel": 5, "d_spectral_norm": False, "d_minibatch_std": False, "d_dropout": 0.3}},
+        {
+            "model": {
+                "g_upsample": "transpose5",
+                "d_kernel": 5,
+                "d_spectral_norm": False,
+                "d_minibatch_std": False,
+                "d_dropout": 0.3,
+            }
+        },
         {"model": {"d_kernel": 3}},
         {"loss": "bce", "label_smoothing": 0.1, "ema_decay": 0.0},
         {"augment": "color,translation,cutout", "r1_gamma": 1.0, "r1_every": 2, "g_lr": 1e-4, "d_lr": 4e-4},
@@ -54,7 +62,9 @@ def test_upsampling_layers_follow_the_switch():
     kinds = {}
     for upsample in ("transpose5", "transpose4", "resize"):
         generator = build_generator(ModelConfig(**TINY, g_upsample=upsample))
-        kinds[upsample] = [(type(l).__name__, getattr(l, "kernel_size", None)) for l in generator.layers[5:6]]  # after input, dense, BN, act, reshape
+        kinds[upsample] = [
+            (type(l).__name__, getattr(l, "kernel_size", None)) for l in generator.layers[5:6]
+        ]  # after input, dense, BN, act, reshape
         assert generator.output_shape == (None, 32, 32, 3)
     assert kinds["transpose5"] == [("Conv2DTranspose", (5, 5))]
     assert kinds["transpose4"] == [("Conv2DTranspose", (4, 4))]
@@ -185,8 +195,14 @@ def test_a_resumed_run_continues_the_learning_rate_schedule(tiny_records, tmp_pa
 def test_seed_recipe_is_the_old_default_and_the_new_default_differs():
     old_defaults = {
         "model": {"image_size": None, "latent_dim": 128, "g_filters": 32, "d_filters": 64, "d_dropout": 0.3, "init_stddev": 0.02},
-        "batch_size": 128, "g_lr": 2e-4, "d_lr": 2e-4, "beta_1": 0.5, "label_smoothing": 0.1, "ema_decay": 0.999,
-        "seed": 0, "train_step": "dcgan",
+        "batch_size": 128,
+        "g_lr": 2e-4,
+        "d_lr": 2e-4,
+        "beta_1": 0.5,
+        "label_smoothing": 0.1,
+        "ema_decay": 0.999,
+        "seed": 0,
+        "train_step": "dcgan",
     }  # fmt: skip  (TrainConfig().to_dict() before issue 8)
     seed = recipe_config("seed")
     assert TrainConfig.from_dict(old_defaults) == seed
@@ -210,7 +226,12 @@ def test_cli_recipe_and_flags(tmp_path):
     assert parse() == TrainConfig()
     assert parse("--recipe", "seed") == recipe_config("seed")
     config = parse("--recipe", "seed", "--loss", "hinge", "--no-d-spectral-norm", "--d-minibatch-std", "--augment", "cutout")
-    assert (config.loss, config.augment, config.model.d_minibatch_std, config.model.d_spectral_norm) == ("hinge", "cutout", True, False)
+    assert (config.loss, config.augment, config.model.d_minibatch_std, config.model.d_spectral_norm) == (
+        "hinge",
+        "cutout",
+        True,
+        False,
+    )
     assert config.g_lr == RECIPES["seed"]["g_lr"]
 
 
