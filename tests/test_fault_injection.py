@@ -83,8 +83,7 @@ def test_a_killed_ingest_reruns_to_the_same_records_and_leaves_no_staging_or_wor
     argv = ["--input", str(faces), "--image-size", "32", "--eval-fraction", "0.25", "--quiet"]
     for round_ in rounds:
         out = tmp_path / f"out{round_}"
-        staged = lambda: any(tmp_path.glob(f".out{round_}.staging-*"))
-        kill_during("ingest", [*argv, "--output", str(out)], staged, rng)
+        kill_during("ingest", [*argv, "--output", str(out)], lambda: any(tmp_path.glob(f".out{round_}.staging-*")), rng)
         time.sleep(1.0)  # the watchdog's poll
         workers = subprocess.run(["pgrep", "-f", "sdk_worker_main"], capture_output=True, text=True).stdout.split()
         assert not [pid for pid in workers if _environ_has(pid, "ANIMEGAN_INGEST_RUN")]
@@ -129,9 +128,8 @@ def test_killed_training_even_mid_checkpoint_resumes_to_the_counts_of_an_uninter
             "--log-every",
             "1",
         ]
-        checkpointing = lambda: any((run / "checkpoints").glob("ckpt-*"))
         for _ in range(2):  # killed twice: checkpoints are written every step, so kills land inside writes too
-            kill_during("train", argv, checkpointing, rng, within=2.0)
+            kill_during("train", argv, lambda: any((run / "checkpoints").glob("ckpt-*")), rng, within=2.0)
         again = cli("train", *argv)
         assert again.returncode == 0, again.stderr[-2000:]
         no_traceback(again)
@@ -195,9 +193,9 @@ def test_a_killed_tuner_trial_resumes_the_search_without_redoing_finished_trials
     ]
     for round_ in rounds:
         run = tmp_path / f"run{round_}"
-        trial = lambda: any((run / "tuner").glob("trial_*/execution-0/checkpoints"))
-        kill_during("train", ["--data", str(data), "--run", str(run), *search], trial, rng, within=3.0)
-        again = cli("train", "--data", str(data), "--run", str(run), *search)
+        argv = ["--data", str(data), "--run", str(run), *search]
+        kill_during("train", argv, lambda: any((run / "tuner").glob("trial_*/execution-0/checkpoints")), rng, within=3.0)
+        again = cli("train", *argv)
         assert again.returncode == 0, again.stderr[-2000:]
         rows = json.loads((run / "tuner" / "trials.json").read_text())
         assert [row["status"] for row in rows] == ["COMPLETED", "COMPLETED", "COMPLETED"]  # the default's row, two trials
