@@ -534,7 +534,7 @@ def test_evaluate_holds_its_data_against_writers_while_it_reads_it(data, model, 
             attempts.append(str(err))
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(components.evaluator, "load_evaluation_images", load_and_try_to_write)
+    monkeypatch.setattr("components.evaluation.load_evaluation_images", load_and_try_to_write)
     result = cli("evaluate", "--model", str(model), "--data", str(data), "--eval-num", "4", "--output", str(tmp_path / "e.json"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(attempts) == 1 and "reads it" in attempts[0], attempts
