@@ -66,8 +66,17 @@ def test_evaluate_writes_eval_json_beside_the_model_and_prints_a_table(run_dir, 
     report = json.loads((run_dir / "export" / "generator" / "1" / "eval.json").read_text())
     metrics = report["metrics"]
     assert metrics["num_images"] == 12
-    assert {"swd_32", "swd_16", "swd_avg", "swd_avg_floor", "msssim", "msssim_real",
-            "memorisation_nn_generated", "memorisation_nn_real", "memorisation_copy_fraction"} <= set(metrics)
+    assert {
+        "swd_32",
+        "swd_16",
+        "swd_avg",
+        "swd_avg_floor",
+        "msssim",
+        "msssim_real",
+        "memorisation_nn_generated",
+        "memorisation_nn_real",
+        "memorisation_copy_fraction",
+    } <= set(metrics)
     assert "fid" not in metrics and report["train_images_searched"] == 40 and report["split"] == "eval"
     assert all(np.isfinite(v) for v in metrics.values())
 
@@ -80,15 +89,15 @@ def test_evaluate_writes_eval_json_beside_the_model_and_prints_a_table(run_dir, 
     stamp = again.stat().st_mtime_ns
     assert main(args + ["--output", str(again), "--skip-if-done"]) == 0
     assert again.stat().st_mtime_ns == stamp and "up to date" in capsys.readouterr().err
-    assert main(["--model", str(run_dir), "--data", str(tiny_records), "--eval-num", "8", "--train-limit", "40",
-                 "--output", str(again), "--skip-if-done"]) == 0
+    other_num = ["--eval-num", "8", "--train-limit", "40", "--output", str(again), "--skip-if-done"]
+    assert main(["--model", str(run_dir), "--data", str(tiny_records), *other_num]) == 0
     assert json.loads(again.read_text())["metrics"]["num_images"] == 8
 
 
 def test_num_larger_than_the_split_is_capped_with_a_note(run_dir, tiny_records, capsys):
     out_file = run_dir / "capped.json"
-    assert main(["--model", str(run_dir / "export" / "generator"), "--data", str(tiny_records),
-                 "--train-limit", "0", "--output", str(out_file)]) == 0
+    model = run_dir / "export" / "generator"
+    assert main(["--model", str(model), "--data", str(tiny_records), "--train-limit", "0", "--output", str(out_file)]) == 0
     err = capsys.readouterr().err
     assert "comparing 16 generated with 16 real" in err and "memorisation skipped" in err
     metrics = json.loads(out_file.read_text())["metrics"]
@@ -128,7 +137,11 @@ def test_a_model_of_another_image_size_is_refused(tmp_path, tiny_records):
 def test_the_command_line_exits_2_with_a_one_line_error(tmp_path, tiny_records):
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.evaluate", "--model", str(tmp_path), "--data", str(tiny_records)],
-        check=False, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120,
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].startswith("error: ") and "holds no SavedModel" in result.stderr
@@ -144,12 +157,15 @@ def test_the_cli_scores_what_evaluate_generator_scores_on_the_same_latents(run_d
     from tests.helpers import evaluate_generator
 
     out_file = run_dir / "same.json"
-    assert main(["--model", str(run_dir), "--data", str(tiny_records), "--eval-num", "12", "--seed", "3",
-                 "--train-limit", "40", "--output", str(out_file)]) == 0
+    settings = ["--eval-num", "12", "--seed", "3", "--train-limit", "40", "--output", str(out_file)]
+    assert main(["--model", str(run_dir), "--data", str(tiny_records), *settings]) == 0
     serve = tf.saved_model.load(str(run_dir / "export" / "generator" / "1")).signatures["serving_default"]
     expected = evaluate_generator(
         lambda z: serve(z=tf.constant(z))["images"].numpy(),
-        load_images(tiny_records, "eval"), load_images(tiny_records, "train", limit=40),
-        latent_dim=LATENT, num=12, seed=3,
+        load_images(tiny_records, "eval"),
+        load_images(tiny_records, "train", limit=40),
+        latent_dim=LATENT,
+        num=12,
+        seed=3,
     )
     assert json.loads(out_file.read_text())["metrics"] == pytest.approx(expected)

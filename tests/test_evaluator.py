@@ -46,8 +46,11 @@ def blur(images: np.ndarray, passes: int) -> np.ndarray:
     for _ in range(passes):
         for axis in (1, 2):
             padded = np.pad(x, [(1, 1) if a == axis else (0, 0) for a in range(4)], mode="edge")
-            x = (np.take(padded, range(x.shape[axis]), axis) + 2 * np.take(padded, range(1, x.shape[axis] + 1), axis)
-                 + np.take(padded, range(2, x.shape[axis] + 2), axis)) / 4
+            x = (
+                np.take(padded, range(x.shape[axis]), axis)
+                + 2 * np.take(padded, range(1, x.shape[axis] + 1), axis)
+                + np.take(padded, range(2, x.shape[axis] + 2), axis)
+            ) / 4
     return to_pixels(x)
 
 
@@ -90,8 +93,14 @@ def test_swd_equals_the_reference_procedure_written_out_plainly():
         result = {}
         for res, level in zip((32, 16), laplacian_pyramid(images, 2)):
             rows, cols = corners[res]
-            patches = np.array([level[i, r : r + 7, c : c + 7].transpose(2, 0, 1)  # (C, 7, 7) as in the reference
-                                for i in range(len(images)) for r, c in zip(rows[i], cols[i])], np.float64)
+            patches = np.array(
+                [
+                    level[i, r : r + 7, c : c + 7].transpose(2, 0, 1)  # (C, 7, 7) as in the reference
+                    for i in range(len(images))
+                    for r, c in zip(rows[i], cols[i])
+                ],
+                np.float64,
+            )
             patches -= patches.mean(axis=(0, 2, 3), keepdims=True)
             patches /= patches.std(axis=(0, 2, 3), keepdims=True)
             result[res] = patches.reshape(len(patches), -1)
@@ -273,8 +282,17 @@ def test_evaluator_puts_a_good_generator_near_the_floor_and_flags_bad_ones():
     collapsed = evaluator.score(np.repeat(faces(1, seed=13), 100, axis=0))
     copier = evaluator.score(train[:100])
 
-    assert set(good) >= {"swd_32", "swd_16", "swd_avg", "swd_avg_floor", "msssim", "msssim_real",
-                         "memorisation_nn_generated", "memorisation_nn_real", "memorisation_copy_fraction"}
+    assert set(good) >= {
+        "swd_32",
+        "swd_16",
+        "swd_avg",
+        "swd_avg_floor",
+        "msssim",
+        "msssim_real",
+        "memorisation_nn_generated",
+        "memorisation_nn_real",
+        "memorisation_copy_fraction",
+    }
     assert good["swd_avg"] < 2 * good["swd_avg_floor"]
     assert collapsed["swd_avg"] > 5 * good["swd_avg"]
     assert collapsed["msssim"] == pytest.approx(1.0) and good["msssim"] < 2 * good["msssim_real"] < 1.0
@@ -305,12 +323,14 @@ def test_training_evaluator_scores_a_keras_generator_on_fixed_latents(tiny_recor
     import keras
 
     evaluate = TrainingEvaluator(tiny_records, num=64, seed=0, train_limit=40)
-    generator = keras.Sequential([
-        keras.Input((8,)),
-        keras.layers.Dense(8 * 8 * 3, activation="tanh"),
-        keras.layers.Reshape((8, 8, 3)),
-        keras.layers.UpSampling2D(4),
-    ])
+    generator = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(8 * 8 * 3, activation="tanh"),
+            keras.layers.Reshape((8, 8, 3)),
+            keras.layers.UpSampling2D(4),
+        ]
+    )
     first, second = evaluate(generator), evaluate(generator)
     assert first == second  # fixed latents, fixed real set
     assert first["num_images"] == 16  # the tiny eval split has 32 images: two halves of 16
