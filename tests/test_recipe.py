@@ -62,9 +62,8 @@ def test_upsampling_layers_follow_the_switch():
     kinds = {}
     for upsample in ("transpose5", "transpose4", "resize"):
         generator = build_generator(ModelConfig(**TINY, g_upsample=upsample))
-        kinds[upsample] = [
-            (type(l).__name__, getattr(l, "kernel_size", None)) for l in generator.layers[5:6]
-        ]  # after input, dense, BN, act, reshape
+        first_block = generator.layers[5:6]  # after input, dense, BN, act, reshape
+        kinds[upsample] = [(type(layer).__name__, getattr(layer, "kernel_size", None)) for layer in first_block]
         assert generator.output_shape == (None, 32, 32, 3)
     assert kinds["transpose5"] == [("Conv2DTranspose", (5, 5))]
     assert kinds["transpose4"] == [("Conv2DTranspose", (4, 4))]
@@ -111,7 +110,10 @@ def test_hinge_and_bce_losses_are_numerically_right():
     assert float(hinge._generator_loss(fake)) == pytest.approx(1.4)  # -mean(fake)
 
     bce = tiny_gan(loss="bce", label_smoothing=0.0)
-    softplus = lambda x: np.log1p(np.exp(x))
+
+    def softplus(x):
+        return np.log1p(np.exp(x))
+
     expected_d = np.mean(softplus(-np.array([2.0, 0.5]))) + np.mean(softplus(np.array([-3.0, 0.2])))
     assert float(bce._discriminator_loss(real, fake)) == pytest.approx(expected_d, rel=1e-5)
     assert float(bce._generator_loss(fake)) == pytest.approx(np.mean(softplus(-np.array([-3.0, 0.2]))), rel=1e-5)
