@@ -141,6 +141,7 @@ def bench_seed(args: argparse.Namespace, seed: int, data: Path, evaluators: dict
         runs / "search",
         settings,
         evaluate_fn=evaluators["trial"],
+        confirm_evaluate_fn=evaluators["full"],
         evaluation={"num": args.eval_num, "seed": 0},
         train_options={"precision": args.precision},
     )

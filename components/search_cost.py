@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.config import DEFAULT_TRAININGS, TrainConfig
-from components.search_folder import DEFAULT_DIR, read_result
+from components.search_folder import CONFIRM_DIR, DEFAULT_DIR, read_result
 from components.search_report import TRIAL_RESULT
 from components.search_settings import SearchSettings
 
@@ -141,15 +141,17 @@ class Spending:
 
 
 def search_spending(project_dir: Path, trial_dirs: Sequence[str | os.PathLike]) -> Spending:
-    """The seconds recorded in the result.json of the default's row and of `trial_dirs` (failed rows
-    count: their time is spent), and the seconds per image of the completed ones."""
+    """The seconds recorded in the result.json of the default's row, of `trial_dirs` and of the
+    confirmation's rows (failed rows count: their time is spent), and the seconds per image of the
+    completed rows at the trial size (the confirmation trains at the data's size)."""
     seconds = images = completed_seconds = 0.0
-    for row_dir in [project_dir / DEFAULT_DIR, *map(Path, trial_dirs)]:
+    confirmation = sorted(path for path in (project_dir / CONFIRM_DIR).glob("*") if path.is_dir())
+    for row_dir in [project_dir / DEFAULT_DIR, *map(Path, trial_dirs), *confirmation]:
         result = read_result(row_dir / TRIAL_RESULT)
         if not isinstance(result, dict) or not isinstance(result.get("seconds"), (int, float)):
             continue
         seconds += result["seconds"]
-        if result.get("status") == "COMPLETED":
+        if result.get("status") == "COMPLETED" and row_dir not in confirmation:
             completed_seconds += result["seconds"]
             images += result["images"] * len(result["executions"])
     return Spending(seconds, completed_seconds / images if images else 0.0)

@@ -23,6 +23,7 @@ from components.runfolder import check_run_folder_is_ours
 
 SEARCH_RECORD = "search.json"
 DEFAULT_DIR = "baseline"  # tuner/baseline/: the default configuration's row, beside KerasTuner's trial_<id>/
+CONFIRM_DIR = "confirm"  # tuner/confirm/: the best trial and the default again at the data's size
 
 
 def prepare_search_folder(paths: RunPaths, record: dict[str, Any], new_search: bool) -> None:
@@ -34,7 +35,8 @@ def prepare_search_folder(paths: RunPaths, record: dict[str, Any], new_search: b
     _check_same_search(paths, record, new_search)
     atomic_write_json(paths.tuner / SEARCH_RECORD, record)
     _check_tuner_state(paths.tuner)
-    for folder in (paths.tuner, paths.tuner / DEFAULT_DIR, *paths.tuner.glob("trial_*")):
+    rows = (paths.tuner / DEFAULT_DIR, *paths.tuner.glob("trial_*"), *paths.tuner.glob(f"{CONFIRM_DIR}/*"))
+    for folder in (paths.tuner, *rows):
         remove_stale_temporaries(folder)  # a row's half-written files or half-copied run of a killed search
 
 

@@ -52,15 +52,24 @@ class SearchResult:
     wall_seconds: float | None = None  # of the call that returned it (a resumed search: this part)
 
 
+def search_rows(oracle, paths: RunPaths, settings: SearchSettings, base: TrainConfig, space: Mapping[str, Any]) -> list:
+    """The table: the default's row, then one row per trial."""
+    return [default_row(paths, settings, base, list(space)), *trials_table(oracle, paths, settings)]
+
+
 def write_search_results(
-    oracle, paths: RunPaths, settings: SearchSettings, base: TrainConfig, space: Mapping[str, Any]
+    rows: list[dict[str, Any]],
+    paths: RunPaths,
+    settings: SearchSettings,
+    base: TrainConfig,
+    space: Mapping[str, Any],
+    confirmation: dict[str, Any] | None = None,
 ) -> SearchResult:
     """Write `tuner/trials.json`, the HParams dashboard and, if a row completed, `best_hyperparameters.json`."""
-    rows = [default_row(paths, settings, base, list(space)), *trials_table(oracle, paths, settings)]
     table_path = paths.tuner / TRIALS_TABLE
     atomic_write_json(table_path, rows)
     write_dashboard(paths.tuner / DASHBOARD, rows, space)
-    best = best_file(rows, base, settings, table_path)
+    best = best_file(rows, base, settings, table_path, confirmation)
     if best is None:
         return SearchResult(rows, None, table_path, None)
     atomic_write_json(paths.best_hyperparameters, best)
@@ -155,10 +164,34 @@ def default_noise(row: dict[str, Any]) -> float | None:
     return abs(scores[0] - scores[1]) if row["status"] == "COMPLETED" and len(scores) == 2 else None
 
 
-def choose(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
+def confirmation_row(row_dir: Path, trial_id: str, images: int) -> dict[str, Any]:
+    """A row of the confirmation at the data's size (`components.tuner.DCGANTuner.confirm`), from its result.json."""
+    result = read_result(row_dir / TRIAL_RESULT) or {"status": "FAILED", "reason": f"{row_dir / TRIAL_RESULT} is missing"}
+    score = result.get(OBJECTIVE) if result["status"] == "COMPLETED" else None
+    seconds, reason = result.get("seconds"), result.get("reason")
+    return _row(trial_id, row_dir, result, result["status"], score, seconds=seconds, images=images, reason=reason)
+
+
+def confirmed(confirmation: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether the trial chosen at the trial image size beat the default again at the data's size
+    (`confirmation`: its "default" and "trial" rows, two seeds each, and the "image_size"), by more
+    than the noise of that size; and the figures, for the reason line."""
+    default, trial, size = confirmation["default"], confirmation["trial"], confirmation["image_size"]
+    if trial["status"] != "COMPLETED":
+        return False, f"at {size}x{size}: the trial failed ({trial['reason']})"
+    if default["status"] != "COMPLETED":
+        return True, f"at {size}x{size}: the default failed ({default['reason']}), the trial scored {trial[OBJECTIVE]:.4g}"
+    noise = default_noise(default)
+    figures = f"at {size}x{size}: {OBJECTIVE} {trial[OBJECTIVE]:.4g} vs default {default[OBJECTIVE]:.4g} ± noise {noise:.2g}"
+    return default[OBJECTIVE] - trial[OBJECTIVE] > noise, figures
+
+
+def choose(rows: Sequence[dict[str, Any]], confirmation: Mapping[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
     """The row to train next (the default's row is `rows[0]`) and one line saying why: the best
     completed trial if it beats the default's mean swd_avg by more than `default_noise`, else the
-    default; a failed default leaves the best trial, if any."""
+    default; a failed default leaves the best trial, if any. With a `confirmation` (trials at a
+    smaller image size), the trial must also beat the default at the data's size (`confirmed`):
+    a configuration that wins at 32x32 may lose at 64x64."""
     default = rows[0]
     trials = [row for row in rows[1:] if row["status"] == "COMPLETED"]
     best = min(trials, key=lambda row: row[OBJECTIVE]) if trials else None
@@ -173,18 +206,30 @@ def choose(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
         f"best trial {best['trial_id']}: {OBJECTIVE} {best[OBJECTIVE]:.4g} "
         f"vs default {default[OBJECTIVE]:.4g} ± noise {noise:.2g}"
     )
-    if default[OBJECTIVE] - best[OBJECTIVE] > noise:
+    if default[OBJECTIVE] - best[OBJECTIVE] <= noise:
+        return default, f"no configuration beat the default by more than the noise ({scores})"
+    if confirmation is None:
         return best, f"trial {best['trial_id']} beat the default by more than the noise ({scores})"
-    return default, f"no configuration beat the default by more than the noise ({scores})"
+    again, figures = confirmed(confirmation)
+    if again:
+        return best, f"trial {best['trial_id']} beat the default by more than the noise ({scores}; confirmed {figures})"
+    return (
+        default,
+        f"trial {best['trial_id']} beat the default at the trial size ({scores}) but not at the data's size ({figures})",
+    )
 
 
 def best_file(
-    rows: Sequence[dict[str, Any]], base: TrainConfig, settings: SearchSettings, table_path: Path
+    rows: Sequence[dict[str, Any]],
+    base: TrainConfig,
+    settings: SearchSettings,
+    table_path: Path,
+    confirmation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """best_hyperparameters.json: the chosen row's tuned values (none for the default) and full
-    configuration, why it was chosen, the default's score and noise, the best trial; None when
-    no row completed."""
-    chosen, reason = choose(rows)
+    configuration, why it was chosen, the default's score and noise, the best trial, the
+    confirmation at the data's size if one ran; None when no row completed."""
+    chosen, reason = choose(rows, confirmation)
     if chosen is None:
         return None
     default = rows[0]
@@ -209,6 +254,7 @@ def best_file(
         },
         "best_trial": {key: best_trial[key] for key in ("trial_id", OBJECTIVE, "hyperparameters")} if best_trial else None,
         "ratio_to_default": chosen[OBJECTIVE] / default[OBJECTIVE] if default[OBJECTIVE] else None,
+        "confirmation": _confirmation_record(confirmation),
         "search": {
             "tuner": settings.tuner,
             "trials": len(rows) - 1,
@@ -218,6 +264,18 @@ def best_file(
             "score_last": settings.score_last,
             "trial_image_size": settings.trial_image_size,
         },
+    }
+
+
+def _confirmation_record(confirmation: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The confirmation's figures as the best file keeps them (None: none ran)."""
+    if confirmation is None:
+        return None
+    keep = ("trial_id", "status", OBJECTIVE, "executions", "seconds", "images", "reason")
+    return {
+        "image_size": confirmation["image_size"],
+        "confirmed": confirmed(confirmation)[0],
+        **{name: {key: confirmation[name][key] for key in keep} for name in ("default", "trial")},
     }
 
 

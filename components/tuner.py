@@ -33,6 +33,7 @@ Files, all under `<run>/tuner/` (KerasTuner's project folder) except the best fi
     trial_<id>/best.png                                grid from the trial's best checkpoint
     trial_<id>/result.json                             status, swd_avg, each execution's scores, seconds, failure reason
     baseline/execution-{0,1}/, best.png, result.json   the same for the default configuration (seeds seed, seed+1)
+    confirm/default/, confirm/trial_<id>/              the best trial and the default again at the data's size
     trials.json                                        the table: the default's row, then every trial
     logs/<row id>/                                     TensorBoard's HParams dashboard (components.search_dashboard)
     <run>/best_hyperparameters.json                    the chosen configuration, the default's score and the noise
@@ -60,10 +61,19 @@ from components.errors import PipelineError
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
 from components.search_console import quiet_trial_failures
 from components.search_cost import search_spending
-from components.search_folder import DEFAULT_DIR, prepare_search_folder, read_result
+from components.search_folder import CONFIRM_DIR, DEFAULT_DIR, prepare_search_folder, read_result
 from components.search_hypermodel import DCGANHyperModel, EvaluateFn
-from components.search_report import TRIAL_GRID, TRIAL_RESULT, SearchResult, write_search_results
-from components.search_space import SearchSettings, make_oracle, search_role
+from components.search_report import (
+    DEFAULT_ID,
+    TRIAL_GRID,
+    TRIAL_RESULT,
+    SearchResult,
+    choose,
+    confirmation_row,
+    search_rows,
+    write_search_results,
+)
+from components.search_space import SearchSettings, apply_values, make_oracle, search_role
 from components.shards import DamagedData
 
 PROJECT_NAME = "tuner"  # KerasTuner's project folder: <run>/tuner (RunPaths.tuner)
@@ -88,6 +98,8 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
             super().__init__(oracle, hypermodel, directory=str(run_dir), project_name=PROJECT_NAME)
         self.settings, self.verbose = settings, verbose
+        # What a confirmation at the data's size will cost, in images at the trial size (0: none will run).
+        self.confirmation_images = 0.0
         # Save at once: a search interrupted in its first trial then resumes instead of restarting.
         self.save()
 
@@ -132,12 +144,14 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             return False
         spent = search_spending(Path(self.project_dir), [self.get_trial_dir(trial_id) for trial_id in self.oracle.trials])
         next_cost = self.settings.trial_images * self.settings.executions_per_trial * spent.seconds_per_image
-        if spent.seconds + next_cost <= self.settings.budget_seconds:
+        reserve = self.confirmation_images * spent.seconds_per_image
+        if spent.seconds + next_cost + reserve <= self.settings.budget_seconds:
             return False
         if self.verbose:
+            kept = f" (and ~{reserve:.0f} s kept to confirm the best trial at the data's size)" if reserve else ""
             print(
                 f"budget: {spent.seconds:.0f} s of {self.settings.budget_seconds:.0f} s spent and the next trial would take "
-                f"~{next_cost:.0f} s: the search stops after {len(self.oracle.trials)} tuned trial(s)"
+                f"~{next_cost:.0f} s{kept}: the search stops after {len(self.oracle.trials)} tuned trial(s)"
             )
         return True
 
@@ -171,12 +185,19 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         return result
 
     def _train_row(
-        self, row_dir: Path, build: Callable[[], TrainConfig], images: int, executions: int, continues: str | None = None
+        self,
+        row_dir: Path,
+        build: Callable[[], TrainConfig],
+        images: int,
+        executions: int,
+        continues: str | None = None,
+        hypermodel: DCGANHyperModel | None = None,
     ) -> dict[str, Any]:
         """Train `executions` runs of the config `build` gives (seeds seed, seed+1, ...) in
-        `row_dir/execution-<k>/`; write and return its result.json: COMPLETED with the mean
-        swd_avg and each execution's scores, or FAILED with the reason (a diverged or crashed
-        training fails its row, not the search)."""
+        `row_dir/execution-<k>/` with `hypermodel` (the trials' own unless given); write and return
+        its result.json: COMPLETED with the mean swd_avg and each execution's scores, or FAILED with
+        the reason (a diverged or crashed training fails its row, not the search)."""
+        hypermodel = hypermodel or self.hypermodel
         started = time.perf_counter()
         try:
             config = build()
@@ -186,7 +207,7 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
                 if continues is not None:
                     self._continue_from(continues, run_dir)
                 seeded = dataclasses.replace(config, seed=config.seed + execution)
-                scores.append(self.hypermodel.fit(None, seeded, run_dir=run_dir, images=images, verbose=self.verbose))
+                scores.append(hypermodel.fit(None, seeded, run_dir=run_dir, images=images, verbose=self.verbose))
         except DamagedData as err:
             raise DataStopsSearch(str(err)) from err  # nothing is recorded: the row trains once the data is mended
         except Exception as err:  # noqa: BLE001 - any crash fails this row, not the search
@@ -211,6 +232,28 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         }
         atomic_write_json(row_dir / TRIAL_RESULT, result)
         return result
+
+    def confirm(self, trial: dict[str, Any], full_size: DCGANHyperModel, image_size: int) -> dict[str, Any]:
+        """The best trial (a row of the table) and the default trained again at the data's size
+        (`full_size` trains and scores there), `trial_images` images and two seeds each, in
+        `tuner/confirm/`: the trial is kept only if it wins there too (components.search_report.
+        confirmed). Rows on file (a resumed search) are not trained again."""
+        root = Path(self.project_dir) / CONFIRM_DIR
+        images, rows = self.settings.trial_images, {}
+        config = apply_values(self.hypermodel.base, trial["hyperparameters"])
+        for name, row_id, build in (
+            ("default", DEFAULT_ID, lambda: self.hypermodel.base),
+            ("trial", trial["trial_id"], lambda: config),
+        ):
+            row_dir = root / ("default" if name == "default" else f"trial_{row_id}")
+            if read_result(row_dir / TRIAL_RESULT) is None:
+                if self.verbose:
+                    print(
+                        f"confirming at {image_size}x{image_size}: the {name} ({DEFAULT_TRAININGS} trainings of {images} images)"
+                    )
+                self._train_row(row_dir, build, images, DEFAULT_TRAININGS, hypermodel=full_size)
+            rows[name] = confirmation_row(row_dir, row_id, images)
+        return {"image_size": image_size, **rows}
 
     def _continue_from(self, past_trial_id: str, run_dir: Path) -> None:
         """Start a Hyperband continuation from a copy of the earlier trial's run folder (once)."""
@@ -265,6 +308,7 @@ def run_search(
     settings: SearchSettings,
     *,
     evaluate_fn: EvaluateFn | None,
+    confirm_evaluate_fn: EvaluateFn | None = None,
     evaluation: Mapping[str, Any] | None = None,
     train_options: Mapping[str, Any] | None = None,
     new_search: bool = False,
@@ -276,7 +320,10 @@ def run_search(
     then KerasTuner's trials; the best trial is chosen only if it beats the default by more than
     the noise (components.search_report). `evaluate_fn` scores generators at the trial image size
     (`TrainingEvaluator(..., image_size=settings.trial_image_size)`); `evaluation` describes it
-    (e.g. its num and seed) for the record: a resumed search must score the same way.
+    (e.g. its num and seed) for the record: a resumed search must score the same way. With trials
+    at a smaller image size and `confirm_evaluate_fn` (scoring at the data's size), a trial that
+    wins is trained again at the data's size beside the default before it is chosen
+    (`DCGANTuner.confirm`), and a budget keeps the time that takes.
     `train_options` (`TrainOptions` fields: precision, jit, intervals) go to every trial's training. `new_search`
     discards an earlier search in that folder. A worker of a distributed search returns None once
     the chief has no more trials for it; the chief trains no trial, only the default's row, after
@@ -306,6 +353,17 @@ def run_search(
         settings,
         train_options={**(train_options or {}), "keep_checkpoints": 1},
     )
+    data_size = int(manifest["image_size"])
+    full_size = None
+    if confirm_evaluate_fn is not None and settings.trial_image_size not in (None, data_size):
+        full_size = DCGANHyperModel(
+            base,
+            space,
+            data_dir,
+            confirm_evaluate_fn,
+            dataclasses.replace(settings, trial_image_size=None),
+            train_options=hypermodel.train_options,
+        )
     try:  # reloads KerasTuner's state files when resuming
         tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, verbose=verbose)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
@@ -313,6 +371,8 @@ def run_search(
             f"KerasTuner cannot reload its record of the search in {paths.tuner} ({type(err).__name__}: {err}); "
             "a file there is damaged. Pass --overwrite-search to start the search again."
         ) from err
+    if full_size is not None:  # two trainings each of the trial and the default, at about (size ratio)^2 the cost
+        tuner.confirmation_images = 2 * DEFAULT_TRAININGS * settings.trial_images * (data_size / settings.trial_image_size) ** 2
     if role == "single":
         tuner.train_default()
     if role == "chief" and verbose:
@@ -334,7 +394,12 @@ def run_search(
         return None
     if role == "chief":
         tuner.train_default()
-    result = write_search_results(tuner.oracle, paths, settings, base, space)
+    rows = search_rows(tuner.oracle, paths, settings, base, space)
+    chosen, _ = choose(rows)
+    confirmation = None
+    if full_size is not None and chosen is not None and chosen["trial_id"] != DEFAULT_ID:
+        confirmation = tuner.confirm(chosen, full_size, data_size)
+    result = write_search_results(rows, paths, settings, base, space, confirmation)
     return dataclasses.replace(result, wall_seconds=time.perf_counter() - started)
 
 

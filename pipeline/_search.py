@@ -132,6 +132,7 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
         run_dir,
         settings,
         evaluate_fn=_LoadedAtFirstUse(load) if role == "chief" else load(),
+        confirm_evaluate_fn=_LoadedAtFirstUse(evaluator),  # the data's size: loaded only if a trial wins at a smaller one
         evaluation={"num": args.eval_num, "seed": args.seed, "split": "eval"},
         train_options=train_options,
         new_search=args.overwrite_search,
@@ -206,7 +207,9 @@ def search_cost_line(search_seconds: float, final_seconds: float, budget_multipl
 def _search_summary(result, *, tune_only: bool, budget_seconds: float | None = None) -> str:
     """After the table: the search's time, what was chosen and why, the gain over the default."""
     best = result.best
-    trainings = sum(row["seconds"] or 0 for row in result.rows)
+    confirmation = best.get("confirmation")
+    confirmed_rows = [confirmation["default"], confirmation["trial"]] if confirmation else []
+    trainings = sum(row["seconds"] or 0 for row in [*result.rows, *confirmed_rows])
     budget = f" of a budget of {budget_seconds:.0f} s" if budget_seconds is not None else ""
     lines = [f"search: {result.wall_seconds:.0f} s wall time here ({trainings:.0f} s of trainings over all its runs{budget})"]
     if best["chosen"] == "default":

@@ -241,6 +241,62 @@ def test_a_search_at_a_smaller_trial_image_size_trains_and_scores_at_that_size(r
     assert read_json(RunPaths(tmp_path / "run").tuner / "search.json")["settings"]["trial_image_size"] == 32
 
 
+class SizeRecording(ScriptedEvaluator):
+    """A scripted evaluator that also records the size of each generator it scores."""
+
+    def __init__(self, scores: list[float]):
+        super().__init__(scores)
+        self.sizes = []
+
+    def __call__(self, generator) -> dict[str, float]:
+        self.sizes.append(int(generator.output_shape[1]))
+        return super().__call__(generator)
+
+
+def test_a_trial_that_wins_at_the_trial_size_but_not_at_the_data_size_is_not_chosen(records_64, tmp_path):
+    at_32 = SizeRecording([10.0, 12.0, 5.0])  # the default's two seeds (noise 2), then a trial far ahead
+    at_64 = SizeRecording([10.0, 12.0, 20.0, 21.0])  # confirmation: the default again, then the trial, behind
+    settings = SearchSettings(tuner="random", max_trials=3, trial_images=16, trial_image_size=32, score_last=1)
+    result = search(records_64, tmp_path / "run", at_32, settings=settings, confirm_evaluate_fn=at_64)
+
+    assert at_32.sizes == [32, 32, 32] and at_64.sizes == [64, 64, 64, 64]
+    best = result.best
+    assert best["chosen"] == "default" and best["hyperparameters"] == {}
+    assert best["reason"] == (
+        "trial 0 beat the default at the trial size (best trial 0: swd_avg 5 vs default 11 ± noise 2) "
+        "but not at the data's size (at 64x64: swd_avg 20.5 vs default 11 ± noise 2)"
+    )
+    confirmation = best["confirmation"]
+    assert confirmation["image_size"] == 64 and confirmation["confirmed"] is False
+    assert confirmation["default"]["executions"] == [10.0, 12.0] and confirmation["trial"]["executions"] == [20.0, 21.0]
+    confirm = RunPaths(tmp_path / "run").tuner / "confirm"
+    trained = read_json(confirm / "trial_0" / "execution-1" / "hparams.json")
+    assert trained["hparams"]["model"]["image_size"] == 64 and trained["hparams"]["seed"] == 1
+    assert trained["hparams"]["g_lr"] == result.rows[1]["hyperparameters"]["g_lr"]  # the trial's values
+
+    again = SizeRecording([])  # resumed: every row, the confirmation's too, is on file
+    assert search(records_64, tmp_path / "run", again, settings=settings, confirm_evaluate_fn=again).best == best
+    assert again.calls == 0
+
+
+def test_choose_keeps_a_trial_only_if_the_confirmation_at_the_data_size_agrees():
+    def row(row_id, status, score=None, executions=None):
+        return {"trial_id": row_id, "status": status, "swd_avg": score, "executions": executions, "reason": "diverged"}
+
+    rows = [row("default", "COMPLETED", 11.0, [10.0, 12.0]), row("3", "COMPLETED", 5.0)]
+    agrees = {"image_size": 64, "default": row("default", "COMPLETED", 30.0, [29.0, 31.0]), "trial": row("3", "COMPLETED", 25.0)}
+    chosen, reason = choose(rows, agrees)
+    assert chosen is rows[1] and reason.endswith("confirmed at 64x64: swd_avg 25 vs default 30 ± noise 2)")
+    within_noise = {**agrees, "trial": row("3", "COMPLETED", 29.0)}
+    assert choose(rows, within_noise)[0] is rows[0]
+    failed = {**agrees, "trial": row("3", "FAILED")}
+    assert choose(rows, failed) == (
+        rows[0],
+        "trial 3 beat the default at the trial size (best trial 3: swd_avg 5 vs default 11 ± noise 2) "
+        "but not at the data's size (at 64x64: the trial failed (diverged))",
+    )
+
+
 # -- settings and the cost estimate -----------------------------------------------------------------
 
 
