@@ -113,7 +113,23 @@ def search_cost(rows: list[dict], tuner_dir: Path, budget_seconds: float | None)
     return {"seconds": seconds, "trainings": trainings, "images": images, "budget_seconds": budget_seconds}
 
 
-def bench_seed(args: argparse.Namespace, seed: int, data: Path, evaluators: dict, space: dict) -> dict:
+def confirm_cost_ratio(args: argparse.Namespace, base, data: Path) -> float | None:
+    """What an image costs at the data's size over one at the trial size, from the speed probes
+    `pipeline.train --tune` runs (the search keeps that much of its budget to confirm a winner)."""
+    from components.records import read_manifest
+    from components.search_cost import measure_speed
+
+    if not args.trial_image_size:
+        return None
+    size = int(read_manifest(data)["image_size"])
+    return measure_speed(base, args.trial_image_size, precision=args.precision) / measure_speed(
+        base, size, precision=args.precision
+    )
+
+
+def bench_seed(
+    args: argparse.Namespace, seed: int, data: Path, evaluators: dict, space: dict, cost_ratio: float | None = None
+) -> dict:
     """Search with `seed`, then train the chosen configuration and the default at the full budget."""
     from components.config import recipe_config
     from components.search_report import config_from_best, format_table
@@ -142,6 +158,7 @@ def bench_seed(args: argparse.Namespace, seed: int, data: Path, evaluators: dict
         settings,
         evaluate_fn=evaluators["trial"],
         confirm_evaluate_fn=evaluators["full"],
+        confirm_cost_ratio=cost_ratio,
         evaluation={"num": args.eval_num, "seed": 0},
         train_options={"precision": args.precision},
     )
@@ -190,7 +207,8 @@ def main(argv=None) -> None:
     )
     base = recipe_config("default", **(QUICK_MODEL if args.quick else {}))  # every seed's base but for the seed
     space = make_space(base, None, [parse_space_override(entry) for entry in QUICK_SPACE] if args.quick else [])
-    seeds = [bench_seed(args, seed, data, {"full": full, "trial": trial}, space) for seed in args.seeds]
+    cost_ratio = confirm_cost_ratio(args, base, data)
+    seeds = [bench_seed(args, seed, data, {"full": full, "trial": trial}, space, cost_ratio) for seed in args.seeds]
     mean_ratio = sum(result["ratio"] for result in seeds) / len(seeds)
 
     emit(

@@ -37,6 +37,7 @@ class CostEstimate:
     trial_images_per_sec: float
     final_images: int | None  # None: no final training to estimate
     final_images_per_sec: float | None
+    confirmation_seconds: float = 0.0  # a winner confirmed at the data's size (trials at a smaller one)
 
     @property
     def search_seconds(self) -> float:
@@ -52,19 +53,17 @@ class CostEstimate:
         tuned = settings.tuned_trials * settings.executions_per_trial
         per_training = self.images_per_training / self.trial_images_per_sec
         if settings.budget_seconds is not None:
-            fit = max(
-                0,
-                int(
-                    (settings.budget_seconds - DEFAULT_TRAININGS * per_training) // (per_training * settings.executions_per_trial)
-                ),
-            )
+            left = settings.budget_seconds - DEFAULT_TRAININGS * per_training - self.confirmation_seconds
+            fit = max(0, int(left // (per_training * settings.executions_per_trial)))
+            kept = self.confirmation_seconds
+            confirm = f", keeping {_duration(kept)} to confirm a winner at the data's size" if kept else ""
             lines = [
                 f"estimate: the search trains the default {DEFAULT_TRAININGS} times, then tuned trials, each "
                 f"{self.images_per_training:,} images at ~{self.trial_images_per_sec:,.0f} img/s "
                 f"(about {_duration(per_training)}), "
                 f"until its budget of {_duration(settings.budget_seconds)}"
                 + (f" ({settings.budget_seconds / self.final_seconds:.3g} x the final training)" if self.final_seconds else "")
-                + f": about {min(fit, settings.tuned_trials)} tuned trial(s)"
+                + f"{confirm}: about {min(fit, settings.tuned_trials)} tuned trial(s)"
                 + (" or more (hyperband's first trials are shorter)" if settings.tuner == "hyperband" else "")
             ]
         else:
@@ -86,11 +85,16 @@ def estimate_cost(
     trial_images_per_sec: float,
     final_images: int | None = None,
     final_images_per_sec: float | None = None,
+    *,
+    confirms: bool = False,
 ) -> CostEstimate:
     """The whole search's trainings (the default's two, then every execution of every tuned
-    trial) of `trial_images` each, and the final training, at the given speeds."""
+    trial) of `trial_images` each, and the final training, at the given speeds. `confirms`: the
+    trials train at a smaller size, so a winner is confirmed at the data's (the trial and the
+    default, two seeds each, at `final_images_per_sec`)."""
     trainings = DEFAULT_TRAININGS + settings.tuned_trials * settings.executions_per_trial
-    return CostEstimate(trainings, settings.trial_images, trial_images_per_sec, final_images, final_images_per_sec)
+    confirmation = 2 * DEFAULT_TRAININGS * settings.trial_images / final_images_per_sec if confirms else 0.0
+    return CostEstimate(trainings, settings.trial_images, trial_images_per_sec, final_images, final_images_per_sec, confirmation)
 
 
 def measure_speed(

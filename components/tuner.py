@@ -309,6 +309,7 @@ def run_search(
     *,
     evaluate_fn: EvaluateFn | None,
     confirm_evaluate_fn: EvaluateFn | None = None,
+    confirm_cost_ratio: float | None = None,
     evaluation: Mapping[str, Any] | None = None,
     train_options: Mapping[str, Any] | None = None,
     new_search: bool = False,
@@ -323,7 +324,9 @@ def run_search(
     (e.g. its num and seed) for the record: a resumed search must score the same way. With trials
     at a smaller image size and `confirm_evaluate_fn` (scoring at the data's size), a trial that
     wins is trained again at the data's size beside the default before it is chosen
-    (`DCGANTuner.confirm`), and a budget keeps the time that takes.
+    (`DCGANTuner.confirm`), and a budget keeps the time that takes: `confirm_cost_ratio` is what an
+    image costs there over one at the trial size (speed probes of both; without it, their ratio
+    of pixels, which overestimates it on a CPU).
     `train_options` (`TrainOptions` fields: precision, jit, intervals) go to every trial's training. `new_search`
     discards an earlier search in that folder. A worker of a distributed search returns None once
     the chief has no more trials for it; the chief trains no trial, only the default's row, after
@@ -371,8 +374,9 @@ def run_search(
             f"KerasTuner cannot reload its record of the search in {paths.tuner} ({type(err).__name__}: {err}); "
             "a file there is damaged. Pass --overwrite-search to start the search again."
         ) from err
-    if full_size is not None:  # two trainings each of the trial and the default, at about (size ratio)^2 the cost
-        tuner.confirmation_images = 2 * DEFAULT_TRAININGS * settings.trial_images * (data_size / settings.trial_image_size) ** 2
+    if full_size is not None:  # two trainings each of the trial and the default, in images at the trial size
+        ratio = confirm_cost_ratio or (data_size / settings.trial_image_size) ** 2
+        tuner.confirmation_images = 2 * DEFAULT_TRAININGS * settings.trial_images * ratio
     if role == "single":
         tuner.train_default()
     if role == "chief" and verbose:

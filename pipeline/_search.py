@@ -115,8 +115,10 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
     check_trial_image_size(args.data, settings.trial_image_size)
     train_options = {"precision": args.precision, "jit": args.jit, "log_every": args.log_every, "sample_every": args.sample_every}
     fresh = args.overwrite_search or not (RunPaths(run_dir).tuner / "search.json").is_file()  # a resumed search has paid in part
+    confirm_cost_ratio = None
     if args.tune_budget is not None or (role == "single" and fresh and not args.quiet):
         estimate = _cost_estimate(args, base, settings)
+        confirm_cost_ratio = estimate.trial_images_per_sec / estimate.final_images_per_sec
         if args.tune_budget is not None:
             settings = dataclasses.replace(settings, budget_seconds=args.tune_budget * estimate.final_seconds)
         if fresh and not args.quiet:
@@ -133,6 +135,7 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
         settings,
         evaluate_fn=_LoadedAtFirstUse(load) if role == "chief" else load(),
         confirm_evaluate_fn=_LoadedAtFirstUse(evaluator),  # the data's size: loaded only if a trial wins at a smaller one
+        confirm_cost_ratio=confirm_cost_ratio,
         evaluation={"num": args.eval_num, "seed": args.seed, "split": "eval"},
         train_options=train_options,
         new_search=args.overwrite_search,
@@ -191,7 +194,7 @@ def _cost_estimate(args: argparse.Namespace, base: TrainConfig, settings):
     trial_speed = measure_speed(base, trial_size, precision=args.precision, jit=args.jit)
     final_images = TrainOptions(images=args.images, epochs=args.epochs).budget(int(manifest["splits"]["train"]["count"]))
     final_speed = trial_speed if trial_size == size else measure_speed(base, size, precision=args.precision, jit=args.jit)
-    return estimate_cost(settings, trial_speed, final_images, final_speed)
+    return estimate_cost(settings, trial_speed, final_images, final_speed, confirms=trial_size != size)
 
 
 def search_cost_line(search_seconds: float, final_seconds: float, budget_multiple: float | None) -> str:

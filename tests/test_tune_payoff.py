@@ -337,6 +337,12 @@ def test_a_budget_estimate_says_how_many_trials_fit_and_what_multiple_of_the_fin
     )
     assert second.startswith("estimate: then the final training, 100,000 images")
     assert len(estimate.describe(settings, final=False).splitlines()) == 1  # --tune-only trains no final model
+    # Trials at a smaller size: four trainings of 20,000 images at 100 img/s (800 s) are kept to
+    # confirm a winner at the data's size, so 22 tuned trials fit in the remaining 1,100 s.
+    confirming = estimate_cost(settings, 400.0, 100_000, 100.0, confirms=True).describe(settings).splitlines()[0]
+    assert confirming.endswith(
+        "(2 x the final training), keeping 13 min to confirm a winner at the data's size: about 22 tuned trial(s)"
+    )
     with pytest.raises(PipelineError, match="budget must be a positive number of seconds"):
         SearchSettings(budget_seconds=0.0)
 
