@@ -5,7 +5,7 @@ For each seed of `--seeds`, in one work folder:
 1. the untuned default trained for `--full-images` images at the data's size, scored at its
    end by the evaluator at that size; its measured time is the final training's time that
    `--tune-budget` multiplies (`pipeline.train --tune-budget` estimates it with a speed probe);
-2. the search, as `python -m pipeline.train --tune` runs it (`components.tuner.run_search` on the
+2. the search, as `python -m pipeline.train --tune` runs it (`components.search_run.run_search` on the
    default recipe with that seed): the default configuration with two seeds, then tuned trials
    of `--trial-images` images at `--trial-image-size`, each scored by the mean swd_avg of its
    last `--score-last` evaluations, until `--max-trials` or the budget; the chosen
@@ -113,28 +113,27 @@ def search_cost(rows: list[dict], tuner_dir: Path, budget_seconds: float | None)
     return {"seconds": seconds, "trainings": trainings, "images": images, "budget_seconds": budget_seconds}
 
 
-def confirm_cost_ratio(args: argparse.Namespace, base, data: Path) -> float | None:
-    """What an image costs at the data's size over one at the trial size, from the speed probes
-    `pipeline.train --tune` runs (the search keeps that much of its budget to confirm a winner)."""
+def confirm_extra_seconds(args: argparse.Namespace, base, data: Path) -> float | None:
+    """What a training step costs more per image at the data's size than at the trial size, from
+    the speed probes `pipeline.train --tune` runs (the search keeps that time to confirm a winner)."""
     from components.records import read_manifest
     from components.search_cost import measure_speed
 
     if not args.trial_image_size:
         return None
     size = int(read_manifest(data)["image_size"])
-    return measure_speed(base, args.trial_image_size, precision=args.precision) / measure_speed(
-        base, size, precision=args.precision
-    )
+    trial_speed = measure_speed(base, args.trial_image_size, precision=args.precision)
+    return 1 / measure_speed(base, size, precision=args.precision) - 1 / trial_speed
 
 
 def bench_seed(
-    args: argparse.Namespace, seed: int, data: Path, evaluators: dict, space: dict, cost_ratio: float | None = None
+    args: argparse.Namespace, seed: int, data: Path, evaluators: dict, space: dict, confirm_extra: float | None = None
 ) -> dict:
     """Search with `seed`, then train the chosen configuration and the default at the full budget."""
     from components.config import recipe_config
     from components.search_report import config_from_best, format_table
     from components.search_space import SearchSettings
-    from components.tuner import run_search
+    from components.search_run import run_search
 
     base = recipe_config("default", seed=seed, **(QUICK_MODEL if args.quick else {}))
     runs = args.work / "runs" / f"seed-{seed}"
@@ -158,7 +157,7 @@ def bench_seed(
         settings,
         evaluate_fn=evaluators["trial"],
         confirm_evaluate_fn=evaluators["full"],
-        confirm_cost_ratio=cost_ratio,
+        confirm_extra_seconds_per_image=confirm_extra,
         evaluation={"num": args.eval_num, "seed": 0},
         train_options={"precision": args.precision},
     )
@@ -207,8 +206,8 @@ def main(argv=None) -> None:
     )
     base = recipe_config("default", **(QUICK_MODEL if args.quick else {}))  # every seed's base but for the seed
     space = make_space(base, None, [parse_space_override(entry) for entry in QUICK_SPACE] if args.quick else [])
-    cost_ratio = confirm_cost_ratio(args, base, data)
-    seeds = [bench_seed(args, seed, data, {"full": full, "trial": trial}, space, cost_ratio) for seed in args.seeds]
+    extra = confirm_extra_seconds(args, base, data)
+    seeds = [bench_seed(args, seed, data, {"full": full, "trial": trial}, space, extra) for seed in args.seeds]
     mean_ratio = sum(result["ratio"] for result in seeds) / len(seeds)
 
     emit(

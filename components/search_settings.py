@@ -1,7 +1,7 @@
 """How a hyperparameter search runs: `SearchSettings` (oracle, trials, images per trial, Hyperband's
 schedule, scoring), declared once (components.settings).
 
-`components.tuner` runs a search with them and `pipeline.train` builds its search flags from these
+`components.search_run` runs a search with them and `pipeline.train` builds its search flags from these
 fields. Kept apart from the search space and the oracle (components.search_space), which import
 KerasTuner, so that a command line is parsed without loading it.
 """

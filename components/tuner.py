@@ -48,7 +48,7 @@ import os
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,21 +59,16 @@ from components.checkpoints import BEST
 from components.config import DEFAULT_TRAININGS, TrainConfig
 from components.errors import PipelineError
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
-from components.search_console import quiet_trial_failures
 from components.search_cost import search_spending
-from components.search_folder import CONFIRM_DIR, DEFAULT_DIR, prepare_search_folder, read_result
-from components.search_hypermodel import DCGANHyperModel, EvaluateFn
+from components.search_folder import CONFIRM_DIR, DEFAULT_DIR, read_result
+from components.search_hypermodel import DCGANHyperModel
 from components.search_report import (
     DEFAULT_ID,
     TRIAL_GRID,
     TRIAL_RESULT,
-    SearchResult,
-    choose,
     confirmation_row,
-    search_rows,
-    write_search_results,
 )
-from components.search_space import SearchSettings, apply_values, make_oracle, search_role
+from components.search_space import SearchSettings, apply_values
 from components.shards import DamagedData
 
 PROJECT_NAME = "tuner"  # KerasTuner's project folder: <run>/tuner (RunPaths.tuner)
@@ -98,8 +93,8 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
             super().__init__(oracle, hypermodel, directory=str(run_dir), project_name=PROJECT_NAME)
         self.settings, self.verbose = settings, verbose
-        # What a confirmation at the data's size will cost, in images at the trial size (0: none will run).
-        self.confirmation_images = 0.0
+        # A confirmation at the data's size (`confirmation_seconds`): its images (0: none will run).
+        self.confirmation_images, self.confirmation_extra, self.confirmation_pixel_ratio = 0, None, 1.0
         # Save at once: a search interrupted in its first trial then resumes instead of restarting.
         self.save()
 
@@ -144,7 +139,7 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             return False
         spent = search_spending(Path(self.project_dir), [self.get_trial_dir(trial_id) for trial_id in self.oracle.trials])
         next_cost = self.settings.trial_images * self.settings.executions_per_trial * spent.seconds_per_image
-        reserve = self.confirmation_images * spent.seconds_per_image
+        reserve = self.confirmation_seconds(spent.seconds_per_image)
         if spent.seconds + next_cost + reserve <= self.settings.budget_seconds:
             return False
         if self.verbose:
@@ -154,6 +149,13 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
                 f"~{next_cost:.0f} s{kept}: the search stops after {len(self.oracle.trials)} tuned trial(s)"
             )
         return True
+
+    def confirmation_seconds(self, trial_seconds_per_image: float) -> float:
+        """What confirming a winner at the data's size will take, from the trials' measured seconds
+        per image (evaluations and start-up included): plus what a step costs more per image there."""
+        if self.confirmation_extra is None:
+            return self.confirmation_images * trial_seconds_per_image * self.confirmation_pixel_ratio
+        return self.confirmation_images * (trial_seconds_per_image + self.confirmation_extra)
 
     def train_default(self) -> dict[str, Any]:
         """The default configuration's row: `base` with seeds seed and seed+1 at the trial budget,
@@ -295,127 +297,3 @@ def _reason(err: Exception) -> str:
     if isinstance(err, PipelineError):
         return str(err)
     return f"{type(err).__name__}: {err}".strip().splitlines()[0] if str(err) else type(err).__name__
-
-
-# -- running a search -----------------------------------------------------------------------------
-
-
-def run_search(
-    base: TrainConfig,
-    space: Mapping[str, Any],
-    data_dir: str | os.PathLike,
-    run_dir: str | os.PathLike,
-    settings: SearchSettings,
-    *,
-    evaluate_fn: EvaluateFn | None,
-    confirm_evaluate_fn: EvaluateFn | None = None,
-    confirm_cost_ratio: float | None = None,
-    evaluation: Mapping[str, Any] | None = None,
-    train_options: Mapping[str, Any] | None = None,
-    new_search: bool = False,
-    verbose: bool = True,
-) -> SearchResult | None:
-    """Search (or resume searching) in `<run_dir>/tuner/`; return the table and the chosen configuration.
-
-    First the default configuration (`base`) is trained with two seeds (`DCGANTuner.train_default`),
-    then KerasTuner's trials; the best trial is chosen only if it beats the default by more than
-    the noise (components.search_report). `evaluate_fn` scores generators at the trial image size
-    (`TrainingEvaluator(..., image_size=settings.trial_image_size)`); `evaluation` describes it
-    (e.g. its num and seed) for the record: a resumed search must score the same way. With trials
-    at a smaller image size and `confirm_evaluate_fn` (scoring at the data's size), a trial that
-    wins is trained again at the data's size beside the default before it is chosen
-    (`DCGANTuner.confirm`), and a budget keeps the time that takes: `confirm_cost_ratio` is what an
-    image costs there over one at the trial size (speed probes of both; without it, their ratio
-    of pixels, which overestimates it on a CPU).
-    `train_options` (`TrainOptions` fields: precision, jit, intervals) go to every trial's training. `new_search`
-    discards an earlier search in that folder. A worker of a distributed search returns None once
-    the chief has no more trials for it; the chief trains no trial, only the default's row, after
-    its workers are done (before, they would wait for it), and returns the result.
-    """
-    from components.records import read_manifest
-
-    started = time.perf_counter()
-    role = search_role()
-    paths = RunPaths(run_dir)
-    manifest = read_manifest(data_dir)
-    check_trial_image_size(data_dir, settings.trial_image_size)
-    record = {
-        "settings": settings.record(),
-        "space": dict(space),
-        "base_config": base.to_dict(),
-        "evaluation": dict(evaluation or {}),
-        "data_fingerprint": manifest.get("fingerprint"),
-    }
-    if role != "worker":
-        prepare_search_folder(paths, record, new_search)
-    hypermodel = DCGANHyperModel(
-        base,
-        space,
-        data_dir,
-        evaluate_fn,
-        settings,
-        train_options={**(train_options or {}), "keep_checkpoints": 1},
-    )
-    data_size = int(manifest["image_size"])
-    full_size = None
-    if confirm_evaluate_fn is not None and settings.trial_image_size not in (None, data_size):
-        full_size = DCGANHyperModel(
-            base,
-            space,
-            data_dir,
-            confirm_evaluate_fn,
-            dataclasses.replace(settings, trial_image_size=None),
-            train_options=hypermodel.train_options,
-        )
-    try:  # reloads KerasTuner's state files when resuming
-        tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, verbose=verbose)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-        raise PipelineError(
-            f"KerasTuner cannot reload its record of the search in {paths.tuner} ({type(err).__name__}: {err}); "
-            "a file there is damaged. Pass --overwrite-search to start the search again."
-        ) from err
-    if full_size is not None:  # two trainings each of the trial and the default, in images at the trial size
-        ratio = confirm_cost_ratio or (data_size / settings.trial_image_size) ** 2
-        tuner.confirmation_images = 2 * DEFAULT_TRAININGS * settings.trial_images * ratio
-    if role == "single":
-        tuner.train_default()
-    if role == "chief" and verbose:
-        print(
-            f"chief: serving the search on {os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}; "
-            "start workers with the same command and their own KERASTUNER_TUNER_ID"
-        )
-    try:
-        with quiet_trial_failures():
-            if role != "single" or not tuner.over_budget():
-                tuner.search(verbose=1 if verbose else 0)
-    except RuntimeError as err:
-        if "consecutive failures" not in str(err):
-            raise
-        raise PipelineError(
-            f"the search stopped: {str(err).splitlines()[0]} See {paths.tuner}/trial_*/{TRIAL_RESULT} for the reasons."
-        ) from err
-    if role == "worker":
-        return None
-    if role == "chief":
-        tuner.train_default()
-    rows = search_rows(tuner.oracle, paths, settings, base, space)
-    chosen, _ = choose(rows)
-    confirmation = None
-    if full_size is not None and chosen is not None and chosen["trial_id"] != DEFAULT_ID:
-        confirmation = tuner.confirm(chosen, full_size, data_size)
-    result = write_search_results(rows, paths, settings, base, space, confirmation)
-    return dataclasses.replace(result, wall_seconds=time.perf_counter() - started)
-
-
-def check_trial_image_size(data_dir: str | os.PathLike, trial_size: int | None) -> None:
-    """A trial image size must be one the models are built for and divide the data's size."""
-    from components.model import IMAGE_SIZES
-    from components.records import downscale_factor, read_manifest
-
-    if trial_size is None:
-        return
-    if trial_size not in IMAGE_SIZES:
-        raise PipelineError(
-            f"trial-image-size must be one of the models' sizes ({', '.join(map(str, IMAGE_SIZES))}), got {trial_size}."
-        )
-    downscale_factor(data_dir, int(read_manifest(data_dir)["image_size"]), trial_size)

@@ -21,7 +21,7 @@ from components.model import ModelConfig
 from components.search_cost import estimate_cost
 from components.search_report import choose, config_from_best, format_table
 from components.search_space import SearchSettings, make_space, parse_space_override
-from components.tuner import check_trial_image_size, run_search
+from components.search_run import check_trial_image_size, run_search
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=8, g_filters=4, d_filters=4), batch_size=8)
 SPACE = [

@@ -27,7 +27,7 @@ from components.search_space import (
     parse_space_override,
     search_role,
 )
-from components.tuner import run_search
+from components.search_run import run_search
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=16, g_filters=4, d_filters=8), batch_size=32)
 TINY = [
