@@ -77,7 +77,7 @@ def restore_newest_intact(
     if skipped:
         raise PipelineError(
             f"every checkpoint in {shown_as or directory} is damaged (newest {skipped[0][0].name}: {skipped[0][1]}); "
-            "pass --overwrite to start over."
+            "pass `overwrite` to start over."
         )
     return None
 

@@ -92,13 +92,13 @@ def check_replaceable(output: str, manifest: dict | None, overwrite: bool) -> No
     foreign = foreign_entries(output, manifest)
     if manifest is None and foreign:
         raise PipelineError(
-            f"--output {output} exists and is not an ingest output (no valid {MANIFEST}; it holds {_some(foreign)}). "
-            "Nothing was written: choose a new or empty --output folder."
+            f"`output` {output} exists and is not an ingest output (no valid {MANIFEST}; it holds {_some(foreign)}). "
+            "Nothing was written: choose a new or empty `output` folder."
         )
     if foreign:
         raise PipelineError(
-            f"--output {output} is an ingest output but also holds {_some(foreign)}, which this project did not "
-            "write; refusing to replace it (with or without --overwrite). Move those out, or choose another --output."
+            f"`output` {output} is an ingest output but also holds {_some(foreign)}, which this project did not "
+            "write; refusing to replace it (with or without `overwrite`). Move those out, or choose another `output`."
         )
 
 

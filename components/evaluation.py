@@ -82,16 +82,16 @@ def evaluate_model(
 
     started = time.perf_counter()
     notes = skipped_notes(options, inception_weights)
-    with locks.reading(data, "--data"):
+    with locks.reading(data, "`data`"):
         generator = load_generator_for(model, data)
         say(f"model: {generator.describe()}")
         out = Path(output) if output is not None else generator.path / EVAL_FILE
         guard.output_file(
-            "--output",
+            "`output`",
             out,
             ours=replaceable_evaluation,
             what="an evaluation written by this project",
-            inputs=guard.data_inputs("--data", data),
+            inputs=guard.data_inputs("`data`", data),
         )
         request = evaluation_request(
             data,

@@ -162,7 +162,7 @@ def load_evaluation_images(
     if len(real) < 4:
         raise PipelineError(
             f"split '{split}' of {data_dir} holds {len(real)} images; evaluation needs at least 4 "
-            "(two halves of 2). Ingest with a larger --eval-fraction."
+            "(two halves of 2). Ingest with a larger `eval_fraction`."
         )
     if train_limit <= 0 or split == "train":
         return real, None

@@ -2,7 +2,8 @@
 
 Every output of every command, a file (an `eval.json`, a contact sheet) or a folder (a run, a data
 folder, a sample folder, an export target), goes through `output_file` or `output_folder` before
-anything is written. They refuse, each with one `PipelineError` that names the flag and the path:
+anything is written. They refuse, each with one `PipelineError` that names the setting and the path
+(a component's label is the setting's name in backticks, components.errors; a CLI's, its flag):
 
 - a symbolic link at the path: replacing it would turn the user's link into a real file or folder,
   and writing through it would write where the command line does not say;

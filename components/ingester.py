@@ -73,10 +73,10 @@ def ingest(
     """
     output = _normal(output)
     beamfs.configure(beam_args)
-    guard.output_folder("--output", output, inputs=[("--input", source.root if isinstance(source, FolderSource) else None)])
+    guard.output_folder("`output`", output, inputs=[("`input`", source.root if isinstance(source, FolderSource) else None)])
     # One ingest at a time per output, and none while a training or an evaluation reads it
     # (components.locks); object stores have no such locks.
-    with contextlib.nullcontext() if beamfs.is_uri(output) else locks.writing(output, "--output"):
+    with contextlib.nullcontext() if beamfs.is_uri(output) else locks.writing(output, "`output`"):
         return _ingest(source, output, options, beam_args, overwrite, on_progress)
 
 
@@ -188,8 +188,8 @@ def _nothing_written_message(seen: int, rejects: list[dict]) -> str:
     example = f" For example {first['source']}: {first['reason']} ({first['detail']})." if first else ""
     return (
         f"no images written: all {seen} input files were rejected ({reasons}).{example} "
-        "Check that --input points at a folder of JPEG, PNG, WebP, BMP or GIF images at least "
-        "--min-size pixels on a side, or use the built-in faces: `python -m pipeline.ingest --synthetic 2000`."
+        "Check that `input` points at a folder of JPEG, PNG, WebP, BMP or GIF images at least "
+        "`min_size` pixels on a side, or use the built-in faces: `python -m pipeline.ingest --synthetic 2000`."
     )
 
 

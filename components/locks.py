@@ -56,7 +56,7 @@ def lock_file(folder: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def writing(folder: str | os.PathLike, flag: str, *, wait: float = 0.0) -> Iterator[None]:
-    """Hold `folder` exclusively; `flag` names it in messages (e.g. "--run"). Another holder, writer or
+    """Hold `folder` exclusively; `flag` names it in messages (e.g. "`run`", components.errors). Another holder, writer or
     reader, makes this a `PipelineError` at once, or after `wait` seconds of waiting for it."""
     with _holding(folder, flag, "write", wait):
         yield
@@ -143,7 +143,7 @@ def _check_lock_file(path: Path) -> None:
 
 
 def _in_use(folder: str | os.PathLike, flag: str, mode: str, path: Path) -> str:
-    """'--run M is being written by process 12 (python -m pipeline.train ...)': who holds the lock."""
+    """'`run` M is being written by process 12 (python -m pipeline.train ...)': who holds the lock."""
     found = holders(path)
     if not found:
         return f"{flag} {folder} is being {'written' if mode == 'read' else 'written or read'} by another process"

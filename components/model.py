@@ -109,7 +109,7 @@ class ModelConfig:
         if self.image_size is not None and self.image_size not in IMAGE_SIZES:
             raise PipelineError(
                 f"image size {self.image_size} is not supported; the models are built for {', '.join(map(str, IMAGE_SIZES))} "
-                "pixels (re-run the ingest with --image-size set to one of these)."
+                "pixels (re-run the ingest with `image_size` set to one of these)."
             )
         check_settings(self)
 

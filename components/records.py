@@ -69,7 +69,7 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
     except (OSError, ValueError) as err:
         problem = f"it cannot be read as JSON ({err})"
     if problem:
-        raise PipelineError(f"{path} is not a valid manifest: {problem}. Re-run the ingest with --overwrite.")
+        raise PipelineError(f"{path} is not a valid manifest: {problem}. Re-run the ingest with `overwrite`.")
     return manifest
 
 
@@ -132,7 +132,7 @@ def shard_paths(data_dir: str | os.PathLike, split: str, verify: bool = True, li
         raise PipelineError(f"{data_dir} has no '{split}' split (it has: {', '.join(manifest['splits'])}).")
     if not entries:
         more = "a larger" if split == "eval" else "a smaller"
-        raise PipelineError(f"split '{split}' of {data_dir} is empty; ingest again with more images or {more} --eval-fraction.")
+        raise PipelineError(f"split '{split}' of {data_dir} is empty; ingest again with more images or {more} `eval_fraction`.")
     if limit is not None:
         needed = 1 + sum(1 for total in itertools.accumulate(entry["count"] for entry in entries) if total < limit)
         entries = entries[:needed]
@@ -140,11 +140,11 @@ def shard_paths(data_dir: str | os.PathLike, split: str, verify: bool = True, li
     for entry in entries:
         path = Path(data_dir) / entry["file"]
         if not path.is_file():
-            raise PipelineError(f"shard {path} is listed in the manifest but missing; re-run the ingest with --overwrite.")
+            raise PipelineError(f"shard {path} is listed in the manifest but missing; re-run the ingest with `overwrite`.")
         if path.stat().st_size != entry["bytes"]:
             raise PipelineError(
                 f"shard {path} is corrupt: {path.stat().st_size} bytes on disk, {entry['bytes']} in the manifest. "
-                "Re-run the ingest with --overwrite."
+                "Re-run the ingest with `overwrite`."
             )
         paths.append(str(path))
     if verify:
@@ -176,7 +176,7 @@ def read_errors_named(data_dir: str | os.PathLike, split: str) -> Iterator[None]
         for entry in manifest["splits"][split]["shards"]:
             path = Path(data_dir) / entry["file"]
             if not path.is_file():
-                raise DamagedData(f"shard {path} disappeared while it was read; re-run the ingest with --overwrite.") from err
+                raise DamagedData(f"shard {path} disappeared while it was read; re-run the ingest with `overwrite`.") from err
             verify_shard(
                 path, entry["count"], image_size=manifest["image_size"], channels=manifest.get("channels", 3), every_record=True
             )
@@ -184,7 +184,7 @@ def read_errors_named(data_dir: str | os.PathLike, split: str) -> Iterator[None]
             raise
         raise DamagedData(
             f"reading split '{split}' of {data_dir} failed ({err.message.splitlines()[0]}) though its shards check out now; "
-            "re-run the ingest with --overwrite if it happens again."
+            "re-run the ingest with `overwrite` if it happens again."
         ) from err
 
 

@@ -78,7 +78,7 @@ def read_run_record(paths: RunPaths) -> dict | None:
     else:
         problem = run_record_problem(record)
     if problem:
-        raise PipelineError(f"{paths.hparams} is not a valid run record: {problem}; pass --overwrite to start over.")
+        raise PipelineError(f"{paths.hparams} is not a valid run record: {problem}; pass `overwrite` to start over.")
     return record
 
 
@@ -126,7 +126,7 @@ def prepare_run_folder(paths: RunPaths, record: dict, *, new_run: bool, write: b
         saved = read_run_record(paths)
         if saved is None and checkpoint_prefixes(paths.checkpoints):
             raise PipelineError(
-                f"{paths.checkpoints} holds checkpoints but {paths.hparams} is missing; pass --overwrite to start over."
+                f"{paths.checkpoints} holds checkpoints but {paths.hparams} is missing; pass `overwrite` to start over."
             )
         if saved is not None:
             _check_same_run(paths, saved, record)
@@ -147,18 +147,18 @@ def check_run_layout(paths: RunPaths) -> None:
         paths.export.parent,
         paths.export,
     )
-    guard.check_layout("--run", folders=folders, files=(paths.hparams, paths.metrics, paths.best_hyperparameters))
+    guard.check_layout("`run`", folders=folders, files=(paths.hparams, paths.metrics, paths.best_hyperparameters))
 
 
 def check_run_folder_is_ours(paths: RunPaths) -> None:
     """Refuse a `--run` that is a file, or a folder holding things but no marker of this project
     (hparams.json of a training run, tuner/search.json of a search)."""
     if paths.root.is_file():
-        raise PipelineError(f"--run {paths.root} is a file, not a folder.")
+        raise PipelineError(f"`run` {paths.root} is a file, not a folder.")
     markers = (paths.hparams, paths.tuner / "search.json")
     if paths.root.is_dir() and any(paths.root.iterdir()) and not any(marker.is_file() for marker in markers):
         raise PipelineError(
-            f"--run {paths.root} exists and holds files that no run of this project wrote (no {paths.hparams.name} "
+            f"`run` {paths.root} exists and holds files that no run of this project wrote (no {paths.hparams.name} "
             "nor tuner/search.json); refusing to write into it. Choose a new or empty run folder."
         )
 
@@ -221,7 +221,7 @@ def _check_same_run(paths: RunPaths, saved: dict, record: dict) -> None:
         raise PipelineError(
             f"{paths.root} was trained with other settings ({paths.hparams}): "
             + "; ".join(changes)
-            + ". Re-run with the run's settings to resume it, choose another run folder, or pass --overwrite to discard it."
+            + ". Re-run with the run's settings to resume it, choose another run folder, or pass `overwrite` to discard it."
         )
 
 

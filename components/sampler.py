@@ -98,7 +98,7 @@ def claim_output_folder(out_dir: Path, settings: dict, files: set[str]) -> None:
     marker is replaced (a killed run leaves them known), and nothing else is.
     """
     marker = out_dir / MARKER
-    guard.check_layout("--output", files=[marker])  # a linked marker would be read through, then replaced
+    guard.check_layout("`output`", files=[marker])  # a linked marker would be read through, then replaced
     previous = None
     if marker.is_file():
         try:
@@ -109,18 +109,18 @@ def claim_output_folder(out_dir: Path, settings: dict, files: set[str]) -> None:
         if problem:
             raise PipelineError(
                 f"{marker} is damaged ({problem}), so what {out_dir} holds is unknown; delete that folder to sample again, "
-                "or pick another --output."
+                "or pick another `output`."
             )
         changed = [key for key in ("model", "seed", "truncation", "format") if previous.get(key) != settings[key]]
         if changed:
             details = ", ".join(f"{key} {previous.get(key)!r} -> {settings[key]!r}" for key in changed)
             raise PipelineError(
                 f"{out_dir} holds samples made with other settings ({details}; see {marker}). "
-                "Pick another --output, or delete that folder to start over."
+                "Pick another `output`, or delete that folder to start over."
             )
     elif out_dir.is_dir() and any(out_dir.iterdir()):
         raise PipelineError(
-            f"--output {out_dir} exists and was not written by pipeline.sample (no {MARKER} in it); "
+            f"`output` {out_dir} exists and was not written by pipeline.sample (no {MARKER} in it); "
             "refusing to write into it. Pick a new or empty folder."
         )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,8 +152,8 @@ def _files_in(out_dir: Path, output_format: OutputFormat, num: int) -> set[str]:
             elif output_format.holds(entry.name, num):
                 kind = "a symbolic link" if entry.is_symlink() else "a folder" if entry.is_dir() else "not a regular file"
                 raise PipelineError(
-                    f"--output: {entry.path} is {kind}, but an image file of ours goes there; "
-                    "move it away, or pick another --output (nothing was written)."
+                    f"`output`: {entry.path} is {kind}, but an image file of ours goes there; "
+                    "move it away, or pick another `output` (nothing was written)."
                 )
     return files
 
@@ -193,7 +193,7 @@ def sample_to_folder(
     }
     check_outputs(generator.path, out_dir, None)
     # One sampling per folder at a time: two with other settings could both claim it before either marked it.
-    with locks.writing(out_dir, "--output"):
+    with locks.writing(out_dir, "`output`"):
         return _sample_into(generator, out_dir, fmt, settings, options, progress=progress)
 
 
@@ -277,7 +277,7 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
     if needed > free:
         raise PipelineError(
             f"{what} need about {_human_bytes(needed)} but the disk of {disk.resolve()} has {_human_bytes(free)} free; "
-            "lower --num, or free space, or pick an --output on a larger disk."
+            "lower `num`, or free space, or pick an `output` on a larger disk."
         )
 
 
@@ -302,12 +302,12 @@ def check_outputs(model: Path, out_dir: Path | None, grid: Path | None) -> None:
     only if it is a contact sheet of ours. A --grid inside --output is refused: a later sampling into
     that folder would count it as one of its images, or replace it with one."""
     if out_dir is not None:
-        guard.output_folder("--output", out_dir, inputs=[("--model", model)])
+        guard.output_folder("`output`", out_dir, inputs=[("`model`", model)])
     if out_dir is not None and grid is not None and out_dir.resolve() in (grid.resolve(), *grid.resolve().parents):
         raise PipelineError(
-            f"--grid {grid} lies inside --output {out_dir}, which holds only sample files (nothing was written). "
-            "Choose a --grid path outside that folder."
+            f"`grid` {grid} lies inside `output` {out_dir}, which holds only sample files (nothing was written). "
+            "Choose a `grid` path outside that folder."
         )
     if grid is not None:
         what = "a contact sheet written by pipeline.sample"
-        guard.output_file("--grid", grid, ours=guard.is_marked_png, what=what, inputs=[("--model", model)])
+        guard.output_file("`grid`", grid, ours=guard.is_marked_png, what=what, inputs=[("`model`", model)])

@@ -91,7 +91,7 @@ def _check_tuner_state(tuner_dir: Path) -> None:
         if problem or missing:
             raise PipelineError(
                 f"{path}, KerasTuner's record of the search, is damaged (a write cut short by a crash?): "
-                f"{problem or 'no ' + missing[0]}. Pass --overwrite-search to start the search again."
+                f"{problem or 'no ' + missing[0]}. Pass `overwrite_search` to start the search again."
             )
 
 
@@ -110,12 +110,12 @@ def _check_same_search(paths: RunPaths, record: dict, new_search: bool) -> None:
     except (OSError, ValueError) as err:
         problem = str(err)
     if problem:
-        raise PipelineError(f"{path} is damaged ({problem}); pass --overwrite-search to start the search again.")
+        raise PipelineError(f"{path} is damaged ({problem}); pass `overwrite_search` to start the search again.")
     changes = changed_settings(saved, json.loads(json.dumps(record)))  # the record as JSON sees it
     if changes:
         raise PipelineError(
             f"{paths.tuner} holds a search with other settings ({path}): "
             + "; ".join(changes)
-            + ". Re-run with the same settings to resume it (only --max-trials may change), "
-            "choose another run folder, or pass --overwrite-search to discard it."
+            + ". Re-run with the same settings to resume it (only `max_trials` may change), "
+            "choose another run folder, or pass `overwrite_search` to discard it."
         )

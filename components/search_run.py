@@ -94,7 +94,7 @@ def run_search(
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise PipelineError(
             f"KerasTuner cannot reload its record of the search in {paths.tuner} ({type(err).__name__}: {err}); "
-            "a file there is damaged. Pass --overwrite-search to start the search again."
+            "a file there is damaged. Pass `overwrite_search` to start the search again."
         ) from err
     if full_size is not None:  # two trainings each of the trial and the default
         tuner.confirmation_images = 2 * DEFAULT_TRAININGS * settings.trial_images

@@ -264,7 +264,7 @@ def make_oracle(settings: SearchSettings) -> keras_tuner.Oracle:
                 objective, max_trials=settings.tuned_trials, num_initial_points=initial, seed=seed
             )
         except ImportError as err:  # its Gaussian process needs scikit-learn (keras-tuner[bayesian])
-            raise PipelineError(f"the bayesian tuner needs scikit-learn ({err}); install it or use --tuner random.") from err
+            raise PipelineError(f"the bayesian tuner needs scikit-learn ({err}); install it or use `tuner` random.") from err
     oracle = keras_tuner.oracles.HyperbandOracle(
         objective, max_epochs=settings.hyperband_max_epochs, factor=settings.hyperband_factor, seed=seed
     )

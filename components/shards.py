@@ -155,10 +155,10 @@ def verify_shard(
                 left -= framed_size(length)
                 count += 1
     if problem is not None:
-        raise DamagedData(f"shard {name} is damaged: {problem}. Re-run the ingest with --overwrite.")
+        raise DamagedData(f"shard {name} is damaged: {problem}. Re-run the ingest with `overwrite`.")
     if count != expected_count:
         raise DamagedData(
-            f"shard {name} holds {count} records, the manifest says {expected_count}; re-run the ingest with --overwrite."
+            f"shard {name} holds {count} records, the manifest says {expected_count}; re-run the ingest with `overwrite`."
         )
 
 

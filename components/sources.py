@@ -126,7 +126,7 @@ class FolderSource:
         try:
             listing = beamfs.list_files(prefix)
         except Exception as err:
-            raise PipelineError(f"cannot list --input {self.root}: {str(err).splitlines()[0]}") from err
+            raise PipelineError(f"cannot list `input` {self.root}: {str(err).splitlines()[0]}") from err
         files = []
         for path, size in listing.items():
             name = path[len(prefix) :]
@@ -164,6 +164,6 @@ def _no_images_message(problem: str) -> str:
     return (
         f"no input images: {problem} Put the anime faces data set in it (download it from "
         "https://www.kaggle.com/soumikrakshit/anime-faces and unpack its images into data/, any "
-        "sub-folders are fine), or point --input at your own image folder, or use the built-in "
+        "sub-folders are fine), or point `input` at your own image folder, or use the built-in "
         "procedural faces: `python -m pipeline.ingest --synthetic 2000`."
     )

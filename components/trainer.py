@@ -92,7 +92,7 @@ def train(
     strategy = strategy or choose_strategy()  # first: multi-worker set-up must precede other TF work
     chief = is_chief(strategy)
     # The run folder has one writer (the chief) and the data folder no writer while this trains (components.locks).
-    with locks.reading(data_dir, "--data"), locks.writing(run_dir, "--run") if chief else contextlib.nullcontext():
+    with locks.reading(data_dir, "`data`"), locks.writing(run_dir, "`run`") if chief else contextlib.nullcontext():
         started = time.perf_counter()
         manifest = read_manifest(data_dir)
         downscale_factor(data_dir, int(manifest["image_size"]), image_size or int(manifest["image_size"]))

@@ -129,7 +129,7 @@ class TrainingLoop:
         return TrainingDiverged(
             f"training diverged {where}: "
             + ", ".join(f"{name}={value:.4g}" for name, value in sorted(means.items()))
-            + f"; {kept}, or lower the learning rates (--g-lr, --d-lr) with --overwrite."
+            + f"; {kept}, or lower the learning rates (`g_lr`, `d_lr`) with `overwrite`."
         )
 
     def finish(self) -> None:

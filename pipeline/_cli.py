@@ -308,6 +308,11 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     every write is atomic, so nothing half-written is left; a path that cannot exist (too long, a
     loop of links) is the user's mistake again. Ctrl-C exits 130 and SIGTERM 143, each
     with a note that re-running resumes. Anything else is our bug and keeps its traceback.
+
+    A user error names settings the library's way, in backticks ("pass `overwrite` to start over",
+    components.errors); each that is a flag of this command is printed as that flag ("pass
+    --overwrite to start over", `flags_of`, `name_flags`), the rest stay as written: a
+    configuration key, or a command to run.
     """
     from components.errors import PipelineError
     from components.settings import SettingError
@@ -318,10 +323,10 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
                 import_tensorflow_quietly()
             code = main(argv)
     except SettingError as err:  # a setting's name, as the command line knows it: its flag
-        _error_line(f"{flag_name(err.setting)} {err.problem}")
+        _error_line(name_flags(f"{flag_name(err.setting)} {err.problem}", flags_of(main)))
         code = EXIT_USER_ERROR
     except PipelineError as err:
-        _error_line(str(err))
+        _error_line(name_flags(str(err), flags_of(main)))
         code = EXIT_USER_ERROR
     except Terminated:
         print("\nterminated (SIGTERM): re-run the same command to resume", file=sys.stderr)
@@ -338,6 +343,32 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
         _error_line(line)
         code = EXIT_ENVIRONMENT
     sys.exit(code or 0)
+
+
+# A setting named in a message, the library's way (components.errors): its name in backticks.
+_SETTING_NAME = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def flags_of(main: Callable) -> dict[str, str]:
+    """The flags of the command whose `main` this is, by setting name: each option's `dest` -> its
+    long option string, from the `build_parser()` of `main`'s module (`__main__` under `python -m`);
+    none for a module without one."""
+    build_parser = getattr(sys.modules.get(main.__module__), "build_parser", None)
+    if build_parser is None:
+        return {}
+    flags: dict[str, str] = {}
+    for action in build_parser()._actions:
+        long_options = [option for option in action.option_strings if option.startswith("--")]
+        if long_options:
+            flags.setdefault(action.dest, long_options[0])
+    return flags
+
+
+def name_flags(message: str, flags: dict[str, str]) -> str:
+    """`message` with each setting named in backticks that is one of `flags` written as that flag:
+    "pass `overwrite`" -> "pass --overwrite". Any other backticked text stays: a setting this
+    command has no flag for reads as its configuration key, and a command (`python -m ...`) as one."""
+    return _SETTING_NAME.sub(lambda match: flags.get(match.group(1), match.group()), message)
 
 
 # Characters that end a line or move the cursor (str.splitlines breaks at several besides "\n").

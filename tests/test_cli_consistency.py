@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import sys
+import types
 
 import pytest
 
+from components.errors import PipelineError
+from pipeline import _cli
 from tests.helpers import cli
 
 COMMANDS = ("ingest", "train", "export", "evaluate", "sample", "run")
@@ -119,3 +123,49 @@ def test_the_train_flags_are_the_configurations_fields():
     hyperparameters |= {field.name for field in dataclasses.fields(ModelConfig)} - {"image_size"}  # the data's
     search = {field.name for field in dataclasses.fields(SearchSettings)} - {"seed", "budget_seconds"}  # --seed, --tune-budget
     assert hyperparameters | search <= set(actions)
+
+
+def test_a_setting_in_backticks_is_printed_as_a_flag_of_the_command_being_run(monkeypatch):
+    """A message names settings the library's way (components.errors); the command line prints each
+    that is a flag of its command as that flag, looked up by the option's `dest`."""
+
+    def build_parser():
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--overwrite", action="store_true")
+        parser.add_argument("--no-dedupe", dest="dedupe", action="store_false")  # a dest that is not the flag's name
+        parser.add_argument("--mirror", action=argparse.BooleanOptionalAction)
+        return parser
+
+    def main(argv=None):
+        return 0
+
+    monkeypatch.setitem(sys.modules, "a_command", types.SimpleNamespace(build_parser=build_parser))
+    main.__module__ = "a_command"
+    flags = _cli.flags_of(main)
+    message = "pass `overwrite`, `dedupe`, `mirror`; `eval_num` is not a flag; run `python -m pipeline.ingest --input <dir>`"
+    assert _cli.name_flags(message, flags) == (
+        "pass --overwrite, --no-dedupe, --mirror; `eval_num` is not a flag; run `python -m pipeline.ingest --input <dir>`"
+    )
+    sample = _cli.flags_of(importlib.import_module("pipeline.sample").main)
+    assert _cli.name_flags("`output` and `overwrite`", sample) == "--output and `overwrite`"  # sample has no --overwrite
+
+
+def test_a_library_error_names_the_setting_and_the_command_line_names_the_flag(tmp_path):
+    from components.sampler import check_outputs, claim_output_folder
+
+    model, out = tmp_path / "model", tmp_path / "samples"
+    model.mkdir()
+    (model / "saved_model.pb").write_bytes(b"")  # found as a SavedModel; the outputs are refused before it loads
+    grid = out / "grid.png"
+    with pytest.raises(PipelineError) as refused:
+        check_outputs(model, out, grid)
+    assert str(refused.value).startswith(f"`grid` {grid} lies inside `output` {out}, which holds only sample files")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"mine")
+    with pytest.raises(PipelineError, match=r"^`output` .* exists and was not written by pipeline\.sample") as refused:
+        claim_output_folder(tmp_path / "photos", {}, set())
+    assert "--" not in str(refused.value)
+
+    result = cli("sample", "--model", str(model), "--output", str(out), "--grid", str(grid))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: --grid {grid} lies inside --output {out}, which holds only sample files")

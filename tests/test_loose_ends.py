@@ -28,7 +28,7 @@ def test_a_tuner_resuming_a_search_says_reloading_only_when_verbose(tiny_records
     assert ("Reloading Tuner" in capsys.readouterr().out) == verbose
 
 
-@pytest.mark.parametrize(("empty", "hint"), [("eval", "a larger --eval-fraction"), ("train", "a smaller --eval-fraction")])
+@pytest.mark.parametrize(("empty", "hint"), [("eval", "a larger `eval_fraction`"), ("train", "a smaller `eval_fraction`")])
 def test_an_empty_split_asks_for_the_eval_fraction_that_fills_it(tmp_path, empty, hint):
     from components.records import shard_paths
 

@@ -365,7 +365,7 @@ def test_a_tuner_file_that_lies_is_one_error_naming_it(tmp_path, name, content):
     record = {"settings": {}, "space": {}}
     prepare_search_folder(paths, record, new_search=False)  # the intact folder resumes
     (paths.tuner / name).write_text(content)
-    with pytest.raises(PipelineError, match="--overwrite-search") as refused:
+    with pytest.raises(PipelineError, match="`overwrite_search`") as refused:
         prepare_search_folder(paths, record, new_search=False)
     assert str(paths.tuner / name) in str(refused.value)
 

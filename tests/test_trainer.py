@@ -148,7 +148,7 @@ def test_other_hyperparameters_or_data_need_new_run(tiny_records, tmp_path):
     run = tmp_path / "run"
     train(TINY, tiny_records, run, TrainOptions(images=16, precision="float32"), **QUIET)
     changed = TrainConfig(model=TINY.model, batch_size=8, g_lr=1e-3)
-    with pytest.raises(PipelineError, match=rf"g_lr: {TrainConfig().g_lr} in the run, 0.001 now.*--overwrite"):
+    with pytest.raises(PipelineError, match=rf"g_lr: {TrainConfig().g_lr} in the run, 0.001 now.*`overwrite`"):
         train(changed, tiny_records, run, TrainOptions(images=16, precision="float32"), **QUIET)
 
     other_data = tmp_path / "other"

@@ -220,7 +220,7 @@ def test_rerunning_a_finished_search_trains_nothing(diverging_search, tiny_recor
 
 def test_a_changed_search_is_refused_and_new_search_starts_over(diverging_search, tiny_records, evaluate, tmp_path):
     run, space, settings, _ = diverging_search
-    with pytest.raises(PipelineError, match="trial_images: 64 before, 128 now.*--overwrite-search"):
+    with pytest.raises(PipelineError, match="trial_images: 64 before, 128 now.*`overwrite_search`"):
         search(tiny_records, run, space, dataclasses.replace(settings, trial_images=128), evaluate)
     with pytest.raises(PipelineError, match="space"):
         search(tiny_records, run, tiny_space("g_lr=1e-4"), settings, evaluate)

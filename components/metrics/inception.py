@@ -34,7 +34,7 @@ def load_inception(weights: str | os.PathLike, batch_size: int = 64) -> FeatureE
     """
     path = Path(weights)
     if not path.is_file():
-        raise PipelineError(f"--inception-weights {path} does not exist (it is never downloaded; pass a local file).")
+        raise PipelineError(f"`inception_weights` {path} does not exist (it is never downloaded; pass a local file).")
     import keras
 
     failures = []
