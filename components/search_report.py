@@ -176,7 +176,10 @@ def confirmed(confirmation: Mapping[str, Any]) -> tuple[bool, str]:
     """Whether the trial chosen at the trial image size beat the default again at the data's size
     (`confirmation`: its "default" and "trial" rows, two seeds each, and the "image_size"), by more
     than the noise of that size; and the figures, for the reason line."""
-    default, trial, size = confirmation["default"], confirmation["trial"], confirmation["image_size"]
+    size = confirmation["image_size"]
+    if "skipped" in confirmation:
+        return False, f"at {size}x{size}: not run, {confirmation['skipped']}"
+    default, trial = confirmation["default"], confirmation["trial"]
     if trial["status"] != "COMPLETED":
         return False, f"at {size}x{size}: the trial failed ({trial['reason']})"
     if default["status"] != "COMPLETED":
@@ -272,11 +275,9 @@ def _confirmation_record(confirmation: Mapping[str, Any] | None) -> dict[str, An
     if confirmation is None:
         return None
     keep = ("trial_id", "status", OBJECTIVE, "executions", "seconds", "images", "reason")
-    return {
-        "image_size": confirmation["image_size"],
-        "confirmed": confirmed(confirmation)[0],
-        **{name: {key: confirmation[name][key] for key in keep} for name in ("default", "trial")},
-    }
+    rows = {name: {key: confirmation[name][key] for key in keep} for name in ("default", "trial") if name in confirmation}
+    skipped = {"skipped": confirmation["skipped"]} if "skipped" in confirmation else {}
+    return {"image_size": confirmation["image_size"], "confirmed": confirmed(confirmation)[0], **rows, **skipped}
 
 
 def _in_order(values: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:

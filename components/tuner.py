@@ -151,11 +151,29 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         return True
 
     def confirmation_seconds(self, trial_seconds_per_image: float) -> float:
-        """What confirming a winner at the data's size will take, from the trials' measured seconds
-        per image (evaluations and start-up included): plus what a step costs more per image there."""
+        """What confirming the best trial so far at the data's size would take: two trainings of the
+        default and two of that trial, at the default row's measured seconds per image (evaluations
+        and start-up included) plus what a step costs more per image there, the trial's scaled by
+        what it cost against the default at the trial size (twice the filters cost about twice)."""
+        if not self.confirmation_images:
+            return 0.0
+        best_trial = self._best_trial_dir()
+        default_cost = _seconds_per_image(Path(self.project_dir) / DEFAULT_DIR)
+        trial_cost = _seconds_per_image(best_trial) if best_trial else None
+        default_cost = default_cost or trial_seconds_per_image
+        factor = trial_cost / default_cost if trial_cost else 1.0
         if self.confirmation_extra is None:
-            return self.confirmation_images * trial_seconds_per_image * self.confirmation_pixel_ratio
-        return self.confirmation_images * (trial_seconds_per_image + self.confirmation_extra)
+            at_data_size = default_cost * self.confirmation_pixel_ratio
+        else:
+            at_data_size = default_cost + self.confirmation_extra
+        return self.confirmation_images / 2 * at_data_size * (1 + factor)
+
+    def _best_trial_dir(self) -> Path | None:
+        """The folder of the completed trial with the lowest swd_avg so far (None: none yet)."""
+        folders = [Path(self.get_trial_dir(trial_id)) for trial_id in self.oracle.trials]
+        results = {folder: read_result(folder / TRIAL_RESULT) for folder in folders}
+        done = {folder: result for folder, result in results.items() if result and result["status"] == "COMPLETED"}
+        return min(done, key=lambda folder: done[folder][OBJECTIVE]) if done else None
 
     def train_default(self) -> dict[str, Any]:
         """The default configuration's row: `base` with seeds seed and seed+1 at the trial budget,
@@ -242,6 +260,14 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         confirmed). Rows on file (a resumed search) are not trained again."""
         root = Path(self.project_dir) / CONFIRM_DIR
         images, rows = self.settings.trial_images, {}
+        if self.settings.budget_seconds is not None and not root.exists():  # a confirmation begun is finished
+            spent = search_spending(Path(self.project_dir), [self.get_trial_dir(trial_id) for trial_id in self.oracle.trials])
+            needed, left = self.confirmation_seconds(spent.seconds_per_image), self.settings.budget_seconds - spent.seconds
+            if needed > left:
+                return {
+                    "image_size": image_size,
+                    "skipped": f"the budget has {max(left, 0):.0f} s left, it needs ~{needed:.0f} s",
+                }
         config = apply_values(self.hypermodel.base, trial["hyperparameters"])
         for name, row_id, build in (
             ("default", DEFAULT_ID, lambda: self.hypermodel.base),
@@ -285,6 +311,14 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         raise NotImplementedError(
             "trained trials live in <run>/tuner/trial_<id>/execution-<k>/ (components.trainer.restore_generator)"
         )
+
+
+def _seconds_per_image(row_dir: Path) -> float | None:
+    """A completed row's measured seconds per image (None: not completed)."""
+    result = read_result(row_dir / TRIAL_RESULT)
+    if not result or result["status"] != "COMPLETED":
+        return None
+    return result["seconds"] / (result["images"] * len(result["executions"]))
 
 
 class DataStopsSearch(PipelineError, keras_tuner.errors.FatalError):

@@ -211,7 +211,7 @@ def _search_summary(result, *, tune_only: bool, budget_seconds: float | None = N
     """After the table: the search's time, what was chosen and why, the gain over the default."""
     best = result.best
     confirmation = best.get("confirmation")
-    confirmed_rows = [confirmation["default"], confirmation["trial"]] if confirmation else []
+    confirmed_rows = [confirmation[name] for name in ("default", "trial") if name in (confirmation or {})]
     trainings = sum(row["seconds"] or 0 for row in [*result.rows, *confirmed_rows])
     budget = f" of a budget of {budget_seconds:.0f} s" if budget_seconds is not None else ""
     lines = [f"search: {result.wall_seconds:.0f} s wall time here ({trainings:.0f} s of trainings over all its runs{budget})"]

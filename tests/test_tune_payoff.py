@@ -289,6 +289,9 @@ def test_choose_keeps_a_trial_only_if_the_confirmation_at_the_data_size_agrees()
     assert chosen is rows[1] and reason.endswith("confirmed at 64x64: swd_avg 25 vs default 30 ± noise 2)")
     within_noise = {**agrees, "trial": row("3", "COMPLETED", 29.0)}
     assert choose(rows, within_noise)[0] is rows[0]
+    skipped = {"image_size": 64, "skipped": "the budget has 10 s left, it needs ~40 s"}
+    assert choose(rows, skipped)[1].endswith("(at 64x64: not run, the budget has 10 s left, it needs ~40 s)")
+    assert choose(rows, skipped)[0] is rows[0]
     failed = {**agrees, "trial": row("3", "FAILED")}
     assert choose(rows, failed) == (
         rows[0],
