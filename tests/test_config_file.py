@@ -175,3 +175,22 @@ num = 2
     evaluation = read_json(next(Path("-run", "export", "generator").glob("*/eval.json")))
     assert evaluation["num_requested"] == 4  # the training's last evaluation, which the evaluate stage found current
     assert Path("-run", "export", "grid.png").is_file()
+
+
+def test_a_toml_file_and_the_equivalent_flags_give_pipeline_run_the_same_stages(tmp_path, monkeypatch):
+    from pipeline import run
+
+    write_synthetic_faces(tmp_path / "faces", 8, size=32)
+    write(
+        tmp_path / "pipeline.toml",
+        '[ingest]\ninput = "faces"\nimage_size = 32\neval_fraction = 0.25\n\n[train]\nimages = 16\neval_num = 4\nseed = 3\n\n'
+        "[evaluate]\neval_num = 4\nseed = 3\n\n[sample]\nnum = 2\nseed = 3\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    flags = ["--input", "faces", "--image-size", "32", "--eval-fraction", "0.25", "--images", "16", "--eval-num", "4"]
+    from_flags, data, run_dir = run.plan_command([*flags, "--num", "2", "--seed", "3"], [])
+    from_file, file_data, file_run = run.plan_command(["--config", "pipeline.toml"], [])
+    assert (file_data, file_run) == (data, run_dir) == ("tfrecords/faces", Path("artifacts/faces"))
+    assert [(stage.name, stage.tables) for stage in from_file] == [(stage.name, stage.tables) for stage in from_flags]
+    train_table = {"images": 16, "eval_num": 4, "seed": 3, "data": data, "run": str(run_dir), "eval_every": 3}
+    assert from_file[1].tables["train"] == train_table  # a fifth of the budget between evaluations, as pipeline.run sets
