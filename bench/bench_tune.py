@@ -113,21 +113,22 @@ def search_cost(rows: list[dict], tuner_dir: Path, budget_seconds: float | None)
     return {"seconds": seconds, "trainings": trainings, "images": images, "budget_seconds": budget_seconds}
 
 
-def confirm_extra_seconds(args: argparse.Namespace, base, data: Path) -> float | None:
-    """What a training step costs more per image at the data's size than at the trial size, from
-    the speed probes `pipeline.train --tune` runs (the search keeps that time to confirm a winner)."""
+def confirm_speeds(args: argparse.Namespace, base, data: Path) -> tuple[float, float] | None:
+    """The default's images/s at the trial size and at the data's, from the speed probes
+    `pipeline.train --tune` runs (the search keeps the time a confirmation at the data's size takes)."""
     from components.records import read_manifest
     from components.search_cost import measure_speed
 
     if not args.trial_image_size:
         return None
     size = int(read_manifest(data)["image_size"])
-    trial_speed = measure_speed(base, args.trial_image_size, precision=args.precision)
-    return 1 / measure_speed(base, size, precision=args.precision) - 1 / trial_speed
+    return measure_speed(base, args.trial_image_size, precision=args.precision), measure_speed(
+        base, size, precision=args.precision
+    )
 
 
 def bench_seed(
-    args: argparse.Namespace, seed: int, data: Path, evaluators: dict, space: dict, confirm_extra: float | None = None
+    args: argparse.Namespace, seed: int, data: Path, evaluators: dict, space: dict, speeds: tuple[float, float] | None = None
 ) -> dict:
     """Search with `seed`, then train the chosen configuration and the default at the full budget."""
     from components.config import recipe_config
@@ -157,7 +158,7 @@ def bench_seed(
         settings,
         evaluate_fn=evaluators["trial"],
         confirm_evaluate_fn=evaluators["full"],
-        confirm_extra_seconds_per_image=confirm_extra,
+        confirm_speeds=speeds,
         evaluation={"num": args.eval_num, "seed": 0},
         train_options={"precision": args.precision},
     )
@@ -206,8 +207,8 @@ def main(argv=None) -> None:
     )
     base = recipe_config("default", **(QUICK_MODEL if args.quick else {}))  # every seed's base but for the seed
     space = make_space(base, None, [parse_space_override(entry) for entry in QUICK_SPACE] if args.quick else [])
-    extra = confirm_extra_seconds(args, base, data)
-    seeds = [bench_seed(args, seed, data, {"full": full, "trial": trial}, space, extra) for seed in args.seeds]
+    speeds = confirm_speeds(args, base, data)
+    seeds = [bench_seed(args, seed, data, {"full": full, "trial": trial}, space, speeds) for seed in args.seeds]
     mean_ratio = sum(result["ratio"] for result in seeds) / len(seeds)
 
     emit(

@@ -30,7 +30,7 @@ def run_search(
     *,
     evaluate_fn: EvaluateFn | None,
     confirm_evaluate_fn: EvaluateFn | None = None,
-    confirm_extra_seconds_per_image: float | None = None,
+    confirm_speeds: tuple[float, float] | None = None,
     evaluation: Mapping[str, Any] | None = None,
     train_options: Mapping[str, Any] | None = None,
     new_search: bool = False,
@@ -45,14 +45,9 @@ def run_search(
     (e.g. its num and seed) for the record: a resumed search must score the same way. With trials
     at a smaller image size and `confirm_evaluate_fn` (scoring at the data's size), a trial that
     wins is trained again at the data's size beside the default before it is chosen
-    (`DCGANTuner.confirm`), and a budget keeps the time that takes: a trial's measured seconds per
-    image plus `confirm_extra_seconds_per_image`, what a training step costs more per image at the
-    data's size (speed probes of both sizes; without it, the trial's cost times the ratio of
-    pixels, which overestimates it on a CPU).
-    `train_options` (`TrainOptions` fields: precision, jit, intervals) go to every trial's training. `new_search`
-    discards an earlier search in that folder. A worker of a distributed search returns None once
-    the chief has no more trials for it; the chief trains no trial, only the default's row, after
-    its workers are done (before, they would wait for it), and returns the result.
+    (`DCGANTuner.confirm`), and a budget keeps the time that takes: `confirm_speeds` are the
+    base configuration's images/s at the trial size and at the data's (speed probes); without them
+    the cost is estimated from the ratio of pixels, which overestimates it on a CPU.
     """
     from components.records import read_manifest
 
@@ -98,7 +93,7 @@ def run_search(
         ) from err
     if full_size is not None:  # two trainings each of the trial and the default
         tuner.confirmation_images = 2 * DEFAULT_TRAININGS * settings.trial_images
-        tuner.confirmation_extra = confirm_extra_seconds_per_image
+        tuner.confirmation_speeds = confirm_speeds
         tuner.confirmation_pixel_ratio = (data_size / settings.trial_image_size) ** 2
     if role == "single":
         tuner.train_default()

@@ -94,7 +94,8 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             super().__init__(oracle, hypermodel, directory=str(run_dir), project_name=PROJECT_NAME)
         self.settings, self.verbose = settings, verbose
         # A confirmation at the data's size (`confirmation_seconds`): its images (0: none will run).
-        self.confirmation_images, self.confirmation_extra, self.confirmation_pixel_ratio = 0, None, 1.0
+        self.confirmation_images, self.confirmation_pixel_ratio = 0, 1.0
+        self.confirmation_speeds: tuple[float, float] | None = None  # the default's images/s at the trial and the data's size
         # Save at once: a search interrupted in its first trial then resumes instead of restarting.
         self.save()
 
@@ -150,23 +151,26 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             )
         return True
 
-    def confirmation_seconds(self, trial_seconds_per_image: float) -> float:
+    def confirmation_seconds(self, trial_seconds_per_image: float, trial_factor: float | None = None) -> float:
         """What confirming the best trial so far at the data's size would take: two trainings of the
-        default and two of that trial, at the default row's measured seconds per image (evaluations
-        and start-up included) plus what a step costs more per image there, the trial's scaled by
-        what it cost against the default at the trial size (twice the filters cost about twice)."""
+        default and two of that trial. The default's, at its row's measured seconds per image
+        (evaluations and start-up included) plus what its step costs more per image there (its
+        speed probes, `confirmation_speeds`; without them, times the ratio of pixels); the trial's,
+        that times `trial_factor` (its step's cost against the default's at the data's size, probed
+        by `confirm`) or, while the search runs, what it cost against the default at the trial size."""
         if not self.confirmation_images:
             return 0.0
-        best_trial = self._best_trial_dir()
-        default_cost = _seconds_per_image(Path(self.project_dir) / DEFAULT_DIR)
-        trial_cost = _seconds_per_image(best_trial) if best_trial else None
-        default_cost = default_cost or trial_seconds_per_image
-        factor = trial_cost / default_cost if trial_cost else 1.0
-        if self.confirmation_extra is None:
+        default_cost = _seconds_per_image(Path(self.project_dir) / DEFAULT_DIR) or trial_seconds_per_image
+        if trial_factor is None:
+            best_trial = self._best_trial_dir()
+            trial_cost = _seconds_per_image(best_trial) if best_trial else None
+            trial_factor = trial_cost / default_cost if trial_cost else 1.0
+        if self.confirmation_speeds is None:
             at_data_size = default_cost * self.confirmation_pixel_ratio
         else:
-            at_data_size = default_cost + self.confirmation_extra
-        return self.confirmation_images / 2 * at_data_size * (1 + factor)
+            at_trial_size_speed, at_data_size_speed = self.confirmation_speeds
+            at_data_size = default_cost + 1 / at_data_size_speed - 1 / at_trial_size_speed
+        return self.confirmation_images / 2 * at_data_size * (1 + trial_factor)
 
     def _best_trial_dir(self) -> Path | None:
         """The folder of the completed trial with the lowest swd_avg so far (None: none yet)."""
@@ -260,15 +264,16 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         confirmed). Rows on file (a resumed search) are not trained again."""
         root = Path(self.project_dir) / CONFIRM_DIR
         images, rows = self.settings.trial_images, {}
+        config = apply_values(self.hypermodel.base, trial["hyperparameters"])
         if self.settings.budget_seconds is not None and not root.exists():  # a confirmation begun is finished
             spent = search_spending(Path(self.project_dir), [self.get_trial_dir(trial_id) for trial_id in self.oracle.trials])
-            needed, left = self.confirmation_seconds(spent.seconds_per_image), self.settings.budget_seconds - spent.seconds
+            needed = self.confirmation_seconds(spent.seconds_per_image, self._step_cost_at_data_size(config, image_size))
+            left = self.settings.budget_seconds - spent.seconds
             if needed > left:
                 return {
                     "image_size": image_size,
                     "skipped": f"the budget has {max(left, 0):.0f} s left, it needs ~{needed:.0f} s",
                 }
-        config = apply_values(self.hypermodel.base, trial["hyperparameters"])
         for name, row_id, build in (
             ("default", DEFAULT_ID, lambda: self.hypermodel.base),
             ("trial", trial["trial_id"], lambda: config),
@@ -282,6 +287,17 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
                 self._train_row(row_dir, build, images, DEFAULT_TRAININGS, hypermodel=full_size)
             rows[name] = confirmation_row(row_dir, row_id, images)
         return {"image_size": image_size, **rows}
+
+    def _step_cost_at_data_size(self, config: TrainConfig, image_size: int) -> float | None:
+        """`config`'s training step cost per image against the default's, both at the data's size
+        (a speed probe of `config`; the default's is `confirmation_speeds`); None without those."""
+        from components.search_cost import measure_speed
+
+        if self.confirmation_speeds is None:
+            return None
+        options = self.hypermodel.train_options
+        speed = measure_speed(config, image_size, precision=options.get("precision", "auto"), jit=options.get("jit"))
+        return self.confirmation_speeds[1] / speed
 
     def _continue_from(self, past_trial_id: str, run_dir: Path) -> None:
         """Start a Hyperband continuation from a copy of the earlier trial's run folder (once)."""

@@ -115,10 +115,10 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
     check_trial_image_size(args.data, settings.trial_image_size)
     train_options = {"precision": args.precision, "jit": args.jit, "log_every": args.log_every, "sample_every": args.sample_every}
     fresh = args.overwrite_search or not (RunPaths(run_dir).tuner / "search.json").is_file()  # a resumed search has paid in part
-    confirm_extra = None
+    confirm_speeds = None
     if args.tune_budget is not None or (role == "single" and fresh and not args.quiet):
         estimate = _cost_estimate(args, base, settings)
-        confirm_extra = 1 / estimate.final_images_per_sec - 1 / estimate.trial_images_per_sec
+        confirm_speeds = (estimate.trial_images_per_sec, estimate.final_images_per_sec)
         if args.tune_budget is not None:
             settings = dataclasses.replace(settings, budget_seconds=args.tune_budget * estimate.final_seconds)
         if fresh and not args.quiet:
@@ -135,7 +135,7 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
         settings,
         evaluate_fn=_LoadedAtFirstUse(load) if role == "chief" else load(),
         confirm_evaluate_fn=_LoadedAtFirstUse(evaluator),  # the data's size: loaded only if a trial wins at a smaller one
-        confirm_extra_seconds_per_image=confirm_extra,
+        confirm_speeds=confirm_speeds,
         evaluation={"num": args.eval_num, "seed": args.seed, "split": "eval"},
         train_options=train_options,
         new_search=args.overwrite_search,
