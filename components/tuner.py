@@ -62,12 +62,7 @@ from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
 from components.search_cost import search_spending
 from components.search_folder import CONFIRM_DIR, DEFAULT_DIR, read_result
 from components.search_hypermodel import DCGANHyperModel
-from components.search_report import (
-    DEFAULT_ID,
-    TRIAL_GRID,
-    TRIAL_RESULT,
-    confirmation_row,
-)
+from components.search_report import DEFAULT_ID, TRIAL_GRID, TRIAL_RESULT, choose, confirmation_row, search_rows
 from components.search_space import SearchSettings, apply_values
 from components.shards import DamagedData
 
@@ -152,7 +147,7 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         return True
 
     def confirmation_seconds(self, trial_seconds_per_image: float, trial_factor: float | None = None) -> float:
-        """What confirming the best trial so far at the data's size would take: two trainings of the
+        """What confirming a winner at the data's size would take: two trainings of the
         default and two of that trial. The default's, at its row's measured seconds per image
         (evaluations and start-up included) plus what its step costs more per image there (its
         speed probes, `confirmation_speeds`; without them, times the ratio of pixels); the trial's,
@@ -162,9 +157,7 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             return 0.0
         default_cost = _seconds_per_image(Path(self.project_dir) / DEFAULT_DIR) or trial_seconds_per_image
         if trial_factor is None:
-            best_trial = self._best_trial_dir()
-            trial_cost = _seconds_per_image(best_trial) if best_trial else None
-            trial_factor = trial_cost / default_cost if trial_cost else 1.0
+            trial_factor = self._winner_cost(default_cost)
         if self.confirmation_speeds is None:
             at_data_size = default_cost * self.confirmation_pixel_ratio
         else:
@@ -172,12 +165,15 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             at_data_size = default_cost + 1 / at_data_size_speed - 1 / at_trial_size_speed
         return self.confirmation_images / 2 * at_data_size * (1 + trial_factor)
 
-    def _best_trial_dir(self) -> Path | None:
-        """The folder of the completed trial with the lowest swd_avg so far (None: none yet)."""
-        folders = [Path(self.get_trial_dir(trial_id)) for trial_id in self.oracle.trials]
-        results = {folder: read_result(folder / TRIAL_RESULT) for folder in folders}
-        done = {folder: result for folder, result in results.items() if result and result["status"] == "COMPLETED"}
-        return min(done, key=lambda folder: done[folder][OBJECTIVE]) if done else None
+    def _winner_cost(self, default_cost: float) -> float:
+        """What the trial a confirmation would train costs per image against the default at the
+        trial size: the one the noise rule chooses so far (components.search_report.choose), or, while
+        none beats the default, 1 (a winner still to come is taken to cost what the default does)."""
+        base, space = self.hypermodel.base, self.hypermodel.space
+        chosen, _ = choose(search_rows(self.oracle, RunPaths(self.directory), self.settings, base, space))
+        if chosen is None or chosen["trial_id"] == DEFAULT_ID or not chosen["seconds"]:
+            return 1.0
+        return chosen["seconds"] / (chosen["images"] * len(chosen["executions"])) / default_cost
 
     def train_default(self) -> dict[str, Any]:
         """The default configuration's row: `base` with seeds seed and seed+1 at the trial budget,
