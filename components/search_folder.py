@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,20 @@ def prepare_search_folder(paths: RunPaths, record: dict[str, Any], new_search: b
     rows = (paths.tuner / DEFAULT_DIR, *paths.tuner.glob("trial_*"), *paths.tuner.glob(f"{CONFIRM_DIR}/*"))
     for folder in (paths.tuner, *rows):
         remove_stale_temporaries(folder)  # a row's half-written files or half-copied run of a killed search
+
+
+def wait_for_chief(paths: RunPaths, timeout: float = 600.0) -> None:
+    """A worker of a distributed search writes into the run folder only once the chief has marked
+    it as a search's (its search record): started at the same moment, a worker that wrote first
+    would make the chief refuse the folder as one this project did not write."""
+    deadline = time.monotonic() + timeout
+    while not (paths.tuner / SEARCH_RECORD).is_file():
+        if time.monotonic() > deadline:
+            raise PipelineError(
+                f"no chief has started the search in {paths.tuner} within {timeout:.0f} s; start the same command "
+                "with KERASTUNER_TUNER_ID=chief (on the machine at KERASTUNER_ORACLE_IP)."
+            )
+        time.sleep(0.2)
 
 
 def read_result(path: Path) -> dict[str, Any] | None:

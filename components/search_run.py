@@ -14,7 +14,7 @@ from components.artifacts import RunPaths
 from components.config import DEFAULT_TRAININGS, TrainConfig
 from components.errors import PipelineError
 from components.search_console import quiet_trial_failures
-from components.search_folder import prepare_search_folder
+from components.search_folder import prepare_search_folder, wait_for_chief
 from components.search_hypermodel import DCGANHyperModel, EvaluateFn
 from components.search_report import DEFAULT_ID, TRIAL_RESULT, SearchResult, choose, search_rows, write_search_results
 from components.search_space import SearchSettings, make_oracle, search_role
@@ -63,7 +63,9 @@ def run_search(
         "evaluation": dict(evaluation or {}),
         "data_fingerprint": manifest.get("fingerprint"),
     }
-    if role != "worker":
+    if role == "worker":
+        wait_for_chief(paths)
+    else:
         prepare_search_folder(paths, record, new_search)
     hypermodel = DCGANHyperModel(
         base,

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from components.artifacts import RunPaths, read_json
@@ -21,6 +22,7 @@ from components.artifacts import RunPaths, read_json
 REPO = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT = 150  # seconds; a worker here trains two ~2 s trials after a ~10 s start-up
 CHIEF_GRACE = 90  # the chief trains the default's two ~2 s runs after the worker is done
+CHIEF_DELAY = 8  # seconds: about a worker's start-up, after which it reaches the run folder
 
 
 def free_port() -> int:
@@ -94,8 +96,11 @@ def test_a_worker_runs_the_trials_and_the_chief_records_them(tiny_records, tmp_p
     run = tmp_path / "run"
     port = free_port()
     command = tune_command(tiny_records, run)
-    chief = start(command, "chief", port, tmp_path / "chief.log")
+    # The worker first, and the chief once the worker could have written into the run folder: a
+    # worker waits for the chief to mark the folder as a search's (before, the chief refused it).
     worker = start(command, "tuner1", port, tmp_path / "worker.log")
+    time.sleep(CHIEF_DELAY)
+    chief = start(command, "chief", port, tmp_path / "chief.log")
     try:
         worker_status = worker.wait(timeout=WORKER_TIMEOUT)
         chief_status = chief.wait(timeout=CHIEF_GRACE)
