@@ -155,9 +155,10 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         by `confirm`) or, while the search runs, what it cost against the default at the trial size."""
         if not self.confirmation_images:
             return 0.0
-        default_cost = _seconds_per_image(Path(self.project_dir) / DEFAULT_DIR) or trial_seconds_per_image
+        rows = search_rows(self.oracle, RunPaths(self.directory), self.settings, self.hypermodel.base, self.hypermodel.space)
+        default_cost = _seconds_per_image(rows[0]) or trial_seconds_per_image
         if trial_factor is None:
-            trial_factor = self._winner_cost(default_cost)
+            trial_factor = self._winner_cost(rows, default_cost)
         if self.confirmation_speeds is None:
             at_data_size = default_cost * self.confirmation_pixel_ratio
         else:
@@ -165,15 +166,16 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             at_data_size = default_cost + 1 / at_data_size_speed - 1 / at_trial_size_speed
         return self.confirmation_images / 2 * at_data_size * (1 + trial_factor)
 
-    def _winner_cost(self, default_cost: float) -> float:
+    @staticmethod
+    def _winner_cost(rows: list[dict[str, Any]], default_cost: float) -> float:
         """What the trial a confirmation would train costs per image against the default at the
-        trial size: the one the noise rule chooses so far (components.search_report.choose), or, while
-        none beats the default, 1 (a winner still to come is taken to cost what the default does)."""
-        base, space = self.hypermodel.base, self.hypermodel.space
-        chosen, _ = choose(search_rows(self.oracle, RunPaths(self.directory), self.settings, base, space))
-        if chosen is None or chosen["trial_id"] == DEFAULT_ID or not chosen["seconds"]:
+        trial size: the one the noise rule chooses so far among `rows` (components.search_report.
+        choose), or, while none beats the default, 1 (a winner still to come is taken to cost what
+        the default does)."""
+        chosen, _ = choose(rows)
+        if chosen is None or chosen["trial_id"] == DEFAULT_ID or not _seconds_per_image(chosen):
             return 1.0
-        return chosen["seconds"] / (chosen["images"] * len(chosen["executions"])) / default_cost
+        return _seconds_per_image(chosen) / default_cost
 
     def train_default(self) -> dict[str, Any]:
         """The default configuration's row: `base` with seeds seed and seed+1 at the trial budget,
@@ -325,12 +327,11 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         )
 
 
-def _seconds_per_image(row_dir: Path) -> float | None:
-    """A completed row's measured seconds per image (None: not completed)."""
-    result = read_result(row_dir / TRIAL_RESULT)
-    if not result or result["status"] != "COMPLETED":
+def _seconds_per_image(row: dict[str, Any]) -> float | None:
+    """A completed table row's measured seconds per image (None: not completed, or no time on file)."""
+    if row["status"] != "COMPLETED" or not row["seconds"]:
         return None
-    return result["seconds"] / (result["images"] * len(result["executions"]))
+    return row["seconds"] / (row["images"] * len(row["executions"]))
 
 
 class DataStopsSearch(PipelineError, keras_tuner.errors.FatalError):

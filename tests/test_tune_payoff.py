@@ -446,8 +446,10 @@ def test_the_confirmation_s_cost_is_the_default_s_measured_cost_plus_the_probed_
 
     # The default's row: 2 trainings of 100 images in 2 s at the trial size, 0.01 s per image.
     row = {"status": "COMPLETED", "swd_avg": 1.0, "executions": [{"swd_avg": 1.0}] * 2, "images": 100, "seconds": 2.0}
-    atomic_write_json(tmp_path / "baseline" / "result.json", row)
-    tuner = SimpleNamespace(project_dir=str(tmp_path), confirmation_images=400, confirmation_pixel_ratio=4.0)
+    atomic_write_json(tmp_path / "tuner" / "baseline" / "result.json", row)
+    no_trials = SimpleNamespace(trials={}, get_space=lambda: SimpleNamespace(space=[]))
+    tuner = SimpleNamespace(directory=str(tmp_path), oracle=no_trials, settings=SearchSettings(trial_images=100))
+    tuner.hypermodel, tuner.confirmation_images, tuner.confirmation_pixel_ratio = SimpleNamespace(base=BASE, space={}), 400, 4.0
     tuner.confirmation_speeds = (500.0, 100.0)  # the step: 2 ms per image at the trial size, 10 ms at the data's
     # 200 images of the default at 0.01 + 0.010 - 0.002 s, 200 of a trial whose step costs twice as much.
     assert DCGANTuner.confirmation_seconds(tuner, 0.5, trial_factor=2.0) == pytest.approx(200 * 0.018 * 3)
