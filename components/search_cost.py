@@ -80,21 +80,57 @@ class CostEstimate:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class ConfirmationCost:
+    """What confirming a winner at the data's size takes when trials train at a smaller one: `images`
+    in all (two seeds each of the trial and the default), at the default's cost per image at the
+    trial size plus what its step costs more at the data's size. That difference comes from the
+    base configuration's speed probes at both sizes (`speeds`, images/s at the trial size and at
+    the data's); without probes the whole cost is scaled by the ratio of pixels (`pixel_ratio`),
+    which overestimates it on a CPU."""
+
+    images: int
+    pixel_ratio: float
+    speeds: tuple[float, float] | None = None
+
+    def seconds(self, default_seconds_per_image: float, trial_factor: float = 1.0) -> float:
+        """The default's two trainings at `default_seconds_per_image` (at the trial size, start-up
+        and evaluations included) moved to the data's size, and the trial's two at `trial_factor`
+        times that (its step's cost against the default's)."""
+        if self.speeds is None:
+            at_data_size = default_seconds_per_image * self.pixel_ratio
+        else:
+            at_trial_size_speed, at_data_size_speed = self.speeds
+            at_data_size = default_seconds_per_image + 1 / at_data_size_speed - 1 / at_trial_size_speed
+        return self.images / 2 * at_data_size * (1 + trial_factor)
+
+
+def confirmation_cost(
+    settings: SearchSettings, data_size: int, speeds: tuple[float, float] | None = None
+) -> ConfirmationCost | None:
+    """The confirmation a search with `settings` runs on data of `data_size` pixels a side: None
+    when its trials train at the data's size (there is nothing to confirm)."""
+    if settings.trial_image_size in (None, data_size):
+        return None
+    images = 2 * DEFAULT_TRAININGS * settings.trial_images
+    return ConfirmationCost(images, (data_size / settings.trial_image_size) ** 2, speeds)
+
+
 def estimate_cost(
     settings: SearchSettings,
     trial_images_per_sec: float,
     final_images: int | None = None,
     final_images_per_sec: float | None = None,
     *,
-    confirms: bool = False,
+    confirmation: ConfirmationCost | None = None,
 ) -> CostEstimate:
     """The whole search's trainings (the default's two, then every execution of every tuned
-    trial) of `trial_images` each, and the final training, at the given speeds. `confirms`: the
-    trials train at a smaller size, so a winner is confirmed at the data's (the trial and the
-    default, two seeds each, at `final_images_per_sec`)."""
+    trial) of `trial_images` each, and the final training, at the given speeds; and the
+    `confirmation`'s, if the trials train at a smaller size, for a trial that costs what the
+    default does."""
     trainings = DEFAULT_TRAININGS + settings.tuned_trials * settings.executions_per_trial
-    confirmation = 2 * DEFAULT_TRAININGS * settings.trial_images / final_images_per_sec if confirms else 0.0
-    return CostEstimate(trainings, settings.trial_images, trial_images_per_sec, final_images, final_images_per_sec, confirmation)
+    confirming = confirmation.seconds(1 / trial_images_per_sec) if confirmation else 0.0
+    return CostEstimate(trainings, settings.trial_images, trial_images_per_sec, final_images, final_images_per_sec, confirming)
 
 
 def measure_speed(

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.artifacts import RunPaths
-from components.config import DEFAULT_TRAININGS, TrainConfig
+from components.config import TrainConfig
 from components.errors import PipelineError
 from components.search_console import quiet_trial_failures
+from components.search_cost import confirmation_cost
 from components.search_folder import prepare_search_folder, wait_for_chief
 from components.search_hypermodel import DCGANHyperModel, EvaluateFn
 from components.search_report import DEFAULT_ID, TRIAL_RESULT, SearchResult, choose, search_rows, write_search_results
@@ -86,17 +87,14 @@ def run_search(
             dataclasses.replace(settings, trial_image_size=None),
             train_options=hypermodel.train_options,
         )
+    confirmation = confirmation_cost(settings, data_size, confirm_speeds) if full_size is not None else None
     try:  # reloads KerasTuner's state files when resuming
-        tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, verbose=verbose)
+        tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, confirmation=confirmation, verbose=verbose)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise PipelineError(
             f"KerasTuner cannot reload its record of the search in {paths.tuner} ({type(err).__name__}: {err}); "
             "a file there is damaged. Pass `overwrite_search` to start the search again."
         ) from err
-    if full_size is not None:  # two trainings each of the trial and the default
-        tuner.confirmation_images = 2 * DEFAULT_TRAININGS * settings.trial_images
-        tuner.confirmation_speeds = confirm_speeds
-        tuner.confirmation_pixel_ratio = (data_size / settings.trial_image_size) ** 2
     if role == "single":
         tuner.train_default()
     if role == "chief" and verbose:
@@ -120,10 +118,10 @@ def run_search(
         tuner.train_default()
     rows = search_rows(tuner.oracle, paths, settings, base, space)
     chosen, _ = choose(rows)
-    confirmation = None
+    confirmed = None
     if full_size is not None and chosen is not None and chosen["trial_id"] != DEFAULT_ID:
-        confirmation = tuner.confirm(chosen, full_size, data_size)
-    result = write_search_results(rows, paths, settings, base, space, confirmation)
+        confirmed = tuner.confirm(chosen, full_size, data_size)
+    result = write_search_results(rows, paths, settings, base, space, confirmed)
     return dataclasses.replace(result, wall_seconds=time.perf_counter() - started)
 
 

@@ -59,7 +59,7 @@ from components.checkpoints import BEST
 from components.config import DEFAULT_TRAININGS, TrainConfig
 from components.errors import PipelineError
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
-from components.search_cost import search_spending
+from components.search_cost import ConfirmationCost, search_spending
 from components.search_folder import CONFIRM_DIR, DEFAULT_DIR, read_result
 from components.search_hypermodel import DCGANHyperModel
 from components.search_report import DEFAULT_ID, TRIAL_GRID, TRIAL_RESULT, choose, confirmation_row, search_rows
@@ -82,15 +82,14 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         run_dir: str | os.PathLike,
         settings: SearchSettings,
         *,
+        confirmation: ConfirmationCost | None = None,
         verbose: bool = True,
     ):
         # KerasTuner prints "Reloading Tuner from ..." when it resumes a search (no option silences it).
         with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
             super().__init__(oracle, hypermodel, directory=str(run_dir), project_name=PROJECT_NAME)
         self.settings, self.verbose = settings, verbose
-        # A confirmation at the data's size (`confirmation_seconds`): its images (0: none will run).
-        self.confirmation_images, self.confirmation_pixel_ratio = 0, 1.0
-        self.confirmation_speeds: tuple[float, float] | None = None  # the default's images/s at the trial and the data's size
+        self.confirmation = confirmation  # of a winner at the data's size (None: trials train there, nothing to confirm)
         # Save at once: a search interrupted in its first trial then resumes instead of restarting.
         self.save()
 
@@ -147,24 +146,17 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         return True
 
     def confirmation_seconds(self, trial_seconds_per_image: float, trial_factor: float | None = None) -> float:
-        """What confirming a winner at the data's size would take: two trainings of the
-        default and two of that trial. The default's, at its row's measured seconds per image
-        (evaluations and start-up included) plus what its step costs more per image there (its
-        speed probes, `confirmation_speeds`; without them, times the ratio of pixels); the trial's,
-        that times `trial_factor` (its step's cost against the default's at the data's size, probed
-        by `confirm`) or, while the search runs, what it cost against the default at the trial size."""
-        if not self.confirmation_images:
+        """What confirming a winner at the data's size would take (`self.confirmation`), from the
+        default's row's measured seconds per image (evaluations and start-up included); the
+        trial's step costs `trial_factor` times the default's (probed at the data's size by
+        `confirm`) or, while the search runs, what it cost against the default at the trial size."""
+        if self.confirmation is None:
             return 0.0
         rows = search_rows(self.oracle, RunPaths(self.directory), self.settings, self.hypermodel.base, self.hypermodel.space)
         default_cost = _seconds_per_image(rows[0]) or trial_seconds_per_image
         if trial_factor is None:
             trial_factor = self._winner_cost(rows, default_cost)
-        if self.confirmation_speeds is None:
-            at_data_size = default_cost * self.confirmation_pixel_ratio
-        else:
-            at_trial_size_speed, at_data_size_speed = self.confirmation_speeds
-            at_data_size = default_cost + 1 / at_data_size_speed - 1 / at_trial_size_speed
-        return self.confirmation_images / 2 * at_data_size * (1 + trial_factor)
+        return self.confirmation.seconds(default_cost, trial_factor)
 
     @staticmethod
     def _winner_cost(rows: list[dict[str, Any]], default_cost: float) -> float:
@@ -288,14 +280,14 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
 
     def _step_cost_at_data_size(self, config: TrainConfig, image_size: int) -> float | None:
         """`config`'s training step cost per image against the default's, both at the data's size
-        (a speed probe of `config`; the default's is `confirmation_speeds`); None without those."""
+        (a speed probe of `config`; the default's is the confirmation's); None without the default's."""
         from components.search_cost import measure_speed
 
-        if self.confirmation_speeds is None:
+        if self.confirmation is None or self.confirmation.speeds is None:
             return None
         options = self.hypermodel.train_options
         speed = measure_speed(config, image_size, precision=options.get("precision", "auto"), jit=options.get("jit"))
-        return self.confirmation_speeds[1] / speed
+        return self.confirmation.speeds[1] / speed
 
     def _continue_from(self, past_trial_id: str, run_dir: Path) -> None:
         """Start a Hyperband continuation from a copy of the earlier trial's run folder (once)."""

@@ -185,7 +185,7 @@ def _cost_estimate(args: argparse.Namespace, base: TrainConfig, settings):
     speed probes of the base configuration at the trial and the data's image size. With
     --tune-only the final training is the one --images / --epochs describe, trained later."""
     from components.records import read_manifest
-    from components.search_cost import estimate_cost, measure_speed
+    from components.search_cost import confirmation_cost, estimate_cost, measure_speed
     from components.train_options import TrainOptions
 
     manifest = read_manifest(args.data)
@@ -194,7 +194,8 @@ def _cost_estimate(args: argparse.Namespace, base: TrainConfig, settings):
     trial_speed = measure_speed(base, trial_size, precision=args.precision, jit=args.jit)
     final_images = TrainOptions(images=args.images, epochs=args.epochs).budget(int(manifest["splits"]["train"]["count"]))
     final_speed = trial_speed if trial_size == size else measure_speed(base, size, precision=args.precision, jit=args.jit)
-    return estimate_cost(settings, trial_speed, final_images, final_speed, confirms=trial_size != size)
+    confirmation = confirmation_cost(settings, size, (trial_speed, final_speed))
+    return estimate_cost(settings, trial_speed, final_images, final_speed, confirmation=confirmation)
 
 
 def search_cost_line(search_seconds: float, final_seconds: float, budget_multiple: float | None) -> str:

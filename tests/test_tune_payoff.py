@@ -18,7 +18,7 @@ from components.artifacts import RunPaths, read_json, read_jsonl
 from components.config import TrainConfig
 from components.errors import PipelineError
 from components.model import ModelConfig
-from components.search_cost import estimate_cost
+from components.search_cost import confirmation_cost, estimate_cost
 from components.search_report import choose, config_from_best, format_table
 from components.search_space import SearchSettings, make_space, parse_space_override
 from components.search_run import check_trial_image_size, run_search
@@ -342,7 +342,8 @@ def test_a_budget_estimate_says_how_many_trials_fit_and_what_multiple_of_the_fin
     assert len(estimate.describe(settings, final=False).splitlines()) == 1  # --tune-only trains no final model
     # Trials at a smaller size: four trainings of 20,000 images at 100 img/s (800 s) are kept to
     # confirm a winner at the data's size, so 22 tuned trials fit in the remaining 1,100 s.
-    confirming = estimate_cost(settings, 400.0, 100_000, 100.0, confirms=True).describe(settings).splitlines()[0]
+    confirmation = confirmation_cost(dataclasses.replace(settings, trial_image_size=32), 64, (400.0, 100.0))
+    confirming = estimate_cost(settings, 400.0, 100_000, 100.0, confirmation=confirmation).describe(settings).splitlines()[0]
     assert confirming.endswith(
         "(2 x the final training), keeping 13 min to confirm a winner at the data's size: about 22 tuned trial(s)"
     )
@@ -449,11 +450,18 @@ def test_the_confirmation_s_cost_is_the_default_s_measured_cost_plus_the_probed_
     atomic_write_json(tmp_path / "tuner" / "baseline" / "result.json", row)
     no_trials = SimpleNamespace(trials={}, get_space=lambda: SimpleNamespace(space=[]))
     tuner = SimpleNamespace(directory=str(tmp_path), oracle=no_trials, settings=SearchSettings(trial_images=100))
-    tuner.hypermodel, tuner.confirmation_images, tuner.confirmation_pixel_ratio = SimpleNamespace(base=BASE, space={}), 400, 4.0
-    tuner.confirmation_speeds = (500.0, 100.0)  # the step: 2 ms per image at the trial size, 10 ms at the data's
+    tuner.hypermodel = SimpleNamespace(base=BASE, space={})
+    # Trials of 100 images at 32x32 on 64x64 data: 400 images to confirm, the step 2 ms per image
+    # at the trial size and 10 ms at the data's.
+    trials_at_32 = SearchSettings(trial_images=100, trial_image_size=32)
+    tuner.confirmation = confirmation_cost(trials_at_32, 64, (500.0, 100.0))
+    assert tuner.confirmation.images == 400
     # 200 images of the default at 0.01 + 0.010 - 0.002 s, 200 of a trial whose step costs twice as much.
     assert DCGANTuner.confirmation_seconds(tuner, 0.5, trial_factor=2.0) == pytest.approx(200 * 0.018 * 3)
-    tuner.confirmation_speeds = None  # no probes: the ratio of pixels, on the whole measured cost
+    tuner.confirmation = confirmation_cost(trials_at_32, 64)  # no probes: the ratio of pixels, on the whole measured cost
     assert DCGANTuner.confirmation_seconds(tuner, 0.5, trial_factor=2.0) == pytest.approx(200 * 0.04 * 3)
-    tuner.confirmation_images = 0  # trials at the data's size: nothing to confirm
+    # Trials at the data's size: nothing to confirm.
+    assert confirmation_cost(SearchSettings(trial_images=100, trial_image_size=64), 64) is None
+    assert confirmation_cost(SearchSettings(trial_images=100), 64) is None
+    tuner.confirmation = None
     assert DCGANTuner.confirmation_seconds(tuner, 0.5) == 0.0
