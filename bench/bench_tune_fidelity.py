@@ -37,9 +37,9 @@ from bench.bench_tune import add_shared_arguments, parse_shared
 from bench.common import ANIME_MLDS_10K, add_data_arguments, emit, forget_runs, ingested_data, ledgered, peak_rss_mb
 
 CONFIGS = [
-    {},  # the default recipe: g_filters 32, d_filters 64, g_lr 2e-4, d_lr 4e-4, batch 16, R1 0.1
-    {"g_lr": 1e-4, "d_lr": 2e-4},  # learning rates x0.5
-    {"g_lr": 4e-4, "d_lr": 8e-4},  # learning rates x2
+    {},  # the default recipe: g_filters 32, d_filters 32, g_lr 4e-4, d_lr 8e-4, batch 16, R1 0.1
+    {"g_lr": 2e-4, "d_lr": 4e-4},  # learning rates x0.5
+    {"g_lr": 8e-4, "d_lr": 1.6e-3},  # learning rates x2
     {"batch_size": 32},
     {"augment": "color,translation,cutout"},  # DiffAugment
     {"r1_gamma": 1.0},

@@ -18,7 +18,7 @@ from components.search_cost import confirmation_cost
 from components.search_folder import prepare_search_folder, wait_for_chief
 from components.search_hypermodel import DCGANHyperModel, EvaluateFn
 from components.search_report import DEFAULT_ID, TRIAL_RESULT, SearchResult, choose, search_rows, write_search_results
-from components.search_space import SearchSettings, make_oracle, search_role
+from components.search_space import SearchSettings, make_oracle, neighbours, search_role
 from components.tuner import DCGANTuner
 
 
@@ -89,7 +89,8 @@ def run_search(
         )
     confirmation = confirmation_cost(settings, data_size, confirm_speeds) if full_size is not None else None
     try:  # reloads KerasTuner's state files when resuming
-        tuner = DCGANTuner(make_oracle(settings), hypermodel, paths.root, settings, confirmation=confirmation, verbose=verbose)
+        oracle = make_oracle(settings, neighbours(base, space))
+        tuner = DCGANTuner(oracle, hypermodel, paths.root, settings, confirmation=confirmation, verbose=verbose)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise PipelineError(
             f"KerasTuner cannot reload its record of the search in {paths.tuner} ({type(err).__name__}: {err}); "

@@ -248,20 +248,22 @@ def search_role(environ: Mapping[str, str] = os.environ) -> str:
     return "chief" if "chief" in environ["KERASTUNER_TUNER_ID"] else "worker"
 
 
-def make_oracle(settings: SearchSettings) -> keras_tuner.Oracle:
+def make_oracle(settings: SearchSettings, neighbours: Sequence[Mapping[str, Any]] = ()) -> keras_tuner.Oracle:
     """The oracle for `settings.tuner`, minimising swd_avg, seeded, capped at the `tuned_trials`
-    (the default configuration's row is trained apart: `components.tuner.DCGANTuner.train_default`)."""
+    (the default configuration's row is trained apart: `components.tuner.DCGANTuner.train_default`).
+    The random and Bayesian oracles propose the `neighbours` (of the default, `neighbours`) first."""
     objective = keras_tuner.Objective(OBJECTIVE, direction="min")
     seed = settings.seed + 1  # KerasTuner reads seed 0 as "no seed" and picks a random one
     if settings.tuner == "random":
-        return keras_tuner.oracles.RandomSearchOracle(objective, max_trials=settings.tuned_trials, seed=seed)
+        return _NeighboursFirstRandom(objective, max_trials=settings.tuned_trials, seed=seed, neighbours=neighbours)
     if settings.tuner == "bayesian":
         # KerasTuner's default starts with 3 random trials per dimension (15 here): with a budget of
-        # ten trials that would be a random search. A third of the budget, at least two, explores.
-        initial = max(2, settings.tuned_trials // 3)
+        # ten trials that would be a random search. The neighbours are its first points; without
+        # them a third of the budget, at least two, explores at random.
+        initial = 2 if neighbours else max(2, settings.tuned_trials // 3)
         try:
-            return keras_tuner.oracles.BayesianOptimizationOracle(
-                objective, max_trials=settings.tuned_trials, num_initial_points=initial, seed=seed
+            return _NeighboursFirstBayesian(
+                objective, max_trials=settings.tuned_trials, num_initial_points=initial, seed=seed, neighbours=neighbours
             )
         except ImportError as err:  # its Gaussian process needs scikit-learn (keras-tuner[bayesian])
             raise PipelineError(f"the bayesian tuner needs scikit-learn ({err}); install it or use `tuner` random.") from err
@@ -270,3 +272,49 @@ def make_oracle(settings: SearchSettings) -> keras_tuner.Oracle:
     )
     oracle.max_trials = settings.tuned_trials  # Hyperband has no trial cap of its own; the base Oracle honours it
     return oracle
+
+
+def neighbours(base: TrainConfig, space: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The configurations one step from `base` in the normalised `space`: one dimension moved to
+    another of its choices or to an end of its range, every other at base's value. A tuned
+    default is most likely beaten by a small change, and a small budget can try each of those
+    where random draws would change everything at once. Ordered so that every dimension gets one
+    step (its larger value first) before any gets a second. A fixed dimension keeps its one value;
+    none when another dimension does not hold base's value (there is no centre to step from)."""
+    centre = base_values(base, list(space))
+    steps = []
+    for name, spec in space.items():
+        points = spec if isinstance(spec, list) else [spec["min"], spec["max"]]
+        if len(points) == 1:
+            centre[name] = points[0]
+        elif not (centre[name] in points if isinstance(spec, list) else spec["min"] <= centre[name] <= spec["max"]):
+            return []
+        steps.append(sorted((value for value in points if value != centre[name]), reverse=True))
+    ordered = []
+    for rank in range(max(map(len, steps), default=0)):
+        ordered += [{**centre, name: values[rank]} for name, values in zip(space, steps) if rank < len(values)]
+    return ordered
+
+
+class _NeighboursFirst:
+    """A KerasTuner oracle that proposes the `neighbours` it has not proposed yet before its own
+    choices (its trials are its record: a resumed search goes on where it stopped)."""
+
+    def __init__(self, *args, neighbours: Sequence[Mapping[str, Any]] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.neighbours = [dict(values) for values in neighbours]
+
+    def populate_space(self, trial_id):
+        proposed = [tuned_values(trial.hyperparameters.values) for trial in self.trials.values()]
+        for values in self.neighbours:
+            if values not in proposed:
+                return {"status": keras_tuner.engine.trial.TrialStatus.RUNNING, "values": dict(values)}
+        return super().populate_space(trial_id)
+
+
+class _NeighboursFirstRandom(_NeighboursFirst, keras_tuner.oracles.RandomSearchOracle):
+    pass
+
+
+class _NeighboursFirstBayesian(_NeighboursFirst, keras_tuner.oracles.BayesianOptimizationOracle):
+    pass

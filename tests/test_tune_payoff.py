@@ -423,6 +423,32 @@ def test_the_default_space_is_centred_on_the_configuration_being_tuned(base):
     assert "r1_gamma" not in default_space(seed) and "augment" not in default_space(seed)
 
 
+def test_the_first_trials_step_from_the_default_one_dimension_at_a_time(tiny_records, tmp_path):
+    from components.search_space import base_values, neighbours
+
+    default = TrainConfig()
+    space = make_space(default)
+    centre = base_values(default, list(space))
+    steps = neighbours(default, space)
+    moved = [[name for name in centre if step[name] != centre[name]] for step in steps]
+    assert all(len(names) == 1 for names in moved)
+    # Every dimension takes one step (the larger value first) before any takes a second.
+    assert [names[0] for names in moved[:9]] == list(space) and len(steps) == 15
+    assert steps[0]["g_filters"] == 64 and steps[2]["g_lr"] == 8e-4 and steps[9]["g_filters"] == 16
+    # A dimension that leaves out the base's value has no centre: the oracle draws as it would.
+    assert neighbours(default, make_space(default, None, [("g_lr", [1e-4, 2e-4])])) == []
+
+    # A search proposes them first, in that order (the other dimensions are fixed, some away from BASE).
+    centred = [entry if not entry.startswith("g_lr=") else "g_lr=2e-4,4e-4,8e-4" for entry in SPACE]
+    run_space = make_space(BASE, None, [parse_space_override(entry) for entry in centred])
+    scores = ScriptedEvaluator(DEFAULT_SCORES + [9.0, 9.0, 10.0, 10.0])
+    rows = run_search(
+        BASE, run_space, tiny_records, tmp_path / "run", SETTINGS, evaluate_fn=scores, train_options=TRAIN_OPTIONS, verbose=False
+    ).rows
+    assert [row["hyperparameters"]["g_lr"] for row in rows[1:]] == [8e-4, 2e-4]
+    assert {row["hyperparameters"]["beta_1"] for row in rows[1:]} == {0.5}  # fixed by the space, not BASE's 0
+
+
 def test_a_text_setting_can_be_fixed_empty_from_the_command_line():
     assert parse_space_override("augment=") == ("augment", "")
     with pytest.raises(PipelineError, match="has no value"):
