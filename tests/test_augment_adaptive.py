@@ -143,6 +143,15 @@ def test_a_training_with_r1_prints_no_remapper_error(tiny_records, tmp_path, cap
     assert "remapper failed" not in capfd.readouterr().err
 
 
+def test_the_search_s_speed_probe_with_r1_prints_no_remapper_error(capfd):
+    """The probe `--tune` runs before a search builds the same step, so it turns the remapper off too."""
+    from components.search_cost import measure_speed
+
+    config = recipe_config("default", model=TINY, batch_size=8, r1_every=2)
+    assert measure_speed(config, 32, precision="float32", steps=4, warmup=1) > 0
+    assert "remapper failed" not in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_every_recipe_on_the_command_line_is_exactly_that_recipe(name, tmp_path):
     """No flag's own default may override the recipe the user named."""
