@@ -90,6 +90,7 @@ class ConfirmationCost:
     which overestimates it on a CPU."""
 
     images: int
+    image_size: int  # the data's, where the confirmation trains
     pixel_ratio: float
     speeds: tuple[float, float] | None = None
 
@@ -113,7 +114,7 @@ def confirmation_cost(
     if settings.trial_image_size in (None, data_size):
         return None
     images = 2 * DEFAULT_TRAININGS * settings.trial_images
-    return ConfirmationCost(images, (data_size / settings.trial_image_size) ** 2, speeds)
+    return ConfirmationCost(images, data_size, (data_size / settings.trial_image_size) ** 2, speeds)
 
 
 def estimate_cost(

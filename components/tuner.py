@@ -90,6 +90,7 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             super().__init__(oracle, hypermodel, directory=str(run_dir), project_name=PROJECT_NAME)
         self.settings, self.verbose = settings, verbose
         self.confirmation = confirmation  # of a winner at the data's size (None: trials train there, nothing to confirm)
+        self.step_costs: dict[str, float | None] = {}  # trial id -> its step's cost against the default's at the data's size
         # Save at once: a search interrupted in its first trial then resumes instead of restarting.
         self.save()
 
@@ -145,29 +146,28 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             )
         return True
 
-    def confirmation_seconds(self, trial_seconds_per_image: float, trial_factor: float | None = None) -> float:
-        """What confirming a winner at the data's size would take (`self.confirmation`), from the
-        default's row's measured seconds per image (evaluations and start-up included); the
-        trial's step costs `trial_factor` times the default's (probed at the data's size by
-        `confirm`) or, while the search runs, what it cost against the default at the trial size."""
+    def confirmation_seconds(self, trial_seconds_per_image: float) -> float:
+        """What confirming the winner so far at the data's size would take (`self.confirmation`),
+        from the default's row's measured seconds per image (evaluations and start-up included)
+        and the winner's step cost against the default's (`_winner_cost`)."""
         if self.confirmation is None:
             return 0.0
         rows = search_rows(self.oracle, RunPaths(self.directory), self.settings, self.hypermodel.base, self.hypermodel.space)
         default_cost = _seconds_per_image(rows[0]) or trial_seconds_per_image
-        if trial_factor is None:
-            trial_factor = self._winner_cost(rows, default_cost)
-        return self.confirmation.seconds(default_cost, trial_factor)
+        return self.confirmation.seconds(default_cost, self._winner_cost(rows, default_cost))
 
-    @staticmethod
-    def _winner_cost(rows: list[dict[str, Any]], default_cost: float) -> float:
-        """What the trial a confirmation would train costs per image against the default at the
-        trial size: the one the noise rule chooses so far among `rows` (components.search_report.
-        choose), or, while none beats the default, 1 (a winner still to come is taken to cost what
-        the default does)."""
+    def _winner_cost(self, rows: list[dict[str, Any]], default_cost: float) -> float:
+        """What the trial a confirmation would train costs per image against the default: the one
+        the noise rule chooses so far among `rows` (components.search_report.choose), probed at
+        the data's size (`step_cost`: its cost there can differ from its cost at the trial size,
+        and a reserve priced too low lets trials spend the confirmation's time), or without
+        probes as measured at the trial size; while none beats the default, 1 (a winner still to
+        come is taken to cost what the default does)."""
         chosen, _ = choose(rows)
         if chosen is None or chosen["trial_id"] == DEFAULT_ID or not _seconds_per_image(chosen):
             return 1.0
-        return _seconds_per_image(chosen) / default_cost
+        probed = self.step_cost(chosen)
+        return probed if probed is not None else _seconds_per_image(chosen) / default_cost
 
     def train_default(self) -> dict[str, Any]:
         """The default configuration's row: `base` with seeds seed and seed+1 at the trial budget,
@@ -257,7 +257,7 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         config = apply_values(self.hypermodel.base, trial["hyperparameters"])
         if self.settings.budget_seconds is not None and not root.exists():  # a confirmation begun is finished
             spent = search_spending(Path(self.project_dir), [self.get_trial_dir(trial_id) for trial_id in self.oracle.trials])
-            needed = self.confirmation_seconds(spent.seconds_per_image, self._step_cost_at_data_size(config, image_size))
+            needed = self.confirmation_seconds(spent.seconds_per_image)
             left = self.settings.budget_seconds - spent.seconds
             if needed > left:
                 return {
@@ -278,16 +278,21 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             rows[name] = confirmation_row(row_dir, row_id, images)
         return {"image_size": image_size, **rows}
 
-    def _step_cost_at_data_size(self, config: TrainConfig, image_size: int) -> float | None:
-        """`config`'s training step cost per image against the default's, both at the data's size
-        (a speed probe of `config`; the default's is the confirmation's); None without the default's."""
+    def step_cost(self, trial: dict[str, Any]) -> float | None:
+        """The training step cost per image of `trial` (a row of the table) against the default's,
+        both at the data's size: a speed probe of the trial's configuration, once per trial (the
+        default's is the confirmation's); None without the default's probe."""
         from components.search_cost import measure_speed
 
         if self.confirmation is None or self.confirmation.speeds is None:
             return None
-        options = self.hypermodel.train_options
-        speed = measure_speed(config, image_size, precision=options.get("precision", "auto"), jit=options.get("jit"))
-        return self.confirmation.speeds[1] / speed
+        if trial["trial_id"] not in self.step_costs:
+            config = apply_values(self.hypermodel.base, trial["hyperparameters"])
+            options = self.hypermodel.train_options
+            precision, jit = options.get("precision", "auto"), options.get("jit")
+            speed = measure_speed(config, self.confirmation.image_size, precision=precision, jit=jit)
+            self.step_costs[trial["trial_id"]] = self.confirmation.speeds[1] / speed
+        return self.step_costs[trial["trial_id"]]
 
     def _continue_from(self, past_trial_id: str, run_dir: Path) -> None:
         """Start a Hyperband continuation from a copy of the earlier trial's run folder (once)."""

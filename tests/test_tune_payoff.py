@@ -465,29 +465,49 @@ def test_a_trials_values_come_back_as_their_fields_types():
     }
 
 
-def test_the_confirmation_s_cost_is_the_default_s_measured_cost_plus_the_probed_step_difference(tmp_path):
-    from types import SimpleNamespace
+def test_the_confirmation_s_cost_is_the_default_s_measured_cost_plus_the_probed_step_difference(monkeypatch):
+    from types import MethodType, SimpleNamespace
 
-    from components.artifacts import atomic_write_json
+    import components.search_cost
+    import components.tuner
     from components.tuner import DCGANTuner
 
     # The default's row: 2 trainings of 100 images in 2 s at the trial size, 0.01 s per image.
-    row = {"status": "COMPLETED", "swd_avg": 1.0, "executions": [{"swd_avg": 1.0}] * 2, "images": 100, "seconds": 2.0}
-    atomic_write_json(tmp_path / "tuner" / "baseline" / "result.json", row)
-    no_trials = SimpleNamespace(trials={}, get_space=lambda: SimpleNamespace(space=[]))
-    tuner = SimpleNamespace(directory=str(tmp_path), oracle=no_trials, settings=SearchSettings(trial_images=100))
+    default = {"trial_id": "default", "status": "COMPLETED", "swd_avg": 11.0, "executions": [10.0, 12.0], "images": 100}
+    rows = [{**default, "seconds": 2.0, "reason": None}]
+    monkeypatch.setattr(components.tuner, "search_rows", lambda *args: rows)
+    tuner = SimpleNamespace(directory="run", oracle=None, settings=SearchSettings(trial_images=100))
     tuner.hypermodel = SimpleNamespace(base=BASE, space={})
+    tuner._winner_cost = MethodType(DCGANTuner._winner_cost, tuner)
+    probed = []
+    tuner.step_cost = lambda trial: probed.append(trial["trial_id"]) or 2.0  # the winner's step: twice the default's
     # Trials of 100 images at 32x32 on 64x64 data: 400 images to confirm, the step 2 ms per image
     # at the trial size and 10 ms at the data's.
     trials_at_32 = SearchSettings(trial_images=100, trial_image_size=32)
     tuner.confirmation = confirmation_cost(trials_at_32, 64, (500.0, 100.0))
-    assert tuner.confirmation.images == 400
-    # 200 images of the default at 0.01 + 0.010 - 0.002 s, 200 of a trial whose step costs twice as much.
-    assert DCGANTuner.confirmation_seconds(tuner, 0.5, trial_factor=2.0) == pytest.approx(200 * 0.018 * 3)
-    tuner.confirmation = confirmation_cost(trials_at_32, 64)  # no probes: the ratio of pixels, on the whole measured cost
-    assert DCGANTuner.confirmation_seconds(tuner, 0.5, trial_factor=2.0) == pytest.approx(200 * 0.04 * 3)
+    assert tuner.confirmation.images == 400 and tuner.confirmation.image_size == 64
+    # No winner yet: 200 images of the default at 0.01 + 0.010 - 0.002 s, 200 of one to come at that cost.
+    assert DCGANTuner.confirmation_seconds(tuner, 0.5) == pytest.approx(200 * 0.018 * 2) and probed == []
+    # A trial beyond the noise (5 against 11 ± 2), 0.015 s per image at the trial size: its step is
+    # probed at the data's size, and the reserve prices it at that (2x), not at the trial size's 1.5x.
+    rows.append({**default, "trial_id": "3", "swd_avg": 5.0, "executions": [5.0], "seconds": 1.5, "reason": None})
+    assert DCGANTuner.confirmation_seconds(tuner, 0.5) == pytest.approx(200 * 0.018 * 3) and probed == ["3"]
+    # No probes: the ratio of pixels on the whole measured cost, the winner at its cost at the trial size.
+    tuner.confirmation, tuner.step_cost = confirmation_cost(trials_at_32, 64), lambda trial: None
+    assert DCGANTuner.confirmation_seconds(tuner, 0.5) == pytest.approx(200 * 0.04 * 2.5)
     # Trials at the data's size: nothing to confirm.
     assert confirmation_cost(SearchSettings(trial_images=100, trial_image_size=64), 64) is None
     assert confirmation_cost(SearchSettings(trial_images=100), 64) is None
     tuner.confirmation = None
     assert DCGANTuner.confirmation_seconds(tuner, 0.5) == 0.0
+
+    # The probe runs once per trial, on the trial's configuration at the data's size.
+    calls = []
+    monkeypatch.setattr(
+        components.search_cost, "measure_speed", lambda config, size, **kw: calls.append((config.g_lr, size)) or 50.0
+    )
+    prober = SimpleNamespace(confirmation=confirmation_cost(trials_at_32, 64, (500.0, 100.0)), step_costs={})
+    prober.hypermodel = SimpleNamespace(base=BASE, train_options={})
+    trial = {"trial_id": "3", "hyperparameters": {"g_lr": 1e-3}}
+    assert DCGANTuner.step_cost(prober, trial) == 2.0 and DCGANTuner.step_cost(prober, trial) == 2.0
+    assert calls == [(1e-3, 64)]
