@@ -77,8 +77,9 @@ def run_search(
         train_options={**(train_options or {}), "keep_checkpoints": 1},
     )
     data_size = int(manifest["image_size"])
+    confirmation = confirmation_cost(settings, data_size, confirm_speeds) if confirm_evaluate_fn is not None else None
     full_size = None
-    if confirm_evaluate_fn is not None and settings.trial_image_size not in (None, data_size):
+    if confirmation is not None:  # trials at a smaller size: a winner is trained again at the data's
         full_size = DCGANHyperModel(
             base,
             space,
@@ -87,7 +88,6 @@ def run_search(
             dataclasses.replace(settings, trial_image_size=None),
             train_options=hypermodel.train_options,
         )
-    confirmation = confirmation_cost(settings, data_size, confirm_speeds) if full_size is not None else None
     try:  # reloads KerasTuner's state files when resuming
         oracle = make_oracle(settings, neighbours(base, space))
         tuner = DCGANTuner(oracle, hypermodel, paths.root, settings, confirmation=confirmation, verbose=verbose)

@@ -274,12 +274,17 @@ def make_oracle(settings: SearchSettings, neighbours: Sequence[Mapping[str, Any]
     return oracle
 
 
+WIDTHS = ("g_filters", "d_filters", "d_kernel")  # larger values make every training step slower
+
+
 def neighbours(base: TrainConfig, space: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The configurations one step from `base` in the normalised `space`: one dimension moved to
     another of its choices or to an end of its range, every other at base's value. A tuned
     default is most likely beaten by a small change, and a small budget can try each of those
     where random draws would change everything at once. Ordered so that every dimension gets one
-    step (its larger value first) before any gets a second. A fixed dimension keeps its one value;
+    step (its larger value first) before any gets a second, except that steps widening a network
+    (`WIDTHS`) come last: each costs several trials of the others' in a budget of time, and a
+    wider winner makes the final training slower too. A fixed dimension keeps its one value;
     none when another dimension does not hold base's value (there is no centre to step from)."""
     centre = base_values(base, list(space))
     steps = []
@@ -293,7 +298,7 @@ def neighbours(base: TrainConfig, space: Mapping[str, Any]) -> list[dict[str, An
     ordered = []
     for rank in range(max(map(len, steps), default=0)):
         ordered += [{**centre, name: values[rank]} for name, values in zip(space, steps) if rank < len(values)]
-    return ordered
+    return sorted(ordered, key=lambda step: any(step[name] > centre[name] for name in WIDTHS if name in step))
 
 
 class _NeighboursFirst:

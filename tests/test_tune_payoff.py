@@ -432,9 +432,12 @@ def test_the_first_trials_step_from_the_default_one_dimension_at_a_time(tiny_rec
     steps = neighbours(default, space)
     moved = [[name for name in centre if step[name] != centre[name]] for step in steps]
     assert all(len(names) == 1 for names in moved)
-    # Every dimension takes one step (the larger value first) before any takes a second.
-    assert [names[0] for names in moved[:9]] == list(space) and len(steps) == 15
-    assert steps[0]["g_filters"] == 64 and steps[2]["g_lr"] == 8e-4 and steps[9]["g_filters"] == 16
+    # Every dimension takes one step (the larger value first) before any takes a second, but
+    # wider networks (slower steps) come last.
+    unchanged_cost = [name for name in space if name not in ("g_filters", "d_filters")]
+    assert [names[0] for names in moved[:7]] == unchanged_cost and len(steps) == 15
+    assert steps[0]["g_lr"] == 8e-4 and steps[3]["d_spectral_norm"] and steps[7]["g_filters"] == 16
+    assert (steps[-2]["g_filters"], steps[-1]["d_filters"]) == (64, 64)
     # A dimension that leaves out the base's value has no centre: the oracle draws as it would.
     assert neighbours(default, make_space(default, None, [("g_lr", [1e-4, 2e-4])])) == []
 
