@@ -9,7 +9,8 @@ For each seed of `--seeds`, in one work folder:
    default recipe with that seed): the default configuration with two seeds, then tuned trials
    of `--trial-images` images at `--trial-image-size`, each scored by the mean swd_avg of its
    last `--score-last` evaluations, until `--max-trials` or the budget; the chosen
-   configuration is the best trial only if it beats the default by more than the noise;
+   configuration is the best trial only if it beats the default by more than the noise, and,
+   when the trials are smaller or shorter than 1., again at the data's size for `--full-images`;
 3. the chosen configuration trained like 1. (what `--tune` trains and exports). When the search
    kept the default, 3. is 1. (same configuration and seed), so it is trained once.
 
@@ -149,6 +150,7 @@ def bench_seed(
         score_last=args.score_last,
         trial_image_size=args.trial_image_size or None,
         budget_seconds=budget,
+        final_images=args.full_images,
     )
     search = run_search(
         base,

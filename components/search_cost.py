@@ -9,9 +9,10 @@ run slower or faster than the base configuration; evaluations, start-up and Hype
 shorter trials are not counted (for Hyperband the figure is an upper bound: every trial at its
 longest).
 
-As it goes: `search_spending` adds up the seconds the rows' result.json files record (a resumed
-search counts what its earlier runs paid) and the seconds per image they took; the tuner stops a
-search before a trial that would take it past `--tune-budget` (components.tuner).
+As it goes: `search_spending` adds up the seconds that the rows' result.json files and the
+leaders' speed probes record (a resumed search counts what its earlier runs paid) and the
+seconds per image the rows took; the tuner stops a search before a trial that would take it past
+`--tune-budget` (components.tuner).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.config import DEFAULT_TRAININGS, TrainConfig
-from components.search_folder import CONFIRM_DIR, DEFAULT_DIR, read_result
+from components.search_folder import CONFIRM_DIR, DEFAULT_DIR, read_probes, read_result
 from components.search_report import TRIAL_RESULT
 from components.search_settings import SearchSettings
 
@@ -37,7 +38,7 @@ class CostEstimate:
     trial_images_per_sec: float
     final_images: int | None  # None: no final training to estimate
     final_images_per_sec: float | None
-    confirmation_seconds: float = 0.0  # a winner confirmed at the data's size (trials at a smaller one)
+    confirmation_seconds: float = 0.0  # a winner confirmed as the final training runs (trials smaller or shorter)
 
     @property
     def search_seconds(self) -> float:
@@ -48,15 +49,17 @@ class CostEstimate:
         return None if self.final_images is None else self.final_images / self.final_images_per_sec
 
     def describe(self, settings: SearchSettings, final: bool = True) -> str:
-        """Two lines: the search (within its budget in time, if it has one), then the final training
-        (unless `final` is False: --tune-only trains none)."""
+        """The search (within its budget in time, if it has one; what confirming a winner keeps, and a
+        note when the budget cannot pay for that), then the final training (unless `final` is False:
+        --tune-only trains none)."""
         tuned = settings.tuned_trials * settings.executions_per_trial
         per_training = self.images_per_training / self.trial_images_per_sec
+        kept = self.confirmation_seconds
         if settings.budget_seconds is not None:
-            left = settings.budget_seconds - DEFAULT_TRAININGS * per_training - self.confirmation_seconds
-            fit = max(0, int(left // (per_training * settings.executions_per_trial)))
-            kept = self.confirmation_seconds
-            confirm = f", keeping {_duration(kept)} to confirm a winner at the data's size" if kept else ""
+            trial_seconds = per_training * settings.executions_per_trial
+            left = settings.budget_seconds - DEFAULT_TRAININGS * per_training - kept
+            fit = max(0, int(left // trial_seconds))
+            confirm = f", keeping {_duration(kept)} to confirm a winner as the final training runs" if kept else ""
             lines = [
                 f"estimate: the search trains the default {DEFAULT_TRAININGS} times, then tuned trials, each "
                 f"{self.images_per_training:,} images at ~{self.trial_images_per_sec:,.0f} img/s "
@@ -66,12 +69,16 @@ class CostEstimate:
                 + f"{confirm}: about {min(fit, settings.tuned_trials)} tuned trial(s)"
                 + (" or more (hyperband's first trials are shorter)" if settings.tuner == "hyperband" else "")
             ]
+            if kept and fit == 0:
+                lines.append(self._unconfirmable(settings.budget_seconds - left + trial_seconds))
         else:
             lines = [
                 f"estimate: the search trains {DEFAULT_TRAININGS} default + {tuned} tuned = {self.trainings} times "
                 f"{self.images_per_training:,} images at ~{self.trial_images_per_sec:,.0f} img/s: "
                 f"about {_duration(self.search_seconds)}" + (" at most (hyperband)" if settings.tuner == "hyperband" else "")
             ]
+            if kept:
+                lines.append(f"estimate: and {_duration(kept)} more if a trial wins, to confirm it as the final training runs")
         if final and self.final_images is not None:
             lines.append(
                 f"estimate: then the final training, {self.final_images:,} images at ~{self.final_images_per_sec:,.0f} img/s: "
@@ -79,20 +86,36 @@ class CostEstimate:
             )
         return "\n".join(lines)
 
+    def _unconfirmable(self, needed_seconds: float) -> str:
+        """Why a budget too small to confirm a winner buys nothing, and what would."""
+        multiple = f"about {needed_seconds / self.final_seconds:.2g} x the final training" if self.final_seconds else "more"
+        return (
+            "note: the budget cannot pay for confirming a winner (two seeds each of it and the default, at the data's "
+            "size for the final training's images), so the search will keep the default; a budget of "
+            f"{multiple} buys one tuned trial, and trials at the data's size for the final training's images "
+            "need no confirmation"
+        )
+
 
 @dataclass(frozen=True)
 class ConfirmationCost:
-    """What confirming a winner at the data's size takes when trials train at a smaller one: `images`
-    in all (two seeds each of the trial and the default), at the default's cost per image at the
-    trial size plus what its step costs more at the data's size. That difference comes from the
-    base configuration's speed probes at both sizes (`speeds`, images/s at the trial size and at
-    the data's); without probes the whole cost is scaled by the ratio of pixels (`pixel_ratio`),
-    which overestimates it on a CPU."""
+    """What confirming a winner as the final training runs takes, when trials train smaller or
+    shorter than it: two seeds each of the trial and the default at the data's size (`image_size`)
+    for the final training's images (`images_per_training`), at the default's cost per image at
+    the trial size plus what its step costs more at the data's size. That difference comes from
+    the base configuration's speed probes at both sizes (`speeds`, images/s at the trial size and
+    at the data's); without probes the whole cost is scaled by the ratio of pixels
+    (`pixel_ratio`), which overestimates it on a CPU."""
 
-    images: int
+    images_per_training: int
     image_size: int  # the data's, where the confirmation trains
     pixel_ratio: float
     speeds: tuple[float, float] | None = None
+
+    @property
+    def images(self) -> int:
+        """Images of the whole confirmation: the default's trainings and as many of the trial's."""
+        return 2 * DEFAULT_TRAININGS * self.images_per_training
 
     def seconds(self, default_seconds_per_image: float, trial_factor: float = 1.0) -> float:
         """The default's two trainings at `default_seconds_per_image` (at the trial size, start-up
@@ -110,11 +133,12 @@ def confirmation_cost(
     settings: SearchSettings, data_size: int, speeds: tuple[float, float] | None = None
 ) -> ConfirmationCost | None:
     """The confirmation a search with `settings` runs on data of `data_size` pixels a side: None
-    when its trials train at the data's size (there is nothing to confirm)."""
-    if settings.trial_image_size in (None, data_size):
+    when its trials train as the final training does, at the data's size for its images (a
+    trial's score is then the final training's own figure, there is nothing to confirm)."""
+    trial_size = settings.trial_image_size or data_size
+    if trial_size == data_size and settings.final_length == settings.trial_images:
         return None
-    images = 2 * DEFAULT_TRAININGS * settings.trial_images
-    return ConfirmationCost(images, data_size, (data_size / settings.trial_image_size) ** 2, speeds)
+    return ConfirmationCost(settings.final_length, data_size, (data_size / trial_size) ** 2, speeds)
 
 
 def estimate_cost(
@@ -184,9 +208,11 @@ class Spending:
 
 def search_spending(project_dir: Path, trial_dirs: Sequence[str | os.PathLike]) -> Spending:
     """The seconds recorded in the result.json of the default's row, of `trial_dirs` and of the
-    confirmation's rows (failed rows count: their time is spent), and the seconds per image of the
-    completed rows at the trial size (the confirmation trains at the data's size)."""
-    seconds = images = completed_seconds = 0.0
+    confirmation's rows (failed rows count: their time is spent) and by the leaders' speed probes,
+    and the seconds per image of the completed rows at the trial size (the confirmation trains at
+    the data's size and the final training's length)."""
+    seconds = sum(probe["seconds"] for probe in read_probes(project_dir).values())
+    images = completed_seconds = 0.0
     confirmation = sorted(path for path in (project_dir / CONFIRM_DIR).glob("*") if path.is_dir())
     for row_dir in [project_dir / DEFAULT_DIR, *map(Path, trial_dirs), *confirmation]:
         result = read_result(row_dir / TRIAL_RESULT)

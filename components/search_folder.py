@@ -24,7 +24,8 @@ from components.runfolder import check_run_folder_is_ours
 
 SEARCH_RECORD = "search.json"
 DEFAULT_DIR = "baseline"  # tuner/baseline/: the default configuration's row, beside KerasTuner's trial_<id>/
-CONFIRM_DIR = "confirm"  # tuner/confirm/: the best trial and the default again at the data's size
+CONFIRM_DIR = "confirm"  # tuner/confirm/: the best trial and the default again as the final training runs
+PROBE_RECORD = "step_probes.json"  # tuner/step_probes.json: the leaders' speed probes at the data's size
 
 
 def prepare_search_folder(paths: RunPaths, record: dict[str, Any], new_search: bool) -> None:
@@ -85,6 +86,30 @@ def result_problem(result: Any) -> str | None:
     if not all(isinstance(score, dict) and all(map(number, score.values())) and OBJECTIVE in score for score in executions):
         return "an execution's scores are not numbers"
     return None
+
+
+def read_probes(tuner_dir: Path) -> dict[str, dict[str, Any]]:
+    """The speed probes on file (`PROBE_RECORD`): trial id -> its "hyperparameters", "cost" (its
+    step's cost per image against the default's) and the "seconds" the probe took. A torn file
+    reads as none and an entry of another form is left out: those trials are probed again."""
+    try:
+        probes = read_json(tuner_dir / PROBE_RECORD)
+    except (OSError, ValueError):
+        return {}
+
+    def positive(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+
+    if not isinstance(probes, dict):
+        return {}
+    return {
+        trial_id: probe
+        for trial_id, probe in probes.items()
+        if isinstance(probe, dict)
+        and isinstance(probe.get("hyperparameters"), dict)
+        and positive(probe.get("cost"))
+        and positive(probe.get("seconds"))
+    }
 
 
 # What KerasTuner's state files must hold for it to reload them: a JSON object with these keys.

@@ -165,7 +165,7 @@ def default_noise(row: dict[str, Any]) -> float | None:
 
 
 def confirmation_row(row_dir: Path, trial_id: str, images: int) -> dict[str, Any]:
-    """A row of the confirmation at the data's size (`components.tuner.DCGANTuner.confirm`), from its result.json."""
+    """A row of the confirmation (`components.tuner.DCGANTuner.confirm`), from its result.json."""
     result = read_result(row_dir / TRIAL_RESULT) or {"status": "FAILED", "reason": f"{row_dir / TRIAL_RESULT} is missing"}
     score = result.get(OBJECTIVE) if result["status"] == "COMPLETED" else None
     seconds, reason = result.get("seconds"), result.get("reason")
@@ -173,28 +173,31 @@ def confirmation_row(row_dir: Path, trial_id: str, images: int) -> dict[str, Any
 
 
 def confirmed(confirmation: Mapping[str, Any]) -> tuple[bool, str]:
-    """Whether the trial chosen at the trial image size beat the default again at the data's size
-    (`confirmation`: its "default" and "trial" rows, two seeds each, and the "image_size"), by more
-    than the noise of that size; and the figures, for the reason line."""
+    """Whether the trial chosen by trials smaller or shorter than the final training beat the default
+    again as the final training runs (`confirmation`: its "default" and "trial" rows, two seeds
+    each, the "image_size" and "images" they trained), by more than the noise there; and the
+    figures, for the reason line."""
     size = confirmation["image_size"]
+    where = f"{size}x{size} for {confirmation['images']:,} images"
     if "skipped" in confirmation:
-        return False, f"at {size}x{size}: not run, {confirmation['skipped']}"
+        return False, f"at {where}: not run, {confirmation['skipped']}"
     default, trial = confirmation["default"], confirmation["trial"]
     if trial["status"] != "COMPLETED":
-        return False, f"at {size}x{size}: the trial failed ({trial['reason']})"
+        return False, f"at {where}: the trial failed ({trial['reason']})"
     if default["status"] != "COMPLETED":
-        return True, f"at {size}x{size}: the default failed ({default['reason']}), the trial scored {trial[OBJECTIVE]:.4g}"
+        return True, f"at {where}: the default failed ({default['reason']}), the trial scored {trial[OBJECTIVE]:.4g}"
     noise = default_noise(default)
-    figures = f"at {size}x{size}: {OBJECTIVE} {trial[OBJECTIVE]:.4g} vs default {default[OBJECTIVE]:.4g} ± noise {noise:.2g}"
+    figures = f"at {where}: {OBJECTIVE} {trial[OBJECTIVE]:.4g} vs default {default[OBJECTIVE]:.4g} ± noise {noise:.2g}"
     return default[OBJECTIVE] - trial[OBJECTIVE] > noise, figures
 
 
 def choose(rows: Sequence[dict[str, Any]], confirmation: Mapping[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
     """The row to train next (the default's row is `rows[0]`) and one line saying why: the best
     completed trial if it beats the default's mean swd_avg by more than `default_noise`, else the
-    default; a failed default leaves the best trial, if any. With a `confirmation` (trials at a
-    smaller image size), the trial must also beat the default at the data's size (`confirmed`):
-    a configuration that wins at 32x32 may lose at 64x64."""
+    default; a failed default leaves the best trial, if any. With a `confirmation` (trials smaller
+    or shorter than the final training), the trial must also beat the default as the final
+    training runs (`confirmed`): a configuration that wins at 32x32 may lose at 64x64, and one
+    that leads after a few thousand images (a smaller batch: more steps) may lose by the end."""
     default = rows[0]
     trials = [row for row in rows[1:] if row["status"] == "COMPLETED"]
     best = min(trials, key=lambda row: row[OBJECTIVE]) if trials else None
@@ -218,7 +221,7 @@ def choose(rows: Sequence[dict[str, Any]], confirmation: Mapping[str, Any] | Non
         return best, f"trial {best['trial_id']} beat the default by more than the noise ({scores}; confirmed {figures})"
     return (
         default,
-        f"trial {best['trial_id']} beat the default at the trial size ({scores}) but not at the data's size ({figures})",
+        f"trial {best['trial_id']} beat the default in the trials ({scores}) but not as the final training runs ({figures})",
     )
 
 
@@ -231,7 +234,7 @@ def best_file(
 ) -> dict[str, Any] | None:
     """best_hyperparameters.json: the chosen row's tuned values (none for the default) and full
     configuration, why it was chosen, the default's score and noise, the best trial, the
-    confirmation at the data's size if one ran; None when no row completed."""
+    confirmation if one ran; None when no row completed."""
     chosen, reason = choose(rows, confirmation)
     if chosen is None:
         return None
@@ -277,7 +280,8 @@ def _confirmation_record(confirmation: Mapping[str, Any] | None) -> dict[str, An
     keep = ("trial_id", "status", OBJECTIVE, "executions", "seconds", "images", "reason")
     rows = {name: {key: confirmation[name][key] for key in keep} for name in ("default", "trial") if name in confirmation}
     skipped = {"skipped": confirmation["skipped"]} if "skipped" in confirmation else {}
-    return {"image_size": confirmation["image_size"], "confirmed": confirmed(confirmation)[0], **rows, **skipped}
+    where = {"image_size": confirmation["image_size"], "images": confirmation["images"]}
+    return {**where, "confirmed": confirmed(confirmation)[0], **rows, **skipped}
 
 
 def _in_order(values: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:

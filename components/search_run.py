@@ -1,5 +1,5 @@
-"""Running a search: the folder, the default's row, KerasTuner's trials, the confirmation at the
-data's size and the results, in that order (`run_search`); the trials themselves are
+"""Running a search: the folder, the default's row, KerasTuner's trials, the confirmation as the
+final training runs and the results, in that order (`run_search`); the trials themselves are
 `components.tuner.DCGANTuner`'s, each one `components.search_hypermodel`'s."""
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ def run_search(
     the noise (components.search_report). `evaluate_fn` scores generators at the trial image size
     (`TrainingEvaluator(..., image_size=settings.trial_image_size)`); `evaluation` describes it
     (e.g. its num and seed) for the record: a resumed search must score the same way. With trials
-    at a smaller image size and `confirm_evaluate_fn` (scoring at the data's size), a trial that
-    wins is trained again at the data's size beside the default before it is chosen
-    (`DCGANTuner.confirm`), and a budget keeps the time that takes: `confirm_speeds` are the
-    base configuration's images/s at the trial size and at the data's (speed probes); without them
-    the cost is estimated from the ratio of pixels, which overestimates it on a CPU.
+    smaller or shorter than the final training (`settings.final_images`) and an evaluator at the
+    data's size (`confirm_evaluate_fn`; `evaluate_fn` when the trials train at that size), a
+    trial that wins is trained again beside the default at the data's size for the final
+    training's images before it is chosen (`DCGANTuner.confirm`), and a budget keeps the time
+    that takes: `confirm_speeds` are the base configuration's images/s at the trial size and at
+    the data's (speed probes); without them the cost is estimated from the ratio of pixels, which
+    overestimates it on a CPU.
     """
     from components.records import read_manifest
 
@@ -77,9 +79,11 @@ def run_search(
         train_options={**(train_options or {}), "keep_checkpoints": 1},
     )
     data_size = int(manifest["image_size"])
+    if confirm_evaluate_fn is None and settings.trial_image_size in (None, data_size):
+        confirm_evaluate_fn = evaluate_fn  # trials score at the data's size already
     confirmation = confirmation_cost(settings, data_size, confirm_speeds) if confirm_evaluate_fn is not None else None
     full_size = None
-    if confirmation is not None:  # trials at a smaller size: a winner is trained again at the data's
+    if confirmation is not None:  # trials smaller or shorter: a winner is trained again as the final training runs
         full_size = DCGANHyperModel(
             base,
             space,

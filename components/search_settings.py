@@ -50,7 +50,12 @@ class SearchSettings:
     # The default's two trainings, then max_trials - 2 tuned trials. Not a `setting`: its flag's default
     # depends on another flag (pipeline._search: no cap but the time budget's when one is given).
     max_trials: int = 10
-    trial_images: int = _limited(20_000, "images seen by one trial (hyperband: by its longest)", "trial_images")
+    trial_images: int = _limited(
+        20_000,
+        "images seen by one trial (hyperband: by its longest); fewer than the final training's: a trial that wins is "
+        "confirmed for the final training's images, beside the default, before it is chosen",
+        "trial_images",
+    )
     executions_per_trial: int = _limited(
         1,
         "trainings per tuned trial (seeds --seed, --seed+1, ...), swd_avg averaged; --seed also seeds the oracle",
@@ -78,6 +83,10 @@ class SearchSettings:
         metavar="PIXELS",
     )
     budget_seconds: float | None = None  # the search stops itself before a trial would cross it (None: trials only)
+    # The final training's images (None: as many as a trial's). Trials shorter than it, or smaller than the
+    # data, only screen: a trial's lead after few images can vanish by the end of a longer run (a smaller
+    # batch takes more steps per image and leads early), so a winner is confirmed as the final training runs.
+    final_images: int | None = None
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -87,9 +96,11 @@ class SearchSettings:
                 f"must be at least {DEFAULT_TRAININGS + 1}: the default configuration's {DEFAULT_TRAININGS} "
                 f"trainings count as trials, then one tuned trial at least; got {self.max_trials}.",
             )
-        for name in ("max_trials", "seed"):  # the two not checked as settings
-            low, high = SEARCH_LIMITS[name]
+        for name, limits in (("max_trials", "max_trials"), ("seed", "seed"), ("final_images", "trial_images")):
+            low, high = SEARCH_LIMITS[limits]  # the three not checked as settings
             value = getattr(self, name)
+            if name == "final_images" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise SettingError(name, f"must be a whole number from {low:,} to {high:,}, got {value!r}.")
         if self.budget_seconds is not None and not (math.isfinite(self.budget_seconds) and self.budget_seconds > 0):
@@ -99,6 +110,11 @@ class SearchSettings:
     def tuned_trials(self) -> int:
         """KerasTuner's trials: the budget less the default configuration's trainings."""
         return self.max_trials - DEFAULT_TRAININGS
+
+    @property
+    def final_length(self) -> int:
+        """Images of the final training, which a confirmation of a winner trains too."""
+        return self.trial_images if self.final_images is None else self.final_images
 
     def trial_budget(self, values: Mapping[str, Any]) -> int:
         """Images a trial trains to: `trial_images`, or for Hyperband its `tuner/epochs` epochs of

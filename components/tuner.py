@@ -60,7 +60,7 @@ from components.config import DEFAULT_TRAININGS, TrainConfig
 from components.errors import PipelineError
 from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
 from components.search_cost import ConfirmationCost, search_spending
-from components.search_folder import CONFIRM_DIR, DEFAULT_DIR, read_result
+from components.search_folder import CONFIRM_DIR, DEFAULT_DIR, PROBE_RECORD, read_probes, read_result
 from components.search_hypermodel import DCGANHyperModel
 from components.search_report import DEFAULT_ID, TRIAL_GRID, TRIAL_RESULT, choose, confirmation_row, search_rows
 from components.search_space import SearchSettings, apply_values
@@ -90,7 +90,6 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             super().__init__(oracle, hypermodel, directory=str(run_dir), project_name=PROJECT_NAME)
         self.settings, self.verbose = settings, verbose
         self.confirmation = confirmation  # of a winner at the data's size (None: trials train there, nothing to confirm)
-        self.step_costs: dict[str, float | None] = {}  # trial id -> its step's cost against the default's at the data's size
         # Save at once: a search interrupted in its first trial then resumes instead of restarting.
         self.save()
 
@@ -128,23 +127,28 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         """True (and says so) when the next trial would take the search past `settings.budget_seconds`.
 
         The next trial's cost is its images (Hyperband: its longest) at the seconds per image the
-        search's finished trainings took here; what has been spent comes from the rows'
-        result.json files, so a resumed search counts what its earlier runs paid.
+        search's finished trainings took here, and the time a confirmation of the best trial so far
+        needs stays kept; what has been spent comes from the rows' result.json files and the probe
+        record, so a resumed search counts what its earlier runs paid.
         """
         if self.settings.budget_seconds is None:
             return False
-        spent = search_spending(Path(self.project_dir), [self.get_trial_dir(trial_id) for trial_id in self.oracle.trials])
+        reserve = self.confirmation_seconds(self._spending().seconds_per_image)  # may probe a new leader: first
+        spent = self._spending()
         next_cost = self.settings.trial_images * self.settings.executions_per_trial * spent.seconds_per_image
-        reserve = self.confirmation_seconds(spent.seconds_per_image)
         if spent.seconds + next_cost + reserve <= self.settings.budget_seconds:
             return False
         if self.verbose:
-            kept = f" (and ~{reserve:.0f} s kept to confirm the best trial at the data's size)" if reserve else ""
+            kept = f" (and ~{reserve:.0f} s kept to confirm the best trial as the final training runs)" if reserve else ""
             print(
                 f"budget: {spent.seconds:.0f} s of {self.settings.budget_seconds:.0f} s spent and the next trial would take "
                 f"~{next_cost:.0f} s{kept}: the search stops after {len(self.oracle.trials)} tuned trial(s)"
             )
         return True
+
+    def _spending(self):
+        """What the search has spent so far (`components.search_cost.search_spending`)."""
+        return search_spending(Path(self.project_dir), [self.get_trial_dir(trial_id) for trial_id in self.oracle.trials])
 
     def confirmation_seconds(self, trial_seconds_per_image: float) -> float:
         """What confirming the winner so far at the data's size would take (`self.confirmation`),
@@ -248,51 +252,71 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         return result
 
     def confirm(self, trial: dict[str, Any], full_size: DCGANHyperModel, image_size: int) -> dict[str, Any]:
-        """The best trial (a row of the table) and the default trained again at the data's size
-        (`full_size` trains and scores there), `trial_images` images and two seeds each, in
-        `tuner/confirm/`: the trial is kept only if it wins there too (components.search_report.
-        confirmed). Rows on file (a resumed search) are not trained again."""
+        """The best trial (a row of the table) and the default trained again as the final training
+        runs (`full_size` trains and scores at the data's size, for the final training's images),
+        two seeds each, in `tuner/confirm/`: the trial is kept only if it wins there too
+        (components.search_report.confirmed). Rows on file (a resumed search) are not trained again.
+
+        With a budget, each row starts only if the budget holds it: the default's at the estimate
+        (`confirmation_seconds`), the trial's at the default's measured seconds there times the
+        trial's step cost; a row the budget cannot hold skips the confirmation, and the default stays."""
         root = Path(self.project_dir) / CONFIRM_DIR
-        images, rows = self.settings.trial_images, {}
+        images, rows = self.confirmation.images_per_training, {}
         config = apply_values(self.hypermodel.base, trial["hyperparameters"])
-        if self.settings.budget_seconds is not None and not root.exists():  # a confirmation begun is finished
-            spent = search_spending(Path(self.project_dir), [self.get_trial_dir(trial_id) for trial_id in self.oracle.trials])
-            needed = self.confirmation_seconds(spent.seconds_per_image)
-            left = self.settings.budget_seconds - spent.seconds
-            if needed > left:
-                return {
-                    "image_size": image_size,
-                    "skipped": f"the budget has {max(left, 0):.0f} s left, it needs ~{needed:.0f} s",
-                }
         for name, row_id, build in (
             ("default", DEFAULT_ID, lambda: self.hypermodel.base),
             ("trial", trial["trial_id"], lambda: config),
         ):
             row_dir = root / ("default" if name == "default" else f"trial_{row_id}")
             if read_result(row_dir / TRIAL_RESULT) is None:
+                unaffordable = self._unaffordable(rows.get("default"))
+                if unaffordable:
+                    return {"image_size": image_size, "images": images, "skipped": unaffordable}
                 if self.verbose:
                     print(
                         f"confirming at {image_size}x{image_size}: the {name} ({DEFAULT_TRAININGS} trainings of {images} images)"
                     )
                 self._train_row(row_dir, build, images, DEFAULT_TRAININGS, hypermodel=full_size)
             rows[name] = confirmation_row(row_dir, row_id, images)
-        return {"image_size": image_size, **rows}
+        return {"image_size": image_size, "images": images, **rows}
+
+    def _unaffordable(self, default_confirmed: dict[str, Any] | None) -> str | None:
+        """Why the budget cannot hold the confirmation's next row (None: it can, or there is no
+        budget): once the default's row is measured there, the trial's two trainings at its
+        seconds times the trial's step cost; before, the estimate of the whole confirmation."""
+        if self.settings.budget_seconds is None:
+            return None
+        if default_confirmed is not None and default_confirmed["status"] == "COMPLETED":
+            rows = search_rows(self.oracle, RunPaths(self.directory), self.settings, self.hypermodel.base, self.hypermodel.space)
+            needed = default_confirmed["seconds"] * self._winner_cost(rows, _seconds_per_image(rows[0]) or 1.0)
+        else:  # nothing measured at the data's size yet: the estimate of the whole
+            needed = self.confirmation_seconds(self._spending().seconds_per_image)
+        spent = self._spending()  # the winner's probe, if it ran just now, is spent
+        left = self.settings.budget_seconds - spent.seconds
+        return None if needed <= left else f"the budget has {max(left, 0):.0f} s left, it needs ~{needed:.0f} s"
 
     def step_cost(self, trial: dict[str, Any]) -> float | None:
         """The training step cost per image of `trial` (a row of the table) against the default's,
-        both at the data's size: a speed probe of the trial's configuration, once per trial (the
-        default's is the confirmation's); None without the default's probe."""
+        both at the data's size: a speed probe of the trial's configuration, once per trial and
+        kept in `PROBE_RECORD` with the seconds it took, which the search's spending counts (the
+        default's probe is the confirmation's); None without the default's probe."""
         from components.search_cost import measure_speed
 
         if self.confirmation is None or self.confirmation.speeds is None:
             return None
-        if trial["trial_id"] not in self.step_costs:
+        tuner_dir = Path(self.project_dir)
+        probes = read_probes(tuner_dir)
+        probe = probes.get(trial["trial_id"])
+        if probe is None or probe["hyperparameters"] != trial["hyperparameters"]:  # trusted only for the same values
             config = apply_values(self.hypermodel.base, trial["hyperparameters"])
             options = self.hypermodel.train_options
             precision, jit = options.get("precision", "auto"), options.get("jit")
+            started = time.perf_counter()
             speed = measure_speed(config, self.confirmation.image_size, precision=precision, jit=jit)
-            self.step_costs[trial["trial_id"]] = self.confirmation.speeds[1] / speed
-        return self.step_costs[trial["trial_id"]]
+            cost = self.confirmation.speeds[1] / speed
+            probe = {"hyperparameters": trial["hyperparameters"], "cost": cost, "seconds": time.perf_counter() - started}
+            atomic_write_json(tuner_dir / PROBE_RECORD, {**probes, trial["trial_id"]: probe})
+        return probe["cost"]
 
     def _continue_from(self, past_trial_id: str, run_dir: Path) -> None:
         """Start a Hyperband continuation from a copy of the earlier trial's run folder (once)."""

@@ -106,7 +106,8 @@ def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator
     if cluster_spec_from_env() is not None:
         raise PipelineError("--tune does not run under TF_CONFIG; distribute a search with the KERASTUNER_* variables.")
     max_trials = args.max_trials or (SEARCH_LIMITS["max_trials"][1] if args.tune_budget else DEFAULT_MAX_TRIALS)
-    settings = options_from_args(SearchSettings, args, max_trials=max_trials, seed=args.seed)
+    final_images = _final_images(args)
+    settings = options_from_args(SearchSettings, args, max_trials=max_trials, seed=args.seed, final_images=final_images)
     file_space = load_space_file(args.search_file) if args.search_file else None
     space = make_space(base, file_space, [parse_space_override(entry) for entry in args.search])
     role = search_role()
@@ -186,16 +187,22 @@ def _cost_estimate(args: argparse.Namespace, base: TrainConfig, settings):
     --tune-only the final training is the one --images / --epochs describe, trained later."""
     from components.records import read_manifest
     from components.search_cost import confirmation_cost, estimate_cost, measure_speed
-    from components.train_options import TrainOptions
 
-    manifest = read_manifest(args.data)
-    size = int(manifest["image_size"])
+    size = int(read_manifest(args.data)["image_size"])
     trial_size = settings.trial_image_size or size
     trial_speed = measure_speed(base, trial_size, precision=args.precision, jit=args.jit)
-    final_images = TrainOptions(images=args.images, epochs=args.epochs).budget(int(manifest["splits"]["train"]["count"]))
     final_speed = trial_speed if trial_size == size else measure_speed(base, size, precision=args.precision, jit=args.jit)
     confirmation = confirmation_cost(settings, size, (trial_speed, final_speed))
-    return estimate_cost(settings, trial_speed, final_images, final_speed, confirmation=confirmation)
+    return estimate_cost(settings, trial_speed, settings.final_images, final_speed, confirmation=confirmation)
+
+
+def _final_images(args: argparse.Namespace) -> int:
+    """The final training's images (--images, or --epochs over the data's train split): with
+    --tune-only, the training --hparams runs later with the same flags."""
+    from components.records import read_manifest
+    from components.train_options import TrainOptions
+
+    return TrainOptions(images=args.images, epochs=args.epochs).budget(int(read_manifest(args.data)["splits"]["train"]["count"]))
 
 
 def search_cost_line(search_seconds: float, final_seconds: float, budget_multiple: float | None) -> str:

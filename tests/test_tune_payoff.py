@@ -253,25 +253,26 @@ class SizeRecording(ScriptedEvaluator):
         return super().__call__(generator)
 
 
-def test_a_trial_that_wins_at_the_trial_size_but_not_at_the_data_size_is_not_chosen(records_64, tmp_path):
+def test_a_trial_that_wins_in_small_short_trials_but_not_as_the_final_training_runs_is_not_chosen(records_64, tmp_path):
     at_32 = SizeRecording([10.0, 12.0, 5.0])  # the default's two seeds (noise 2), then a trial far ahead
     at_64 = SizeRecording([10.0, 12.0, 20.0, 21.0])  # confirmation: the default again, then the trial, behind
-    settings = SearchSettings(tuner="random", max_trials=3, trial_images=16, trial_image_size=32, score_last=1)
+    settings = SearchSettings(tuner="random", max_trials=3, trial_images=16, trial_image_size=32, score_last=1, final_images=32)
     result = search(records_64, tmp_path / "run", at_32, settings=settings, confirm_evaluate_fn=at_64)
 
     assert at_32.sizes == [32, 32, 32] and at_64.sizes == [64, 64, 64, 64]
     best = result.best
     assert best["chosen"] == "default" and best["hyperparameters"] == {}
     assert best["reason"] == (
-        "trial 0 beat the default at the trial size (best trial 0: swd_avg 5 vs default 11 ± noise 2) "
-        "but not at the data's size (at 64x64: swd_avg 20.5 vs default 11 ± noise 2)"
+        "trial 0 beat the default in the trials (best trial 0: swd_avg 5 vs default 11 ± noise 2) "
+        "but not as the final training runs (at 64x64 for 32 images: swd_avg 20.5 vs default 11 ± noise 2)"
     )
     confirmation = best["confirmation"]
-    assert confirmation["image_size"] == 64 and confirmation["confirmed"] is False
+    assert (confirmation["image_size"], confirmation["images"], confirmation["confirmed"]) == (64, 32, False)
     assert confirmation["default"]["executions"] == [10.0, 12.0] and confirmation["trial"]["executions"] == [20.0, 21.0]
     confirm = RunPaths(tmp_path / "run").tuner / "confirm"
     trained = read_json(confirm / "trial_0" / "execution-1" / "hparams.json")
     assert trained["hparams"]["model"]["image_size"] == 64 and trained["hparams"]["seed"] == 1
+    assert trained["options"]["images"] == 32  # the final training's length, not the trials' 16
     assert trained["hparams"]["g_lr"] == result.rows[1]["hyperparameters"]["g_lr"]  # the trial's values
 
     again = SizeRecording([])  # resumed: every row, the confirmation's too, is on file
@@ -279,24 +280,67 @@ def test_a_trial_that_wins_at_the_trial_size_but_not_at_the_data_size_is_not_cho
     assert again.calls == 0
 
 
+def test_trials_shorter_than_the_final_training_confirm_their_winner_for_its_images(tiny_records, tmp_path):
+    # Trials at the data's size for 32 images, the final training 64: the trial's lead (5 against
+    # 11 ± 2) is checked at 64 images, scored by the trials' own evaluator (it scores at the data's size).
+    scores = ScriptedEvaluator([10.0, 12.0, 5.0] + [10.0, 12.0, 6.0, 7.0])
+    settings = SearchSettings(tuner="random", max_trials=3, trial_images=32, score_last=1, final_images=64)
+    best = search(tiny_records, tmp_path / "run", scores, settings=settings).best
+    assert scores.calls == 7 and best["chosen"] == "trial"
+    assert best["reason"].endswith("confirmed at 32x32 for 64 images: swd_avg 6.5 vs default 11 ± noise 2)")
+    trained = read_json(RunPaths(tmp_path / "run").tuner / "confirm" / "default" / "execution-0" / "hparams.json")
+    assert trained["options"]["images"] == 64 and trained["hparams"]["seed"] == BASE.seed
+    # Trials as long as the final training at the data's size: a trial's score is the final figure, no confirmation.
+    same = dataclasses.replace(settings, final_images=32)
+    rerun = ScriptedEvaluator([10.0, 12.0, 5.0])
+    best = search(tiny_records, tmp_path / "again", rerun, settings=same).best
+    assert rerun.calls == 3 and best["chosen"] == "trial" and best["confirmation"] is None
+
+
+def test_a_confirmation_row_starts_only_if_the_budget_holds_it(monkeypatch):
+    from types import MethodType, SimpleNamespace
+
+    import components.tuner
+    from components.search_cost import Spending
+    from components.tuner import DCGANTuner
+
+    tuner = SimpleNamespace(settings=SearchSettings(budget_seconds=100.0), directory="run", oracle=None)
+    tuner.hypermodel = SimpleNamespace(base=BASE, space={})
+    tuner._spending = lambda: Spending(60.0, 0.01)  # 40 s left
+    tuner.confirmation_seconds = lambda seconds_per_image: 50.0
+    unaffordable = MethodType(DCGANTuner._unaffordable, tuner)
+    assert unaffordable(None) == "the budget has 40 s left, it needs ~50 s"  # the whole estimate, before the default's row
+    # After the default's row there: the trial's two trainings at its measured 30 s times the trial's step cost.
+    default_row = {"trial_id": "default", "status": "COMPLETED", "seconds": 2.0, "images": 100, "executions": [10.0, 12.0]}
+    monkeypatch.setattr(components.tuner, "search_rows", lambda *args: [default_row])
+    tuner._winner_cost = lambda rows, default_cost: 1.5
+    assert unaffordable({"status": "COMPLETED", "seconds": 30.0}) == "the budget has 40 s left, it needs ~45 s"
+    tuner._winner_cost = lambda rows, default_cost: 1.0
+    assert unaffordable({"status": "COMPLETED", "seconds": 30.0}) is None
+    assert unaffordable({"status": "FAILED", "seconds": 3.0}) == "the budget has 40 s left, it needs ~50 s"
+    tuner.settings = SearchSettings()  # no budget: always
+    assert unaffordable(None) is None
+
+
 def test_choose_keeps_a_trial_only_if_the_confirmation_at_the_data_size_agrees():
     def row(row_id, status, score=None, executions=None):
         return {"trial_id": row_id, "status": status, "swd_avg": score, "executions": executions, "reason": "diverged"}
 
     rows = [row("default", "COMPLETED", 11.0, [10.0, 12.0]), row("3", "COMPLETED", 5.0)]
-    agrees = {"image_size": 64, "default": row("default", "COMPLETED", 30.0, [29.0, 31.0]), "trial": row("3", "COMPLETED", 25.0)}
+    where = {"image_size": 64, "images": 16870}
+    agrees = {**where, "default": row("default", "COMPLETED", 30.0, [29.0, 31.0]), "trial": row("3", "COMPLETED", 25.0)}
     chosen, reason = choose(rows, agrees)
-    assert chosen is rows[1] and reason.endswith("confirmed at 64x64: swd_avg 25 vs default 30 ± noise 2)")
+    assert chosen is rows[1] and reason.endswith("confirmed at 64x64 for 16,870 images: swd_avg 25 vs default 30 ± noise 2)")
     within_noise = {**agrees, "trial": row("3", "COMPLETED", 29.0)}
     assert choose(rows, within_noise)[0] is rows[0]
-    skipped = {"image_size": 64, "skipped": "the budget has 10 s left, it needs ~40 s"}
-    assert choose(rows, skipped)[1].endswith("(at 64x64: not run, the budget has 10 s left, it needs ~40 s)")
+    skipped = {**where, "skipped": "the budget has 10 s left, it needs ~40 s"}
+    assert choose(rows, skipped)[1].endswith("(at 64x64 for 16,870 images: not run, the budget has 10 s left, it needs ~40 s)")
     assert choose(rows, skipped)[0] is rows[0]
     failed = {**agrees, "trial": row("3", "FAILED")}
     assert choose(rows, failed) == (
         rows[0],
-        "trial 3 beat the default at the trial size (best trial 3: swd_avg 5 vs default 11 ± noise 2) "
-        "but not at the data's size (at 64x64: the trial failed (diverged))",
+        "trial 3 beat the default in the trials (best trial 3: swd_avg 5 vs default 11 ± noise 2) "
+        "but not as the final training runs (at 64x64 for 16,870 images: the trial failed (diverged))",
     )
 
 
@@ -345,7 +389,18 @@ def test_a_budget_estimate_says_how_many_trials_fit_and_what_multiple_of_the_fin
     confirmation = confirmation_cost(dataclasses.replace(settings, trial_image_size=32), 64, (400.0, 100.0))
     confirming = estimate_cost(settings, 400.0, 100_000, 100.0, confirmation=confirmation).describe(settings).splitlines()[0]
     assert confirming.endswith(
-        "(2 x the final training), keeping 13 min to confirm a winner at the data's size: about 22 tuned trial(s)"
+        "(2 x the final training), keeping 13 min to confirm a winner as the final training runs: about 22 tuned trial(s)"
+    )
+    # Trials shorter than the final training: the confirmation trains 100,000 images four times (4,000 s),
+    # more than the budget; the estimate says so and what budget buys a trial (100 + 4,000 + 50 s).
+    short = dataclasses.replace(settings, trial_image_size=32, final_images=100_000)
+    unconfirmable = estimate_cost(short, 400.0, 100_000, 100.0, confirmation=confirmation_cost(short, 64, (400.0, 100.0)))
+    lines = unconfirmable.describe(short).splitlines()
+    assert lines[0].endswith("keeping 67 min to confirm a winner as the final training runs: about 0 tuned trial(s)")
+    assert lines[1].startswith("note: the budget cannot pay for confirming a winner") and "about 4.2 x the final" in lines[1]
+    no_budget = dataclasses.replace(short, budget_seconds=None, max_trials=4)
+    assert unconfirmable.describe(no_budget).splitlines()[1] == (
+        "estimate: and 67 min more if a trial wins, to confirm it as the final training runs"
     )
     with pytest.raises(PipelineError, match="budget must be a positive number of seconds"):
         SearchSettings(budget_seconds=0.0)
@@ -468,7 +523,7 @@ def test_a_trials_values_come_back_as_their_fields_types():
     }
 
 
-def test_the_confirmation_s_cost_is_the_default_s_measured_cost_plus_the_probed_step_difference(monkeypatch):
+def test_the_confirmation_s_cost_is_the_default_s_measured_cost_plus_the_probed_step_difference(monkeypatch, tmp_path):
     from types import MethodType, SimpleNamespace
 
     import components.search_cost
@@ -504,13 +559,22 @@ def test_the_confirmation_s_cost_is_the_default_s_measured_cost_plus_the_probed_
     tuner.confirmation = None
     assert DCGANTuner.confirmation_seconds(tuner, 0.5) == 0.0
 
-    # The probe runs once per trial, on the trial's configuration at the data's size.
+    # The probe runs once per trial, on the trial's configuration at the data's size; its record
+    # (with its seconds, which the search's spending counts) is trusted only for the same values.
+    from components.search_cost import search_spending
+
     calls = []
     monkeypatch.setattr(
         components.search_cost, "measure_speed", lambda config, size, **kw: calls.append((config.g_lr, size)) or 50.0
     )
-    prober = SimpleNamespace(confirmation=confirmation_cost(trials_at_32, 64, (500.0, 100.0)), step_costs={})
+    prober = SimpleNamespace(confirmation=confirmation_cost(trials_at_32, 64, (500.0, 100.0)), project_dir=str(tmp_path))
     prober.hypermodel = SimpleNamespace(base=BASE, train_options={})
     trial = {"trial_id": "3", "hyperparameters": {"g_lr": 1e-3}}
     assert DCGANTuner.step_cost(prober, trial) == 2.0 and DCGANTuner.step_cost(prober, trial) == 2.0
     assert calls == [(1e-3, 64)]
+    probe = read_json(tmp_path / "step_probes.json")["3"]
+    assert probe["cost"] == 2.0 and probe["hyperparameters"] == {"g_lr": 1e-3}
+    assert search_spending(tmp_path, []).seconds == pytest.approx(probe["seconds"]) and probe["seconds"] > 0
+    assert DCGANTuner.step_cost(prober, {**trial, "hyperparameters": {"g_lr": 2e-3}}) == 2.0 and len(calls) == 2
+    (tmp_path / "step_probes.json").write_text('{"3": {"cost": "fast"')  # torn: probed again
+    assert DCGANTuner.step_cost(prober, trial) == 2.0 and len(calls) == 3

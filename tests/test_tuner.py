@@ -370,9 +370,13 @@ def test_cli_tune_budget_is_said_before_kept_by_the_search_and_measured_after(ti
     # 96 final images at 1,000 img/s: 0.096 s; a budget of a thousandth of that is spent by the default's row.
     assert main(tune_args(tiny_records, run, "--tune", "--images", "96", "--tune-budget", "0.001")) == 0
     out = capsys.readouterr().out
-    assert "until its budget of 0 s (0.001 x the final training): about 0 tuned trial(s)" in out
+    # Trials of 64 images and a final training of 96: a winner would be confirmed for 96 images (four trainings).
+    assert "until its budget of 0 s (0.001 x the final training), keeping 0 s to confirm a winner" in out
+    assert "so the search will keep the default; a budget of about 6 x the final training buys one tuned trial" in out
     assert re.search(
-        r"budget: \d+ s of 0 s spent and the next trial would take ~\d+ s: the search stops after 0 tuned trial", out
+        r"budget: \d+ s of 0 s spent and the next trial would take ~\d+ s \(and ~\d+ s kept to confirm the best trial "
+        r"as the final training runs\): the search stops after 0 tuned trial",
+        out,
     )
     assert [row["trial_id"] for row in read_json(RunPaths(run).tuner / "trials.json")] == ["default"]
     assert read_json(RunPaths(run).best_hyperparameters)["chosen"] == "default"
