@@ -206,7 +206,7 @@ def choose(rows: Sequence[dict[str, Any]], confirmation: Mapping[str, Any] | Non
             f"best trial {best['trial_id']} chosen" if best else "no trial completed"
         )
     if best is None:
-        return default, "no tuned trial completed; the default configuration is chosen"
+        return default, f"no tuned trial {'completed' if len(rows) > 1 else 'ran'}; the default configuration is chosen"
     noise = default_noise(default)
     scores = (
         f"best trial {best['trial_id']}: {OBJECTIVE} {best[OBJECTIVE]:.4g} "
