@@ -121,7 +121,8 @@ def test_the_train_flags_are_the_configurations_fields():
     }
     hyperparameters = {field.name for field in dataclasses.fields(TrainConfig)} - {"model"}
     hyperparameters |= {field.name for field in dataclasses.fields(ModelConfig)} - {"image_size"}  # the data's
-    search = {field.name for field in dataclasses.fields(SearchSettings)} - {"seed", "budget_seconds"}  # --seed, --tune-budget
+    # --seed, --tune-budget, and --images / --epochs (the final training's images):
+    search = {field.name for field in dataclasses.fields(SearchSettings)} - {"seed", "budget_seconds", "final_images"}
     assert hyperparameters | search <= set(actions)
 
 

@@ -184,6 +184,8 @@ def test_a_killed_tuner_trial_resumes_the_search_without_redoing_finished_trials
         "4",
         "--trial-images",
         "400",
+        "--images",
+        "400",  # as long as a trial: a winner needs no confirmation
         "--eval-num",
         "8",
         "--search",
@@ -378,6 +380,8 @@ def test_a_torn_tuner_record_is_one_error_naming_it(data, tmp_path):
         "--max-trials",
         "3",
         "--trial-images",
+        "16",
+        "--images",
         "16",
         "--eval-num",
         "8",

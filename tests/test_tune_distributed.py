@@ -47,6 +47,8 @@ def tune_command(data: Path, run: Path) -> list[str]:
         "4",
         "--trial-images",
         "64",
+        "--images",
+        "64",  # as long as a trial: the chief confirms nothing
         "--search",
         "g_filters=4",
         "--search",
