@@ -29,7 +29,7 @@ eval.json, and sampling for files that exist. Re-running the same command is che
 examples:
   python -m pipeline.run --demo                       # built-in faces, small budget, < 10 min on 2 cores
   python -m pipeline.run --input data --images 400000 # your images (e.g. the anime-faces data set in data/)
-  python -m pipeline.run --input data --tune --max-trials 8 --trial-images 20000 --images 400000"""
+  python -m pipeline.run --input data --tune --max-trials 8 --trial-images 50000 --images 50000"""
 
 # The demo: built-in procedural faces and a budget that finishes in under 10 minutes on 2 CPU cores.
 DEMO_FACES = 2000
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trial-images",
         type=_cli.bounded_int(*SEARCH_LIMITS["trial_images"]),
         default=20_000,
-        help="with --tune: images seen by one trial",
+        help="with --tune: images seen by one trial (fewer than the final training's: a winner is confirmed for those)",
     )
     parser.add_argument(
         "--trial-image-size", type=int, choices=IMAGE_SIZES, help="with --tune: train the trials at this divisor of --image-size"
