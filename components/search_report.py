@@ -191,13 +191,25 @@ def confirmed(confirmation: Mapping[str, Any]) -> tuple[bool, str]:
     return default[OBJECTIVE] - trial[OBJECTIVE] > noise, figures
 
 
+def winners(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The completed trials that beat the default's row (`rows[0]`) by more than `default_noise`,
+    best first (none when the default's row failed: nothing to beat)."""
+    default = rows[0]
+    if default["status"] != "COMPLETED":
+        return []
+    noise = default_noise(default)
+    ahead = [row for row in rows[1:] if row["status"] == "COMPLETED" and default[OBJECTIVE] - row[OBJECTIVE] > noise]
+    return sorted(ahead, key=lambda row: row[OBJECTIVE])
+
+
 def choose(rows: Sequence[dict[str, Any]], confirmation: Mapping[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
     """The row to train next (the default's row is `rows[0]`) and one line saying why: the best
     completed trial if it beats the default's mean swd_avg by more than `default_noise`, else the
     default; a failed default leaves the best trial, if any. With a `confirmation` (trials smaller
-    or shorter than the final training), the trial must also beat the default as the final
-    training runs (`confirmed`): a configuration that wins at 32x32 may lose at 64x64, and one
-    that leads after a few thousand images (a smaller batch: more steps) may lose by the end."""
+    or shorter than the final training), the trial it trained (the best winner, or the best one
+    whose confirmation the budget held) must also beat the default as the final training runs
+    (`confirmed`): a configuration that wins at 32x32 may lose at 64x64, and one that leads after
+    a few thousand images (a smaller batch: more steps) may lose by the end."""
     default = rows[0]
     trials = [row for row in rows[1:] if row["status"] == "COMPLETED"]
     best = min(trials, key=lambda row: row[OBJECTIVE]) if trials else None
@@ -207,21 +219,28 @@ def choose(rows: Sequence[dict[str, Any]], confirmation: Mapping[str, Any] | Non
         )
     if best is None:
         return default, f"no tuned trial {'completed' if len(rows) > 1 else 'ran'}; the default configuration is chosen"
-    noise = default_noise(default)
-    scores = (
-        f"best trial {best['trial_id']}: {OBJECTIVE} {best[OBJECTIVE]:.4g} "
-        f"vs default {default[OBJECTIVE]:.4g} ± noise {noise:.2g}"
-    )
-    if default[OBJECTIVE] - best[OBJECTIVE] <= noise:
+    scores = _against_default("best trial", best, default)
+    if best not in winners(rows):
         return default, f"no configuration beat the default by more than the noise ({scores})"
     if confirmation is None:
         return best, f"trial {best['trial_id']} beat the default by more than the noise ({scores})"
+    tried = next(row for row in trials if row["trial_id"] == confirmation["trial_id"])
+    if tried is not best:  # the best's confirmation did not fit the budget, a runner-up's did
+        scores = _against_default("trial", tried, default)
     again, figures = confirmed(confirmation)
     if again:
-        return best, f"trial {best['trial_id']} beat the default by more than the noise ({scores}; confirmed {figures})"
+        return tried, f"trial {tried['trial_id']} beat the default by more than the noise ({scores}; confirmed {figures})"
     return (
         default,
-        f"trial {best['trial_id']} beat the default in the trials ({scores}) but not as the final training runs ({figures})",
+        f"trial {tried['trial_id']} beat the default in the trials ({scores}) but not as the final training runs ({figures})",
+    )
+
+
+def _against_default(label: str, trial: dict[str, Any], default: dict[str, Any]) -> str:
+    """`best trial 3: swd_avg 5 vs default 11 ± noise 2`, `label` naming the trial."""
+    return (
+        f"{label} {trial['trial_id']}: {OBJECTIVE} {trial[OBJECTIVE]:.4g} "
+        f"vs default {default[OBJECTIVE]:.4g} ± noise {default_noise(default):.2g}"
     )
 
 
@@ -280,7 +299,7 @@ def _confirmation_record(confirmation: Mapping[str, Any] | None) -> dict[str, An
     keep = ("trial_id", "status", OBJECTIVE, "executions", "seconds", "images", "reason")
     rows = {name: {key: confirmation[name][key] for key in keep} for name in ("default", "trial") if name in confirmation}
     skipped = {"skipped": confirmation["skipped"]} if "skipped" in confirmation else {}
-    where = {"image_size": confirmation["image_size"], "images": confirmation["images"]}
+    where = {key: confirmation[key] for key in ("trial_id", "image_size", "images")}
     return {**where, "confirmed": confirmed(confirmation)[0], **rows, **skipped}
 
 

@@ -17,7 +17,7 @@ from components.search_console import quiet_trial_failures
 from components.search_cost import confirmation_cost
 from components.search_folder import prepare_search_folder, wait_for_chief
 from components.search_hypermodel import DCGANHyperModel, EvaluateFn
-from components.search_report import DEFAULT_ID, TRIAL_RESULT, SearchResult, choose, search_rows, write_search_results
+from components.search_report import TRIAL_RESULT, SearchResult, search_rows, write_search_results
 from components.search_space import SearchSettings, make_oracle, neighbours, search_role
 from components.tuner import DCGANTuner
 
@@ -47,7 +47,8 @@ def run_search(
     smaller or shorter than the final training (`settings.final_images`) and an evaluator at the
     data's size (`confirm_evaluate_fn`; `evaluate_fn` when the trials train at that size), a
     trial that wins is trained again beside the default at the data's size for the final
-    training's images before it is chosen (`DCGANTuner.confirm`), and a budget keeps the time
+    training's images before it is chosen (`DCGANTuner.confirm_a_winner`: the best trial whose
+    confirmation the budget holds), and a budget keeps the time
     that takes: `confirm_speeds` are the base configuration's images/s at the trial size and at
     the data's (speed probes); without them the cost is estimated from the ratio of pixels, which
     overestimates it on a CPU.
@@ -122,10 +123,7 @@ def run_search(
     if role == "chief":
         tuner.train_default()
     rows = search_rows(tuner.oracle, paths, settings, base, space)
-    chosen, _ = choose(rows)
-    confirmed = None
-    if full_size is not None and chosen is not None and chosen["trial_id"] != DEFAULT_ID:
-        confirmed = tuner.confirm(chosen, full_size, data_size)
+    confirmed = None if full_size is None else tuner.confirm_a_winner(rows, full_size, data_size)
     result = write_search_results(rows, paths, settings, base, space, confirmed)
     return dataclasses.replace(result, wall_seconds=time.perf_counter() - started)
 

@@ -96,11 +96,12 @@ class SearchSettings:
                 f"must be at least {DEFAULT_TRAININGS + 1}: the default configuration's {DEFAULT_TRAININGS} "
                 f"trainings count as trials, then one tuned trial at least; got {self.max_trials}.",
             )
-        for name, limits in (("max_trials", "max_trials"), ("seed", "seed"), ("final_images", "trial_images")):
-            low, high = SEARCH_LIMITS[limits]  # the three not checked as settings
+        unchecked = {"max_trials": "max_trials", "seed": "seed"}  # fields not checked as settings -> their limits
+        if self.final_images is not None:
+            unchecked["final_images"] = "trial_images"  # a training's images, as a trial's
+        for name, limits in unchecked.items():
+            low, high = SEARCH_LIMITS[limits]
             value = getattr(self, name)
-            if name == "final_images" and value is None:
-                continue
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise SettingError(name, f"must be a whole number from {low:,} to {high:,}, got {value!r}.")
         if self.budget_seconds is not None and not (math.isfinite(self.budget_seconds) and self.budget_seconds > 0):

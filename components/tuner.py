@@ -62,7 +62,7 @@ from components.runfolder import EVAL_OBJECTIVE as OBJECTIVE
 from components.search_cost import ConfirmationCost, search_spending
 from components.search_folder import CONFIRM_DIR, DEFAULT_DIR, PROBE_RECORD, read_probes, read_result
 from components.search_hypermodel import DCGANHyperModel
-from components.search_report import DEFAULT_ID, TRIAL_GRID, TRIAL_RESULT, choose, confirmation_row, search_rows
+from components.search_report import DEFAULT_ID, TRIAL_GRID, TRIAL_RESULT, choose, confirmation_row, search_rows, winners
 from components.search_space import SearchSettings, apply_values
 from components.shards import DamagedData
 
@@ -150,28 +150,27 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         """What the search has spent so far (`components.search_cost.search_spending`)."""
         return search_spending(Path(self.project_dir), [self.get_trial_dir(trial_id) for trial_id in self.oracle.trials])
 
-    def confirmation_seconds(self, trial_seconds_per_image: float) -> float:
-        """What confirming the winner so far at the data's size would take (`self.confirmation`),
-        from the default's row's measured seconds per image (evaluations and start-up included)
-        and the winner's step cost against the default's (`_winner_cost`)."""
+    def confirmation_seconds(self, trial_seconds_per_image: float, trial: dict[str, Any] | None = None) -> float:
+        """What confirming `trial` (a row of the table; by default the one the noise rule chooses so
+        far, components.search_report.choose) as the final training runs would take
+        (`self.confirmation`), from the default's row's measured seconds per image (evaluations and
+        start-up included) and the trial's step cost against the default's (`_cost_factor`)."""
         if self.confirmation is None:
             return 0.0
         rows = search_rows(self.oracle, RunPaths(self.directory), self.settings, self.hypermodel.base, self.hypermodel.space)
         default_cost = _seconds_per_image(rows[0]) or trial_seconds_per_image
-        return self.confirmation.seconds(default_cost, self._winner_cost(rows, default_cost))
+        return self.confirmation.seconds(default_cost, self._cost_factor(trial or choose(rows)[0], default_cost))
 
-    def _winner_cost(self, rows: list[dict[str, Any]], default_cost: float) -> float:
-        """What the trial a confirmation would train costs per image against the default: the one
-        the noise rule chooses so far among `rows` (components.search_report.choose), probed at
-        the data's size (`step_cost`: its cost there can differ from its cost at the trial size,
-        and a reserve priced too low lets trials spend the confirmation's time), or without
-        probes as measured at the trial size; while none beats the default, 1 (a winner still to
-        come is taken to cost what the default does)."""
-        chosen, _ = choose(rows)
-        if chosen is None or chosen["trial_id"] == DEFAULT_ID or not _seconds_per_image(chosen):
+    def _cost_factor(self, trial: dict[str, Any] | None, default_cost: float) -> float:
+        """What `trial` costs per image against the default at the data's size: probed there
+        (`step_cost`: its cost there can differ from its cost at the trial size, and a reserve
+        priced too low lets trials spend the confirmation's time), or without probes as measured
+        at the trial size; for the default, or no trial yet, 1 (a winner still to come is taken to
+        cost what the default does)."""
+        if trial is None or trial["trial_id"] == DEFAULT_ID or not _seconds_per_image(trial):
             return 1.0
-        probed = self.step_cost(chosen)
-        return probed if probed is not None else _seconds_per_image(chosen) / default_cost
+        probed = self.step_cost(trial)
+        return probed if probed is not None else _seconds_per_image(trial) / default_cost
 
     def train_default(self) -> dict[str, Any]:
         """The default configuration's row: `base` with seeds seed and seed+1 at the trial budget,
@@ -251,17 +250,34 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         atomic_write_json(row_dir / TRIAL_RESULT, result)
         return result
 
+    def confirm_a_winner(self, rows: list[dict[str, Any]], full_size: DCGANHyperModel, image_size: int) -> dict[str, Any] | None:
+        """Confirm the best of the trials that beat the default's row by more than the noise
+        (components.search_report.winners) whose confirmation the budget holds (`confirm`): a
+        winner found late can cost more at the data's size than the reserve kept for the one that
+        led before it, and a runner-up that fits is worth confirming rather than none. None when
+        no trial beat the row; the best's record, skipped, when the budget holds none."""
+        first = None
+        for trial in winners(rows):
+            confirmation = self.confirm(trial, full_size, image_size)
+            if "skipped" not in confirmation:
+                return confirmation
+            first = first or confirmation
+            if self.verbose:
+                print(f"not confirming trial {trial['trial_id']}: {confirmation['skipped']}")
+        return first
+
     def confirm(self, trial: dict[str, Any], full_size: DCGANHyperModel, image_size: int) -> dict[str, Any]:
-        """The best trial (a row of the table) and the default trained again as the final training
-        runs (`full_size` trains and scores at the data's size, for the final training's images),
-        two seeds each, in `tuner/confirm/`: the trial is kept only if it wins there too
+        """`trial` (a row of the table) and the default trained again as the final training runs
+        (`full_size` trains and scores at the data's size, for the final training's images), two
+        seeds each, in `tuner/confirm/`: the trial is kept only if it wins there too
         (components.search_report.confirmed). Rows on file (a resumed search) are not trained again.
 
         With a budget, each row starts only if the budget holds it: the default's at the estimate
         (`confirmation_seconds`), the trial's at the default's measured seconds there times the
-        trial's step cost; a row the budget cannot hold skips the confirmation, and the default stays."""
+        trial's step cost; a row the budget cannot hold skips the confirmation of this trial."""
         root = Path(self.project_dir) / CONFIRM_DIR
         images, rows = self.confirmation.images_per_training, {}
+        where = {"image_size": image_size, "images": images, "trial_id": trial["trial_id"]}
         config = apply_values(self.hypermodel.base, trial["hyperparameters"])
         for name, row_id, build in (
             ("default", DEFAULT_ID, lambda: self.hypermodel.base),
@@ -269,29 +285,29 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         ):
             row_dir = root / ("default" if name == "default" else f"trial_{row_id}")
             if read_result(row_dir / TRIAL_RESULT) is None:
-                unaffordable = self._unaffordable(rows.get("default"))
+                unaffordable = self._unaffordable(trial, rows.get("default"))
                 if unaffordable:
-                    return {"image_size": image_size, "images": images, "skipped": unaffordable}
+                    return {**where, "skipped": unaffordable}
                 if self.verbose:
                     print(
                         f"confirming at {image_size}x{image_size}: the {name} ({DEFAULT_TRAININGS} trainings of {images} images)"
                     )
                 self._train_row(row_dir, build, images, DEFAULT_TRAININGS, hypermodel=full_size)
             rows[name] = confirmation_row(row_dir, row_id, images)
-        return {"image_size": image_size, "images": images, **rows}
+        return {**where, **rows}
 
-    def _unaffordable(self, default_confirmed: dict[str, Any] | None) -> str | None:
-        """Why the budget cannot hold the confirmation's next row (None: it can, or there is no
-        budget): once the default's row is measured there, the trial's two trainings at its
-        seconds times the trial's step cost; before, the estimate of the whole confirmation."""
+    def _unaffordable(self, trial: dict[str, Any], default_confirmed: dict[str, Any] | None) -> str | None:
+        """Why the budget cannot hold the next row of `trial`'s confirmation (None: it can, or
+        there is no budget): once the default's row is measured there, the trial's two trainings
+        at its seconds times the trial's step cost; before, the estimate of the whole confirmation."""
         if self.settings.budget_seconds is None:
             return None
         if default_confirmed is not None and default_confirmed["status"] == "COMPLETED":
             rows = search_rows(self.oracle, RunPaths(self.directory), self.settings, self.hypermodel.base, self.hypermodel.space)
-            needed = default_confirmed["seconds"] * self._winner_cost(rows, _seconds_per_image(rows[0]) or 1.0)
+            needed = default_confirmed["seconds"] * self._cost_factor(trial, _seconds_per_image(rows[0]) or 1.0)
         else:  # nothing measured at the data's size yet: the estimate of the whole
-            needed = self.confirmation_seconds(self._spending().seconds_per_image)
-        spent = self._spending()  # the winner's probe, if it ran just now, is spent
+            needed = self.confirmation_seconds(self._spending().seconds_per_image, trial)
+        spent = self._spending()  # the trial's probe, if it ran just now, is spent
         left = self.settings.budget_seconds - spent.seconds
         return None if needed <= left else f"the budget has {max(left, 0):.0f} s left, it needs ~{needed:.0f} s"
 

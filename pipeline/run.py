@@ -16,7 +16,7 @@ from components.model import IMAGE_SIZES
 from components.sampler import MAX_NUM
 from components.train_options import DEFAULT_IMAGES, TrainOptions
 from pipeline import _cli, _config
-from pipeline._search import DEFAULT_MAX_TRIALS
+from pipeline._search import DEFAULT_MAX_TRIALS, MAX_BUDGET_MULTIPLE
 
 DESCRIPTION = """\
 Run ingest -> [tune] -> train (with evaluation and export) -> evaluate -> sample, in order. Each
@@ -68,7 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-trials",
         type=_cli.bounded_int(*SEARCH_LIMITS["max_trials"]),
         metavar="N",
-        help=f"with --tune: the search's budget, 2 default trainings + N-2 tuned trials (default: {DEFAULT_MAX_TRIALS})",
+        help=f"with --tune: the search's budget, 2 default trainings + N-2 tuned trials (default: {DEFAULT_MAX_TRIALS}, or no "
+        "cap but --tune-budget's when that is given)",
+    )
+    parser.add_argument(
+        "--tune-budget",
+        type=_cli.bounded_float(0, MAX_BUDGET_MULTIPLE, low_included=False),
+        metavar="X",
+        help="with --tune: the search's budget in time, X times the final training's estimated time (the default's "
+        "row included); the search stops itself before a trial would cross it",
     )
     parser.add_argument(
         "--trial-images",
@@ -123,6 +131,7 @@ FLAG_SETTINGS = {
     "eval_num": [("train", "eval_num"), ("evaluate", "eval_num")],
     "tune": [("train", "tune")],
     "max_trials": [("search", "max_trials")],
+    "tune_budget": [("search", "tune_budget")],
     "trial_images": [("search", "trial_images")],
     "trial_image_size": [("search", "trial_image_size")],
     "num": [("sample", "num")],

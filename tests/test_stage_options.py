@@ -176,6 +176,16 @@ def test_pipeline_run_hands_each_stage_its_typed_options_and_dash_paths_stay_pat
     assert (data, str(run_dir)) == ("-records", "-run")
 
 
+def test_pipeline_run_hands_the_search_its_budget_in_time(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "faces").mkdir()
+    stages, _, _ = run.plan_command(["--input", "faces", "--tune", "--tune-budget", "6", "--trial-images", "500"], [])
+    assert stages[1].tables["search"] == {"tune_budget": 6.0, "trial_images": 500}
+    for bad in ("0", "101", "nan"):
+        result = cli("run", "--input", "faces", "--tune", "--tune-budget", bad)
+        assert result.returncode == 2 and "--tune-budget" in result.stderr, result.stderr
+
+
 def test_pipeline_run_takes_the_budget_as_images_or_epochs_not_both(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.toml").write_text("[train]\nimages = 1000\n")

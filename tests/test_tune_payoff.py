@@ -19,7 +19,7 @@ from components.config import TrainConfig
 from components.errors import PipelineError
 from components.model import ModelConfig
 from components.search_cost import confirmation_cost, estimate_cost
-from components.search_report import choose, config_from_best, format_table
+from components.search_report import choose, config_from_best, format_table, winners
 from components.search_space import SearchSettings, make_space, parse_space_override
 from components.search_run import check_trial_image_size, run_search
 
@@ -307,19 +307,20 @@ def test_a_confirmation_row_starts_only_if_the_budget_holds_it(monkeypatch):
     tuner = SimpleNamespace(settings=SearchSettings(budget_seconds=100.0), directory="run", oracle=None)
     tuner.hypermodel = SimpleNamespace(base=BASE, space={})
     tuner._spending = lambda: Spending(60.0, 0.01)  # 40 s left
-    tuner.confirmation_seconds = lambda seconds_per_image: 50.0
+    trial = {"trial_id": "3"}
+    tuner.confirmation_seconds = lambda seconds_per_image, priced: 50.0 if priced is trial else None
     unaffordable = MethodType(DCGANTuner._unaffordable, tuner)
-    assert unaffordable(None) == "the budget has 40 s left, it needs ~50 s"  # the whole estimate, before the default's row
+    assert unaffordable(trial, None) == "the budget has 40 s left, it needs ~50 s"  # the whole estimate, before the default's row
     # After the default's row there: the trial's two trainings at its measured 30 s times the trial's step cost.
     default_row = {"trial_id": "default", "status": "COMPLETED", "seconds": 2.0, "images": 100, "executions": [10.0, 12.0]}
     monkeypatch.setattr(components.tuner, "search_rows", lambda *args: [default_row])
-    tuner._winner_cost = lambda rows, default_cost: 1.5
-    assert unaffordable({"status": "COMPLETED", "seconds": 30.0}) == "the budget has 40 s left, it needs ~45 s"
-    tuner._winner_cost = lambda rows, default_cost: 1.0
-    assert unaffordable({"status": "COMPLETED", "seconds": 30.0}) is None
-    assert unaffordable({"status": "FAILED", "seconds": 3.0}) == "the budget has 40 s left, it needs ~50 s"
+    tuner._cost_factor = lambda priced, default_cost: 1.5 if priced is trial else None
+    assert unaffordable(trial, {"status": "COMPLETED", "seconds": 30.0}) == "the budget has 40 s left, it needs ~45 s"
+    tuner._cost_factor = lambda priced, default_cost: 1.0
+    assert unaffordable(trial, {"status": "COMPLETED", "seconds": 30.0}) is None
+    assert unaffordable(trial, {"status": "FAILED", "seconds": 3.0}) == "the budget has 40 s left, it needs ~50 s"
     tuner.settings = SearchSettings()  # no budget: always
-    assert unaffordable(None) is None
+    assert unaffordable(trial, None) is None
 
 
 def test_choose_keeps_a_trial_only_if_the_confirmation_at_the_data_size_agrees():
@@ -327,7 +328,7 @@ def test_choose_keeps_a_trial_only_if_the_confirmation_at_the_data_size_agrees()
         return {"trial_id": row_id, "status": status, "swd_avg": score, "executions": executions, "reason": "diverged"}
 
     rows = [row("default", "COMPLETED", 11.0, [10.0, 12.0]), row("3", "COMPLETED", 5.0)]
-    where = {"image_size": 64, "images": 16870}
+    where = {"trial_id": "3", "image_size": 64, "images": 16870}
     agrees = {**where, "default": row("default", "COMPLETED", 30.0, [29.0, 31.0]), "trial": row("3", "COMPLETED", 25.0)}
     chosen, reason = choose(rows, agrees)
     assert chosen is rows[1] and reason.endswith("confirmed at 64x64 for 16,870 images: swd_avg 25 vs default 30 ± noise 2)")
@@ -342,6 +343,40 @@ def test_choose_keeps_a_trial_only_if_the_confirmation_at_the_data_size_agrees()
         "trial 3 beat the default in the trials (best trial 3: swd_avg 5 vs default 11 ± noise 2) "
         "but not as the final training runs (at 64x64 for 16,870 images: the trial failed (diverged))",
     )
+    # The best's confirmation did not fit the budget and a runner-up's did: the runner-up is chosen if it wins there.
+    rows.append(row("4", "COMPLETED", 7.0))
+    runner_up = {**agrees, "trial_id": "4", "trial": row("4", "COMPLETED", 26.0)}
+    assert choose(rows, runner_up) == (
+        rows[2],
+        "trial 4 beat the default by more than the noise (trial 4: swd_avg 7 vs default 11 ± noise 2; "
+        "confirmed at 64x64 for 16,870 images: swd_avg 26 vs default 30 ± noise 2)",
+    )
+    assert [winner["trial_id"] for winner in winners(rows)] == ["3", "4"]
+    assert winners([rows[0], row("5", "COMPLETED", 9.5)]) == [] and winners([row("default", "FAILED"), rows[1]]) == []
+
+
+def test_a_winner_whose_confirmation_the_budget_cannot_hold_gives_way_to_the_next_one():
+    from types import SimpleNamespace
+
+    from components.tuner import DCGANTuner
+
+    def row(row_id, score):
+        return {"trial_id": row_id, "status": "COMPLETED", "swd_avg": score, "executions": [score], "reason": None}
+
+    rows = [{**row("default", 11.0), "executions": [10.0, 12.0]}, row("0", 8.0), row("1", 5.0), row("2", 10.5)]
+    tried = []
+
+    def confirm(trial, full_size, image_size):  # trial 1's confirmation costs more than the budget has left
+        tried.append(trial["trial_id"])
+        skipped = {"skipped": "the budget has 40 s left, it needs ~90 s"} if trial["trial_id"] == "1" else {}
+        return {"trial_id": trial["trial_id"], "image_size": image_size, "images": 100, **skipped}
+
+    tuner = SimpleNamespace(confirm=confirm, verbose=False)
+    confirmation = DCGANTuner.confirm_a_winner(tuner, rows, None, 64)
+    assert tried == ["1", "0"] and confirmation["trial_id"] == "0" and "skipped" not in confirmation  # 2 is within the noise
+    tuner.confirm = lambda trial, full_size, image_size: {"trial_id": trial["trial_id"], "skipped": "no time"}
+    assert DCGANTuner.confirm_a_winner(tuner, rows, None, 64) == {"trial_id": "1", "skipped": "no time"}  # the best's
+    assert DCGANTuner.confirm_a_winner(tuner, rows[:1] + rows[3:], None, 64) is None  # no winner: nothing to confirm
 
 
 # -- settings and the cost estimate -----------------------------------------------------------------
@@ -354,6 +389,10 @@ def test_score_points_lie_in_the_second_half_and_the_budget_counts_the_default()
     assert SearchSettings(max_trials=10).tuned_trials == 8
     with pytest.raises(PipelineError, match="^max_trials must be at least 3"):
         SearchSettings(max_trials=2)
+    assert SearchSettings(trial_images=500).final_length == 500 and SearchSettings(final_images=9).final_length == 9
+    for bad in (0, 1.5, True, "16870"):
+        with pytest.raises(PipelineError, match="^final_images must be a whole number from 1 to"):
+            SearchSettings(final_images=bad)
 
 
 def test_the_cost_estimate_is_trainings_times_images_over_the_measured_speed():
@@ -538,7 +577,7 @@ def test_the_confirmation_s_cost_is_the_default_s_measured_cost_plus_the_probed_
     monkeypatch.setattr(components.tuner, "search_rows", lambda *args: rows)
     tuner = SimpleNamespace(directory="run", oracle=None, settings=SearchSettings(trial_images=100))
     tuner.hypermodel = SimpleNamespace(base=BASE, space={})
-    tuner._winner_cost = MethodType(DCGANTuner._winner_cost, tuner)
+    tuner._cost_factor = MethodType(DCGANTuner._cost_factor, tuner)
     probed = []
     tuner.step_cost = lambda trial: probed.append(trial["trial_id"]) or 2.0  # the winner's step: twice the default's
     # Trials of 100 images at 32x32 on 64x64 data: 400 images to confirm, the step 2 ms per image
@@ -552,6 +591,9 @@ def test_the_confirmation_s_cost_is_the_default_s_measured_cost_plus_the_probed_
     # probed at the data's size, and the reserve prices it at that (2x), not at the trial size's 1.5x.
     rows.append({**default, "trial_id": "3", "swd_avg": 5.0, "executions": [5.0], "seconds": 1.5, "reason": None})
     assert DCGANTuner.confirmation_seconds(tuner, 0.5) == pytest.approx(200 * 0.018 * 3) and probed == ["3"]
+    # A runner-up is priced at its own step's cost when asked for.
+    runner_up = {**rows[1], "trial_id": "4", "swd_avg": 7.0}
+    assert DCGANTuner.confirmation_seconds(tuner, 0.5, runner_up) == pytest.approx(200 * 0.018 * 3) and probed[-1] == "4"
     # No probes: the ratio of pixels on the whole measured cost, the winner at its cost at the trial size.
     tuner.confirmation, tuner.step_cost = confirmation_cost(trials_at_32, 64), lambda trial: None
     assert DCGANTuner.confirmation_seconds(tuner, 0.5) == pytest.approx(200 * 0.04 * 2.5)
