@@ -160,8 +160,13 @@ def default_noise(row: dict[str, Any]) -> float | None:
     """The search's noise: how far apart the default configuration's two seeds scored (None
     unless both did). Two trainings that differ only by their seed differ by this much, so a
     trial ahead of the default by less is not shown to be better."""
+    return seed_spread(row)
+
+
+def seed_spread(row: dict[str, Any]) -> float | None:
+    """How far apart a completed row's seeds scored (None unless it has two or more)."""
     scores = row.get("executions") or []
-    return abs(scores[0] - scores[1]) if row["status"] == "COMPLETED" and len(scores) == 2 else None
+    return max(scores) - min(scores) if row["status"] == "COMPLETED" and len(scores) >= 2 else None
 
 
 def confirmation_row(row_dir: Path, trial_id: str, images: int) -> dict[str, Any]:
@@ -175,8 +180,9 @@ def confirmation_row(row_dir: Path, trial_id: str, images: int) -> dict[str, Any
 def confirmed(confirmation: Mapping[str, Any]) -> tuple[bool, str]:
     """Whether the trial chosen by trials smaller or shorter than the final training beat the default
     again as the final training runs (`confirmation`: its "default" and "trial" rows, two seeds
-    each, the "image_size" and "images" they trained), by more than the noise there; and the
-    figures, for the reason line."""
+    each, the "image_size" and "images" they trained), by more than the noise there: the larger
+    of the two rows' seed spreads (the default's two seeds can agree by chance while the trial's
+    differ widely); and the figures, for the reason line."""
     size = confirmation["image_size"]
     where = f"{size}x{size} for {confirmation['images']:,} images"
     if "skipped" in confirmation:
@@ -186,7 +192,7 @@ def confirmed(confirmation: Mapping[str, Any]) -> tuple[bool, str]:
         return False, f"at {where}: the trial failed ({trial['reason']})"
     if default["status"] != "COMPLETED":
         return True, f"at {where}: the default failed ({default['reason']}), the trial scored {trial[OBJECTIVE]:.4g}"
-    noise = default_noise(default)
+    noise = max(default_noise(default), seed_spread(trial) or 0.0)
     figures = f"at {where}: {OBJECTIVE} {trial[OBJECTIVE]:.4g} vs default {default[OBJECTIVE]:.4g} ± noise {noise:.2g}"
     return default[OBJECTIVE] - trial[OBJECTIVE] > noise, figures
 
