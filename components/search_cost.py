@@ -70,7 +70,7 @@ class CostEstimate:
                 + (" or more (hyperband's first trials are shorter)" if settings.tuner == "hyperband" else "")
             ]
             if kept and fit == 0:
-                lines.append(self._unconfirmable(settings.budget_seconds - left + trial_seconds))
+                lines.append(self._unconfirmable(DEFAULT_TRAININGS * per_training + kept + trial_seconds))
         else:
             lines = [
                 f"estimate: the search trains {DEFAULT_TRAININGS} default + {tuned} tuned = {self.trainings} times "

@@ -146,6 +146,10 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
             )
         return True
 
+    def _table(self) -> list[dict[str, Any]]:
+        """The search's rows so far, the default's first (components.search_report.search_rows)."""
+        return search_rows(self.oracle, RunPaths(self.directory), self.settings, self.hypermodel.base, self.hypermodel.space)
+
     def _spending(self):
         """What the search has spent so far (`components.search_cost.search_spending`)."""
         return search_spending(Path(self.project_dir), [self.get_trial_dir(trial_id) for trial_id in self.oracle.trials])
@@ -157,7 +161,7 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         start-up included) and the trial's step cost against the default's (`_cost_factor`)."""
         if self.confirmation is None:
             return 0.0
-        rows = search_rows(self.oracle, RunPaths(self.directory), self.settings, self.hypermodel.base, self.hypermodel.space)
+        rows = self._table()
         default_cost = _seconds_per_image(rows[0]) or trial_seconds_per_image
         return self.confirmation.seconds(default_cost, self._cost_factor(trial or choose(rows)[0], default_cost))
 
@@ -303,7 +307,7 @@ class DCGANTuner(keras_tuner.engine.base_tuner.BaseTuner):
         if self.settings.budget_seconds is None:
             return None
         if default_confirmed is not None and default_confirmed["status"] == "COMPLETED":
-            rows = search_rows(self.oracle, RunPaths(self.directory), self.settings, self.hypermodel.base, self.hypermodel.space)
+            rows = self._table()
             needed = default_confirmed["seconds"] * self._cost_factor(trial, _seconds_per_image(rows[0]) or 1.0)
         else:  # nothing measured at the data's size yet: the estimate of the whole
             needed = self.confirmation_seconds(self._spending().seconds_per_image, trial)

@@ -306,6 +306,7 @@ def test_a_confirmation_row_starts_only_if_the_budget_holds_it(monkeypatch):
 
     tuner = SimpleNamespace(settings=SearchSettings(budget_seconds=100.0), directory="run", oracle=None)
     tuner.hypermodel = SimpleNamespace(base=BASE, space={})
+    tuner._table = MethodType(DCGANTuner._table, tuner)
     tuner._spending = lambda: Spending(60.0, 0.01)  # 40 s left
     trial = {"trial_id": "3"}
     tuner.confirmation_seconds = lambda seconds_per_image, priced: 50.0 if priced is trial else None
@@ -585,6 +586,7 @@ def test_the_confirmation_s_cost_is_the_default_s_measured_cost_plus_the_probed_
     monkeypatch.setattr(components.tuner, "search_rows", lambda *args: rows)
     tuner = SimpleNamespace(directory="run", oracle=None, settings=SearchSettings(trial_images=100))
     tuner.hypermodel = SimpleNamespace(base=BASE, space={})
+    tuner._table = MethodType(DCGANTuner._table, tuner)
     tuner._cost_factor = MethodType(DCGANTuner._cost_factor, tuner)
     probed = []
     tuner.step_cost = lambda trial: probed.append(trial["trial_id"]) or 2.0  # the winner's step: twice the default's
