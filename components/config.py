@@ -27,7 +27,8 @@ MAX_SEED = 2**31 - 1
 # A batch of 4,096 128x128 images is 0.8 GB of float32 before any activation: beyond every GPU.
 MAX_BATCH_SIZE = 4096
 MAX_IMAGES = 10**12  # a training budget in images seen: years of training on any machine
-MAX_STEPS = 10**9  # any interval counted in steps (checkpoints, logs, lazy R1)
+MAX_STEPS = 10**9
+LR_HOLD_IMAGES = 16_000  # the default's minimum of full-rate images (TrainConfig.lr_hold_images)  # any interval counted in steps (checkpoints, logs, lazy R1)
 # The highest of each of the training loop's intervals (components.trainer.Intervals; the lowest is 1).
 INTERVAL_LIMITS = {
     "checkpoint_every": MAX_STEPS,
@@ -53,9 +54,11 @@ SEARCH_LIMITS = {
 
 # Named recipes: the fields each sets over the dataclass defaults ("default" is the defaults).
 # "seed" is the tutorial's networks, losses and optimisers (plus the EMA generator every run has).
-# "v2" and "v1" are earlier defaults. These three write out every field, so that they stay what
-# they were whatever the defaults become: v2 (batch 16, no spectral norm, Adam beta_1 0, held-then-decayed
-# learning rates, lazy R1) and v1 before it (batch 32, spectral norm on D, beta_1 0.5).
+# "v3", "v2" and "v1" are earlier defaults. These four write out every field, so that they stay what
+# they were whatever the defaults become: v3 (today's without `lr_hold_images`: its short runs decay
+# too), v2 before it (D of 64 filters, half the learning rates, Adam beta_2 0.999), v1 before that
+# (batch 32, spectral norm on D, beta_1 0.5); v2 is batch 16, no spectral norm, Adam beta_1 0,
+# held-then-decayed learning rates, lazy R1.
 _V2 = {
     "model": {
         "latent_dim": 128,
@@ -74,6 +77,7 @@ _V2 = {
     "beta_1": 0.0,
     "beta_2": 0.999,
     "lr_hold": 0.5,
+    "lr_hold_images": 0,
     "loss": "hinge",
     "label_smoothing": 0.0,
     "ema_decay": 0.999,
@@ -101,6 +105,13 @@ RECIPES: dict[str, dict[str, Any]] = {
         "r1_gamma": 0.0,
     },
     "default": {},
+    "v3": {
+        **_V2,
+        "model": {**_V2["model"], "d_filters": 32},
+        "g_lr": 4e-4,
+        "d_lr": 8e-4,
+        "beta_2": 0.99,
+    },
     "v2": _V2,
     "v1": {
         **_V2,
@@ -146,6 +157,17 @@ class TrainConfig:
         low=0,
         high=1,
         metavar="FRACTION",
+    )
+    # The decay pays once the networks have learnt the faces' layout; started earlier, it costs
+    # more learning than it buys averaging (the EMA already averages): README, Results.
+    lr_hold_images: int = setting(
+        LR_HOLD_IMAGES,
+        "images seen at full learning rates at least, whatever the hold fraction, so a run of at most this many "
+        "images trains at constant rates (0: the hold fraction alone decides)",
+        kind=int,
+        low=0,
+        high=MAX_IMAGES,
+        metavar="IMAGES",
     )
     loss: str = setting("hinge", "adversarial loss: bce (non-saturating) or hinge", kind=str, choices=LOSSES)
     label_smoothing: float = setting(0.0, "BCE label smoothing (targets 1 -> 1 - s/2, 0 -> s/2)", kind=float, **_UNIT_INTERVAL)

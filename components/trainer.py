@@ -211,25 +211,33 @@ def compile_gan(
     total_steps: int | None = None,
 ) -> None:
     """Compile `gan` with the config's two Adam optimisers (loss-scaled under float16) and BCE
-    (the DCGAN uses it when `config.loss` is "bce"). With `total_steps`, the learning rates follow
-    `config.lr_hold` over a run of that many steps; None keeps them constant (one-step tests,
-    speed measurements)."""
+    (the DCGAN uses it when `config.loss` is "bce"). With `total_steps`, the learning rates hold for
+    `full_rate_steps` of a run of that many steps and then fall; None keeps them constant (one-step
+    tests, speed measurements)."""
     import keras
 
     from components.precision import with_loss_scaling
 
+    hold = None if total_steps is None else full_rate_steps(config, total_steps)
+
     def adam(learning_rate: float):
-        if total_steps is not None and config.lr_hold < 1.0:
-            learning_rate = hold_then_linear_decay(learning_rate, gan.step, config.lr_hold, total_steps)
+        if hold is not None and hold < total_steps:
+            learning_rate = hold_then_linear_decay(learning_rate, gan.step, hold, total_steps)
         return with_loss_scaling(keras.optimizers.Adam(learning_rate, beta_1=config.beta_1, beta_2=config.beta_2), dtype_policy)
 
     bce = keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
     gan.compile(adam(config.d_lr), adam(config.g_lr), bce, jit_compile=jit_compile, steps_per_execution=steps_per_execution)
 
 
-def hold_then_linear_decay(base: float, step, hold: float, total_steps: int):
+def full_rate_steps(config: TrainConfig, total_steps: int) -> float:
+    """Steps at full learning rates in a run of `total_steps`: the `lr_hold` fraction of them, but
+    at least those of `lr_hold_images` images (all of them in a run no longer than that)."""
+    return min(float(total_steps), max(config.lr_hold * total_steps, config.lr_hold_images / config.batch_size))
+
+
+def hold_then_linear_decay(base: float, step, hold_steps: float, total_steps: int):
     """A learning rate for Keras' optimisers (a callable read at every update): `base` for the first
-    `hold` fraction of `total_steps` training steps, then falling linearly to zero at the last one.
+    `hold_steps` of `total_steps` training steps, then falling linearly to zero at the last one.
 
     It reads the DCGAN's own `step` counter rather than the optimiser's update count, because the
     seed's step updates D four times and G twice per batch; a resumed run restores that counter,
@@ -239,7 +247,7 @@ def hold_then_linear_decay(base: float, step, hold: float, total_steps: int):
     """
     import tensorflow as tf
 
-    decay_steps = total_steps * (1.0 - hold)
+    decay_steps = total_steps - hold_steps
 
     def learning_rate():
         left = (float(total_steps) - tf.cast(step, tf.float32)) / decay_steps

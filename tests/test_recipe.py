@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 
 from components.augment import cutout, diff_augment, parse_policy, translation
-from components.config import RECIPES, TrainConfig, recipe_config
+from components.config import LR_HOLD_IMAGES, RECIPES, TrainConfig, recipe_config
 from components.errors import PipelineError
 from components.model import MinibatchStdDev, ModelConfig, build_discriminator, build_generator
 from components.runfolder import restore_generator
 from components.train_options import TrainOptions
-from components.trainer import build_gan, compile_gan, train
+from components.trainer import build_gan, compile_gan, full_rate_steps, train
 
 TINY = {"image_size": 32, "latent_dim": 8, "g_filters": 4, "d_filters": 4}
 
@@ -165,7 +165,7 @@ def test_r1_penalty_value_scales_with_gamma_and_the_lazy_interval():
 
 
 def test_learning_rates_hold_then_fall_linearly_to_zero_at_the_last_step():
-    config = recipe_config("default", model=TINY, batch_size=8, lr_hold=0.5, g_lr=1e-3, d_lr=4e-3)
+    config = recipe_config("default", model=TINY, batch_size=8, lr_hold=0.5, lr_hold_images=0, g_lr=1e-3, d_lr=4e-3)
     gan = build_gan(config, "float32")
     compile_gan(gan, config, "float32", total_steps=10)
     rates = []
@@ -179,15 +179,46 @@ def test_learning_rates_hold_then_fall_linearly_to_zero_at_the_last_step():
 
 def test_learning_rates_are_constant_without_a_budget_or_with_lr_hold_1():
     for total_steps, hold in ((None, 0.5), (10, 1.0)):
-        config = recipe_config("default", model=TINY, batch_size=8, lr_hold=hold)
+        config = recipe_config("default", model=TINY, batch_size=8, lr_hold=hold, lr_hold_images=0)
         gan = build_gan(config, "float32")
         compile_gan(gan, config, "float32", total_steps=total_steps)
         gan.step.assign(9)
         assert float(gan.g_optimizer.learning_rate) == pytest.approx(config.g_lr)
 
 
+@pytest.mark.parametrize(
+    "total_steps, rates_at_steps_0_9_10_12_15_30",
+    [
+        (10, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]),  # no longer than lr_hold_images: constant to the end
+        (15, [1.0, 1.0, 1.0, 0.6, 0.0, 0.0]),  # half of it is shorter than lr_hold_images: they hold, then 5 steps fall
+        (40, [1.0, 1.0, 1.0, 1.0, 1.0, 0.5]),  # half of it is longer: the rates hold for 20 steps, then 20 fall
+    ],
+)
+def test_the_rates_hold_for_lr_hold_images_at_least(total_steps, rates_at_steps_0_9_10_12_15_30):
+    config = recipe_config("default", model=TINY, batch_size=8, lr_hold=0.5, lr_hold_images=80, g_lr=1e-3, d_lr=4e-3)
+    gan = build_gan(config, "float32")
+    compile_gan(gan, config, "float32", total_steps=total_steps)
+    rates = []
+    for step in (0, 9, 10, 12, 15, 30):
+        gan.step.assign(step)
+        rates.append(float(gan.g_optimizer.learning_rate) / config.g_lr)
+        assert float(gan.d_optimizer.learning_rate) == pytest.approx(rates[-1] * config.d_lr, abs=1e-9)
+    np.testing.assert_allclose(rates, rates_at_steps_0_9_10_12_15_30, atol=1e-6)
+
+
+def test_the_default_trains_short_runs_at_constant_rates_and_decays_long_ones():
+    default = recipe_config("default")
+    assert default.lr_hold == 0.5 and default.lr_hold_images == LR_HOLD_IMAGES
+    steps = lambda images: images // default.batch_size  # noqa: E731
+    assert full_rate_steps(default, steps(LR_HOLD_IMAGES)) == steps(LR_HOLD_IMAGES)  # constant to the end
+    assert full_rate_steps(default, steps(LR_HOLD_IMAGES * 3 // 2)) == steps(LR_HOLD_IMAGES)  # then falls over a third
+    assert full_rate_steps(default, steps(208_000)) == steps(104_000)  # half of a long run, as lr_hold says
+
+
 def test_a_resumed_run_continues_the_learning_rate_schedule(tiny_records, tmp_path):
-    config = recipe_config("default", model={"latent_dim": 8, "g_filters": 4, "d_filters": 4}, batch_size=16, lr_hold=0.0)
+    config = recipe_config(
+        "default", model={"latent_dim": 8, "g_filters": 4, "d_filters": 4}, batch_size=16, lr_hold=0.0, lr_hold_images=0
+    )
     train(config, tiny_records, tmp_path / "run", TrainOptions(images=48, checkpoint_every=1), verbose=False)
     result = train(config, tiny_records, tmp_path / "run", TrainOptions(images=64, checkpoint_every=1), verbose=False)
     assert result.resumed_from == 3 and result.steps == 4

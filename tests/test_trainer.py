@@ -266,9 +266,11 @@ def test_steps_per_execution_and_a_resumption_change_no_weight(tiny_records, tmp
         for a, b in zip(first, second):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
-    # The default's learning-rate schedule and lazy R1 run inside the multi-step graph call, per step.
-    assert TINY.lr_hold < 1 and TINY.r1_gamma > 0
-    assert_same(weights("one", 200, 1), weights("four", 200, 4))
+    # A learning-rate schedule and lazy R1 run inside the multi-step graph call, per step (the
+    # default holds its rates for longer than these runs, so the schedule starts at once here).
+    scheduled = dataclasses.replace(TINY, lr_hold_images=0)
+    assert scheduled.lr_hold < 1 and scheduled.r1_gamma > 0
+    assert_same(weights("one", 200, 1, scheduled), weights("four", 200, 4, scheduled))
     # A run extended from 96 to 200 images equals a 200-image run when the rates are constant (a
     # schedule spans the budget it was given, so extending a run changes it: README, Train).
     constant = dataclasses.replace(TINY, lr_hold=1.0)
