@@ -27,8 +27,8 @@ MAX_SEED = 2**31 - 1
 # A batch of 4,096 128x128 images is 0.8 GB of float32 before any activation: beyond every GPU.
 MAX_BATCH_SIZE = 4096
 MAX_IMAGES = 10**12  # a training budget in images seen: years of training on any machine
-MAX_STEPS = 10**9
-LR_HOLD_IMAGES = 16_000  # the default's minimum of full-rate images (TrainConfig.lr_hold_images)  # any interval counted in steps (checkpoints, logs, lazy R1)
+MAX_STEPS = 10**9  # any interval counted in steps (checkpoints, logs, lazy R1)
+LR_HOLD_IMAGES = 16_000  # the default's minimum of full-rate images (TrainConfig.lr_hold_images)
 # The highest of each of the training loop's intervals (components.trainer.Intervals; the lowest is 1).
 INTERVAL_LIMITS = {
     "checkpoint_every": MAX_STEPS,
