@@ -218,11 +218,12 @@ def compile_gan(
 
     from components.precision import with_loss_scaling
 
-    hold = None if total_steps is None else full_rate_steps(config, total_steps)
-
     def adam(learning_rate: float):
-        if hold is not None and hold < total_steps:
-            learning_rate = hold_then_linear_decay(learning_rate, gan.step, hold, total_steps)
+        # Whether the rate is a schedule depends on the config alone, never on the budget: an
+        # optimiser with a constant rate checkpoints it as a variable, so a run resumed with
+        # another budget must keep the kind it started with.
+        if total_steps is not None and config.lr_hold < 1.0:
+            learning_rate = hold_then_linear_decay(learning_rate, gan.step, full_rate_steps(config, total_steps), total_steps)
         return with_loss_scaling(keras.optimizers.Adam(learning_rate, beta_1=config.beta_1, beta_2=config.beta_2), dtype_policy)
 
     bce = keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
@@ -250,6 +251,8 @@ def hold_then_linear_decay(base: float, step, hold_steps: float, total_steps: in
     decay_steps = total_steps - hold_steps
 
     def learning_rate():
+        if decay_steps <= 0:  # the whole run within the hold
+            return tf.constant(base, tf.float32)
         left = (float(total_steps) - tf.cast(step, tf.float32)) / decay_steps
         return base * tf.clip_by_value(left, 0.0, 1.0)
 

@@ -225,6 +225,19 @@ def test_a_resumed_run_continues_the_learning_rate_schedule(tiny_records, tmp_pa
     assert float(result.gan.g_optimizer.learning_rate) == 0.0  # step 4 of 4: the end of the decay
 
 
+def test_a_run_within_its_hold_resumes_with_a_budget_whose_rates_fall(tiny_records, tmp_path):
+    """The optimisers' checkpointed variables must not depend on the budget: a run of constant rates
+    (all within lr_hold_images) extended past them decays, from the same checkpoint."""
+    config = recipe_config(
+        "default", model={"latent_dim": 8, "g_filters": 4, "d_filters": 4}, batch_size=16, lr_hold=0.5, lr_hold_images=64
+    )
+    first = train(config, tiny_records, tmp_path / "run", TrainOptions(images=48, checkpoint_every=1), verbose=False)
+    assert float(first.gan.g_optimizer.learning_rate) == pytest.approx(config.g_lr)  # 3 steps within a hold of 4
+    longer = train(config, tiny_records, tmp_path / "run", TrainOptions(images=128, checkpoint_every=1), verbose=False)
+    assert longer.resumed_from == 3 and longer.steps == 8
+    assert float(longer.gan.g_optimizer.learning_rate) == 0.0  # step 8 of 8: the end of the decay
+
+
 def test_seed_recipe_is_the_old_default_and_the_new_default_differs():
     old_defaults = {
         "model": {"image_size": None, "latent_dim": 128, "g_filters": 32, "d_filters": 64, "d_dropout": 0.3, "init_stddev": 0.02},
