@@ -56,9 +56,9 @@ SEARCH_LIMITS = {
 # "seed" is the tutorial's networks, losses and optimisers (plus the EMA generator every run has).
 # "v3", "v2" and "v1" are earlier defaults. These four write out every field, so that they stay what
 # they were whatever the defaults become: v3 (today's without `lr_hold_images`: its short runs decay
-# too), v2 before it (D of 64 filters, half the learning rates, Adam beta_2 0.999), v1 before that
-# (batch 32, spectral norm on D, beta_1 0.5); v2 is batch 16, no spectral norm, Adam beta_1 0,
-# held-then-decayed learning rates, lazy R1.
+# too), v2 before it (D of 64 filters, half the learning rates, Adam beta_2 0.999; batch 16, no
+# spectral norm, Adam beta_1 0, held-then-decayed learning rates, lazy R1) and v1 before that
+# (batch 32, spectral norm on D, beta_1 0.5).
 _V2 = {
     "model": {
         "latent_dim": 128,

@@ -249,10 +249,10 @@ def hold_then_linear_decay(base: float, step, hold_steps: float, total_steps: in
     import tensorflow as tf
 
     decay_steps = total_steps - hold_steps
+    if decay_steps <= 0:  # the whole run within the hold: still a schedule, so checkpoints keep their variables
+        return lambda: tf.constant(base, tf.float32)
 
     def learning_rate():
-        if decay_steps <= 0:  # the whole run within the hold
-            return tf.constant(base, tf.float32)
         left = (float(total_steps) - tf.cast(step, tf.float32)) / decay_steps
         return base * tf.clip_by_value(left, 0.0, 1.0)
 
