@@ -8,9 +8,10 @@ that are still going (or were stopped early) into the same table and plot.
 
 Runs: "default" (the default recipe), "seed_step" (the seed recipe through the tutorial's own
 two-round step, `--train-step seed`: the fair seed baseline; our fused step collapses on it) and,
-with `--only`, "v2" (the default before today's), "previous_default" (`--recipe v1`, the one before
-that) and "default_without_decay_r1" (v2 with constant learning rates and no R1: what the
-long-run stabilisers fix).
+with `--only`, "v4" (the default before today's), "v2", "previous_default" (`--recipe v1`) and
+"default_without_decay_r1" (v2 with constant learning rates and no R1: what the long-run
+stabilisers fix). `--compare NAME=FILE` adds a finished run's curve from a committed report (its
+`evaluations`, the records of its metrics.jsonl), so a plot can show runs whose folders are gone.
 Outputs in bench/out: bench_long.json, bench_long_curves.png (swd_avg vs images seen, the floor
 dashed) and bench_long_grids.png (one row per recipe, one grid per budget in `--grid-at`, same
 latents: images 0..63 of `pipeline.sample --seed 0`).
@@ -35,13 +36,15 @@ from bench.common import ANIME_MLDS_10K, OUT_DIR, ROOT, add_data_arguments, emit
 
 RUNS = {  # name -> pipeline.train flags
     "default": [],
+    "v4": ["--recipe", "v4"],  # the default before today's
     "seed_step": ["--recipe", "seed", "--train-step", "seed"],
-    "v2": ["--recipe", "v2"],  # the default before today's
+    "v2": ["--recipe", "v2"],
     "default_without_decay_r1": ["--recipe", "v2", "--lr-hold", "1", "--r1-gamma", "0"],  # v2 without its long-run stabilisers
     "previous_default": ["--recipe", "v1"],
 }
 COLOURS = {
     "default": (31, 119, 180),
+    "v4": (23, 190, 207),
     "v2": (148, 103, 189),
     "seed_step": (214, 39, 40),
     "previous_default": (255, 127, 14),
@@ -62,7 +65,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--plot-only", action="store_true", help="train nothing: report the runs in --work as they are")
     parser.add_argument("--work", type=Path, default=OUT_DIR / "bench_long_work", help="work folder (runs resume in it)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 32x32, 1,024 images, eval every 512 of 64")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="also plot this finished run: a JSON report whose `evaluations` are its metrics.jsonl records (repeatable)",
+    )
     args = parser.parse_args(argv)
+    args.compare = dict(parse_compare(item, parser) for item in args.compare)
     if args.quick:
         args.image_size, args.train_images, args.eval_every, args.eval_num, args.grid_at = 32, 1024, 512, 64, "512,1024"
     return args
@@ -105,6 +116,25 @@ def evaluations(run: Path) -> list[dict]:
     metrics = run / "metrics.jsonl"
     records = read_jsonl(metrics) if metrics.is_file() else []
     return sorted((r for r in records if r.get("kind") == "eval"), key=lambda r: r["images_seen"])
+
+
+def parse_compare(item: str, parser: argparse.ArgumentParser) -> tuple[str, Path]:
+    name, separator, file = item.partition("=")
+    if not (separator and name and file):
+        parser.error(f"--compare wants NAME=FILE, got {item!r}")
+    if not Path(file).is_file():
+        parser.error(f"--compare {item}: no such file")
+    return name, Path(file)
+
+
+def recorded_evaluations(report: Path) -> list[dict]:
+    """A finished run's evaluation records from its committed report, in order of images seen."""
+    from components.artifacts import read_json
+
+    records = read_json(report).get("evaluations")
+    if not isinstance(records, list) or not all(isinstance(r, dict) and {"images_seen", "swd_avg"} <= set(r) for r in records):
+        sys.exit(f"error: {report} has no list of `evaluations` with images_seen and swd_avg.")
+    return sorted(records, key=lambda r: r["images_seen"])
 
 
 def summary(evals: list[dict]) -> dict:
@@ -202,6 +232,7 @@ def main(argv=None) -> None:
     if not evals:
         sys.exit(f"error: no run in {args.work} has an evaluation yet.")
     runs = {name: args.work / name for name in evals}
+    evals.update({name: recorded_evaluations(report) for name, report in args.compare.items()})
     curves = {name: [(r["images_seen"], r["swd_avg"]) for r in records] for name, records in evals.items()}
     floor = next(iter(evals.values()))[-1]["swd_avg_floor"]
     suffix = "_quick" if args.quick else ""
@@ -216,6 +247,7 @@ def main(argv=None) -> None:
                 "eval_every": args.eval_every,
                 "eval_num": args.eval_num,
                 "seed": args.seed,
+                "compare": {name: str(report) for name, report in args.compare.items()},
             },
             "swd_avg_floor": floor,
             "curves": {name: [{"images_seen": x, "swd_avg": y} for x, y in points] for name, points in curves.items()},

@@ -39,9 +39,8 @@ import keras
 import tensorflow as tf
 
 from components.augment import diff_augment
-from components.config import LOSSES
+from components.config import EMA_WARMUP, LOSSES
 
-EMA_WARMUP = 10.0  # decay = min(ema_decay, (1 + n) / (warmup + n)): early samples follow the net closely
 ADA_INTERVAL = 4  # steps between two adjustments of the adaptive augmentation probability (StyleGAN2-ADA's)
 METRICS = ("d_loss", "g_loss", "d_real_logit", "d_fake_logit", "augment_p")
 

@@ -115,7 +115,7 @@ def test_the_tutorial_step_refuses_mirroring():
         recipe_config("seed", train_step="seed", mirror=True)
 
 
-@pytest.mark.parametrize("name", ["seed", "v1", "v2", "v3"])
+@pytest.mark.parametrize("name", ["seed", "v1", "v2", "v3", "v4"])
 def test_earlier_defaults_write_out_every_field_so_new_defaults_cannot_change_them(name):
     recipe = RECIPES[name]
     settings = {field.name for field in dataclasses.fields(TrainConfig)} - {"model", "seed", "train_step"}
@@ -128,9 +128,11 @@ def test_the_earlier_defaults_are_what_they_were():
     assert (v2.batch_size, v2.model.d_spectral_norm, v2.beta_1, v2.lr_hold, v2.r1_gamma) == (16, False, 0.0, 0.5, 0.1)
     assert (v1.batch_size, v1.model.d_spectral_norm, v1.beta_1, v1.lr_hold, v1.r1_gamma) == (32, True, 0.5, 1.0, 0.0)
     assert dataclasses.replace(v1, batch_size=16, model=v2.model, beta_1=0.0, lr_hold=0.5, r1_gamma=0.1) == v2
-    v3, default = recipe_config("v3"), recipe_config("default")
+    v4, v3, default = recipe_config("v4"), recipe_config("v3"), recipe_config("default")
     assert (v3.model.d_filters, v3.g_lr, v3.d_lr, v3.beta_2, v3.lr_hold, v3.lr_hold_images) == (32, 4e-4, 8e-4, 0.99, 0.5, 0)
-    assert dataclasses.replace(v3, lr_hold_images=LR_HOLD_IMAGES) == default
+    assert (v4.lr_hold_images, v4.ema_warmup, default.ema_warmup) == (LR_HOLD_IMAGES, 10.0, 20.0)
+    assert dataclasses.replace(v3, lr_hold_images=LR_HOLD_IMAGES) == v4
+    assert dataclasses.replace(v4, ema_warmup=20.0) == default
 
 
 def test_a_training_with_r1_prints_no_remapper_error(tiny_records, tmp_path, capfd):

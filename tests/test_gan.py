@@ -70,6 +70,25 @@ def test_ema_differs_from_raw_weights_and_follows_them():
         np.testing.assert_array_equal(ema_w.numpy(), w.numpy())
 
 
+@pytest.mark.parametrize("warmup", [None, 10.0])
+def test_the_ema_decay_ramps_as_its_warmup_says(warmup):
+    """After G update n the EMA is w + d (ema - w) with d = min(ema_decay, (1 + n) / (warmup + n)); the
+    default's warm-up is 20 (its average spans about the last 1/19 of the updates)."""
+    from components.config import TrainConfig
+
+    gan = make_gan(g_lr=1e-3, **({} if warmup is None else {"ema_warmup": warmup}))
+    warmup = TrainConfig().ema_warmup if warmup is None else warmup
+    expected = [np.array(w.numpy()) for w in gan.ema_generator.trainable_weights]
+    for n in range(1, 4):
+        gan.train_on_batch(tiny_images()[:8])
+        decay = min(0.999, (1 + n) / (warmup + n))
+        raw = [np.array(w.numpy()) for w in gan.generator.trainable_weights]
+        expected = [w + decay * (e - w) for w, e in zip(raw, expected)]
+    for ema, want in zip(gan.ema_generator.trainable_weights, expected):
+        np.testing.assert_allclose(ema.numpy(), want, rtol=1e-5, atol=1e-6)
+    assert TrainConfig().ema_warmup == 20.0
+
+
 def test_zero_decay_makes_the_ema_a_copy():
     gan = make_gan(ema_decay=0.0)
     for _ in range(3):

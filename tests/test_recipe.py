@@ -311,5 +311,21 @@ def test_the_benchmarks_earlier_defaults_are_the_recipes_as_flags(tmp_path):
 
     assert as_flags("previous_default") == recipe_config("v1")
     assert as_flags("v2") == recipe_config("v2")
+    assert as_flags("v4") == recipe_config("v4") and as_flags("default") == recipe_config("default")
     stabilisers_off = as_flags("default_without_decay_r1")
     assert (stabilisers_off.lr_hold, stabilisers_off.r1_gamma, stabilisers_off.batch_size) == (1.0, 0.0, 16)
+
+
+def test_the_long_run_plot_takes_a_finished_runs_curve_from_its_report(tmp_path):
+    from bench.bench_long import parse_args, recorded_evaluations
+
+    report = tmp_path / "old_run.json"
+    report.write_text('{"evaluations": [{"images_seen": 32, "swd_avg": 2.5}, {"images_seen": 16, "swd_avg": 3.0}]}')
+    assert parse_args(["--plot-only", "--compare", f"old={report}"]).compare == {"old": report}
+    assert [(r["images_seen"], r["swd_avg"]) for r in recorded_evaluations(report)] == [(16, 3.0), (32, 2.5)]
+    report.write_text('{"evaluations": [{"images_seen": 16}]}')
+    with pytest.raises(SystemExit, match="no list of `evaluations` with images_seen and swd_avg"):
+        recorded_evaluations(report)
+    for bad in ("old", f"={report}", f"old={tmp_path / 'missing.json'}"):
+        with pytest.raises(SystemExit):
+            parse_args(["--compare", bad])
