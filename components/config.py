@@ -56,7 +56,7 @@ SEARCH_LIMITS = {
 # Named recipes: the fields each sets over the dataclass defaults ("default" is the defaults).
 # "seed" is the tutorial's networks, losses and optimisers (plus the EMA generator every run has).
 # "v4", "v3", "v2" and "v1" are earlier defaults. These five write out every field, so that they stay
-# what they were whatever the defaults become: v4 (today's with the longer EMA warm-up average),
+# what they were whatever the defaults become: v4 (today's with a longer EMA average: warm-up 10),
 # v3 before it (v4 without `lr_hold_images`: its short runs decay too), v2 before that (D of 64
 # filters, half the learning rates, Adam beta_2 0.999; batch 16, no spectral norm, Adam beta_1 0,
 # held-then-decayed learning rates, lazy R1) and v1 first (batch 32, spectral norm on D, beta_1 0.5).
@@ -178,8 +178,9 @@ class TrainConfig:
         0.999, "decay of the generator's weight EMA used for samples and export (0: no averaging)", kind=float, **_UNIT_INTERVAL
     )
     # Until ema_decay caps it, the average spans about the last 1/(warmup - 1) of the G updates: 20
-    # (about the last 5%; StyleGAN2-ADA ramps its EMA likewise) follows a fast-improving generator more
-    # closely than 10 did, and its faces vary more like real ones (README, Results).
+    # (about the last 5%; StyleGAN2-ADA ramps its EMA likewise) follows a generator that still
+    # improves quickly without mixing in its older, worse weights, and its faces vary like real ones
+    # (README, Results).
     ema_warmup: float = setting(
         EMA_WARMUP,
         "EMA warm-up: decay = min(ema-decay, (1+n)/(warmup+n)) at G update n, so the average spans about the last "
