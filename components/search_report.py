@@ -156,15 +156,10 @@ def _row(row_id: str, row_dir: Path, result: dict, status: str, score: float | N
 # -- the choice -----------------------------------------------------------------------------------
 
 
-def default_noise(row: dict[str, Any]) -> float | None:
-    """The search's noise: how far apart the default configuration's two seeds scored (None
-    unless both did). Two trainings that differ only by their seed differ by this much, so a
-    trial ahead of the default by less is not shown to be better."""
-    return seed_spread(row)
-
-
 def seed_spread(row: dict[str, Any]) -> float | None:
-    """How far apart a completed row's seeds scored (None unless it has two or more)."""
+    """How far apart a completed row's seeds scored (None unless it has two or more). The default
+    configuration's is the search's noise: two trainings that differ only by their seed differ by
+    this much, so a trial ahead of the default by less is not shown to be better."""
     scores = row.get("executions") or []
     return max(scores) - min(scores) if row["status"] == "COMPLETED" and len(scores) >= 2 else None
 
@@ -192,26 +187,26 @@ def confirmed(confirmation: Mapping[str, Any]) -> tuple[bool, str]:
         return False, f"at {where}: the trial failed ({trial['reason']})"
     if default["status"] != "COMPLETED":
         return True, f"at {where}: the default failed ({default['reason']}), the trial scored {trial[OBJECTIVE]:.4g}"
-    noise = max(default_noise(default), seed_spread(trial) or 0.0)
+    noise = max(seed_spread(default), seed_spread(trial) or 0.0)
     figures = f"at {where}: {OBJECTIVE} {trial[OBJECTIVE]:.4g} vs default {default[OBJECTIVE]:.4g} ± noise {noise:.2g}"
     return default[OBJECTIVE] - trial[OBJECTIVE] > noise, figures
 
 
 def winners(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The completed trials that beat the default's row (`rows[0]`) by more than `default_noise`,
-    best first (none when the default's row failed: nothing to beat)."""
+    """The completed trials that beat the default's row (`rows[0]`) by more than its `seed_spread`
+    (the noise), best first (none when the default's row failed: nothing to beat)."""
     default = rows[0]
     if default["status"] != "COMPLETED":
         return []
-    noise = default_noise(default)
+    noise = seed_spread(default)
     ahead = [row for row in rows[1:] if row["status"] == "COMPLETED" and default[OBJECTIVE] - row[OBJECTIVE] > noise]
     return sorted(ahead, key=lambda row: row[OBJECTIVE])
 
 
 def choose(rows: Sequence[dict[str, Any]], confirmation: Mapping[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
     """The row to train next (the default's row is `rows[0]`) and one line saying why: the best
-    completed trial if it beats the default's mean swd_avg by more than `default_noise`, else the
-    default; a failed default leaves the best trial, if any. With a `confirmation` (trials smaller
+    completed trial if it beats the default's mean swd_avg by more than the default's `seed_spread`,
+    else the default; a failed default leaves the best trial, if any. With a `confirmation` (trials smaller
     or shorter than the final training), the trial it trained (the best winner, or the best one
     whose confirmation the budget held) must also beat the default as the final training runs
     (`confirmed`): a configuration that wins at 32x32 may lose at 64x64, and one that leads after
@@ -246,7 +241,7 @@ def _against_default(label: str, trial: dict[str, Any], default: dict[str, Any])
     """`best trial 3: swd_avg 5 vs default 11 ± noise 2`, `label` naming the trial."""
     return (
         f"{label} {trial['trial_id']}: {OBJECTIVE} {trial[OBJECTIVE]:.4g} "
-        f"vs default {default[OBJECTIVE]:.4g} ± noise {default_noise(default):.2g}"
+        f"vs default {default[OBJECTIVE]:.4g} ± noise {seed_spread(default):.2g}"
     )
 
 
@@ -280,7 +275,7 @@ def best_file(
         "default": {
             OBJECTIVE: default[OBJECTIVE],
             "executions": default["executions"],
-            "noise": default_noise(default),
+            "noise": seed_spread(default),
             "seed": base.seed,
         },
         "best_trial": {key: best_trial[key] for key in ("trial_id", OBJECTIVE, "hyperparameters")} if best_trial else None,
@@ -342,9 +337,9 @@ def format_table(rows: Sequence[dict[str, Any]], best_id: str | None = None) -> 
     text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
     text += [
         f"{row['trial_id']}: {OBJECTIVE} {' and '.join(f'{score:.4g}' for score in row['executions'])} with its two seeds, "
-        f"noise {default_noise(row):.2g}"
+        f"noise {seed_spread(row):.2g}"
         for row in rows
-        if row["trial_id"] == DEFAULT_ID and default_noise(row) is not None
+        if row["trial_id"] == DEFAULT_ID and seed_spread(row) is not None
     ]
     text += [f"trial {row['trial_id']} {row['status'].lower()}: {row['reason']}" for row in rows if row["reason"]]
     return "\n".join(text)

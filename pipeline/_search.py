@@ -44,25 +44,8 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         help="train with the tuned values of a best_hyperparameters.json (no search; none if it chose the default)",
     )
     add_setting(search, SearchSettings, "tuner")
-    search.add_argument(
-        "--max-trials",
-        type=bounded_int(*SEARCH_LIMITS["max_trials"]),
-        metavar="N",
-        help="the search's budget in trials: the default configuration's 2 trainings (seeds --seed and --seed+1, which "
-        "also measure the noise) + N-2 tuned trials; at least 3 (may grow when resuming; caps hyperband too); "
-        f"default {DEFAULT_MAX_TRIALS}, or no cap but --tune-budget's when that is given",
-    )
-    search.add_argument(
-        "--tune-budget",
-        type=bounded_float(0, MAX_BUDGET_MULTIPLE, low_included=False),
-        metavar="X",
-        help="the search's budget in time, as a multiple of the final training's (1.0: the search, the default's row "
-        "included, may take as long as the final training); estimated from a speed probe before the search, which stops "
-        "itself before a trial would cross it; the time spent is printed after",
-    )
+    add_budget_arguments(search)
     for name in (
-        "trial_images",
-        "trial_image_size",
         "score_last",
         "executions_per_trial",
         "hyperband_max_epochs",
@@ -93,6 +76,29 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     search.add_argument(
         "--overwrite-search", action="store_true", help="discard an earlier search in <run>/tuner/ instead of resuming it"
     )
+
+
+def add_budget_arguments(group, note: str = "") -> None:
+    """The search's budget flags (trials, time, a trial's images and size), which `pipeline.run`
+    passes on too; `note` ends each help (there: that they need --tune)."""
+    group.add_argument(
+        "--max-trials",
+        type=bounded_int(*SEARCH_LIMITS["max_trials"]),
+        metavar="N",
+        help="the search's budget in trials: the default configuration's 2 trainings (seeds --seed and --seed+1, which "
+        "also measure the noise) + N-2 tuned trials; at least 3 (may grow when resuming; caps hyperband too); "
+        f"default {DEFAULT_MAX_TRIALS}, or no cap but --tune-budget's when that is given" + note,
+    )
+    group.add_argument(
+        "--tune-budget",
+        type=bounded_float(0, MAX_BUDGET_MULTIPLE, low_included=False),
+        metavar="X",
+        help="the search's budget in time, as a multiple of the final training's (1.0: the search, the default's row "
+        "included, may take as long as the final training); estimated from a speed probe before the search, which stops "
+        "itself before a trial would cross it; the time spent is printed after" + note,
+    )
+    for name in ("trial_images", "trial_image_size"):
+        add_setting(group, SearchSettings, name, note=note)
 
 
 def search(args: argparse.Namespace, base: TrainConfig, run_dir: Path, evaluator) -> TrainConfig | None:

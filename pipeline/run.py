@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from components import locks
-from components.config import MAX_IMAGES, SEARCH_LIMITS
+from components.config import MAX_IMAGES
 from components.ingest_options import IngestOptions
 from components.model import IMAGE_SIZES
 from components.sampler import MAX_NUM
 from components.train_options import DEFAULT_IMAGES, TrainOptions
-from pipeline import _cli, _config
-from pipeline._search import DEFAULT_MAX_TRIALS, MAX_BUDGET_MULTIPLE
+from pipeline import _cli, _config, _search
 
 DESCRIPTION = """\
 Run ingest -> [tune] -> train (with evaluation and export) -> evaluate -> sample, in order. Each
@@ -64,29 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _cli.add_setting(parser, TrainOptions, "eval_num")  # the training's evaluations and the evaluate stage's
     parser.add_argument("--tune", action="store_true", help="search hyperparameters with KerasTuner before training")
-    parser.add_argument(
-        "--max-trials",
-        type=_cli.bounded_int(*SEARCH_LIMITS["max_trials"]),
-        metavar="N",
-        help=f"with --tune: the search's budget, 2 default trainings + N-2 tuned trials (default: {DEFAULT_MAX_TRIALS}, or no "
-        "cap but --tune-budget's when that is given)",
-    )
-    parser.add_argument(
-        "--tune-budget",
-        type=_cli.bounded_float(0, MAX_BUDGET_MULTIPLE, low_included=False),
-        metavar="X",
-        help="with --tune: the search's budget in time, X times the final training's estimated time (the default's "
-        "row included); the search stops itself before a trial would cross it",
-    )
-    parser.add_argument(
-        "--trial-images",
-        type=_cli.bounded_int(*SEARCH_LIMITS["trial_images"]),
-        default=20_000,
-        help="with --tune: images seen by one trial (fewer than the final training's: a winner is confirmed for those)",
-    )
-    parser.add_argument(
-        "--trial-image-size", type=int, choices=IMAGE_SIZES, help="with --tune: train the trials at this divisor of --image-size"
-    )
+    _search.add_budget_arguments(parser, note=" (with --tune)")
     parser.add_argument(
         "--num", type=_cli.bounded_int(1, MAX_NUM), default=64, help="images to sample from the exported SavedModel"
     )
