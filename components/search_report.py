@@ -205,12 +205,12 @@ def winners(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def choose(rows: Sequence[dict[str, Any]], confirmation: Mapping[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
     """The row to train next (the default's row is `rows[0]`) and one line saying why: the best
-    completed trial if it beats the default's mean swd_avg by more than the default's `seed_spread`,
-    else the default; a failed default leaves the best trial, if any. With a `confirmation` (trials smaller
-    or shorter than the final training), the trial it trained (the best winner, or the best one
-    whose confirmation the budget held) must also beat the default as the final training runs
-    (`confirmed`): a configuration that wins at 32x32 may lose at 64x64, and one that leads after
-    a few thousand images (a smaller batch: more steps) may lose by the end."""
+    completed trial if it beats the default's mean swd_avg by more than the default's
+    `seed_spread`, else the default; a failed default leaves the best trial, if any. With a
+    `confirmation` (trials smaller or shorter than the final training), the trial it trained (the
+    best winner, or the best one whose confirmation the budget held) must also beat the default as
+    the final training runs (`confirmed`): a configuration that wins at 32x32 may lose at 64x64,
+    and one that leads after a few thousand images (a smaller batch: more steps) may lose by the end."""
     default = rows[0]
     trials = [row for row in rows[1:] if row["status"] == "COMPLETED"]
     best = min(trials, key=lambda row: row[OBJECTIVE]) if trials else None
