@@ -18,11 +18,16 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
+import sys
 from pathlib import Path
 
 from bench.common import OUT_DIR, emit
 
-LEVELS = ("swd_avg", "swd_64", "swd_32", "swd_16")
+
+def levels(metrics: dict[str, float]) -> list[str]:
+    """swd_avg, then each pyramid level's swd_<res>, finest first (the levels follow the image size)."""
+    sizes = sorted((int(match[1]) for match in map(re.compile(r"swd_([0-9]+)").fullmatch, metrics) if match), reverse=True)
+    return ["swd_avg", *(f"swd_{size}" for size in sizes)]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,6 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", type=int, default=10, help="evaluation seeds 0..N-1 per model (default: %(default)s)")
     parser.add_argument("--eval-num", type=int, default=1024, help="generated images per evaluation (default: %(default)s)")
+    parser.add_argument("--generate-batch", type=int, default=256, help="images per generator call (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=OUT_DIR / "bench_eval_spread_work", help="one eval JSON per evaluation")
     parser.add_argument("--out", help="result JSON (default: bench/out/eval_spread.json)")
     args = parser.parse_args(argv)
@@ -55,12 +61,12 @@ def parse_model(item: str, parser: argparse.ArgumentParser) -> tuple[str, Path]:
     return name, Path(folder)
 
 
-def evaluate(model: Path, data: Path, seed: int, eval_num: int, output: Path) -> dict[str, float]:
+def evaluate(model: Path, data: Path, seed: int, eval_num: int, generate_batch: int, output: Path) -> dict[str, float]:
     """One evaluation (memorisation skipped: only the distances matter here), reused if current."""
     from components.evaluate_options import EvaluateOptions
     from components.evaluation import evaluate_model
 
-    options = EvaluateOptions(eval_num=eval_num, seed=seed, train_limit=0, skip_if_done=True)
+    options = EvaluateOptions(eval_num=eval_num, seed=seed, train_limit=0, skip_if_done=True, generate_batch=generate_batch)
     return evaluate_model(model, data, options, output=output).metrics
 
 
@@ -74,16 +80,34 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def main(argv=None) -> None:
+    from components.errors import PipelineError
+
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    try:
+        runs = evaluate_all(args)
+    except PipelineError as error:  # a folder that is no generator, data of another size...
+        sys.exit(f"error: {error}")
+    report(args, runs)
+
+
+def evaluate_all(args: argparse.Namespace) -> list[tuple[str, Path, list[dict]]]:
+    """Each model's evaluations, one row per evaluation seed: (name, model, rows) in --model order."""
     runs = []  # (name, model, one row per evaluation seed)
     for index, (name, model) in enumerate(args.models):
         rows = []
         for seed in range(args.seeds):
-            metrics = evaluate(model, args.data, seed, args.eval_num, args.work / f"{name}#{index}-seed{seed}.json")
-            rows.append({"seed": seed, **{key: metrics[key] for key in (*LEVELS, "swd_avg_floor")}})
+            metrics = evaluate(
+                model, args.data, seed, args.eval_num, args.generate_batch, args.work / f"{name}#{index}-seed{seed}.json"
+            )
+            rows.append({"seed": seed, **{key: metrics[key] for key in (*levels(metrics), "swd_avg_floor")}})
             print(f"{name} {model}: evaluation seed {seed}: swd_avg {metrics['swd_avg']:.2f}", flush=True)
         runs.append((name, model, rows))
+    return runs
+
+
+def report(args: argparse.Namespace, runs: list[tuple[str, Path, list[dict]]]) -> None:
+    """Means, spreads, ratios and paired differences; printed and written as JSON."""
     names = list(dict.fromkeys(name for name, _, _ in runs))
     per_name = {
         name: spread([row["swd_avg"] for run_name, _, rows in runs if run_name == name for row in rows]) for name in names
@@ -105,7 +129,10 @@ def main(argv=None) -> None:
             "seeds": args.seeds,
             "evaluations": {f"{name}#{index}": rows for index, (name, _, rows) in enumerate(runs)},
             "per_model": {
-                f"{name}#{index}": {"model": str(model), **{level: spread([row[level] for row in rows]) for level in LEVELS}}
+                f"{name}#{index}": {
+                    "model": str(model),
+                    **{level: spread([row[level] for row in rows]) for level in levels(rows[0])},
+                }
                 for index, (name, model, rows) in enumerate(runs)
             },
             "per_name_swd_avg": per_name,
